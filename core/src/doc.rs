@@ -1,0 +1,487 @@
+//! Low-level reading and writing of gridsync records in Automerge
+//! documents: the key names, scalar conversions, the per-record clock and
+//! the log-entry helpers shared by issues and meetings.
+//!
+//! A record is one Automerge document whose root map holds:
+//!
+//! * `schema` (the document layout version) and `type` (`issue`/`meeting`);
+//! * fixed fields, written once at creation;
+//! * registers: plain scalars at the root (Automerge keeps every concurrent
+//!   value of a key, which is how register conflicts are surfaced);
+//! * text fields: Automerge `Text`, only for long prose that two people may
+//!   edit at once (Text costs several times the memory of a scalar);
+//! * sets: maps whose keys are the members (add-wins: a concurrent add
+//!   survives a remove it had not seen);
+//! * logs: lists of maps, append-only;
+//! * `clock`: for every device that wrote a log entry, its last sequence
+//!   number. Only that device writes its key, so it never conflicts.
+
+use automerge::transaction::Transactable;
+use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
+
+use crate::error::{Error, Result};
+use crate::workflow::{Clock, EntryId, Event};
+
+/// The layout version written into every record.
+pub const SCHEMA_VERSION: u64 = 1;
+
+pub(crate) const K_SCHEMA: &str = "schema";
+pub(crate) const K_TYPE: &str = "type";
+pub(crate) const K_CLOCK: &str = "clock";
+
+/// Longest accepted short text (titles, names, codes…), in bytes.
+pub const MAX_SHORT: usize = 1_024;
+/// Longest accepted note, reason or entry text, in bytes.
+pub const MAX_NOTE: usize = 16 * 1_024;
+/// Longest accepted long text (description, agenda, minutes), in bytes.
+pub const MAX_TEXT: usize = 128 * 1_024;
+
+/// A register value as read from a document. Several of them are returned
+/// when a register holds concurrent different values.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Str(String),
+    Int(i64),
+    F64(f64),
+    Bool(bool),
+    /// Milliseconds since the Unix epoch.
+    Time(i64),
+}
+
+impl Value {
+    pub(crate) fn from_scalar(s: &ScalarValue) -> Value {
+        match s {
+            ScalarValue::Str(s) => Value::Str(s.to_string()),
+            ScalarValue::Int(i) => Value::Int(*i),
+            ScalarValue::Uint(u) => Value::Int(i64::try_from(*u).unwrap_or(i64::MAX)),
+            ScalarValue::F64(f) => Value::F64(*f),
+            ScalarValue::Boolean(b) => Value::Bool(*b),
+            ScalarValue::Timestamp(t) => Value::Time(*t),
+            _ => Value::Null,
+        }
+    }
+
+    pub(crate) fn to_scalar(&self) -> ScalarValue {
+        match self {
+            Value::Null => ScalarValue::Null,
+            Value::Str(s) => ScalarValue::Str(s.as_str().into()),
+            Value::Int(i) => ScalarValue::Int(*i),
+            Value::F64(f) => ScalarValue::F64(*f),
+            Value::Bool(b) => ScalarValue::Boolean(*b),
+            Value::Time(t) => ScalarValue::Timestamp(*t),
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_time(&self) -> Option<i64> {
+        match self {
+            Value::Time(t) | Value::Int(t) => Some(*t),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::F64(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Str(s.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Str(s)
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(s: Option<String>) -> Self {
+        s.map_or(Value::Null, Value::Str)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+/// A register whose concurrent writers disagree. Automerge shows one value
+/// by a fixed rule (the highest operation id), identical on every replica;
+/// all values stay visible here until someone writes the field again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegisterConflict {
+    /// The field's key in the document, such as `title` or `action_items/…/text`.
+    pub field: String,
+    /// The value shown.
+    pub shown: Value,
+    /// Every concurrent value, the shown one included.
+    pub values: Vec<Value>,
+}
+
+/// Defines a closed set of names stored as strings: `as_str`, `parse` and
+/// `ALL`, so unknown names from newer apps can be told apart.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use string_enum;
+
+// ---------------------------------------------------------------- reading
+
+pub(crate) fn scalar<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Option<Value> {
+    match doc.get(obj, key).ok().flatten() {
+        Some((automerge::Value::Scalar(s), _)) => Some(Value::from_scalar(&s)),
+        _ => None,
+    }
+}
+
+pub(crate) fn get_str<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Option<String> {
+    match scalar(doc, obj, key) {
+        Some(Value::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+pub(crate) fn get_string<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> String {
+    get_str(doc, obj, key).unwrap_or_default()
+}
+
+pub(crate) fn get_time<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Option<i64> {
+    scalar(doc, obj, key).and_then(|v| v.as_time())
+}
+
+pub(crate) fn get_f64<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Option<f64> {
+    scalar(doc, obj, key).and_then(|v| v.as_f64())
+}
+
+pub(crate) fn get_bool<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Option<bool> {
+    scalar(doc, obj, key).and_then(|v| v.as_bool())
+}
+
+pub(crate) fn get_u64<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Option<u64> {
+    match scalar(doc, obj, key) {
+        Some(Value::Int(i)) => u64::try_from(i).ok(),
+        _ => None,
+    }
+}
+
+/// The child object at `key`, if it is an object of type `ty`.
+pub(crate) fn child<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str, ty: ObjType) -> Option<ObjId> {
+    match doc.get(obj, key).ok().flatten() {
+        Some((automerge::Value::Object(t), id)) if t == ty => Some(id),
+        _ => None,
+    }
+}
+
+/// The content of a text field (empty if absent).
+pub(crate) fn get_text<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> String {
+    child(doc, obj, key, ObjType::Text)
+        .and_then(|t| doc.text(&t).ok())
+        .unwrap_or_default()
+}
+
+/// The members of a set field (a map used as an add-wins set), sorted.
+pub(crate) fn get_set<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Vec<String> {
+    match child(doc, obj, key, ObjType::Map) {
+        Some(m) => doc.keys(&m).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The map objects of a log field, in the log's order.
+pub(crate) fn log_items<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Vec<ObjId> {
+    let Some(list) = child(doc, obj, key, ObjType::List) else {
+        return Vec::new();
+    };
+    let len = doc.length(&list);
+    (0..len)
+        .filter_map(|i| match doc.get(&list, i).ok().flatten() {
+            Some((automerge::Value::Object(ObjType::Map), id)) => Some(id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reads a clock map (device → sequence).
+pub(crate) fn read_clock<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Clock {
+    let Some(map) = child(doc, obj, key, ObjType::Map) else {
+        return Clock::new();
+    };
+    doc.keys(&map)
+        .filter_map(|dev| get_u64(doc, &map, &dev).map(|n| (dev, n)))
+        .collect()
+}
+
+/// The id of a log entry; entries without one are ignored by readers.
+pub(crate) fn entry_id<R: ReadDoc>(doc: &R, item: &ObjId) -> Option<EntryId> {
+    Some(EntryId {
+        dev: get_str(doc, item, "dev")?,
+        n: get_u64(doc, item, "n")?,
+    })
+}
+
+/// Reads a transition log.
+pub(crate) fn read_events<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Vec<Event> {
+    log_items(doc, obj, key)
+        .into_iter()
+        .filter_map(|item| {
+            Some(Event {
+                id: entry_id(doc, &item)?,
+                from: get_string(doc, &item, "from"),
+                to: get_string(doc, &item, "to"),
+                by: get_string(doc, &item, "by"),
+                role: get_string(doc, &item, "role"),
+                reason: get_string(doc, &item, "reason"),
+                at: get_time(doc, &item, "at").unwrap_or(0),
+                resolves: get_bool(doc, &item, "resolves").unwrap_or(false),
+                seen: read_clock(doc, &item, "seen"),
+            })
+        })
+        .collect()
+}
+
+/// Every distinct concurrent value of a register, if there is more than one.
+pub(crate) fn register_conflict<R: ReadDoc>(
+    doc: &R,
+    obj: &ObjId,
+    key: &str,
+    label: String,
+) -> Option<RegisterConflict> {
+    let all = doc.get_all(obj, key).ok()?;
+    if all.len() < 2 {
+        return None;
+    }
+    let mut values: Vec<Value> = Vec::new();
+    for (v, _) in &all {
+        let v = match v {
+            automerge::Value::Scalar(s) => Value::from_scalar(s),
+            automerge::Value::Object(_) => Value::Null,
+        };
+        if !values.contains(&v) {
+            values.push(v);
+        }
+    }
+    if values.len() < 2 {
+        return None;
+    }
+    let shown = scalar(doc, obj, key).unwrap_or(Value::Null);
+    Some(RegisterConflict {
+        field: label,
+        shown,
+        values,
+    })
+}
+
+/// The record type stored in the document, if any.
+pub(crate) fn record_type<R: ReadDoc>(doc: &R) -> Option<String> {
+    get_str(doc, &ROOT, K_TYPE)
+}
+
+// ---------------------------------------------------------------- writing
+
+/// Checks a string's length against a limit.
+pub(crate) fn check_len(field: &'static str, s: &str, max: usize) -> Result<()> {
+    if s.len() > max {
+        return Err(Error::FieldTooLong {
+            field,
+            len: s.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Writes a register unless it already holds exactly this value and no
+/// concurrent other. Skipping no-op writes keeps changes small and avoids
+/// manufacturing conflicts; writing over a conflict settles it.
+pub(crate) fn put_register<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    key: &str,
+    value: &Value,
+) -> Result<bool> {
+    if let Ok(all) = tx.get_all(obj, key) {
+        if all.len() == 1 {
+            if let (automerge::Value::Scalar(s), _) = &all[0] {
+                if Value::from_scalar(s) == *value {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    tx.put(obj, key, value.to_scalar()).map_err(am)?;
+    Ok(true)
+}
+
+/// Replaces a text field's content. Automerge diffs old and new text, so a
+/// concurrent edit elsewhere in the text survives.
+pub(crate) fn put_text<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    key: &str,
+    text: &str,
+) -> Result<()> {
+    let t = match child(tx, obj, key, ObjType::Text) {
+        Some(t) => t,
+        None => tx.put_object(obj, key, ObjType::Text).map_err(am)?,
+    };
+    tx.update_text(&t, text).map_err(am)?;
+    Ok(())
+}
+
+/// Adds a member to a set field.
+pub(crate) fn set_add<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    key: &str,
+    member: &str,
+) -> Result<()> {
+    let m = match child(tx, obj, key, ObjType::Map) {
+        Some(m) => m,
+        None => tx.put_object(obj, key, ObjType::Map).map_err(am)?,
+    };
+    if tx.get(&m, member).ok().flatten().is_none() {
+        tx.put(&m, member, true).map_err(am)?;
+    }
+    Ok(())
+}
+
+/// Removes a member from a set field (a concurrent add survives).
+pub(crate) fn set_remove<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    key: &str,
+    member: &str,
+) -> Result<()> {
+    if let Some(m) = child(tx, obj, key, ObjType::Map) {
+        if tx.get(&m, member).ok().flatten().is_some() {
+            tx.delete(&m, member).map_err(am)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reserves the next log sequence for device `dev` in this record and
+/// returns its id together with the clock seen before it.
+pub(crate) fn next_entry<T: Transactable>(tx: &mut T, dev: &str) -> Result<(EntryId, Clock)> {
+    let seen = read_clock(tx, &ROOT, K_CLOCK);
+    let n = seen.get(dev).copied().unwrap_or(0) + 1;
+    let clock = match child(tx, &ROOT, K_CLOCK, ObjType::Map) {
+        Some(c) => c,
+        None => tx.put_object(&ROOT, K_CLOCK, ObjType::Map).map_err(am)?,
+    };
+    tx.put(&clock, dev, ScalarValue::Int(n as i64))
+        .map_err(am)?;
+    Ok((
+        EntryId {
+            dev: dev.to_owned(),
+            n,
+        },
+        seen,
+    ))
+}
+
+/// Appends a map to the log at `key` (creating the list if needed) and
+/// writes the entry id into it. Returns the new map for further fields.
+pub(crate) fn append_entry<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    key: &str,
+    id: &EntryId,
+) -> Result<ObjId> {
+    let list = match child(tx, obj, key, ObjType::List) {
+        Some(l) => l,
+        None => tx.put_object(obj, key, ObjType::List).map_err(am)?,
+    };
+    let len = tx.length(&list);
+    let item = tx.insert_object(&list, len, ObjType::Map).map_err(am)?;
+    tx.put(&item, "dev", id.dev.as_str()).map_err(am)?;
+    tx.put(&item, "n", ScalarValue::Int(id.n as i64))
+        .map_err(am)?;
+    Ok(item)
+}
+
+/// Writes a clock map under `key` of `obj`.
+pub(crate) fn put_clock<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    key: &str,
+    clock: &Clock,
+) -> Result<()> {
+    let m = tx.put_object(obj, key, ObjType::Map).map_err(am)?;
+    for (dev, n) in clock {
+        tx.put(&m, dev.as_str(), ScalarValue::Int(*n as i64))
+            .map_err(am)?;
+    }
+    Ok(())
+}
+
+/// Writes a transition event into a fresh log entry.
+pub(crate) fn put_event<T: Transactable>(tx: &mut T, item: &ObjId, e: &Event) -> Result<()> {
+    tx.put(item, "from", e.from.as_str()).map_err(am)?;
+    tx.put(item, "to", e.to.as_str()).map_err(am)?;
+    tx.put(item, "by", e.by.as_str()).map_err(am)?;
+    tx.put(item, "role", e.role.as_str()).map_err(am)?;
+    tx.put(item, "reason", e.reason.as_str()).map_err(am)?;
+    tx.put(item, "at", ScalarValue::Timestamp(e.at))
+        .map_err(am)?;
+    if e.resolves {
+        tx.put(item, "resolves", true).map_err(am)?;
+    }
+    put_clock(tx, item, "seen", &e.seen)
+}
+
+/// Automerge errors inside our own transactions are programming errors in
+/// this crate (wrong object type, say), never caused by input that passed
+/// validation; they surface as an error rather than a panic.
+pub(crate) fn am(e: automerge::AutomergeError) -> Error {
+    Error::Document(e.to_string())
+}
+
+/// The record id written into the document at creation.
+pub(crate) fn doc_id<R: ReadDoc>(doc: &R) -> Option<crate::ids::RecordId> {
+    get_str(doc, &ROOT, "id").and_then(|s| s.parse().ok())
+}

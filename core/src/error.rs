@@ -1,0 +1,122 @@
+//! The one error type of the core crate.
+//!
+//! Every variant is something a caller can act on. Expected outcomes that are
+//! not failures (a merge that brought nothing new, say) are values, not errors.
+
+use crate::ids::RecordId;
+
+/// The result type of the core crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the core crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No record with this id is in the store.
+    #[error("record {0} not found")]
+    NotFound(RecordId),
+
+    /// The record exists but is of the other kind (an issue asked for as a
+    /// meeting, say).
+    #[error("record {id} is a {actual}, not a {expected}")]
+    WrongKind {
+        id: RecordId,
+        expected: &'static str,
+        actual: &'static str,
+    },
+
+    /// A status change that the workflow does not allow from the current
+    /// status. Nothing was written.
+    #[error("illegal transition from {from} to {to}")]
+    IllegalTransition { from: String, to: String },
+
+    /// A field value that is not acceptable (unknown enum value, bad id…).
+    #[error("invalid value for {field}: {reason}")]
+    InvalidInput { field: &'static str, reason: String },
+
+    /// A field value longer than the store accepts.
+    #[error("{field} is {len} bytes; at most {max} are accepted")]
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+
+    /// A conflict resolution that names nothing that is in conflict.
+    #[error("no open conflict on {0}")]
+    NoConflict(String),
+
+    /// Foreign change bytes that failed our own checks or Automerge's parser.
+    /// Nothing was applied.
+    #[error("rejected change bytes for record {id}: {reason}")]
+    MalformedChanges { id: RecordId, reason: String },
+
+    /// Foreign changes that depend on changes this store does not have.
+    /// Nothing was applied; send the missing history first.
+    #[error("changes for record {id} depend on {missing} change(s) this store does not have")]
+    MissingDependencies { id: RecordId, missing: usize },
+
+    /// Automerge panicked while merging foreign bytes. The record was left as
+    /// it was before the merge.
+    #[error(
+        "merging changes into record {0} failed inside the CRDT library; the record is unchanged"
+    )]
+    MergePanicked(RecordId),
+
+    /// A stored record that cannot be decoded. Other records are unaffected.
+    #[error("record {id} is corrupt on disk: {reason}")]
+    Corrupt { id: RecordId, reason: String },
+
+    /// sled refused to open the store because its files are damaged. The
+    /// directory was renamed, not deleted, so its data can still be rescued.
+    #[error(
+        "the store at {path} could not be opened ({reason}); it was moved aside to {moved_to}"
+    )]
+    StoreMovedAside {
+        path: String,
+        moved_to: String,
+        reason: String,
+    },
+
+    /// An Automerge operation inside one of our own transactions failed.
+    /// This points at a bug in gridsync, not at the caller's input.
+    #[error("document operation failed: {0}")]
+    Document(String),
+
+    /// The store's own bookkeeping (not a record) could not be decoded.
+    #[error("store metadata is damaged: {0}")]
+    Metadata(String),
+
+    /// The storage engine failed; the operation was not acknowledged.
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+
+    /// A file-system error while making a write durable; the operation was
+    /// not acknowledged.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// A short stable code for the error, suitable for logs, metrics and the
+    /// wire. It never contains record content or personal data.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "not_found",
+            Error::WrongKind { .. } => "wrong_kind",
+            Error::IllegalTransition { .. } => "illegal_transition",
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::FieldTooLong { .. } => "field_too_long",
+            Error::NoConflict(_) => "no_conflict",
+            Error::MalformedChanges { .. } => "malformed_changes",
+            Error::MissingDependencies { .. } => "missing_dependencies",
+            Error::MergePanicked(_) => "merge_panicked",
+            Error::Corrupt { .. } => "corrupt_record",
+            Error::StoreMovedAside { .. } => "store_moved_aside",
+            Error::Document(_) => "document",
+            Error::Metadata(_) => "store_metadata",
+            Error::Storage(_) => "storage",
+            Error::Io(_) => "io",
+        }
+    }
+}

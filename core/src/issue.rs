@@ -1,0 +1,730 @@
+//! Issues (cases): creation, typed operations and the read view.
+
+use std::collections::BTreeSet;
+
+use automerge::transaction::Transactable;
+use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
+
+use crate::doc::{
+    self, am, check_len, string_enum, RegisterConflict, Value, MAX_NOTE, MAX_SHORT, MAX_TEXT,
+};
+use crate::error::{Error, Result};
+use crate::ids::{RecordId, RecordKind};
+use crate::model::{read_geo, Attachment, AttachmentRef, Ctx, Geo, Location, Reporter, Source};
+use crate::workflow::{self, clock_covers, EntryId, Event, IssueStatus, Status, StatusConflict};
+
+string_enum! {
+    /// What kind of matter a resident raised.
+    IssueKind {
+        Demand = "demand",
+        Complaint = "complaint",
+        HiddenDanger = "hidden_danger",
+        Dispute = "dispute",
+        Consultation = "consultation",
+        Suggestion = "suggestion",
+    }
+}
+
+string_enum! {
+    /// How fast the matter must be handled.
+    Urgency {
+        /// Within 2 hours.
+        Red = "red",
+        /// Within 24 hours.
+        Yellow = "yellow",
+        /// Within 72 hours.
+        Blue = "blue",
+    }
+}
+
+impl Urgency {
+    /// The handling time this urgency allows, in hours.
+    pub fn hours(self) -> i64 {
+        match self {
+            Urgency::Red => 2,
+            Urgency::Yellow => 24,
+            Urgency::Blue => 72,
+        }
+    }
+}
+
+string_enum! {
+    /// How a case ended.
+    Resolution {
+        Resolved = "resolved",
+        Partly = "partly",
+        Unresolved = "unresolved",
+        GuidedLegal = "guided_legal",
+        NotInScope = "not_in_scope",
+    }
+}
+
+string_enum! {
+    /// Kinds of timeline entry.
+    TimelineKind {
+        Note = "note",
+        Visit = "visit",
+        Call = "call",
+        Supervision = "supervision",
+        Reminder = "reminder",
+    }
+}
+
+string_enum! {
+    /// A resident's verdict at a return visit.
+    Satisfaction {
+        Satisfied = "satisfied",
+        BasicallySatisfied = "basically_satisfied",
+        Dissatisfied = "dissatisfied",
+    }
+}
+
+string_enum! {
+    /// How two issues relate.
+    Relation {
+        DuplicateOf = "duplicate_of",
+        Parent = "parent",
+        Related = "related",
+    }
+}
+
+/// Everything needed to record a new issue. The store adds the id, the case
+/// number, the author, the device and the time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewIssue {
+    pub source: Source,
+    /// The 12345 work-order number, when the case came from the hotline.
+    pub external_ref: Option<String>,
+    /// The resident's own words, kept unchanged.
+    pub original_statement: String,
+    pub capture_geo: Option<Geo>,
+    pub title: String,
+    pub kind: IssueKind,
+    /// A taxonomy code.
+    pub category: String,
+    pub urgency: Urgency,
+    pub reporter: Reporter,
+    pub location: Location,
+    pub description: String,
+    /// File the case as reported at once; otherwise it starts as a draft.
+    pub report: bool,
+}
+
+/// A typed operation on an issue. Each one is one Automerge transaction.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum IssueOp {
+    SetTitle(String),
+    SetKind(IssueKind),
+    SetCategory(String),
+    SetUrgency(Urgency),
+    SetReporter(Reporter),
+    /// Changes the location, scope fields included.
+    SetLocation(Location),
+    SetAssignee(Option<String>),
+    SetLeadUnit(Option<String>),
+    SetReplyToCitizen(String),
+    SetResolution {
+        resolution: Option<Resolution>,
+        summary: String,
+    },
+    /// Replaces the description; concurrent edits elsewhere in it survive.
+    EditDescription(String),
+    AddAssistUnit(String),
+    RemoveAssistUnit(String),
+    AddTag(String),
+    RemoveTag(String),
+    AddRelated(Relation, RecordId),
+    RemoveRelated(Relation, RecordId),
+    AddTimeline {
+        kind: TimelineKind,
+        text: String,
+    },
+    AddReturnVisit(NewReturnVisit),
+    AddAttachment(AttachmentRef),
+    ChangeDeadline {
+        /// Milliseconds since the Unix epoch.
+        due: i64,
+        reason: String,
+    },
+    /// Moves the case along its workflow; refused if not allowed from the
+    /// current status.
+    Transition {
+        to: IssueStatus,
+        reason: String,
+    },
+    /// Settles a status conflict by confirming one of its candidates.
+    ResolveStatusConflict {
+        to: IssueStatus,
+        reason: String,
+    },
+}
+
+impl IssueOp {
+    /// The name written into the change message.
+    pub fn name(&self) -> &'static str {
+        match self {
+            IssueOp::SetTitle(_) => "set_title",
+            IssueOp::SetKind(_) => "set_kind",
+            IssueOp::SetCategory(_) => "set_category",
+            IssueOp::SetUrgency(_) => "set_urgency",
+            IssueOp::SetReporter(_) => "set_reporter",
+            IssueOp::SetLocation(_) => "set_location",
+            IssueOp::SetAssignee(_) => "set_assignee",
+            IssueOp::SetLeadUnit(_) => "set_lead_unit",
+            IssueOp::SetReplyToCitizen(_) => "set_reply_to_citizen",
+            IssueOp::SetResolution { .. } => "set_resolution",
+            IssueOp::EditDescription(_) => "edit_description",
+            IssueOp::AddAssistUnit(_) => "add_assist_unit",
+            IssueOp::RemoveAssistUnit(_) => "remove_assist_unit",
+            IssueOp::AddTag(_) => "add_tag",
+            IssueOp::RemoveTag(_) => "remove_tag",
+            IssueOp::AddRelated(..) => "add_related",
+            IssueOp::RemoveRelated(..) => "remove_related",
+            IssueOp::AddTimeline { .. } => "add_timeline",
+            IssueOp::AddReturnVisit(_) => "add_return_visit",
+            IssueOp::AddAttachment(_) => "add_attachment",
+            IssueOp::ChangeDeadline { .. } => "change_deadline",
+            IssueOp::Transition { .. } => "transition",
+            IssueOp::ResolveStatusConflict { .. } => "resolve_status_conflict",
+        }
+    }
+}
+
+/// A return visit to be recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewReturnVisit {
+    /// Whether the resident was reached.
+    pub reached: bool,
+    /// Whether the resident says the matter is resolved.
+    pub resolved: bool,
+    pub satisfaction: Option<Satisfaction>,
+    pub note: String,
+}
+
+/// A timeline entry as read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineEntry {
+    pub id: EntryId,
+    pub kind: Option<TimelineKind>,
+    pub text: String,
+    pub by: String,
+    pub role: String,
+    pub at: i64,
+}
+
+/// A return visit as read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReturnVisit {
+    pub id: EntryId,
+    pub reached: bool,
+    pub resolved: bool,
+    pub satisfaction: Option<Satisfaction>,
+    pub note: String,
+    pub by: String,
+    pub at: i64,
+}
+
+/// A deadline change as read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadlineChange {
+    pub id: EntryId,
+    pub due: i64,
+    pub reason: String,
+    pub by: String,
+    pub at: i64,
+}
+
+/// A status event with whether it was applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransitionView {
+    pub event: Event,
+    pub applied: bool,
+}
+
+/// The typed read view of an issue, derived fields included.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IssueView {
+    pub id: RecordId,
+    pub case_no: String,
+    pub external_ref: Option<String>,
+    pub source: Option<Source>,
+    pub original_statement: String,
+    pub capture_geo: Option<Geo>,
+    pub created_at: i64,
+    pub created_by: String,
+    /// The Automerge actor (hex) of the device that created the record.
+    pub device: String,
+
+    pub title: String,
+    pub kind: Option<IssueKind>,
+    pub category: String,
+    pub urgency: Option<Urgency>,
+    pub reporter: Reporter,
+    pub location: Location,
+    pub assignee: Option<String>,
+    pub lead_unit: Option<String>,
+    pub reply_to_citizen: String,
+    pub resolution: Option<Resolution>,
+    pub resolution_summary: String,
+    pub description: String,
+
+    pub assist_units: BTreeSet<String>,
+    pub tags: BTreeSet<String>,
+    pub related: BTreeSet<(Relation, RecordId)>,
+
+    pub transitions: Vec<TransitionView>,
+    pub timeline: Vec<TimelineEntry>,
+    pub deadline_changes: Vec<DeadlineChange>,
+    pub return_visits: Vec<ReturnVisit>,
+    pub attachments: Vec<Attachment>,
+
+    /// Derived from the transition log.
+    pub status: IssueStatus,
+    pub status_conflict: Option<StatusConflict<IssueStatus>>,
+    /// Registers whose concurrent writers disagree.
+    pub register_conflicts: Vec<RegisterConflict>,
+    /// The latest deadline change, else creation time plus the urgency's hours.
+    pub effective_deadline: Option<i64>,
+    /// Timeline entries and attachments that the closing event had not seen.
+    /// They never reopen the case by themselves.
+    pub activity_after_close: Vec<EntryId>,
+    /// Whether the office has put the case under supervision.
+    pub supervised: bool,
+}
+
+impl IssueView {
+    /// Whether the case is past its deadline and still awaits handling.
+    pub fn is_overdue(&self, now: i64) -> bool {
+        is_overdue(self.status, self.effective_deadline, now)
+    }
+
+    /// Whether anything about the case awaits review.
+    pub fn has_conflict(&self) -> bool {
+        self.status_conflict.is_some() || !self.register_conflicts.is_empty()
+    }
+}
+
+/// Overdue: past the deadline and not yet handled (a draft has no deadline
+/// running yet).
+pub fn is_overdue(status: IssueStatus, deadline: Option<i64>, now: i64) -> bool {
+    let running = !matches!(
+        status,
+        IssueStatus::Draft | IssueStatus::Handled | IssueStatus::Closed | IssueStatus::Rejected
+    );
+    running && deadline.is_some_and(|d| d < now)
+}
+
+const REGISTER_KEYS: &[&str] = &[
+    "title",
+    "kind",
+    "category",
+    "urgency",
+    "assignee",
+    "lead_unit",
+    "reply_to_citizen",
+    "resolution",
+    "resolution_summary",
+];
+
+fn short(field: &'static str, s: &str) -> Result<Value> {
+    check_len(field, s, MAX_SHORT)?;
+    Ok(Value::Str(s.to_owned()))
+}
+
+/// Writes a new issue into an empty document.
+pub(crate) fn create<T: Transactable>(
+    tx: &mut T,
+    ctx: Ctx<'_>,
+    id: RecordId,
+    case_no: &str,
+    new: &NewIssue,
+) -> Result<()> {
+    check_len("original_statement", &new.original_statement, MAX_TEXT)?;
+    check_len("description", &new.description, MAX_TEXT)?;
+    tx.put(
+        ROOT,
+        doc::K_SCHEMA,
+        ScalarValue::Int(doc::SCHEMA_VERSION as i64),
+    )
+    .map_err(am)?;
+    tx.put(ROOT, doc::K_TYPE, RecordKind::Issue.as_str())
+        .map_err(am)?;
+    tx.put(ROOT, "id", id.to_string()).map_err(am)?;
+    tx.put(ROOT, "case_no", case_no).map_err(am)?;
+    if let Some(r) = &new.external_ref {
+        check_len("external_ref", r, MAX_SHORT)?;
+        tx.put(ROOT, "external_ref", r.as_str()).map_err(am)?;
+    }
+    tx.put(ROOT, "source", new.source.as_str()).map_err(am)?;
+    tx.put(ROOT, "original_statement", new.original_statement.as_str())
+        .map_err(am)?;
+    if let Some(g) = new.capture_geo {
+        tx.put(ROOT, "capture_lat", g.lat).map_err(am)?;
+        tx.put(ROOT, "capture_lon", g.lon).map_err(am)?;
+        tx.put(ROOT, "capture_acc", g.accuracy_m).map_err(am)?;
+    }
+    tx.put(ROOT, "created_at", ScalarValue::Timestamp(ctx.now))
+        .map_err(am)?;
+    tx.put(ROOT, "created_by", ctx.author.user.as_str())
+        .map_err(am)?;
+    tx.put(ROOT, "device", ctx.dev).map_err(am)?;
+
+    doc::put_register(tx, &ROOT, "title", &short("title", &new.title)?)?;
+    doc::put_register(tx, &ROOT, "kind", &new.kind.as_str().into())?;
+    doc::put_register(tx, &ROOT, "category", &short("category", &new.category)?)?;
+    doc::put_register(tx, &ROOT, "urgency", &new.urgency.as_str().into())?;
+    new.reporter.write(tx, &ROOT)?;
+    new.location.write(tx, &ROOT)?;
+    let text = tx
+        .put_object(ROOT, "description", ObjType::Text)
+        .map_err(am)?;
+    tx.splice_text(&text, 0, 0, &new.description).map_err(am)?;
+    for key in ["assist_units", "tags", "related"] {
+        tx.put_object(ROOT, key, ObjType::Map).map_err(am)?;
+    }
+    for key in [
+        "transitions",
+        "timeline",
+        "deadline_changes",
+        "return_visits",
+        "attachments",
+    ] {
+        tx.put_object(ROOT, key, ObjType::List).map_err(am)?;
+    }
+    tx.put_object(ROOT, doc::K_CLOCK, ObjType::Map)
+        .map_err(am)?;
+    if new.report {
+        append_transition(
+            tx,
+            ctx,
+            IssueStatus::Draft,
+            IssueStatus::Reported,
+            "",
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+/// Applies a typed operation. Validation happens before anything is
+/// written, so an error leaves the transaction empty.
+pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &IssueOp) -> Result<()> {
+    match op {
+        IssueOp::SetTitle(s) => {
+            doc::put_register(tx, &ROOT, "title", &short("title", s)?)?;
+        }
+        IssueOp::SetKind(k) => {
+            doc::put_register(tx, &ROOT, "kind", &k.as_str().into())?;
+        }
+        IssueOp::SetCategory(s) => {
+            doc::put_register(tx, &ROOT, "category", &short("category", s)?)?;
+        }
+        IssueOp::SetUrgency(u) => {
+            doc::put_register(tx, &ROOT, "urgency", &u.as_str().into())?;
+        }
+        IssueOp::SetReporter(r) => r.write(tx, &ROOT)?,
+        IssueOp::SetLocation(l) => l.write(tx, &ROOT)?,
+        IssueOp::SetAssignee(a) => {
+            let v = match a {
+                Some(a) => short("assignee", a)?,
+                None => Value::Null,
+            };
+            doc::put_register(tx, &ROOT, "assignee", &v)?;
+        }
+        IssueOp::SetLeadUnit(a) => {
+            let v = match a {
+                Some(a) => short("lead_unit", a)?,
+                None => Value::Null,
+            };
+            doc::put_register(tx, &ROOT, "lead_unit", &v)?;
+        }
+        IssueOp::SetReplyToCitizen(s) => {
+            check_len("reply_to_citizen", s, MAX_NOTE)?;
+            doc::put_register(tx, &ROOT, "reply_to_citizen", &s.as_str().into())?;
+        }
+        IssueOp::SetResolution {
+            resolution,
+            summary,
+        } => {
+            check_len("resolution_summary", summary, MAX_NOTE)?;
+            let r = resolution.map_or(Value::Null, |r| r.as_str().into());
+            doc::put_register(tx, &ROOT, "resolution", &r)?;
+            doc::put_register(tx, &ROOT, "resolution_summary", &summary.as_str().into())?;
+        }
+        IssueOp::EditDescription(s) => {
+            check_len("description", s, MAX_TEXT)?;
+            doc::put_text(tx, &ROOT, "description", s)?;
+        }
+        IssueOp::AddAssistUnit(s) => {
+            check_len("assist_unit", s, MAX_SHORT)?;
+            doc::set_add(tx, &ROOT, "assist_units", s)?;
+        }
+        IssueOp::RemoveAssistUnit(s) => doc::set_remove(tx, &ROOT, "assist_units", s)?,
+        IssueOp::AddTag(s) => {
+            check_len("tag", s, MAX_SHORT)?;
+            doc::set_add(tx, &ROOT, "tags", s)?;
+        }
+        IssueOp::RemoveTag(s) => doc::set_remove(tx, &ROOT, "tags", s)?,
+        IssueOp::AddRelated(rel, id) => {
+            doc::set_add(tx, &ROOT, "related", &format!("{}:{id}", rel.as_str()))?;
+        }
+        IssueOp::RemoveRelated(rel, id) => {
+            doc::set_remove(tx, &ROOT, "related", &format!("{}:{id}", rel.as_str()))?;
+        }
+        IssueOp::AddTimeline { kind, text } => {
+            check_len("timeline.text", text, MAX_NOTE)?;
+            let (id, _) = doc::next_entry(tx, ctx.dev)?;
+            let item = doc::append_entry(tx, &ROOT, "timeline", &id)?;
+            tx.put(&item, "kind", kind.as_str()).map_err(am)?;
+            tx.put(&item, "text", text.as_str()).map_err(am)?;
+            put_author(tx, &item, ctx)?;
+        }
+        IssueOp::AddReturnVisit(v) => {
+            check_len("return_visit.note", &v.note, MAX_NOTE)?;
+            let (id, _) = doc::next_entry(tx, ctx.dev)?;
+            let item = doc::append_entry(tx, &ROOT, "return_visits", &id)?;
+            tx.put(&item, "reached", v.reached).map_err(am)?;
+            tx.put(&item, "resolved", v.resolved).map_err(am)?;
+            if let Some(s) = v.satisfaction {
+                tx.put(&item, "satisfaction", s.as_str()).map_err(am)?;
+            }
+            tx.put(&item, "note", v.note.as_str()).map_err(am)?;
+            put_author(tx, &item, ctx)?;
+        }
+        IssueOp::AddAttachment(a) => {
+            a.append(tx, ctx, &ROOT, "attachments")?;
+        }
+        IssueOp::ChangeDeadline { due, reason } => {
+            check_len("deadline.reason", reason, MAX_NOTE)?;
+            let (id, _) = doc::next_entry(tx, ctx.dev)?;
+            let item = doc::append_entry(tx, &ROOT, "deadline_changes", &id)?;
+            tx.put(&item, "due", ScalarValue::Timestamp(*due))
+                .map_err(am)?;
+            tx.put(&item, "reason", reason.as_str()).map_err(am)?;
+            put_author(tx, &item, ctx)?;
+        }
+        IssueOp::Transition { to, reason } => {
+            check_len("reason", reason, MAX_NOTE)?;
+            let derived =
+                workflow::derive::<IssueStatus>(&doc::read_events(tx, &ROOT, "transitions"));
+            if !derived.status.allows(*to) {
+                return Err(Error::IllegalTransition {
+                    from: derived.status.as_str().into(),
+                    to: to.as_str().into(),
+                });
+            }
+            append_transition(tx, ctx, derived.status, *to, reason, false)?;
+        }
+        IssueOp::ResolveStatusConflict { to, reason } => {
+            check_len("reason", reason, MAX_NOTE)?;
+            let derived =
+                workflow::derive::<IssueStatus>(&doc::read_events(tx, &ROOT, "transitions"));
+            let Some(conflict) = derived.conflict else {
+                return Err(Error::NoConflict("status".into()));
+            };
+            if !conflict.candidates.iter().any(|c| c.status == *to) {
+                return Err(Error::IllegalTransition {
+                    from: derived.status.as_str().into(),
+                    to: to.as_str().into(),
+                });
+            }
+            append_transition(tx, ctx, derived.status, *to, reason, true)?;
+        }
+    }
+    Ok(())
+}
+
+fn put_author<T: Transactable>(tx: &mut T, item: &ObjId, ctx: Ctx<'_>) -> Result<()> {
+    tx.put(item, "by", ctx.author.user.as_str()).map_err(am)?;
+    tx.put(item, "role", ctx.author.role.as_str()).map_err(am)?;
+    tx.put(item, "at", ScalarValue::Timestamp(ctx.now))
+        .map_err(am)?;
+    Ok(())
+}
+
+/// Appends a status event to the log at `key` of `obj`.
+pub(crate) fn append_event<T: Transactable>(
+    tx: &mut T,
+    ctx: Ctx<'_>,
+    obj: &ObjId,
+    key: &str,
+    from: &str,
+    to: &str,
+    reason: &str,
+    resolves: bool,
+) -> Result<()> {
+    let (id, seen) = doc::next_entry(tx, ctx.dev)?;
+    let item = doc::append_entry(tx, obj, key, &id)?;
+    let event = Event {
+        id,
+        from: from.into(),
+        to: to.into(),
+        by: ctx.author.user.clone(),
+        role: ctx.author.role.as_str().into(),
+        reason: reason.into(),
+        at: ctx.now,
+        resolves,
+        seen,
+    };
+    doc::put_event(tx, &item, &event)
+}
+
+fn append_transition<T: Transactable>(
+    tx: &mut T,
+    ctx: Ctx<'_>,
+    from: IssueStatus,
+    to: IssueStatus,
+    reason: &str,
+    resolves: bool,
+) -> Result<()> {
+    append_event(
+        tx,
+        ctx,
+        &ROOT,
+        "transitions",
+        from.as_str(),
+        to.as_str(),
+        reason,
+        resolves,
+    )
+}
+
+/// Reads the full view of an issue document.
+pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
+    let s = |k: &str| doc::get_string(d, &ROOT, k);
+    let events = doc::read_events(d, &ROOT, "transitions");
+    let derived = workflow::derive::<IssueStatus>(&events);
+
+    let timeline: Vec<TimelineEntry> = doc::log_items(d, &ROOT, "timeline")
+        .into_iter()
+        .filter_map(|item| {
+            Some(TimelineEntry {
+                id: doc::entry_id(d, &item)?,
+                kind: doc::get_str(d, &item, "kind").and_then(|k| TimelineKind::parse(&k)),
+                text: doc::get_string(d, &item, "text"),
+                by: doc::get_string(d, &item, "by"),
+                role: doc::get_string(d, &item, "role"),
+                at: doc::get_time(d, &item, "at").unwrap_or(0),
+            })
+        })
+        .collect();
+    let deadline_changes: Vec<DeadlineChange> = doc::log_items(d, &ROOT, "deadline_changes")
+        .into_iter()
+        .filter_map(|item| {
+            Some(DeadlineChange {
+                id: doc::entry_id(d, &item)?,
+                due: doc::get_time(d, &item, "due")?,
+                reason: doc::get_string(d, &item, "reason"),
+                by: doc::get_string(d, &item, "by"),
+                at: doc::get_time(d, &item, "at").unwrap_or(0),
+            })
+        })
+        .collect();
+    let return_visits: Vec<ReturnVisit> = doc::log_items(d, &ROOT, "return_visits")
+        .into_iter()
+        .filter_map(|item| {
+            Some(ReturnVisit {
+                id: doc::entry_id(d, &item)?,
+                reached: doc::get_bool(d, &item, "reached").unwrap_or(false),
+                resolved: doc::get_bool(d, &item, "resolved").unwrap_or(false),
+                satisfaction: doc::get_str(d, &item, "satisfaction")
+                    .and_then(|k| Satisfaction::parse(&k)),
+                note: doc::get_string(d, &item, "note"),
+                by: doc::get_string(d, &item, "by"),
+                at: doc::get_time(d, &item, "at").unwrap_or(0),
+            })
+        })
+        .collect();
+    let attachments = AttachmentRef::read_log(d, &ROOT, "attachments");
+
+    let created_at = doc::get_time(d, &ROOT, "created_at").unwrap_or(0);
+    let urgency = doc::get_str(d, &ROOT, "urgency").and_then(|u| Urgency::parse(&u));
+    let effective_deadline = deadline_changes
+        .last()
+        .map(|c| c.due)
+        .or_else(|| urgency.map(|u| created_at + u.hours() * 3_600_000));
+
+    // Activity after close: entries the closing event(s) had not seen.
+    let mut activity_after_close = Vec::new();
+    if derived.status == IssueStatus::Closed {
+        let closers: Vec<&Event> = derived
+            .frontier
+            .iter()
+            .map(|&i| &events[i])
+            .filter(|e| e.to == IssueStatus::Closed.as_str())
+            .collect();
+        let ids = timeline
+            .iter()
+            .map(|t| &t.id)
+            .chain(attachments.iter().map(|a| &a.id));
+        for id in ids {
+            if !closers.iter().any(|c| clock_covers(&c.seen, id)) {
+                activity_after_close.push(id.clone());
+            }
+        }
+    }
+
+    let mut register_conflicts = Vec::new();
+    for key in REGISTER_KEYS
+        .iter()
+        .chain(Reporter::KEYS)
+        .chain(Location::KEYS)
+    {
+        if let Some(c) = doc::register_conflict(d, &ROOT, key, (*key).to_owned()) {
+            register_conflicts.push(c);
+        }
+    }
+
+    let related = doc::get_set(d, &ROOT, "related")
+        .into_iter()
+        .filter_map(|m| {
+            let (rel, id) = m.split_once(':')?;
+            Some((Relation::parse(rel)?, id.parse().ok()?))
+        })
+        .collect();
+
+    IssueView {
+        id,
+        case_no: s("case_no"),
+        external_ref: doc::get_str(d, &ROOT, "external_ref"),
+        source: doc::get_str(d, &ROOT, "source").and_then(|x| Source::parse(&x)),
+        original_statement: s("original_statement"),
+        capture_geo: read_geo(d, &ROOT, "capture_lat", "capture_lon", "capture_acc"),
+        created_at,
+        created_by: s("created_by"),
+        device: s("device"),
+        title: s("title"),
+        kind: doc::get_str(d, &ROOT, "kind").and_then(|k| IssueKind::parse(&k)),
+        category: s("category"),
+        urgency,
+        reporter: Reporter::read(d, &ROOT),
+        location: Location::read(d, &ROOT),
+        assignee: doc::get_str(d, &ROOT, "assignee"),
+        lead_unit: doc::get_str(d, &ROOT, "lead_unit"),
+        reply_to_citizen: s("reply_to_citizen"),
+        resolution: doc::get_str(d, &ROOT, "resolution").and_then(|r| Resolution::parse(&r)),
+        resolution_summary: s("resolution_summary"),
+        description: doc::get_text(d, &ROOT, "description"),
+        assist_units: doc::get_set(d, &ROOT, "assist_units").into_iter().collect(),
+        tags: doc::get_set(d, &ROOT, "tags").into_iter().collect(),
+        related,
+        transitions: events
+            .into_iter()
+            .zip(derived.applied.iter())
+            .map(|(event, &applied)| TransitionView { event, applied })
+            .collect(),
+        supervised: timeline
+            .iter()
+            .any(|t| t.kind == Some(TimelineKind::Supervision)),
+        timeline,
+        deadline_changes,
+        return_visits,
+        attachments,
+        status: derived.status,
+        status_conflict: derived.conflict,
+        register_conflicts,
+        effective_deadline,
+        activity_after_close,
+    }
+}

@@ -1,0 +1,73 @@
+//! # gridsync-core
+//!
+//! The data layer under the grid workers' phones and the office: issue and
+//! meeting records as Automerge CRDT documents, persisted in sled, with
+//! typed operations, status workflows that merge soundly, a metadata index
+//! for queries, and the change log that sync reads. It does no network I/O.
+//!
+//! ```
+//! use gridsync_core::{Author, IssueKind, IssueOp, IssueStatus, Location, NewIssue,
+//!     Query, Reporter, Role, Source, Store, StoreConfig, Urgency};
+//!
+//! # fn main() -> gridsync_core::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(StoreConfig::new(dir.path(), "G01-P1"))?;
+//! let worker = Author::new("worker-17", Role::GridWorker);
+//!
+//! let id = store.create_issue(&worker, NewIssue {
+//!     source: Source::GridPatrol,
+//!     external_ref: None,
+//!     original_statement: "楼道灯坏了一个星期".into(),
+//!     capture_geo: None,
+//!     title: "Stairwell light broken".into(),
+//!     kind: IssueKind::Demand,
+//!     category: "facilities.lighting".into(),
+//!     urgency: Urgency::Yellow,
+//!     reporter: Reporter::default(),
+//!     location: Location { street: "S1".into(), community: "C1".into(), grid: "G01".into(),
+//!         ..Location::default() },
+//!     description: "Third floor, building 4".into(),
+//!     report: true,
+//! })?;
+//!
+//! store.update_issue(id, &worker, IssueOp::Transition {
+//!     to: IssueStatus::InProgress, reason: "self-handled".into() })?;
+//! assert_eq!(store.issue(id)?.status, IssueStatus::InProgress);
+//!
+//! // An illegal transition is refused and changes nothing.
+//! assert!(store.update_issue(id, &worker, IssueOp::Transition {
+//!     to: IssueStatus::Closed, reason: String::new() }).is_err());
+//!
+//! let open_in_grid = store.list(&Query::issues().grid("G01").open(true))?;
+//! assert_eq!(open_in_grid.total, 1);
+//! # Ok(()) }
+//! ```
+
+pub mod doc;
+mod error;
+pub mod foreign;
+mod ids;
+pub mod issue;
+pub mod meeting;
+mod model;
+pub mod query;
+pub mod store;
+pub mod workflow;
+
+pub use automerge::{ActorId, ChangeHash};
+pub use doc::{RegisterConflict, Value};
+pub use error::{Error, Result};
+pub use foreign::ForeignLimits;
+pub use ids::{Author, RecordId, RecordKind, Role};
+pub use issue::{
+    IssueKind, IssueOp, IssueView, NewIssue, NewReturnVisit, Relation, Resolution, Satisfaction,
+    TimelineKind, Urgency,
+};
+pub use meeting::{
+    ActionItem, AttendeeRole, MeetingFormat, MeetingLevel, MeetingOp, MeetingOutcome, MeetingView,
+    NewActionItem, NewAttendee, NewMeeting,
+};
+pub use model::{Attachment, AttachmentRef, Geo, Location, Reporter, Source};
+pub use query::{Page, Query, RecordMeta, Sort};
+pub use store::{Durability, LogEntry, Merged, Origin, Pending, Store, StoreConfig, Written};
+pub use workflow::{ActionStatus, IssueStatus, Status, StatusConflict};

@@ -1,0 +1,244 @@
+//! Value types shared by issues and meetings.
+
+use automerge::transaction::Transactable;
+use automerge::{ObjId, ReadDoc, ScalarValue};
+
+use crate::doc::{self, am, check_len, string_enum, MAX_NOTE, MAX_SHORT};
+use crate::error::Result;
+use crate::ids::Author;
+use crate::workflow::EntryId;
+
+/// Who is doing what, when, from which device: passed to every operation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx<'a> {
+    pub author: &'a Author,
+    /// The store's Automerge actor, hex: the device part of log entry ids.
+    pub dev: &'a str,
+    /// The device clock, milliseconds since the Unix epoch.
+    pub now: i64,
+}
+
+/// A position with its accuracy in metres.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Geo {
+    pub lat: f64,
+    pub lon: f64,
+    pub accuracy_m: f64,
+}
+
+/// Where a record belongs and where the matter is. `street`, `community`
+/// and `grid` are the record's scope: they decide which devices and office
+/// roles see it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Location {
+    pub street: String,
+    pub community: String,
+    pub grid: String,
+    /// Building, unit and room as written by the worker.
+    pub building: String,
+    pub address: String,
+    pub geo: Option<Geo>,
+}
+
+/// The resident who raised the matter. Personal data: shown only to roles
+/// that need it and never logged.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reporter {
+    pub name: String,
+    pub phone: String,
+    pub anonymous: bool,
+    pub may_call_back: bool,
+}
+
+/// A reference to a file that travels separately from the record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttachmentRef {
+    /// Hex SHA-256 of the content.
+    pub hash: String,
+    pub mime: String,
+    pub size: u64,
+    pub caption: String,
+    pub geo: Option<Geo>,
+}
+
+/// An attachment as stored in a record's log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attachment {
+    pub id: EntryId,
+    pub file: AttachmentRef,
+    pub by: String,
+    pub at: i64,
+}
+
+string_enum! {
+    /// The channel a case came in through.
+    Source {
+        GridPatrol = "grid_patrol",
+        Hotline12345 = "hotline_12345",
+        CloudCouncil = "cloud_council",
+        WalkIn = "walk_in",
+        Meeting = "meeting",
+    }
+}
+
+impl Location {
+    pub(crate) fn validate(&self) -> Result<()> {
+        check_len("street", &self.street, MAX_SHORT)?;
+        check_len("community", &self.community, MAX_SHORT)?;
+        check_len("grid", &self.grid, MAX_SHORT)?;
+        check_len("building", &self.building, MAX_SHORT)?;
+        check_len("address", &self.address, MAX_SHORT)
+    }
+
+    pub(crate) fn write<T: Transactable>(&self, tx: &mut T, obj: &ObjId) -> Result<()> {
+        self.validate()?;
+        doc::put_register(tx, obj, "street", &self.street.as_str().into())?;
+        doc::put_register(tx, obj, "community", &self.community.as_str().into())?;
+        doc::put_register(tx, obj, "grid", &self.grid.as_str().into())?;
+        doc::put_register(tx, obj, "building", &self.building.as_str().into())?;
+        doc::put_register(tx, obj, "address", &self.address.as_str().into())?;
+        let (lat, lon, acc) = match self.geo {
+            Some(g) => (
+                doc::Value::F64(g.lat),
+                doc::Value::F64(g.lon),
+                doc::Value::F64(g.accuracy_m),
+            ),
+            None => (doc::Value::Null, doc::Value::Null, doc::Value::Null),
+        };
+        doc::put_register(tx, obj, "geo_lat", &lat)?;
+        doc::put_register(tx, obj, "geo_lon", &lon)?;
+        doc::put_register(tx, obj, "geo_acc", &acc)?;
+        Ok(())
+    }
+
+    pub(crate) fn read<R: ReadDoc>(d: &R, obj: &ObjId) -> Location {
+        Location {
+            street: doc::get_string(d, obj, "street"),
+            community: doc::get_string(d, obj, "community"),
+            grid: doc::get_string(d, obj, "grid"),
+            building: doc::get_string(d, obj, "building"),
+            address: doc::get_string(d, obj, "address"),
+            geo: read_geo(d, obj, "geo_lat", "geo_lon", "geo_acc"),
+        }
+    }
+
+    /// The register keys a location occupies, for conflict reporting.
+    pub(crate) const KEYS: &'static [&'static str] = &[
+        "street",
+        "community",
+        "grid",
+        "building",
+        "address",
+        "geo_lat",
+        "geo_lon",
+        "geo_acc",
+    ];
+}
+
+impl Reporter {
+    pub(crate) fn write<T: Transactable>(&self, tx: &mut T, obj: &ObjId) -> Result<()> {
+        check_len("reporter.name", &self.name, MAX_SHORT)?;
+        check_len("reporter.phone", &self.phone, MAX_SHORT)?;
+        doc::put_register(tx, obj, "reporter_name", &self.name.as_str().into())?;
+        doc::put_register(tx, obj, "reporter_phone", &self.phone.as_str().into())?;
+        doc::put_register(tx, obj, "reporter_anonymous", &self.anonymous.into())?;
+        doc::put_register(tx, obj, "reporter_callback", &self.may_call_back.into())?;
+        Ok(())
+    }
+
+    pub(crate) fn read<R: ReadDoc>(d: &R, obj: &ObjId) -> Reporter {
+        Reporter {
+            name: doc::get_string(d, obj, "reporter_name"),
+            phone: doc::get_string(d, obj, "reporter_phone"),
+            anonymous: doc::get_bool(d, obj, "reporter_anonymous").unwrap_or(false),
+            may_call_back: doc::get_bool(d, obj, "reporter_callback").unwrap_or(false),
+        }
+    }
+
+    pub(crate) const KEYS: &'static [&'static str] = &[
+        "reporter_name",
+        "reporter_phone",
+        "reporter_anonymous",
+        "reporter_callback",
+    ];
+}
+
+pub(crate) fn read_geo<R: ReadDoc>(
+    d: &R,
+    obj: &ObjId,
+    lat: &str,
+    lon: &str,
+    acc: &str,
+) -> Option<Geo> {
+    Some(Geo {
+        lat: doc::get_f64(d, obj, lat)?,
+        lon: doc::get_f64(d, obj, lon)?,
+        accuracy_m: doc::get_f64(d, obj, acc).unwrap_or(0.0),
+    })
+}
+
+impl AttachmentRef {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let is_hex = self.hash.len() == 64 && self.hash.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_hex {
+            return Err(crate::Error::InvalidInput {
+                field: "attachment.hash",
+                reason: "expected 64 hex digits (SHA-256)".into(),
+            });
+        }
+        check_len("attachment.mime", &self.mime, MAX_SHORT)?;
+        check_len("attachment.caption", &self.caption, MAX_NOTE)
+    }
+
+    /// Appends the attachment to the log at `key` of `obj`.
+    pub(crate) fn append<T: Transactable>(
+        &self,
+        tx: &mut T,
+        ctx: Ctx<'_>,
+        obj: &ObjId,
+        key: &str,
+    ) -> Result<EntryId> {
+        self.validate()?;
+        let (id, _) = doc::next_entry(tx, ctx.dev)?;
+        let item = doc::append_entry(tx, obj, key, &id)?;
+        tx.put(&item, "hash", self.hash.as_str()).map_err(am)?;
+        tx.put(&item, "mime", self.mime.as_str()).map_err(am)?;
+        tx.put(
+            &item,
+            "size",
+            ScalarValue::Int(i64::try_from(self.size).unwrap_or(i64::MAX)),
+        )
+        .map_err(am)?;
+        tx.put(&item, "caption", self.caption.as_str())
+            .map_err(am)?;
+        if let Some(g) = self.geo {
+            tx.put(&item, "lat", g.lat).map_err(am)?;
+            tx.put(&item, "lon", g.lon).map_err(am)?;
+            tx.put(&item, "acc", g.accuracy_m).map_err(am)?;
+        }
+        tx.put(&item, "by", ctx.author.user.as_str()).map_err(am)?;
+        tx.put(&item, "at", ScalarValue::Timestamp(ctx.now))
+            .map_err(am)?;
+        Ok(id)
+    }
+
+    pub(crate) fn read_log<R: ReadDoc>(d: &R, obj: &ObjId, key: &str) -> Vec<Attachment> {
+        doc::log_items(d, obj, key)
+            .into_iter()
+            .filter_map(|item| {
+                Some(Attachment {
+                    id: doc::entry_id(d, &item)?,
+                    file: AttachmentRef {
+                        hash: doc::get_string(d, &item, "hash"),
+                        mime: doc::get_string(d, &item, "mime"),
+                        size: doc::get_u64(d, &item, "size").unwrap_or(0),
+                        caption: doc::get_string(d, &item, "caption"),
+                        geo: read_geo(d, &item, "lat", "lon", "acc"),
+                    },
+                    by: doc::get_string(d, &item, "by"),
+                    at: doc::get_time(d, &item, "at").unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+}

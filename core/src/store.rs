@@ -1,0 +1,1164 @@
+//! The durable record store: Automerge documents in sled, with a metadata
+//! index, a local change log and the bookkeeping sync needs.
+//!
+//! # Layout
+//!
+//! Everything lives in sled's default tree under one-byte key prefixes, so
+//! that a single `apply_batch` writes a record's bytes, its index entry, its
+//! log entry and its sync bookkeeping atomically:
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `m` | name | store metadata (actor, counters, format version) |
+//! | `d` | record id | compacted snapshot (Automerge `save`) |
+//! | `c` | record id, chunk no (u32 BE) | incremental change bytes |
+//! | `i` | record id | [`RecordMeta`] and chunk accounting (bincode) |
+//! | `l` | sequence (u64 BE) | change-log entry: record id, change hashes, origin |
+//! | `p` | record id | log sequence of the latest local change the server has not acknowledged |
+//! | `h` | record id | the heads the server is known to have |
+//!
+//! Big-endian sequence numbers sort in order, so "what changed after N" is a
+//! range scan.
+//!
+//! # Durability
+//!
+//! A write returns only after `apply_batch` and `flush`, and (with
+//! [`Durability::Fsync`], the default) an `fdatasync` of sled's data file
+//! and of any new blob file through handles of our own: sled's flush uses
+//! `sync_file_range` on Linux, which does not survive a power cut, and it
+//! never syncs its blob files.
+//!
+//! # Memory
+//!
+//! Documents are loaded on demand and kept in a bounded LRU cache. The
+//! metadata index is held in memory in full (a few hundred bytes per
+//! record); opening a store reads the index, not the documents.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::num::NonZeroUsize;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use automerge::transaction::{CommitOptions, Transaction};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use bincode::{Decode, Encode};
+
+use crate::doc;
+use crate::error::{Error, Result};
+use crate::foreign::{self, ForeignLimits};
+use crate::ids::{Author, RecordId, RecordKind};
+use crate::issue::{self, IssueOp, IssueView, NewIssue};
+use crate::meeting::{self, MeetingOp, MeetingView, NewMeeting};
+use crate::model::Ctx;
+use crate::query::{self, Page, Query, RecordMeta};
+
+const P_META: u8 = b'm';
+const P_SNAPSHOT: u8 = b'd';
+const P_CHUNK: u8 = b'c';
+const P_INDEX: u8 = b'i';
+const P_LOG: u8 = b'l';
+const P_PENDING: u8 = b'p';
+const P_SERVER_HEADS: u8 = b'h';
+
+const META_FORMAT: &[u8] = b"format";
+const META_ACTOR: &[u8] = b"actor";
+const META_CASE_COUNTER: &[u8] = b"case_counter";
+const META_MEETING_COUNTER: &[u8] = b"meeting_counter";
+
+/// The on-disk format version of this store.
+pub const STORE_FORMAT: u64 = 1;
+
+/// The largest snapshot accepted from another replica.
+pub const MAX_SNAPSHOT_BYTES: usize = 8 << 20;
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn chunk_key(id: RecordId, n: u32) -> Vec<u8> {
+    let mut k = key(P_CHUNK, id.as_bytes());
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ 16 << 20 }>()
+}
+
+/// How hard a write works to survive a crash before it returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// sled flush plus fdatasync of the data and blob files: survives
+    /// process kill and power loss.
+    #[default]
+    Fsync,
+    /// sled flush only: survives a killed process, not a power cut.
+    Flush,
+    /// No flush: for tests and in-memory use only.
+    None,
+}
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// A short code unique to this device (given at enrollment). Case and
+    /// meeting numbers are `{code}-{n}`, so offline numbering never collides.
+    pub device_code: String,
+    /// How many documents to keep loaded.
+    pub cache_capacity: usize,
+    pub durability: Durability,
+    /// Keep everything in memory and delete it on drop (tests).
+    pub temporary: bool,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>, device_code: impl Into<String>) -> Self {
+        StoreConfig {
+            path: path.into(),
+            device_code: device_code.into(),
+            cache_capacity: 256,
+            durability: Durability::Fsync,
+            temporary: false,
+        }
+    }
+}
+
+/// Where a change-log entry's changes came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Origin {
+    /// Made by an operation on this store.
+    Local,
+    /// Merged from another replica.
+    Remote,
+}
+
+/// One entry of the store's change log: which record received which new
+/// changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub id: RecordId,
+    pub hashes: Vec<ChangeHash>,
+    pub origin: Origin,
+}
+
+#[derive(Encode, Decode)]
+struct StoredLogEntry {
+    id: [u8; 16],
+    hashes: Vec<[u8; 32]>,
+    origin: Origin,
+}
+
+/// Chunk accounting for one record; local to this replica.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+struct Storage {
+    snapshot_len: u64,
+    chunks_len: u64,
+    /// Chunk numbers in use are `first_chunk..next_chunk`.
+    first_chunk: u32,
+    next_chunk: u32,
+}
+
+#[derive(Encode, Decode)]
+struct StoredIndex {
+    meta: RecordMeta,
+    storage: Storage,
+}
+
+/// The outcome of a successful local write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub id: RecordId,
+    /// The change-log sequence of the write, or `None` if the operation
+    /// changed nothing (setting a field to the value it already has).
+    pub seq: Option<u64>,
+}
+
+/// The outcome of merging foreign changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Merged {
+    pub id: RecordId,
+    /// How many changes were new to this store (0: all were duplicates).
+    pub new_changes: usize,
+    pub seq: Option<u64>,
+    /// The record did not exist here before.
+    pub created: bool,
+}
+
+/// A record with local changes the server has not acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub id: RecordId,
+    /// The log sequence of its latest unacknowledged local change.
+    pub seq: u64,
+}
+
+struct Loaded {
+    doc: Automerge,
+    storage: Storage,
+}
+
+/// Mutable state guarded by the write lock: the document cache and the
+/// counters that must advance in order.
+struct Writer {
+    cache: lru::LruCache<RecordId, Loaded>,
+    next_seq: u64,
+    synced_blobs: BTreeSet<std::ffi::OsString>,
+}
+
+/// In-memory view of the index.
+#[derive(Default)]
+struct Index {
+    records: BTreeMap<RecordId, RecordMeta>,
+    /// Issue → meetings that link it (derived from the meetings' metas).
+    meetings_of: BTreeMap<RecordId, BTreeSet<RecordId>>,
+    /// Records whose index entry could not be read or rebuilt.
+    corrupt: BTreeSet<RecordId>,
+}
+
+impl Index {
+    fn insert(&mut self, meta: RecordMeta) {
+        let id = meta.record_id();
+        self.remove(id);
+        for issue in &meta.linked_issues {
+            self.meetings_of
+                .entry(RecordId::from_bytes(*issue))
+                .or_default()
+                .insert(id);
+        }
+        self.corrupt.remove(&id);
+        self.records.insert(id, meta);
+    }
+
+    fn remove(&mut self, id: RecordId) {
+        if let Some(old) = self.records.remove(&id) {
+            for issue in &old.linked_issues {
+                let issue = RecordId::from_bytes(*issue);
+                if let Some(set) = self.meetings_of.get_mut(&issue) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.meetings_of.remove(&issue);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A gridsync record store on one device or server.
+///
+/// All methods take `&self`; the store is `Send + Sync` and can be shared
+/// between threads. Writes are serialised; queries run concurrently.
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    data_file: Option<File>,
+    actor: ActorId,
+    actor_hex: String,
+    device_code: String,
+    durability: Durability,
+    writer: Mutex<Writer>,
+    index: RwLock<Index>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("actor", &self.actor_hex)
+            .field("device_code", &self.device_code)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// sled errors that mean the files are damaged, as opposed to transient
+/// trouble (a held lock, a full disk) that must never cost local data.
+fn is_corruption(e: &sled::Error) -> bool {
+    matches!(
+        e,
+        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
+    )
+}
+
+fn move_aside(path: &Path, reason: String) -> Error {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+    let mut target = path.as_os_str().to_owned();
+    target.push(format!(".damaged-{stamp}"));
+    let target = PathBuf::from(target);
+    match std::fs::rename(path, &target) {
+        Ok(()) => Error::StoreMovedAside {
+            path: path.display().to_string(),
+            moved_to: target.display().to_string(),
+            reason,
+        },
+        Err(e) => Error::Io(e),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `config.path`.
+    ///
+    /// If sled reports the files as corrupt, the directory is renamed to
+    /// `<path>.damaged-<time>` and [`Error::StoreMovedAside`] is returned; the
+    /// next open starts a fresh store. Transient errors (the store is open in
+    /// another process, the disk is full) are returned as they are and touch
+    /// nothing.
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        let db = if config.temporary {
+            sled::Config::new().temporary(true).open()?
+        } else {
+            std::fs::create_dir_all(&config.path)?;
+            let opened = catch_unwind(|| sled::Config::new().path(&config.path).open());
+            match opened {
+                Ok(Ok(db)) => db,
+                Ok(Err(e)) if is_corruption(&e) => {
+                    return Err(move_aside(&config.path, e.to_string()));
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    return Err(move_aside(
+                        &config.path,
+                        "the storage engine crashed while opening".into(),
+                    ));
+                }
+            }
+        };
+
+        let format = db.get(key(P_META, META_FORMAT))?;
+        match format {
+            None => {
+                db.insert(key(P_META, META_FORMAT), &STORE_FORMAT.to_be_bytes())?;
+            }
+            Some(v) if v.as_ref() == STORE_FORMAT.to_be_bytes() => {}
+            Some(_) => {
+                return Err(Error::Metadata(
+                    "the store was written by a newer version of gridsync".into(),
+                ))
+            }
+        }
+        let actor = match db.get(key(P_META, META_ACTOR))? {
+            Some(bytes) => ActorId::from(bytes.as_ref()),
+            None => {
+                let actor = ActorId::random();
+                db.insert(key(P_META, META_ACTOR), actor.to_bytes())?;
+                db.flush()?;
+                actor
+            }
+        };
+        let data_file = if config.temporary || config.durability != Durability::Fsync {
+            None
+        } else {
+            Some(File::open(config.path.join("db"))?)
+        };
+        let next_seq = match db.scan_prefix([P_LOG]).next_back() {
+            Some(item) => {
+                let (k, _) = item?;
+                let seq: [u8; 8] = k[1..]
+                    .try_into()
+                    .map_err(|_| Error::Metadata("bad change-log key".into()))?;
+                u64::from_be_bytes(seq) + 1
+            }
+            None => 1,
+        };
+        let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let store = Store {
+            db,
+            path: config.path,
+            data_file,
+            actor_hex: actor.to_hex_string(),
+            actor,
+            device_code: config.device_code,
+            durability: if config.temporary {
+                Durability::None
+            } else {
+                config.durability
+            },
+            writer: Mutex::new(Writer {
+                cache: lru::LruCache::new(capacity),
+                next_seq,
+                synced_blobs: BTreeSet::new(),
+            }),
+            index: RwLock::new(Index::default()),
+        };
+        store.load_index()?;
+        if let Some(w) = store.writer.lock().ok().as_mut() {
+            w.synced_blobs = store.blob_names();
+        }
+        Ok(store)
+    }
+
+    /// Reads every index entry into memory; entries that cannot be decoded
+    /// are rebuilt from their document, and records whose document is also
+    /// unreadable are listed by [`Store::corrupt_records`].
+    fn load_index(&self) -> Result<()> {
+        let mut index = Index::default();
+        let mut rebuild = Vec::new();
+        for item in self.db.scan_prefix([P_INDEX]) {
+            let (k, v) = item?;
+            let Some(id) = RecordId::from_slice(&k[1..]) else {
+                continue;
+            };
+            match bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config()) {
+                Ok((stored, _)) if stored.meta.id == *id.as_bytes() => index.insert(stored.meta),
+                _ => rebuild.push(id),
+            }
+        }
+        *self.index.write().map_err(|_| poisoned())? = index;
+        for id in rebuild {
+            match self.load_from_disk(id) {
+                Ok(loaded) => {
+                    let meta = derive_meta(id, &loaded.doc, now_ms())?;
+                    let entry = encode_index(&meta, loaded.storage)?;
+                    self.db.insert(key(P_INDEX, id.as_bytes()), entry)?;
+                    self.index_mut()?.insert(meta);
+                }
+                Err(_) => {
+                    self.index_mut()?.corrupt.insert(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This store's Automerge actor.
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// The device code used for case numbers.
+    pub fn device_code(&self) -> &str {
+        &self.device_code
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Writer>> {
+        self.writer.lock().map_err(|_| poisoned())
+    }
+
+    fn index_read(&self) -> Result<RwLockReadGuard<'_, Index>> {
+        self.index.read().map_err(|_| poisoned())
+    }
+
+    fn index_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, Index>> {
+        self.index.write().map_err(|_| poisoned())
+    }
+
+    // ------------------------------------------------------------ writes
+
+    /// Records a new issue and returns its id.
+    pub fn create_issue(&self, author: &Author, new: NewIssue) -> Result<RecordId> {
+        let id = RecordId::new();
+        self.create(
+            id,
+            RecordKind::Issue,
+            author,
+            META_CASE_COUNTER,
+            |tx, ctx, n| {
+                let case_no = format!("{}-{n:06}", self.device_code);
+                issue::create(tx, ctx, id, &case_no, &new)
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// Convenes a new meeting and returns its id.
+    pub fn create_meeting(&self, author: &Author, new: NewMeeting) -> Result<RecordId> {
+        let id = RecordId::new();
+        self.create(
+            id,
+            RecordKind::Meeting,
+            author,
+            META_MEETING_COUNTER,
+            |tx, ctx, n| {
+                let meeting_no = format!("{}-M{n:05}", self.device_code);
+                meeting::create(tx, ctx, id, &meeting_no, &new)
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// Applies a typed operation to an issue.
+    pub fn update_issue(&self, id: RecordId, author: &Author, op: IssueOp) -> Result<Written> {
+        self.update(id, RecordKind::Issue, author, op.name(), |tx, ctx| {
+            issue::apply(tx, ctx, &op)
+        })
+    }
+
+    /// Applies a typed operation to a meeting.
+    pub fn update_meeting(&self, id: RecordId, author: &Author, op: MeetingOp) -> Result<Written> {
+        self.update(id, RecordKind::Meeting, author, op.name(), |tx, ctx| {
+            meeting::apply(tx, ctx, &op)
+        })
+    }
+
+    fn create<F>(
+        &self,
+        id: RecordId,
+        kind: RecordKind,
+        author: &Author,
+        counter: &[u8],
+        f: F,
+    ) -> Result<Written>
+    where
+        F: FnOnce(&mut Transaction<'_>, Ctx<'_>, u64) -> Result<()>,
+    {
+        let mut w = self.lock()?;
+        let n = match self.db.get(key(P_META, counter))? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Metadata("bad counter".into()))?,
+            ),
+            None => 0,
+        } + 1;
+        let mut doc = Automerge::new().with_actor(self.actor.clone());
+        let now = now_ms();
+        let ctx = Ctx {
+            author,
+            dev: &self.actor_hex,
+            now,
+        };
+        doc.transact_with(
+            |_| commit_options(&format!("create_{}", kind.as_str()), author, now),
+            |tx| f(tx, ctx, n),
+        )
+        .map_err(|failure| failure.error)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(key(P_META, counter), &n.to_be_bytes());
+        let loaded = Loaded {
+            doc,
+            storage: Storage::default(),
+        };
+        let written = self.persist(&mut w, id, loaded, &[], Origin::Local, now, None, batch)?;
+        drop(w);
+        self.make_durable()?;
+        Ok(written)
+    }
+
+    fn update<F>(
+        &self,
+        id: RecordId,
+        kind: RecordKind,
+        author: &Author,
+        op: &str,
+        f: F,
+    ) -> Result<Written>
+    where
+        F: FnOnce(&mut Transaction<'_>, Ctx<'_>) -> Result<()>,
+    {
+        let mut w = self.lock()?;
+        let actual = self.kind_of(id)?;
+        if actual != kind {
+            return Err(Error::WrongKind {
+                id,
+                expected: kind.as_str(),
+                actual: actual.as_str(),
+            });
+        }
+        let mut loaded = self.checkout(&mut w, id)?;
+        let heads = loaded.doc.get_heads();
+        let now = now_ms();
+        let ctx = Ctx {
+            author,
+            dev: &self.actor_hex,
+            now,
+        };
+        let result = loaded
+            .doc
+            .transact_with(|_| commit_options(op, author, now), |tx| f(tx, ctx));
+        if let Err(failure) = result {
+            // The failed transaction was rolled back; the document is as it was.
+            w.cache.put(id, loaded);
+            return Err(failure.error);
+        }
+        let written = self.persist(
+            &mut w,
+            id,
+            loaded,
+            &heads,
+            Origin::Local,
+            now,
+            None,
+            sled::Batch::default(),
+        )?;
+        drop(w);
+        self.make_durable()?;
+        Ok(written)
+    }
+
+    /// Writes what changed in `loaded` since `heads_before` in one atomic
+    /// batch (with `extra` entries), updates the in-memory index and puts
+    /// the document back into the cache. Does not flush.
+    #[allow(clippy::too_many_arguments)]
+    fn persist(
+        &self,
+        w: &mut Writer,
+        id: RecordId,
+        mut loaded: Loaded,
+        heads_before: &[ChangeHash],
+        origin: Origin,
+        updated_at: i64,
+        expected_kind: Option<RecordKind>,
+        mut batch: sled::Batch,
+    ) -> Result<Written> {
+        let new_changes = loaded.doc.get_changes(heads_before);
+        if new_changes.is_empty() {
+            w.cache.put(id, loaded);
+            return Ok(Written { id, seq: None });
+        }
+        let previous = self.index_read()?.records.get(&id).map(|m| m.updated_at);
+        let updated_at = previous.map_or(updated_at, |p| p.max(updated_at));
+        let meta = match derive_meta(id, &loaded.doc, updated_at) {
+            Ok(meta) => meta,
+            Err(e) => return Err(e), // `loaded` is dropped: the record reloads from disk as it was.
+        };
+        if let Some(kind) = expected_kind {
+            if meta.kind != kind.as_str() {
+                return Err(Error::MalformedChanges {
+                    id,
+                    reason: "changes would turn the record into another kind".into(),
+                });
+            }
+        }
+
+        let seq = w.next_seq;
+        let mut delta = Vec::new();
+        for change in &new_changes {
+            delta.extend_from_slice(change.raw_bytes());
+        }
+        let storage = &mut loaded.storage;
+        if storage.snapshot_len == 0
+            || storage.chunks_len + delta.len() as u64 > storage.snapshot_len
+        {
+            // Compact: the new snapshot replaces every chunk, in the same batch.
+            let snapshot = loaded.doc.save();
+            for n in storage.first_chunk..storage.next_chunk {
+                batch.remove(chunk_key(id, n));
+            }
+            storage.snapshot_len = snapshot.len() as u64;
+            storage.chunks_len = 0;
+            storage.first_chunk = storage.next_chunk;
+            batch.insert(key(P_SNAPSHOT, id.as_bytes()), snapshot);
+        } else {
+            batch.insert(chunk_key(id, storage.next_chunk), delta);
+            storage.chunks_len += new_changes
+                .iter()
+                .map(|c| c.raw_bytes().len() as u64)
+                .sum::<u64>();
+            storage.next_chunk += 1;
+        }
+        batch.insert(key(P_INDEX, id.as_bytes()), encode_index(&meta, *storage)?);
+        let entry = StoredLogEntry {
+            id: *id.as_bytes(),
+            hashes: new_changes.iter().map(|c| c.hash().0).collect(),
+            origin,
+        };
+        let entry = bincode::encode_to_vec(&entry, bincode_config())
+            .map_err(|e| Error::Metadata(e.to_string()))?;
+        batch.insert(key(P_LOG, &seq.to_be_bytes()), entry);
+        if origin == Origin::Local {
+            batch.insert(key(P_PENDING, id.as_bytes()), &seq.to_be_bytes());
+        }
+        if let Err(e) = self.db.apply_batch(batch) {
+            return Err(e.into()); // `loaded` is dropped: reloads from disk.
+        }
+        w.next_seq += 1;
+        self.index_mut()?.insert(meta);
+        w.cache.put(id, loaded);
+        Ok(Written { id, seq: Some(seq) })
+    }
+
+    /// Makes everything written so far durable.
+    fn make_durable(&self) -> Result<()> {
+        match self.durability {
+            Durability::None => Ok(()),
+            Durability::Flush => {
+                self.db.flush()?;
+                Ok(())
+            }
+            Durability::Fsync => {
+                self.db.flush()?;
+                if let Some(f) = &self.data_file {
+                    f.sync_data()?;
+                }
+                self.sync_new_blobs()
+            }
+        }
+    }
+
+    fn blob_names(&self) -> BTreeSet<std::ffi::OsString> {
+        std::fs::read_dir(self.path.join("blobs"))
+            .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+            .unwrap_or_default()
+    }
+
+    /// sled writes values too large for a log segment to separate blob
+    /// files and never syncs them; we do.
+    fn sync_new_blobs(&self) -> Result<()> {
+        let names = self.blob_names();
+        let fresh: Vec<_> = {
+            let w = self.lock()?;
+            names.difference(&w.synced_blobs).cloned().collect()
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let dir = self.path.join("blobs");
+        for name in &fresh {
+            match File::open(dir.join(name)) {
+                Ok(f) => f.sync_data()?,
+                // sled may have collected it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        File::open(&dir)?.sync_all()?;
+        let mut w = self.lock()?;
+        w.synced_blobs = names;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ loading
+
+    fn kind_of(&self, id: RecordId) -> Result<RecordKind> {
+        let index = self.index_read()?;
+        match index.records.get(&id) {
+            Some(m) => m.record_kind().ok_or_else(|| Error::Corrupt {
+                id,
+                reason: "unknown record kind".into(),
+            }),
+            None if index.corrupt.contains(&id) => Err(Error::Corrupt {
+                id,
+                reason: "index entry unreadable".into(),
+            }),
+            None => Err(Error::NotFound(id)),
+        }
+    }
+
+    /// Takes the record's document out of the cache, or loads it.
+    fn checkout(&self, w: &mut Writer, id: RecordId) -> Result<Loaded> {
+        match w.cache.pop(&id) {
+            Some(l) => Ok(l),
+            None => self.load_from_disk(id),
+        }
+    }
+
+    fn load_from_disk(&self, id: RecordId) -> Result<Loaded> {
+        let corrupt = |reason: String| Error::Corrupt { id, reason };
+        let snapshot = self
+            .db
+            .get(key(P_SNAPSHOT, id.as_bytes()))?
+            .ok_or(Error::NotFound(id))?;
+        let storage = match self.db.get(key(P_INDEX, id.as_bytes()))? {
+            Some(v) => bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config())
+                .map(|(s, _)| s.storage)
+                .unwrap_or_default(),
+            None => Storage::default(),
+        };
+        let loaded = catch_unwind(AssertUnwindSafe(|| -> Result<Loaded> {
+            let mut doc =
+                Automerge::load(&snapshot).map_err(|e| corrupt(format!("snapshot: {e}")))?;
+            let mut storage = storage;
+            storage.snapshot_len = snapshot.len() as u64;
+            let mut chunks_len = 0u64;
+            for item in self.db.scan_prefix(key(P_CHUNK, id.as_bytes())) {
+                let (_, bytes) = item?;
+                chunks_len += bytes.len() as u64;
+                doc.load_incremental(&bytes)
+                    .map_err(|e| corrupt(format!("chunk: {e}")))?;
+            }
+            storage.chunks_len = chunks_len;
+            Ok(Loaded {
+                doc: doc.with_actor(self.actor.clone()),
+                storage,
+            })
+        }))
+        .map_err(|_| corrupt("the CRDT library crashed while loading".into()))??;
+        if doc::record_type(&loaded.doc).is_none() {
+            return Err(corrupt("not a gridsync record".into()));
+        }
+        Ok(loaded)
+    }
+
+    fn with_doc<T>(&self, id: RecordId, f: impl FnOnce(&Automerge) -> T) -> Result<T> {
+        let mut w = self.lock()?;
+        let loaded = self.checkout(&mut w, id)?;
+        let out = f(&loaded.doc);
+        w.cache.put(id, loaded);
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------ reads
+
+    /// The typed view of an issue.
+    pub fn issue(&self, id: RecordId) -> Result<IssueView> {
+        self.expect_kind(id, RecordKind::Issue)?;
+        self.with_doc(id, |d| issue::read(d, id))
+    }
+
+    /// The typed view of a meeting.
+    pub fn meeting(&self, id: RecordId) -> Result<MeetingView> {
+        self.expect_kind(id, RecordKind::Meeting)?;
+        self.with_doc(id, |d| meeting::read(d, id))
+    }
+
+    fn expect_kind(&self, id: RecordId, kind: RecordKind) -> Result<()> {
+        let actual = self.kind_of(id)?;
+        if actual != kind {
+            return Err(Error::WrongKind {
+                id,
+                expected: kind.as_str(),
+                actual: actual.as_str(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The index entry of a record.
+    pub fn meta(&self, id: RecordId) -> Result<Option<RecordMeta>> {
+        Ok(self.index_read()?.records.get(&id).cloned())
+    }
+
+    /// Meetings that discuss an issue (the reverse of the meeting's link).
+    pub fn meetings_for_issue(&self, issue: RecordId) -> Result<Vec<RecordId>> {
+        Ok(self
+            .index_read()?
+            .meetings_of
+            .get(&issue)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default())
+    }
+
+    /// One page of records matching `q`.
+    pub fn list(&self, q: &Query) -> Result<Page> {
+        Ok(query::run(q, self.index_read()?.records.values()))
+    }
+
+    /// How many records match `q` (paging ignored).
+    pub fn count(&self, q: &Query) -> Result<usize> {
+        Ok(self
+            .index_read()?
+            .records
+            .values()
+            .filter(|m| q.matches(m))
+            .count())
+    }
+
+    /// Counts of matching records by derived status.
+    pub fn count_by_status(&self, q: &Query) -> Result<BTreeMap<String, usize>> {
+        Ok(query::count_by_status(
+            q,
+            self.index_read()?.records.values(),
+        ))
+    }
+
+    /// Every record id, in id order.
+    pub fn record_ids(&self) -> Result<Vec<RecordId>> {
+        Ok(self.index_read()?.records.keys().copied().collect())
+    }
+
+    /// How many records the store holds.
+    pub fn len(&self) -> Result<usize> {
+        Ok(self.index_read()?.records.len())
+    }
+
+    /// Whether the store holds no record.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Records whose stored data could not be read at open.
+    pub fn corrupt_records(&self) -> Result<Vec<RecordId>> {
+        Ok(self.index_read()?.corrupt.iter().copied().collect())
+    }
+
+    // ------------------------------------------------------------ sync support
+
+    /// The record's current heads.
+    pub fn heads(&self, id: RecordId) -> Result<Vec<ChangeHash>> {
+        self.kind_of(id)?;
+        self.with_doc(id, |d| d.get_heads())
+    }
+
+    /// The record's changes that `have` does not include, as bytes for
+    /// [`Store::apply_changes`] on another replica.
+    pub fn changes_since(&self, id: RecordId, have: &[ChangeHash]) -> Result<Vec<u8>> {
+        self.kind_of(id)?;
+        self.with_doc(id, |d| d.save_after(have))
+    }
+
+    /// A compacted snapshot of the record for [`Store::apply_snapshot`].
+    pub fn snapshot(&self, id: RecordId) -> Result<Vec<u8>> {
+        self.kind_of(id)?;
+        self.with_doc(id, |d| d.save())
+    }
+
+    /// The sequence of the latest change-log entry (0 if none).
+    pub fn log_head(&self) -> Result<u64> {
+        Ok(self.lock()?.next_seq - 1)
+    }
+
+    /// Up to `limit` change-log entries after sequence `after`.
+    pub fn log_since(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let start = key(P_LOG, &after.saturating_add(1).to_be_bytes());
+        let end = key(P_LOG, &u64::MAX.to_be_bytes());
+        let mut out = Vec::new();
+        for item in self.db.range(start..=end).take(limit) {
+            let (k, v) = item?;
+            let seq = u64::from_be_bytes(
+                k[1..]
+                    .try_into()
+                    .map_err(|_| Error::Metadata("bad change-log key".into()))?,
+            );
+            let (e, _) = bincode::decode_from_slice::<StoredLogEntry, _>(&v, bincode_config())
+                .map_err(|e| Error::Metadata(format!("change-log entry {seq}: {e}")))?;
+            out.push(LogEntry {
+                seq,
+                id: RecordId::from_bytes(e.id),
+                hashes: e.hashes.into_iter().map(ChangeHash).collect(),
+                origin: e.origin,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Merges foreign change bytes into a record, creating it if unknown.
+    /// Idempotent: changes already present are ignored. The bytes are
+    /// checked (see [`crate::foreign`]) before Automerge sees them; on any
+    /// error, or a panic inside Automerge, the record is left as it was.
+    pub fn apply_changes(
+        &self,
+        id: RecordId,
+        bytes: &[u8],
+        limits: &ForeignLimits,
+    ) -> Result<Merged> {
+        let changes = foreign::parse_changes(id, bytes, limits)?;
+        let max_time = changes.iter().map(|c| c.timestamp()).max().unwrap_or(0);
+        self.merge(id, max_time, |doc| {
+            catch_unwind(AssertUnwindSafe(|| doc.apply_changes(changes)))
+                .map_err(|_| Error::MergePanicked(id))?
+                .map_err(|e| Error::MalformedChanges {
+                    id,
+                    reason: e.to_string(),
+                })
+        })
+    }
+
+    /// Merges a compacted snapshot (from a trusted server) into a record,
+    /// creating it if unknown. Local changes the snapshot lacks survive.
+    pub fn apply_snapshot(&self, id: RecordId, bytes: &[u8]) -> Result<Merged> {
+        if bytes.len() > MAX_SNAPSHOT_BYTES {
+            return Err(Error::MalformedChanges {
+                id,
+                reason: format!(
+                    "snapshot of {} bytes exceeds {MAX_SNAPSHOT_BYTES}",
+                    bytes.len()
+                ),
+            });
+        }
+        let mut other = catch_unwind(|| Automerge::load(bytes))
+            .map_err(|_| Error::MergePanicked(id))?
+            .map_err(|e| Error::MalformedChanges {
+                id,
+                reason: e.to_string(),
+            })?;
+        let max_time = other
+            .get_changes(&[])
+            .iter()
+            .map(|c| c.timestamp())
+            .max()
+            .unwrap_or(0);
+        self.merge(id, max_time, |doc| {
+            catch_unwind(AssertUnwindSafe(|| doc.merge(&mut other)))
+                .map_err(|_| Error::MergePanicked(id))?
+                .map(|_| ())
+                .map_err(|e| Error::MalformedChanges {
+                    id,
+                    reason: e.to_string(),
+                })
+        })
+    }
+
+    fn merge(
+        &self,
+        id: RecordId,
+        max_time: i64,
+        f: impl FnOnce(&mut Automerge) -> Result<()>,
+    ) -> Result<Merged> {
+        let mut w = self.lock()?;
+        let existing = match self.index_read()?.records.get(&id) {
+            Some(m) => Some(m.record_kind().ok_or_else(|| Error::Corrupt {
+                id,
+                reason: "unknown record kind".into(),
+            })?),
+            None => None,
+        };
+        let mut loaded = match existing {
+            Some(_) => self.checkout(&mut w, id)?,
+            None => Loaded {
+                doc: Automerge::new().with_actor(self.actor.clone()),
+                storage: Storage::default(),
+            },
+        };
+        let heads = loaded.doc.get_heads();
+        // On any error below, `loaded` is dropped without going back into
+        // the cache, so the record reloads from disk exactly as it was.
+        f(&mut loaded.doc)?;
+        let missing = loaded.doc.get_missing_deps(&[]);
+        if !missing.is_empty() {
+            return Err(Error::MissingDependencies {
+                id,
+                missing: missing.len(),
+            });
+        }
+        let new_changes = loaded.doc.get_changes(&heads).len();
+        if new_changes == 0 {
+            if existing.is_some() {
+                w.cache.put(id, loaded);
+            }
+            return Ok(Merged {
+                id,
+                new_changes: 0,
+                seq: None,
+                created: false,
+            });
+        }
+        if existing.is_none() {
+            let kind = doc::record_type(&loaded.doc).and_then(|t| RecordKind::parse(&t));
+            let named = doc::doc_id(&loaded.doc);
+            if kind.is_none() || named != Some(id) {
+                return Err(Error::MalformedChanges {
+                    id,
+                    reason: "the changes do not create a gridsync record with this id".into(),
+                });
+            }
+        }
+        let written = self.persist(
+            &mut w,
+            id,
+            loaded,
+            &heads,
+            Origin::Remote,
+            max_time,
+            existing,
+            sled::Batch::default(),
+        )?;
+        drop(w);
+        self.make_durable()?;
+        Ok(Merged {
+            id,
+            new_changes,
+            seq: written.seq,
+            created: existing.is_none(),
+        })
+    }
+
+    /// Records with local changes the server has not acknowledged, oldest
+    /// first by their latest change.
+    pub fn pending(&self) -> Result<Vec<Pending>> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([P_PENDING]) {
+            let (k, v) = item?;
+            let (Some(id), Ok(seq)) = (
+                RecordId::from_slice(&k[1..]),
+                <[u8; 8]>::try_from(v.as_ref()),
+            ) else {
+                return Err(Error::Metadata("bad pending entry".into()));
+            };
+            out.push(Pending {
+                id,
+                seq: u64::from_be_bytes(seq),
+            });
+        }
+        out.sort_by_key(|p| p.seq);
+        Ok(out)
+    }
+
+    /// The heads the server is known to have for a record.
+    pub fn server_heads(&self, id: RecordId) -> Result<Vec<ChangeHash>> {
+        match self.db.get(key(P_SERVER_HEADS, id.as_bytes()))? {
+            None => Ok(Vec::new()),
+            Some(v) => {
+                let (hashes, _) =
+                    bincode::decode_from_slice::<Vec<[u8; 32]>, _>(&v, bincode_config())
+                        .map_err(|e| Error::Metadata(format!("server heads: {e}")))?;
+                Ok(hashes.into_iter().map(ChangeHash).collect())
+            }
+        }
+    }
+
+    /// Records that the server now has `server_heads` for a record, covering
+    /// local changes up to log sequence `upto`. The record stays pending if
+    /// it was changed again after `upto`, so nothing made during a sync is
+    /// forgotten.
+    pub fn acknowledge(&self, id: RecordId, upto: u64, server_heads: &[ChangeHash]) -> Result<()> {
+        let _w = self.lock()?;
+        let mut batch = sled::Batch::default();
+        let heads: Vec<[u8; 32]> = server_heads.iter().map(|h| h.0).collect();
+        let heads = bincode::encode_to_vec(&heads, bincode_config())
+            .map_err(|e| Error::Metadata(e.to_string()))?;
+        batch.insert(key(P_SERVER_HEADS, id.as_bytes()), heads);
+        let pending = self.db.get(key(P_PENDING, id.as_bytes()))?;
+        if let Some(v) = pending {
+            let seq = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Metadata("bad pending entry".into()))?;
+            if seq <= upto {
+                batch.remove(key(P_PENDING, id.as_bytes()));
+            }
+        }
+        self.db.apply_batch(batch)?;
+        drop(_w);
+        self.make_durable()
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Metadata("a thread panicked while holding the store lock".into())
+}
+
+fn commit_options(op: &str, author: &Author, now: i64) -> CommitOptions {
+    CommitOptions::default()
+        .with_message(format!(
+            "{op} by {} ({})",
+            author.user,
+            author.role.as_str()
+        ))
+        .with_time(now)
+}
+
+fn encode_index(meta: &RecordMeta, storage: Storage) -> Result<Vec<u8>> {
+    let stored = StoredIndex {
+        meta: meta.clone(),
+        storage,
+    };
+    bincode::encode_to_vec(&stored, bincode_config()).map_err(|e| Error::Metadata(e.to_string()))
+}
+
+/// Derives the index entry of a document.
+fn derive_meta(id: RecordId, d: &Automerge, updated_at: i64) -> Result<RecordMeta> {
+    match doc::record_type(d).as_deref().and_then(RecordKind::parse) {
+        Some(RecordKind::Issue) => Ok(RecordMeta::from_issue(&issue::read(d, id), updated_at)),
+        Some(RecordKind::Meeting) => {
+            Ok(RecordMeta::from_meeting(&meeting::read(d, id), updated_at))
+        }
+        None => Err(Error::MalformedChanges {
+            id,
+            reason: "not a gridsync record".into(),
+        }),
+    }
+}
