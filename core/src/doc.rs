@@ -481,7 +481,15 @@ pub(crate) fn am(e: automerge::AutomergeError) -> Error {
     Error::Document(e.to_string())
 }
 
-/// The record id written into the document at creation.
-pub(crate) fn doc_id<R: ReadDoc>(doc: &R) -> Option<crate::ids::RecordId> {
-    get_str(doc, &ROOT, "id").and_then(|s| s.parse().ok())
+/// A fixed root field, if it holds exactly one string value (a fixed field
+/// with concurrent values means someone wrote it twice: not a valid record).
+pub(crate) fn fixed_str<R: ReadDoc>(doc: &R, key: &str) -> Option<String> {
+    let all = doc.get_all(&ROOT, key).ok()?;
+    match all.as_slice() {
+        [(automerge::Value::Scalar(s), _)] => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
 }

@@ -126,10 +126,21 @@ pub fn parse_changes(id: RecordId, bytes: &[u8], limits: &ForeignLimits) -> Resu
     let ranges = split_chunks(id, bytes, limits)?;
     let mut changes = Vec::with_capacity(ranges.len());
     for range in ranges {
+        let declared_checksum: [u8; 4] = [
+            bytes[range.start + 4],
+            bytes[range.start + 5],
+            bytes[range.start + 6],
+            bytes[range.start + 7],
+        ];
         let chunk = bytes[range].to_vec();
         let parsed = catch_unwind(AssertUnwindSafe(|| Change::from_bytes(chunk)))
             .map_err(|_| reject(id, "change parser panicked"))?
             .map_err(|e| reject(id, format!("unparseable change: {e}")))?;
+        // Automerge's parser does not check the chunk checksum; a flipped
+        // bit would otherwise become a different, valid-looking change.
+        if parsed.hash().0[..4] != declared_checksum {
+            return Err(reject(id, "a change's checksum does not match its content"));
+        }
         if parsed.len() > limits.max_ops_per_change {
             return Err(reject(
                 id,

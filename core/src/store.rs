@@ -543,7 +543,7 @@ impl Store {
             doc,
             storage: Storage::default(),
         };
-        let written = self.persist(&mut w, id, loaded, &[], Origin::Local, now, None, batch)?;
+        let written = self.persist(&mut w, id, loaded, &[], Origin::Local, now, batch)?;
         drop(w);
         self.make_durable()?;
         Ok(written)
@@ -592,7 +592,6 @@ impl Store {
             &heads,
             Origin::Local,
             now,
-            None,
             sled::Batch::default(),
         )?;
         drop(w);
@@ -603,7 +602,6 @@ impl Store {
     /// Writes what changed in `loaded` since `heads_before` in one atomic
     /// batch (with `extra` entries), updates the in-memory index and puts
     /// the document back into the cache. Does not flush.
-    #[allow(clippy::too_many_arguments)]
     fn persist(
         &self,
         w: &mut Writer,
@@ -612,7 +610,6 @@ impl Store {
         heads_before: &[ChangeHash],
         origin: Origin,
         updated_at: i64,
-        expected_kind: Option<RecordKind>,
         mut batch: sled::Batch,
     ) -> Result<Written> {
         let new_changes = loaded.doc.get_changes(heads_before);
@@ -622,18 +619,8 @@ impl Store {
         }
         let previous = self.index_read()?.records.get(&id).map(|m| m.updated_at);
         let updated_at = previous.map_or(updated_at, |p| p.max(updated_at));
-        let meta = match derive_meta(id, &loaded.doc, updated_at) {
-            Ok(meta) => meta,
-            Err(e) => return Err(e), // `loaded` is dropped: the record reloads from disk as it was.
-        };
-        if let Some(kind) = expected_kind {
-            if meta.kind != kind.as_str() {
-                return Err(Error::MalformedChanges {
-                    id,
-                    reason: "changes would turn the record into another kind".into(),
-                });
-            }
-        }
+        // On error `loaded` is dropped: the record reloads from disk as it was.
+        let meta = derive_meta(id, &loaded.doc, updated_at)?;
 
         let seq = w.next_seq;
         let mut delta = Vec::new();
@@ -1037,15 +1024,21 @@ impl Store {
                 created: false,
             });
         }
-        if existing.is_none() {
-            let kind = doc::record_type(&loaded.doc).and_then(|t| RecordKind::parse(&t));
-            let named = doc::doc_id(&loaded.doc);
-            if kind.is_none() || named != Some(id) {
-                return Err(Error::MalformedChanges {
-                    id,
-                    reason: "the changes do not create a gridsync record with this id".into(),
-                });
-            }
+        // The fixed fields that make the document this record must hold one
+        // value each: a foreign change cannot rename, retype or graft a
+        // second record's history onto this one.
+        let kind = doc::fixed_str(&loaded.doc, doc::K_TYPE).and_then(|t| RecordKind::parse(&t));
+        let named = doc::fixed_str(&loaded.doc, "id").and_then(|s| s.parse::<RecordId>().ok());
+        let kind_ok = match existing {
+            Some(k) => kind == Some(k),
+            None => kind.is_some(),
+        };
+        if !kind_ok || named != Some(id) {
+            return Err(Error::MalformedChanges {
+                id,
+                reason: "the changes do not belong to a gridsync record with this id and kind"
+                    .into(),
+            });
         }
         let written = self.persist(
             &mut w,
@@ -1054,7 +1047,6 @@ impl Store {
             &heads,
             Origin::Remote,
             max_time,
-            existing,
             sled::Batch::default(),
         )?;
         drop(w);

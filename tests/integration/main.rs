@@ -1,1 +1,9 @@
+//! gridsync's integration tests: one binary, shared helpers in
+//! `gridsync_tests`.
 
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod convergence;
+mod durability;
+mod records;

@@ -1,1 +1,135 @@
+//! Shared helpers for gridsync's integration tests: realistic fixtures,
+//! store set-up and change exchange between replicas.
 
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use gridsync_core::{
+    Author, Durability, IssueKind, Location, NewIssue, NewMeeting, RecordId, Reporter, Role,
+    Source, Store, StoreConfig, Urgency,
+};
+
+/// A grid worker author.
+pub fn worker(n: u32) -> Author {
+    Author::new(format!("worker-{n}"), Role::GridWorker)
+}
+
+/// An office author.
+pub fn office() -> Author {
+    Author::new("office-1", Role::Office)
+}
+
+/// A location in street S1, community `C{c}`, grid `G{g}`.
+pub fn location(c: u32, g: u32) -> Location {
+    Location {
+        street: "S1".into(),
+        community: format!("C{c}"),
+        grid: format!("G{g}"),
+        building: format!("{}-{}-{}", 1 + g % 9, 1 + c % 4, 101 + g),
+        address: format!("幸福路 {} 号", 10 + g),
+        geo: None,
+    }
+}
+
+/// About 300 characters of Chinese text, as a grid worker writes it.
+pub fn description(i: usize) -> String {
+    let base =
+        "居民反映小区三号楼楼道照明灯长期损坏，夜间出行存在安全隐患，老人和儿童多次在楼梯间摔倒。\
+        物业公司接到投诉后一直未予维修，居民多次拨打电话无人处理。网格员上门核实情况属实，\
+        楼道内共有六盏灯不亮，电线老化明显，存在漏电风险。居民希望尽快更换灯具并检修线路，\
+        同时要求物业公开维修基金使用情况。网格员已拍照留存，并与物业负责人初步沟通，\
+        对方表示需要业主委员会同意后才能动用维修基金。";
+    format!("{base}（编号 {i}）")
+}
+
+/// A realistic new issue in grid `G{g}` of community `C{c}`.
+pub fn new_issue(i: usize, c: u32, g: u32) -> NewIssue {
+    let kinds = IssueKind::ALL;
+    let urgencies = Urgency::ALL;
+    NewIssue {
+        source: if i % 3 == 0 {
+            Source::Hotline12345
+        } else {
+            Source::GridPatrol
+        },
+        external_ref: (i % 3 == 0).then(|| format!("12345-2026-{i:07}")),
+        original_statement: "楼道灯坏了很久了，晚上根本看不见路。".into(),
+        capture_geo: None,
+        title: format!("楼道照明损坏 #{i}"),
+        kind: kinds[i % kinds.len()],
+        category: format!("facilities.{}", i % 7),
+        urgency: urgencies[i % urgencies.len()],
+        reporter: Reporter {
+            name: "张女士".into(),
+            phone: "13800000000".into(),
+            anonymous: false,
+            may_call_back: true,
+        },
+        location: location(c, g),
+        description: description(i),
+        report: true,
+    }
+}
+
+/// A meeting in grid `G{g}` of community `C{c}`.
+pub fn new_meeting(c: u32, g: u32, issues: Vec<RecordId>) -> NewMeeting {
+    NewMeeting {
+        topic: "三号楼楼道照明议事会".into(),
+        level: gridsync_core::MeetingLevel::Grid,
+        format: gridsync_core::MeetingFormat::InPerson,
+        venue: "社区议事厅".into(),
+        group_ref: String::new(),
+        convener: "office-1".into(),
+        scheduled_at: Some(1_790_000_000_000),
+        location: location(c, g),
+        agenda: "一、通报情况；二、各方发言；三、形成措施。".into(),
+        issue_ids: issues,
+    }
+}
+
+/// Opens an on-disk store.
+pub fn open_store(path: &Path, code: &str) -> Store {
+    Store::open(StoreConfig::new(path, code)).unwrap()
+}
+
+/// Opens an in-memory store (no durability; for convergence tests).
+pub fn temp_store(code: &str) -> Store {
+    let mut config = StoreConfig::new("", code);
+    config.temporary = true;
+    config.durability = Durability::None;
+    Store::open(config).unwrap()
+}
+
+/// Sends every change `from` has and `to` lacks, record by record.
+/// Returns the number of new changes `to` took in.
+pub fn exchange(from: &Store, to: &Store) -> usize {
+    let mut taken = 0;
+    for id in from.record_ids().unwrap() {
+        let have = to.heads(id).unwrap_or_default();
+        let bytes = from.changes_since(id, &have).unwrap();
+        if bytes.is_empty() {
+            continue;
+        }
+        let merged = to.apply_changes(id, &bytes, &Default::default()).unwrap();
+        taken += merged.new_changes;
+    }
+    taken
+}
+
+/// Exchanges in both directions between every pair until nothing moves.
+pub fn sync_all(stores: &[&Store]) {
+    loop {
+        let mut moved = 0;
+        for a in stores {
+            for b in stores {
+                if !std::ptr::eq(*a, *b) {
+                    moved += exchange(a, b);
+                }
+            }
+        }
+        if moved == 0 {
+            return;
+        }
+    }
+}
