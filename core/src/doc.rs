@@ -459,8 +459,42 @@ pub(crate) fn put_clock<T: Transactable>(
     Ok(())
 }
 
+/// A status event about to be appended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NewEvent<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub reason: &'a str,
+    pub resolves: bool,
+}
+
+/// Appends a status event to the transition log at `key` of `obj`,
+/// recording the clock its author had seen.
+pub(crate) fn append_event<T: Transactable>(
+    tx: &mut T,
+    ctx: crate::model::Ctx<'_>,
+    obj: &ObjId,
+    key: &str,
+    new: NewEvent<'_>,
+) -> Result<()> {
+    let (id, seen) = next_entry(tx, ctx.dev)?;
+    let item = append_entry(tx, obj, key, &id)?;
+    let event = Event {
+        id,
+        from: new.from.into(),
+        to: new.to.into(),
+        by: ctx.author.user.clone(),
+        role: ctx.author.role.as_str().into(),
+        reason: new.reason.into(),
+        at: ctx.now,
+        resolves: new.resolves,
+        seen,
+    };
+    put_event(tx, &item, &event)
+}
+
 /// Writes a transition event into a fresh log entry.
-pub(crate) fn put_event<T: Transactable>(tx: &mut T, item: &ObjId, e: &Event) -> Result<()> {
+fn put_event<T: Transactable>(tx: &mut T, item: &ObjId, e: &Event) -> Result<()> {
     tx.put(item, "from", e.from.as_str()).map_err(am)?;
     tx.put(item, "to", e.to.as_str()).map_err(am)?;
     tx.put(item, "by", e.by.as_str()).map_err(am)?;

@@ -543,33 +543,6 @@ fn put_author<T: Transactable>(tx: &mut T, item: &ObjId, ctx: Ctx<'_>) -> Result
     Ok(())
 }
 
-/// Appends a status event to the log at `key` of `obj`.
-pub(crate) fn append_event<T: Transactable>(
-    tx: &mut T,
-    ctx: Ctx<'_>,
-    obj: &ObjId,
-    key: &str,
-    from: &str,
-    to: &str,
-    reason: &str,
-    resolves: bool,
-) -> Result<()> {
-    let (id, seen) = doc::next_entry(tx, ctx.dev)?;
-    let item = doc::append_entry(tx, obj, key, &id)?;
-    let event = Event {
-        id,
-        from: from.into(),
-        to: to.into(),
-        by: ctx.author.user.clone(),
-        role: ctx.author.role.as_str().into(),
-        reason: reason.into(),
-        at: ctx.now,
-        resolves,
-        seen,
-    };
-    doc::put_event(tx, &item, &event)
-}
-
 fn append_transition<T: Transactable>(
     tx: &mut T,
     ctx: Ctx<'_>,
@@ -578,15 +551,17 @@ fn append_transition<T: Transactable>(
     reason: &str,
     resolves: bool,
 ) -> Result<()> {
-    append_event(
+    doc::append_event(
         tx,
         ctx,
         &ROOT,
         "transitions",
-        from.as_str(),
-        to.as_str(),
-        reason,
-        resolves,
+        doc::NewEvent {
+            from: from.as_str(),
+            to: to.as_str(),
+            reason,
+            resolves,
+        },
     )
 }
 

@@ -12,7 +12,6 @@ use crate::doc::{
 };
 use crate::error::{Error, Result};
 use crate::ids::{RecordId, RecordKind};
-use crate::issue::append_event;
 use crate::model::{Attachment, AttachmentRef, Ctx, Location};
 use crate::workflow::{self, ActionStatus, EntryId, Status, StatusConflict};
 
@@ -541,15 +540,17 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &MeetingOp) -
                     to: to.as_str().into(),
                 });
             }
-            append_event(
+            doc::append_event(
                 tx,
                 ctx,
                 &obj,
                 "transitions",
-                derived.status.as_str(),
-                to.as_str(),
-                reason,
-                false,
+                doc::NewEvent {
+                    from: derived.status.as_str(),
+                    to: to.as_str(),
+                    reason,
+                    resolves: false,
+                },
             )?;
             if *to == ActionStatus::Verified {
                 doc::put_register(tx, &obj, "verified_by", &ctx.author.user.as_str().into())?;
@@ -569,15 +570,17 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &MeetingOp) -
                     to: to.as_str().into(),
                 });
             }
-            append_event(
+            doc::append_event(
                 tx,
                 ctx,
                 &obj,
                 "transitions",
-                derived.status.as_str(),
-                to.as_str(),
-                reason,
-                true,
+                doc::NewEvent {
+                    from: derived.status.as_str(),
+                    to: to.as_str(),
+                    reason,
+                    resolves: true,
+                },
             )?;
         }
     }

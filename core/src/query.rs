@@ -251,7 +251,7 @@ impl Query {
             && eq(&self.street, &m.street)
             && eq(&self.community, &m.community)
             && eq(&self.grid, &m.grid)
-            && (self.statuses.is_empty() || self.statuses.iter().any(|s| *s == m.status))
+            && (self.statuses.is_empty() || self.statuses.contains(&m.status))
             && self.open.is_none_or(|o| o == m.open)
             && self
                 .assignee

@@ -171,6 +171,14 @@ struct StoredIndex {
     storage: Storage,
 }
 
+/// What a write adds: the changes after `heads_before`, where they came
+/// from, and the change time to record.
+struct Commit<'a> {
+    heads_before: &'a [ChangeHash],
+    origin: Origin,
+    updated_at: i64,
+}
+
 /// The outcome of a successful local write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
@@ -543,7 +551,17 @@ impl Store {
             doc,
             storage: Storage::default(),
         };
-        let written = self.persist(&mut w, id, loaded, &[], Origin::Local, now, batch)?;
+        let written = self.persist(
+            &mut w,
+            id,
+            loaded,
+            Commit {
+                heads_before: &[],
+                origin: Origin::Local,
+                updated_at: now,
+            },
+            batch,
+        )?;
         drop(w);
         self.make_durable()?;
         Ok(written)
@@ -589,9 +607,11 @@ impl Store {
             &mut w,
             id,
             loaded,
-            &heads,
-            Origin::Local,
-            now,
+            Commit {
+                heads_before: &heads,
+                origin: Origin::Local,
+                updated_at: now,
+            },
             sled::Batch::default(),
         )?;
         drop(w);
@@ -607,11 +627,14 @@ impl Store {
         w: &mut Writer,
         id: RecordId,
         mut loaded: Loaded,
-        heads_before: &[ChangeHash],
-        origin: Origin,
-        updated_at: i64,
+        commit: Commit<'_>,
         mut batch: sled::Batch,
     ) -> Result<Written> {
+        let Commit {
+            heads_before,
+            origin,
+            updated_at,
+        } = commit;
         let new_changes = loaded.doc.get_changes(heads_before);
         if new_changes.is_empty() {
             w.cache.put(id, loaded);
@@ -1044,9 +1067,11 @@ impl Store {
             &mut w,
             id,
             loaded,
-            &heads,
-            Origin::Remote,
-            max_time,
+            Commit {
+                heads_before: &heads,
+                origin: Origin::Remote,
+                updated_at: max_time,
+            },
             sled::Batch::default(),
         )?;
         drop(w);

@@ -133,3 +133,28 @@ pub fn sync_all(stores: &[&Store]) {
         }
     }
 }
+
+/// Splits concatenated Automerge change chunks into one byte vector per
+/// change (for delivering changes one by one, in any order).
+pub fn split_changes(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 9 < bytes.len() {
+        let mut len: usize = 0;
+        let mut i = pos + 9;
+        let mut shift = 0;
+        loop {
+            let b = bytes[i];
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = i + len;
+        out.push(bytes[pos..end].to_vec());
+        pos = end;
+    }
+    out
+}
