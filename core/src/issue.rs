@@ -6,7 +6,8 @@ use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
 
 use crate::doc::{
-    self, am, check_len, string_enum, RegisterConflict, Value, MAX_NOTE, MAX_SHORT, MAX_TEXT,
+    self, am, check_len, string_enum, Fields, RegisterConflict, Value, MAX_NOTE, MAX_SHORT,
+    MAX_TEXT,
 };
 use crate::error::{Error, Result};
 use crate::ids::{RecordId, RecordKind};
@@ -567,54 +568,53 @@ fn append_transition<T: Transactable>(
 
 /// Reads the full view of an issue document.
 pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
-    let s = |k: &str| doc::get_string(d, &ROOT, k);
-    let events = doc::read_events(d, &ROOT, "transitions");
+    let f = Fields::read(d, &ROOT);
+    let events = doc::events(d, &f, "transitions");
     let derived = workflow::derive::<IssueStatus>(&events);
 
-    let timeline: Vec<TimelineEntry> = doc::log_items(d, &ROOT, "timeline")
+    let timeline: Vec<TimelineEntry> = doc::log(d, &f, "timeline")
         .into_iter()
-        .filter_map(|item| {
+        .filter_map(|e| {
             Some(TimelineEntry {
-                id: doc::entry_id(d, &item)?,
-                kind: doc::get_str(d, &item, "kind").and_then(|k| TimelineKind::parse(&k)),
-                text: doc::get_string(d, &item, "text"),
-                by: doc::get_string(d, &item, "by"),
-                role: doc::get_string(d, &item, "role"),
-                at: doc::get_time(d, &item, "at").unwrap_or(0),
+                id: e.entry_id()?,
+                kind: e.str("kind").and_then(|k| TimelineKind::parse(&k)),
+                text: e.string("text"),
+                by: e.string("by"),
+                role: e.string("role"),
+                at: e.time("at").unwrap_or(0),
             })
         })
         .collect();
-    let deadline_changes: Vec<DeadlineChange> = doc::log_items(d, &ROOT, "deadline_changes")
+    let deadline_changes: Vec<DeadlineChange> = doc::log(d, &f, "deadline_changes")
         .into_iter()
-        .filter_map(|item| {
+        .filter_map(|e| {
             Some(DeadlineChange {
-                id: doc::entry_id(d, &item)?,
-                due: doc::get_time(d, &item, "due")?,
-                reason: doc::get_string(d, &item, "reason"),
-                by: doc::get_string(d, &item, "by"),
-                at: doc::get_time(d, &item, "at").unwrap_or(0),
+                id: e.entry_id()?,
+                due: e.time("due")?,
+                reason: e.string("reason"),
+                by: e.string("by"),
+                at: e.time("at").unwrap_or(0),
             })
         })
         .collect();
-    let return_visits: Vec<ReturnVisit> = doc::log_items(d, &ROOT, "return_visits")
+    let return_visits: Vec<ReturnVisit> = doc::log(d, &f, "return_visits")
         .into_iter()
-        .filter_map(|item| {
+        .filter_map(|e| {
             Some(ReturnVisit {
-                id: doc::entry_id(d, &item)?,
-                reached: doc::get_bool(d, &item, "reached").unwrap_or(false),
-                resolved: doc::get_bool(d, &item, "resolved").unwrap_or(false),
-                satisfaction: doc::get_str(d, &item, "satisfaction")
-                    .and_then(|k| Satisfaction::parse(&k)),
-                note: doc::get_string(d, &item, "note"),
-                by: doc::get_string(d, &item, "by"),
-                at: doc::get_time(d, &item, "at").unwrap_or(0),
+                id: e.entry_id()?,
+                reached: e.bool("reached").unwrap_or(false),
+                resolved: e.bool("resolved").unwrap_or(false),
+                satisfaction: e.str("satisfaction").and_then(|k| Satisfaction::parse(&k)),
+                note: e.string("note"),
+                by: e.string("by"),
+                at: e.time("at").unwrap_or(0),
             })
         })
         .collect();
-    let attachments = AttachmentRef::read_log(d, &ROOT, "attachments");
+    let attachments = AttachmentRef::read_log(d, &f, "attachments");
 
-    let created_at = doc::get_time(d, &ROOT, "created_at").unwrap_or(0);
-    let urgency = doc::get_str(d, &ROOT, "urgency").and_then(|u| Urgency::parse(&u));
+    let created_at = f.time("created_at").unwrap_or(0);
+    let urgency = f.str("urgency").and_then(|u| Urgency::parse(&u));
     let effective_deadline = deadline_changes
         .last()
         .map(|c| c.due)
@@ -641,17 +641,11 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
     }
 
     let mut register_conflicts = Vec::new();
-    for key in REGISTER_KEYS
-        .iter()
-        .chain(Reporter::KEYS)
-        .chain(Location::KEYS)
-    {
-        if let Some(c) = doc::register_conflict(d, &ROOT, key, (*key).to_owned()) {
-            register_conflicts.push(c);
-        }
+    for keys in [REGISTER_KEYS, Reporter::KEYS, Location::KEYS] {
+        f.register_conflicts(d, &ROOT, keys, "", &mut register_conflicts);
     }
 
-    let related = doc::get_set(d, &ROOT, "related")
+    let related = doc::set(d, &f, "related")
         .into_iter()
         .filter_map(|m| {
             let (rel, id) = m.split_once(':')?;
@@ -661,28 +655,28 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
 
     IssueView {
         id,
-        case_no: s("case_no"),
-        external_ref: doc::get_str(d, &ROOT, "external_ref"),
-        source: doc::get_str(d, &ROOT, "source").and_then(|x| Source::parse(&x)),
-        original_statement: s("original_statement"),
-        capture_geo: read_geo(d, &ROOT, "capture_lat", "capture_lon", "capture_acc"),
+        case_no: f.string("case_no"),
+        external_ref: f.str("external_ref"),
+        source: f.str("source").and_then(|x| Source::parse(&x)),
+        original_statement: f.string("original_statement"),
+        capture_geo: read_geo(&f, "capture_lat", "capture_lon", "capture_acc"),
         created_at,
-        created_by: s("created_by"),
-        device: s("device"),
-        title: s("title"),
-        kind: doc::get_str(d, &ROOT, "kind").and_then(|k| IssueKind::parse(&k)),
-        category: s("category"),
+        created_by: f.string("created_by"),
+        device: f.string("device"),
+        title: f.string("title"),
+        kind: f.str("kind").and_then(|k| IssueKind::parse(&k)),
+        category: f.string("category"),
         urgency,
-        reporter: Reporter::read(d, &ROOT),
-        location: Location::read(d, &ROOT),
-        assignee: doc::get_str(d, &ROOT, "assignee"),
-        lead_unit: doc::get_str(d, &ROOT, "lead_unit"),
-        reply_to_citizen: s("reply_to_citizen"),
-        resolution: doc::get_str(d, &ROOT, "resolution").and_then(|r| Resolution::parse(&r)),
-        resolution_summary: s("resolution_summary"),
-        description: doc::get_text(d, &ROOT, "description"),
-        assist_units: doc::get_set(d, &ROOT, "assist_units").into_iter().collect(),
-        tags: doc::get_set(d, &ROOT, "tags").into_iter().collect(),
+        reporter: Reporter::read(&f),
+        location: Location::read(&f),
+        assignee: f.str("assignee"),
+        lead_unit: f.str("lead_unit"),
+        reply_to_citizen: f.string("reply_to_citizen"),
+        resolution: f.str("resolution").and_then(|r| Resolution::parse(&r)),
+        resolution_summary: f.string("resolution_summary"),
+        description: doc::text(d, &f, "description"),
+        assist_units: doc::set(d, &f, "assist_units").into_iter().collect(),
+        tags: doc::set(d, &f, "tags").into_iter().collect(),
         related,
         transitions: events
             .into_iter()

@@ -8,7 +8,8 @@ use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
 
 use crate::doc::{
-    self, am, check_len, string_enum, RegisterConflict, Value, MAX_NOTE, MAX_SHORT, MAX_TEXT,
+    self, am, check_len, string_enum, Fields, RegisterConflict, Value, MAX_NOTE, MAX_SHORT,
+    MAX_TEXT,
 };
 use crate::error::{Error, Result};
 use crate::ids::{RecordId, RecordKind};
@@ -587,121 +588,128 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &MeetingOp) -
     Ok(())
 }
 
-fn read_texts<R: ReadDoc>(d: &R, obj: &ObjId, key: &str) -> Vec<LogText> {
-    doc::log_items(d, obj, key)
+fn read_texts<R: ReadDoc>(d: &R, parent: &Fields, key: &str) -> Vec<LogText> {
+    doc::log(d, parent, key)
         .into_iter()
-        .filter_map(|item| {
+        .filter_map(|e| {
             Some(LogText {
-                id: doc::entry_id(d, &item)?,
-                text: doc::get_string(d, &item, "text"),
-                by: doc::get_string(d, &item, "by"),
-                at: doc::get_time(d, &item, "at").unwrap_or(0),
+                id: e.entry_id()?,
+                text: e.string("text"),
+                by: e.string("by"),
+                at: e.time("at").unwrap_or(0),
             })
         })
         .collect()
 }
 
+fn read_action<R: ReadDoc>(
+    d: &R,
+    id: RecordId,
+    obj: &ObjId,
+    out: &mut Vec<RegisterConflict>,
+) -> ActionItem {
+    let f = Fields::read(d, obj);
+    f.register_conflicts(
+        d,
+        obj,
+        &["text", "owner_party", "verified_by"],
+        &format!("action_items/{id}/"),
+        out,
+    );
+    let events = doc::events(d, &f, "transitions");
+    let derived = workflow::derive::<ActionStatus>(&events);
+    let due_changes: Vec<(LogText, Option<i64>)> = doc::log(d, &f, "due_changes")
+        .into_iter()
+        .filter_map(|e| {
+            Some((
+                LogText {
+                    id: e.entry_id()?,
+                    text: e.string("text"),
+                    by: e.string("by"),
+                    at: e.time("at").unwrap_or(0),
+                },
+                e.time("due"),
+            ))
+        })
+        .collect();
+    ActionItem {
+        id,
+        text: f.string("text"),
+        issue_id: f.str("issue_id").and_then(|i| i.parse().ok()),
+        owner_party: f.string("owner_party"),
+        created_by: f.string("created_by"),
+        created_at: f.time("created_at").unwrap_or(0),
+        due: due_changes.last().and_then(|(_, due)| *due),
+        due_changes: due_changes.into_iter().map(|(t, _)| t).collect(),
+        evidence: AttachmentRef::read_log(d, &f, "evidence"),
+        verified_by: f.str("verified_by"),
+        status: derived.status,
+        status_conflict: derived.conflict,
+        transitions: events,
+    }
+}
+
 /// Reads the full view of a meeting document.
 pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> MeetingView {
-    let s = |k: &str| doc::get_string(d, &ROOT, k);
-    let mut register_conflicts: Vec<RegisterConflict> = REGISTER_KEYS
-        .iter()
-        .chain(Location::KEYS)
-        .filter_map(|k| doc::register_conflict(d, &ROOT, k, (*k).to_owned()))
-        .collect();
+    let f = Fields::read(d, &ROOT);
+    let mut register_conflicts = Vec::new();
+    f.register_conflicts(d, &ROOT, REGISTER_KEYS, "", &mut register_conflicts);
+    f.register_conflicts(d, &ROOT, Location::KEYS, "", &mut register_conflicts);
 
     let mut action_items = Vec::new();
-    if let Some(items) = doc::child(d, &ROOT, "action_items", ObjType::Map) {
-        for key in d.keys(&items).collect::<Vec<_>>() {
-            let Some(obj) = doc::child(d, &items, &key, ObjType::Map) else {
+    if let Some(items) = f.obj("action_items", ObjType::Map) {
+        for item in d.map_range(items, ..) {
+            let (Ok(item_id), automerge::ValueRef::Object(ObjType::Map)) =
+                (item.key.parse::<RecordId>(), &item.value)
+            else {
                 continue;
             };
-            let Ok(item_id) = key.parse::<RecordId>() else {
-                continue;
-            };
-            for field in ["text", "owner_party", "verified_by"] {
-                if let Some(c) =
-                    doc::register_conflict(d, &obj, field, format!("action_items/{key}/{field}"))
-                {
-                    register_conflicts.push(c);
-                }
-            }
-            let events = doc::read_events(d, &obj, "transitions");
-            let derived = workflow::derive::<ActionStatus>(&events);
-            let due_changes: Vec<(LogText, Option<i64>)> = doc::log_items(d, &obj, "due_changes")
-                .into_iter()
-                .filter_map(|e| {
-                    Some((
-                        LogText {
-                            id: doc::entry_id(d, &e)?,
-                            text: doc::get_string(d, &e, "text"),
-                            by: doc::get_string(d, &e, "by"),
-                            at: doc::get_time(d, &e, "at").unwrap_or(0),
-                        },
-                        doc::get_time(d, &e, "due"),
-                    ))
-                })
-                .collect();
-            action_items.push(ActionItem {
-                id: item_id,
-                text: doc::get_string(d, &obj, "text"),
-                issue_id: doc::get_str(d, &obj, "issue_id").and_then(|i| i.parse().ok()),
-                owner_party: doc::get_string(d, &obj, "owner_party"),
-                created_by: doc::get_string(d, &obj, "created_by"),
-                created_at: doc::get_time(d, &obj, "created_at").unwrap_or(0),
-                due: due_changes.last().and_then(|(_, due)| *due),
-                due_changes: due_changes.into_iter().map(|(t, _)| t).collect(),
-                evidence: AttachmentRef::read_log(d, &obj, "evidence"),
-                verified_by: doc::get_str(d, &obj, "verified_by"),
-                status: derived.status,
-                status_conflict: derived.conflict,
-                transitions: events,
-            });
+            action_items.push(read_action(d, item_id, &item.id(), &mut register_conflicts));
         }
     }
 
-    let attendees = doc::log_items(d, &ROOT, "attendees")
+    let attendees = doc::log(d, &f, "attendees")
         .into_iter()
-        .filter_map(|item| {
+        .filter_map(|e| {
             Some(Attendee {
-                id: doc::entry_id(d, &item)?,
-                role: doc::get_str(d, &item, "role").and_then(|r| AttendeeRole::parse(&r)),
-                organisation: doc::get_string(d, &item, "organisation"),
-                name: doc::get_string(d, &item, "name"),
-                contact: doc::get_string(d, &item, "contact"),
-                attended: doc::get_bool(d, &item, "attended").unwrap_or(false),
-                online: doc::get_bool(d, &item, "online").unwrap_or(false),
+                id: e.entry_id()?,
+                role: e.str("role").and_then(|r| AttendeeRole::parse(&r)),
+                organisation: e.string("organisation"),
+                name: e.string("name"),
+                contact: e.string("contact"),
+                attended: e.bool("attended").unwrap_or(false),
+                online: e.bool("online").unwrap_or(false),
             })
         })
         .collect();
 
     MeetingView {
         id,
-        meeting_no: s("meeting_no"),
-        created_at: doc::get_time(d, &ROOT, "created_at").unwrap_or(0),
-        created_by: s("created_by"),
-        device: s("device"),
-        topic: s("topic"),
-        level: doc::get_str(d, &ROOT, "level").and_then(|l| MeetingLevel::parse(&l)),
-        format: doc::get_str(d, &ROOT, "format").and_then(|f| MeetingFormat::parse(&f)),
-        venue: s("venue"),
-        group_ref: s("group_ref"),
-        convener: s("convener"),
-        scheduled_at: doc::get_time(d, &ROOT, "scheduled_at"),
-        held_at: doc::get_time(d, &ROOT, "held_at"),
-        outcome: doc::get_str(d, &ROOT, "outcome").and_then(|o| MeetingOutcome::parse(&o)),
-        next_follow_up_at: doc::get_time(d, &ROOT, "next_follow_up_at"),
-        location: Location::read(d, &ROOT),
-        agenda: doc::get_text(d, &ROOT, "agenda"),
-        minutes: doc::get_text(d, &ROOT, "minutes"),
-        issue_ids: doc::get_set(d, &ROOT, "issue_ids")
+        meeting_no: f.string("meeting_no"),
+        created_at: f.time("created_at").unwrap_or(0),
+        created_by: f.string("created_by"),
+        device: f.string("device"),
+        topic: f.string("topic"),
+        level: f.str("level").and_then(|l| MeetingLevel::parse(&l)),
+        format: f.str("format").and_then(|x| MeetingFormat::parse(&x)),
+        venue: f.string("venue"),
+        group_ref: f.string("group_ref"),
+        convener: f.string("convener"),
+        scheduled_at: f.time("scheduled_at"),
+        held_at: f.time("held_at"),
+        outcome: f.str("outcome").and_then(|o| MeetingOutcome::parse(&o)),
+        next_follow_up_at: f.time("next_follow_up_at"),
+        location: Location::read(&f),
+        agenda: doc::text(d, &f, "agenda"),
+        minutes: doc::text(d, &f, "minutes"),
+        issue_ids: doc::set(d, &f, "issue_ids")
             .into_iter()
             .filter_map(|i| i.parse().ok())
             .collect(),
         attendees,
-        agreements: read_texts(d, &ROOT, "agreements"),
-        legal_guidance: read_texts(d, &ROOT, "legal_guidance"),
-        attachments: AttachmentRef::read_log(d, &ROOT, "attachments"),
+        agreements: read_texts(d, &f, "agreements"),
+        legal_guidance: read_texts(d, &f, "legal_guidance"),
+        attachments: AttachmentRef::read_log(d, &f, "attachments"),
         action_items,
         register_conflicts,
     }

@@ -3,7 +3,7 @@
 use automerge::transaction::Transactable;
 use automerge::{ObjId, ReadDoc, ScalarValue};
 
-use crate::doc::{self, am, check_len, string_enum, MAX_NOTE, MAX_SHORT};
+use crate::doc::{self, am, check_len, string_enum, Fields, MAX_NOTE, MAX_SHORT};
 use crate::error::Result;
 use crate::ids::Author;
 use crate::workflow::EntryId;
@@ -111,14 +111,14 @@ impl Location {
         Ok(())
     }
 
-    pub(crate) fn read<R: ReadDoc>(d: &R, obj: &ObjId) -> Location {
+    pub(crate) fn read(f: &Fields) -> Location {
         Location {
-            street: doc::get_string(d, obj, "street"),
-            community: doc::get_string(d, obj, "community"),
-            grid: doc::get_string(d, obj, "grid"),
-            building: doc::get_string(d, obj, "building"),
-            address: doc::get_string(d, obj, "address"),
-            geo: read_geo(d, obj, "geo_lat", "geo_lon", "geo_acc"),
+            street: f.string("street"),
+            community: f.string("community"),
+            grid: f.string("grid"),
+            building: f.string("building"),
+            address: f.string("address"),
+            geo: read_geo(f, "geo_lat", "geo_lon", "geo_acc"),
         }
     }
 
@@ -146,12 +146,12 @@ impl Reporter {
         Ok(())
     }
 
-    pub(crate) fn read<R: ReadDoc>(d: &R, obj: &ObjId) -> Reporter {
+    pub(crate) fn read(f: &Fields) -> Reporter {
         Reporter {
-            name: doc::get_string(d, obj, "reporter_name"),
-            phone: doc::get_string(d, obj, "reporter_phone"),
-            anonymous: doc::get_bool(d, obj, "reporter_anonymous").unwrap_or(false),
-            may_call_back: doc::get_bool(d, obj, "reporter_callback").unwrap_or(false),
+            name: f.string("reporter_name"),
+            phone: f.string("reporter_phone"),
+            anonymous: f.bool("reporter_anonymous").unwrap_or(false),
+            may_call_back: f.bool("reporter_callback").unwrap_or(false),
         }
     }
 
@@ -163,17 +163,11 @@ impl Reporter {
     ];
 }
 
-pub(crate) fn read_geo<R: ReadDoc>(
-    d: &R,
-    obj: &ObjId,
-    lat: &str,
-    lon: &str,
-    acc: &str,
-) -> Option<Geo> {
+pub(crate) fn read_geo(f: &Fields, lat: &str, lon: &str, acc: &str) -> Option<Geo> {
     Some(Geo {
-        lat: doc::get_f64(d, obj, lat)?,
-        lon: doc::get_f64(d, obj, lon)?,
-        accuracy_m: doc::get_f64(d, obj, acc).unwrap_or(0.0),
+        lat: f.f64(lat)?,
+        lon: f.f64(lon)?,
+        accuracy_m: f.f64(acc).unwrap_or(0.0),
     })
 }
 
@@ -222,21 +216,21 @@ impl AttachmentRef {
         Ok(id)
     }
 
-    pub(crate) fn read_log<R: ReadDoc>(d: &R, obj: &ObjId, key: &str) -> Vec<Attachment> {
-        doc::log_items(d, obj, key)
+    pub(crate) fn read_log<R: ReadDoc>(d: &R, parent: &Fields, key: &str) -> Vec<Attachment> {
+        doc::log(d, parent, key)
             .into_iter()
-            .filter_map(|item| {
+            .filter_map(|e| {
                 Some(Attachment {
-                    id: doc::entry_id(d, &item)?,
+                    id: e.entry_id()?,
                     file: AttachmentRef {
-                        hash: doc::get_string(d, &item, "hash"),
-                        mime: doc::get_string(d, &item, "mime"),
-                        size: doc::get_u64(d, &item, "size").unwrap_or(0),
-                        caption: doc::get_string(d, &item, "caption"),
-                        geo: read_geo(d, &item, "lat", "lon", "acc"),
+                        hash: e.string("hash"),
+                        mime: e.string("mime"),
+                        size: e.u64("size").unwrap_or(0),
+                        caption: e.string("caption"),
+                        geo: read_geo(&e, "lat", "lon", "acc"),
                     },
-                    by: doc::get_string(d, &item, "by"),
-                    at: doc::get_time(d, &item, "at").unwrap_or(0),
+                    by: e.string("by"),
+                    at: e.time("at").unwrap_or(0),
                 })
             })
             .collect()

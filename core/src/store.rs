@@ -891,6 +891,12 @@ impl Store {
         Ok(self.len()? == 0)
     }
 
+    /// How many documents are loaded in memory right now (diagnostics:
+    /// queries must not load any).
+    pub fn loaded_documents(&self) -> Result<usize> {
+        Ok(self.lock()?.cache.len())
+    }
+
     /// Records whose stored data could not be read at open.
     pub fn corrupt_records(&self) -> Result<Vec<RecordId>> {
         Ok(self.index_read()?.corrupt.iter().copied().collect())

@@ -89,3 +89,30 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_override_environment_which_overrides_defaults() {
+        let none = |_: &str| None;
+        let c = Config::from_args(&[], none).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        let env = |k: &str| (k == "GRIDSYNC_LISTEN").then(|| "0.0.0.0:9".to_string());
+        assert_eq!(Config::from_args(&[], env).unwrap().listen, "0.0.0.0:9");
+        let c = Config::from_args(&args(&["--listen", "127.0.0.1:1", "--data-dir", "/d"]), env)
+            .unwrap();
+        assert_eq!(
+            (c.listen.as_str(), c.data_dir),
+            ("127.0.0.1:1", PathBuf::from("/d"))
+        );
+        assert!(Config::from_args(&args(&["--listen"]), none).is_err());
+        assert!(Config::from_args(&args(&["--what"]), none).is_err());
+    }
+}

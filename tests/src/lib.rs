@@ -33,13 +33,16 @@ pub fn location(c: u32, g: u32) -> Location {
 }
 
 /// About 300 characters of Chinese text, as a grid worker writes it.
+/// (`description(0).chars().count()` is checked in the fixture test.)
 pub fn description(i: usize) -> String {
     let base =
         "居民反映小区三号楼楼道照明灯长期损坏，夜间出行存在安全隐患，老人和儿童多次在楼梯间摔倒。\
         物业公司接到投诉后一直未予维修，居民多次拨打电话无人处理。网格员上门核实情况属实，\
         楼道内共有六盏灯不亮，电线老化明显，存在漏电风险。居民希望尽快更换灯具并检修线路，\
         同时要求物业公开维修基金使用情况。网格员已拍照留存，并与物业负责人初步沟通，\
-        对方表示需要业主委员会同意后才能动用维修基金。";
+        对方表示需要业主委员会同意后才能动用维修基金。下一步拟召集居民代表、物业公司和街道城管科\
+        召开议事协商会，明确维修责任和时限，并由网格员跟踪落实情况，及时向居民反馈处理进展。\
+        如物业仍不履行义务，将引导居民通过法律途径解决，同时报送社区党委备案，确保问题得到妥善处置。";
     format!("{base}（编号 {i}）")
 }
 
@@ -157,4 +160,13 @@ pub fn split_changes(bytes: &[u8]) -> Vec<Vec<u8>> {
         pos = end;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_fixture_description_is_about_300_characters() {
+        let n = super::description(0).chars().count();
+        assert!((280..=320).contains(&n), "{n}");
+    }
 }

@@ -1,0 +1,415 @@
+//! The store benchmark: prints a table of medians and their ratios to raw
+//! floors measured in the same run.
+//!
+//! `cargo bench -p gridsync-tests --bench store` (10,000 records; set
+//! `GRIDSYNC_BENCH_RECORDS` for another size).
+//!
+//! Floors:
+//! * create: raw Automerge (the same fields built with plain `put`s) +
+//!   `save` + sled `insert` + `flush` + fdatasync of sled's data file;
+//! * status change: a raw Automerge change of the same shape (an event map
+//!   with its clock appended to a list) + `save_after` + `insert` + `flush`
+//!   + fdatasync;
+//! * open: loading every record's document from its bytes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, ROOT};
+use gridsync_core::{
+    Durability, IssueOp, IssueStatus, Query, Sort, Store, StoreConfig, TimelineKind,
+};
+use gridsync_tests::{new_issue, worker};
+
+const SAMPLES: usize = 200;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// A raw sled database with the same durability work the store does.
+struct RawSled {
+    db: sled::Db,
+    file: File,
+}
+
+impl RawSled {
+    fn open(path: &Path) -> RawSled {
+        let db = sled::open(path).unwrap();
+        let file = File::open(path.join("db")).unwrap();
+        RawSled { db, file }
+    }
+
+    fn durable_insert(&self, key: &[u8], value: Vec<u8>) {
+        self.db.insert(key, value).unwrap();
+        self.db.flush().unwrap();
+        self.file.sync_data().unwrap();
+    }
+}
+
+/// The fields of a realistic issue, put one by one with plain Automerge.
+fn raw_issue(i: usize) -> AutoCommit {
+    let new = new_issue(i, 1, 1);
+    let mut d = AutoCommit::new();
+    for (k, v) in [
+        ("type", "issue"),
+        ("id", "0190a0b2-7c3e-7d4a-9f00-000000000000"),
+        ("case_no", "RAW-000001"),
+        ("source", new.source.as_str()),
+        ("original_statement", new.original_statement.as_str()),
+        ("created_by", "worker-1"),
+        ("device", "0123456789abcdef0123456789abcdef"),
+        ("title", new.title.as_str()),
+        ("kind", new.kind.as_str()),
+        ("category", new.category.as_str()),
+        ("urgency", new.urgency.as_str()),
+        ("reporter_name", new.reporter.name.as_str()),
+        ("reporter_phone", new.reporter.phone.as_str()),
+        ("street", new.location.street.as_str()),
+        ("community", new.location.community.as_str()),
+        ("grid", new.location.grid.as_str()),
+        ("building", new.location.building.as_str()),
+        ("address", new.location.address.as_str()),
+    ] {
+        d.put(ROOT, k, v).unwrap();
+    }
+    d.put(ROOT, "created_at", ScalarValue::Timestamp(0))
+        .unwrap();
+    let text = d.put_object(ROOT, "description", ObjType::Text).unwrap();
+    d.splice_text(&text, 0, 0, &new.description).unwrap();
+    for k in ["assist_units", "tags", "related", "clock"] {
+        d.put_object(ROOT, k, ObjType::Map).unwrap();
+    }
+    for k in [
+        "transitions",
+        "timeline",
+        "deadline_changes",
+        "return_visits",
+        "attachments",
+    ] {
+        d.put_object(ROOT, k, ObjType::List).unwrap();
+    }
+    raw_event(&mut d);
+    d
+}
+
+/// Appends a status event shaped like the store's.
+fn raw_event(d: &mut AutoCommit) {
+    let list = match d.get(ROOT, "transitions").unwrap() {
+        Some((_, id)) => id,
+        None => d.put_object(ROOT, "transitions", ObjType::List).unwrap(),
+    };
+    let len = d.length(&list);
+    let item = d.insert_object(&list, len, ObjType::Map).unwrap();
+    for (k, v) in [
+        ("dev", "0123456789abcdef0123456789abcdef"),
+        ("from", "reported"),
+        ("to", "accepted"),
+        ("by", "worker-1"),
+        ("role", "grid_worker"),
+        ("reason", ""),
+    ] {
+        d.put(&item, k, v).unwrap();
+    }
+    d.put(&item, "n", len as i64 + 1).unwrap();
+    d.put(&item, "at", ScalarValue::Timestamp(0)).unwrap();
+    let seen = d.put_object(&item, "seen", ObjType::Map).unwrap();
+    d.put(&seen, "0123456789abcdef0123456789abcdef", len as i64)
+        .unwrap();
+    let clock = d.get(ROOT, "clock").unwrap().unwrap().1;
+    d.put(&clock, "0123456789abcdef0123456789abcdef", len as i64 + 1)
+        .unwrap();
+}
+
+fn config(path: &Path, durability: Durability) -> StoreConfig {
+    let mut c = StoreConfig::new(path, "BENCH");
+    c.durability = durability;
+    c
+}
+
+fn build_dataset(path: &Path, n: usize) -> Duration {
+    let start = Instant::now();
+    let store = Store::open(config(path, Durability::None)).unwrap();
+    let grids = 40u32;
+    for i in 0..n {
+        let g = (i as u32) % grids;
+        let id = store
+            .create_issue(&worker(1), new_issue(i, g / 8, g))
+            .unwrap();
+        for k in 0..3 {
+            store
+                .update_issue(
+                    id,
+                    &worker(1),
+                    IssueOp::AddTimeline {
+                        kind: TimelineKind::Note,
+                        text: format!("第{k}次走访：已与物业沟通，等待答复。"),
+                    },
+                )
+                .unwrap();
+        }
+        if i % 4 == 0 {
+            store
+                .update_issue(
+                    id,
+                    &worker(1),
+                    IssueOp::Transition {
+                        to: IssueStatus::InProgress,
+                        reason: String::new(),
+                    },
+                )
+                .unwrap();
+        }
+    }
+    drop(store);
+    start.elapsed()
+}
+
+/// Child mode: open the store, report the time and peak memory.
+fn open_only(path: &Path) {
+    let start = Instant::now();
+    let store = Store::open(config(path, Durability::Fsync)).unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(store.loaded_documents().unwrap(), 0);
+    println!(
+        "{} {} {}",
+        elapsed.as_nanos(),
+        peak_rss_kib(),
+        store.len().unwrap()
+    );
+}
+
+/// Child mode: load every document from its bytes (no store), report time.
+fn load_all(path: &Path) {
+    let db = sled::open(path).unwrap();
+    let start = Instant::now();
+    let mut n = 0;
+    let mut current: Option<(Vec<u8>, automerge::Automerge)> = None;
+    let mut docs = Vec::new();
+    for item in db.iter() {
+        let (k, v) = item.unwrap();
+        match k[0] {
+            b'd' => {
+                if let Some((_, d)) = current.take() {
+                    docs.push(d);
+                }
+                current = Some((k[1..17].to_vec(), automerge::Automerge::load(&v).unwrap()));
+                n += 1;
+            }
+            b'c' => {
+                if let Some((id, d)) = current.as_mut() {
+                    if k[1..17] == id[..] {
+                        d.load_incremental(&v).unwrap();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    docs.extend(current.map(|(_, d)| d));
+    let elapsed = start.elapsed();
+    println!("{} {} {}", elapsed.as_nanos(), peak_rss_kib(), n);
+    drop(docs);
+}
+
+fn child(mode: &str, path: &Path) -> (Duration, u64, usize) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg(mode)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let f: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (Duration::from_nanos(f[0]), f[1], f[2] as usize)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--open-only") => return open_only(Path::new(&args[1])),
+        Some("--load-all") => return load_all(Path::new(&args[1])),
+        _ => {}
+    }
+    let n: usize = std::env::var("GRIDSYNC_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+    let data = tmp.path().join("store");
+    eprintln!("building {n} issues (3 notes each, a quarter in progress)…");
+    let built = build_dataset(&data, n);
+    eprintln!("built in {:.1} s", built.as_secs_f64());
+
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+
+    // Opening, in fresh processes so peak memory is the open's own.
+    let (open_t, open_rss, count) = child("--open-only", &data);
+    let (load_t, load_rss, loaded) = child("--load-all", &data);
+    assert_eq!(count, n);
+    assert_eq!(loaded, n);
+    rows.push((
+        format!("open store, {n} records"),
+        fmt(open_t),
+        format!("load all docs: {}", fmt(load_t)),
+        format!(
+            "{:.3} (peak RSS {} MiB vs {} MiB)",
+            open_t.as_secs_f64() / load_t.as_secs_f64(),
+            open_rss / 1024,
+            load_rss / 1024
+        ),
+    ));
+
+    let store = Store::open(config(&data, Durability::Fsync)).unwrap();
+    let raw = RawSled::open(&tmp.path().join("raw"));
+
+    // Queries, from the index only.
+    let grid_q = Query::issues()
+        .grid("G3")
+        .open(true)
+        .sort(Sort::DeadlineAsc)
+        .page(0, 50);
+    let comm_q = Query::issues().community("C2");
+    let mut tq = Vec::new();
+    let mut tc = Vec::new();
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        let page = store.list(&grid_q).unwrap();
+        tq.push(t.elapsed());
+        assert_eq!(page.items.len(), page.total.min(50));
+        let t = Instant::now();
+        let counts = store.count_by_status(&comm_q).unwrap();
+        tc.push(t.elapsed());
+        assert!(!counts.is_empty());
+    }
+    assert_eq!(
+        store.loaded_documents().unwrap(),
+        0,
+        "queries loaded documents"
+    );
+    rows.push((
+        "first 50 open issues of a grid by deadline".into(),
+        fmt(median(tq)),
+        "limit 5 ms".into(),
+        "0 documents loaded".into(),
+    ));
+    rows.push((
+        "counts by status for a community".into(),
+        fmt(median(tc)),
+        "limit 5 ms".into(),
+        "0 documents loaded".into(),
+    ));
+
+    // Create, durably, alternating with the raw floor.
+    let mut ours = Vec::new();
+    let mut floor = Vec::new();
+    for i in 0..SAMPLES {
+        let new = new_issue(n + i, 1, 1);
+        let t = Instant::now();
+        store.create_issue(&worker(1), new).unwrap();
+        ours.push(t.elapsed());
+
+        let t = Instant::now();
+        let mut d = raw_issue(n + i);
+        let bytes = d.save();
+        raw.durable_insert(format!("d{i}").as_bytes(), bytes);
+        floor.push(t.elapsed());
+    }
+    let (o, f) = (median(ours), median(floor));
+    rows.push((
+        "create an issue durably".into(),
+        fmt(o),
+        fmt(f),
+        format!("{:.2} (limit 1.5)", o.as_secs_f64() / f.as_secs_f64()),
+    ));
+
+    // One status change, durably, on records already loaded (warm), against
+    // a raw change of the same shape on an in-memory document.
+    let ids: Vec<_> = store
+        .list(
+            &Query::issues()
+                .status(IssueStatus::Reported)
+                .page(0, SAMPLES),
+        )
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.record_id())
+        .collect();
+    let mut raw_doc = raw_issue(0);
+    raw_doc.save();
+    let mut ours = Vec::new();
+    let mut floor = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        store.heads(*id).unwrap(); // load it, as an app showing the case has
+        let t = Instant::now();
+        store
+            .update_issue(
+                *id,
+                &worker(1),
+                IssueOp::Transition {
+                    to: IssueStatus::Accepted,
+                    reason: String::new(),
+                },
+            )
+            .unwrap();
+        ours.push(t.elapsed());
+
+        let t = Instant::now();
+        let heads = raw_doc.get_heads();
+        raw_event(&mut raw_doc);
+        raw_doc.commit();
+        let bytes = raw_doc.save_after(&heads);
+        raw.durable_insert(format!("c{i}").as_bytes(), bytes);
+        floor.push(t.elapsed());
+    }
+    let (o, f) = (median(ours), median(floor));
+    rows.push((
+        "one status change durably".into(),
+        fmt(o),
+        fmt(f),
+        format!("{:.2} (limit 2)", o.as_secs_f64() / f.as_secs_f64()),
+    ));
+
+    println!("\n| measurement | gridsync (median) | floor / limit | ratio / note |");
+    println!("|---|---|---|---|");
+    for (a, b, c, d) in rows {
+        println!("| {a} | {b} | {c} | {d} |");
+    }
+    println!(
+        "\n{SAMPLES} samples per row; {n} records; dataset built in {:.1} s.",
+        built.as_secs_f64()
+    );
+}
