@@ -39,7 +39,7 @@ use std::fs::File;
 use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use automerge::transaction::{CommitOptions, Transaction};
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
@@ -399,9 +399,7 @@ impl Store {
             index: RwLock::new(Index::default()),
         };
         store.load_index()?;
-        if let Some(w) = store.writer.lock().ok().as_mut() {
-            w.synced_blobs = store.blob_names();
-        }
+        store.lock().synced_blobs = store.blob_names();
         Ok(store)
     }
 
@@ -421,17 +419,17 @@ impl Store {
                 _ => rebuild.push(id),
             }
         }
-        *self.index.write().map_err(|_| poisoned())? = index;
+        *self.index_mut() = index;
         for id in rebuild {
             match self.load_from_disk(id) {
                 Ok(loaded) => {
                     let meta = derive_meta(id, &loaded.doc, now_ms())?;
                     let entry = encode_index(&meta, loaded.storage)?;
                     self.db.insert(key(P_INDEX, id.as_bytes()), entry)?;
-                    self.index_mut()?.insert(meta);
+                    self.index_mut().insert(meta);
                 }
                 Err(_) => {
-                    self.index_mut()?.corrupt.insert(id);
+                    self.index_mut().corrupt.insert(id);
                 }
             }
         }
@@ -453,16 +451,22 @@ impl Store {
         &self.path
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Writer>> {
-        self.writer.lock().map_err(|_| poisoned())
+    // A panic while a lock is held cannot leave these structures half
+    // updated: every automerge call that could panic runs under
+    // `catch_unwind` before any of them is touched, the document cache is
+    // only a cache, and counters advance only after a successful batch. So a
+    // poisoned lock is recovered instead of bricking the store.
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn index_read(&self) -> Result<RwLockReadGuard<'_, Index>> {
-        self.index.read().map_err(|_| poisoned())
+    fn index_read(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn index_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, Index>> {
-        self.index.write().map_err(|_| poisoned())
+    fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     // ------------------------------------------------------------ writes
@@ -524,7 +528,7 @@ impl Store {
     where
         F: FnOnce(&mut Transaction<'_>, Ctx<'_>, u64) -> Result<()>,
     {
-        let mut w = self.lock()?;
+        let mut w = self.lock();
         let n = match self.db.get(key(P_META, counter))? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()
@@ -578,7 +582,7 @@ impl Store {
     where
         F: FnOnce(&mut Transaction<'_>, Ctx<'_>) -> Result<()>,
     {
-        let mut w = self.lock()?;
+        let mut w = self.lock();
         let actual = self.kind_of(id)?;
         if actual != kind {
             return Err(Error::WrongKind {
@@ -628,8 +632,37 @@ impl Store {
         id: RecordId,
         mut loaded: Loaded,
         commit: Commit<'_>,
-        mut batch: sled::Batch,
+        batch: sled::Batch,
     ) -> Result<Written> {
+        let seq = w.next_seq;
+        // Everything that calls into Automerge runs under `catch_unwind`;
+        // on error or panic `loaded` is dropped, and the record reloads from
+        // disk as it was.
+        let prepared = catch_unwind(AssertUnwindSafe(|| {
+            self.prepare(id, &mut loaded, commit, seq, batch)
+        }))
+        .map_err(|_| Error::MergePanicked(id))??;
+        let Some((batch, meta)) = prepared else {
+            w.cache.put(id, loaded);
+            return Ok(Written { id, seq: None });
+        };
+        self.db.apply_batch(batch)?;
+        w.next_seq += 1;
+        self.index_mut().insert(meta);
+        w.cache.put(id, loaded);
+        Ok(Written { id, seq: Some(seq) })
+    }
+
+    /// Builds the batch that stores what changed in `loaded` since
+    /// `commit.heads_before`, or `None` if nothing did.
+    fn prepare(
+        &self,
+        id: RecordId,
+        loaded: &mut Loaded,
+        commit: Commit<'_>,
+        seq: u64,
+        mut batch: sled::Batch,
+    ) -> Result<Option<(sled::Batch, RecordMeta)>> {
         let Commit {
             heads_before,
             origin,
@@ -637,15 +670,12 @@ impl Store {
         } = commit;
         let new_changes = loaded.doc.get_changes(heads_before);
         if new_changes.is_empty() {
-            w.cache.put(id, loaded);
-            return Ok(Written { id, seq: None });
+            return Ok(None);
         }
-        let previous = self.index_read()?.records.get(&id).map(|m| m.updated_at);
+        let previous = self.index_read().records.get(&id).map(|m| m.updated_at);
         let updated_at = previous.map_or(updated_at, |p| p.max(updated_at));
-        // On error `loaded` is dropped: the record reloads from disk as it was.
         let meta = derive_meta(id, &loaded.doc, updated_at)?;
 
-        let seq = w.next_seq;
         let mut delta = Vec::new();
         for change in &new_changes {
             delta.extend_from_slice(change.raw_bytes());
@@ -664,11 +694,8 @@ impl Store {
             storage.first_chunk = storage.next_chunk;
             batch.insert(key(P_SNAPSHOT, id.as_bytes()), snapshot);
         } else {
+            storage.chunks_len += delta.len() as u64;
             batch.insert(chunk_key(id, storage.next_chunk), delta);
-            storage.chunks_len += new_changes
-                .iter()
-                .map(|c| c.raw_bytes().len() as u64)
-                .sum::<u64>();
             storage.next_chunk += 1;
         }
         batch.insert(key(P_INDEX, id.as_bytes()), encode_index(&meta, *storage)?);
@@ -683,13 +710,7 @@ impl Store {
         if origin == Origin::Local {
             batch.insert(key(P_PENDING, id.as_bytes()), &seq.to_be_bytes());
         }
-        if let Err(e) = self.db.apply_batch(batch) {
-            return Err(e.into()); // `loaded` is dropped: reloads from disk.
-        }
-        w.next_seq += 1;
-        self.index_mut()?.insert(meta);
-        w.cache.put(id, loaded);
-        Ok(Written { id, seq: Some(seq) })
+        Ok(Some((batch, meta)))
     }
 
     /// Makes everything written so far durable.
@@ -721,7 +742,7 @@ impl Store {
     fn sync_new_blobs(&self) -> Result<()> {
         let names = self.blob_names();
         let fresh: Vec<_> = {
-            let w = self.lock()?;
+            let w = self.lock();
             names.difference(&w.synced_blobs).cloned().collect()
         };
         if fresh.is_empty() {
@@ -737,7 +758,7 @@ impl Store {
             }
         }
         File::open(&dir)?.sync_all()?;
-        let mut w = self.lock()?;
+        let mut w = self.lock();
         w.synced_blobs = names;
         Ok(())
     }
@@ -745,7 +766,7 @@ impl Store {
     // ------------------------------------------------------------ loading
 
     fn kind_of(&self, id: RecordId) -> Result<RecordKind> {
-        let index = self.index_read()?;
+        let index = self.index_read();
         match index.records.get(&id) {
             Some(m) => m.record_kind().ok_or_else(|| Error::Corrupt {
                 id,
@@ -805,9 +826,13 @@ impl Store {
     }
 
     fn with_doc<T>(&self, id: RecordId, f: impl FnOnce(&Automerge) -> T) -> Result<T> {
-        let mut w = self.lock()?;
+        let mut w = self.lock();
         let loaded = self.checkout(&mut w, id)?;
-        let out = f(&loaded.doc);
+        let out =
+            catch_unwind(AssertUnwindSafe(|| f(&loaded.doc))).map_err(|_| Error::Corrupt {
+                id,
+                reason: "reading the record crashed the CRDT library".into(),
+            })?;
         w.cache.put(id, loaded);
         Ok(out)
     }
@@ -840,13 +865,13 @@ impl Store {
 
     /// The index entry of a record.
     pub fn meta(&self, id: RecordId) -> Result<Option<RecordMeta>> {
-        Ok(self.index_read()?.records.get(&id).cloned())
+        Ok(self.index_read().records.get(&id).cloned())
     }
 
     /// Meetings that discuss an issue (the reverse of the meeting's link).
     pub fn meetings_for_issue(&self, issue: RecordId) -> Result<Vec<RecordId>> {
         Ok(self
-            .index_read()?
+            .index_read()
             .meetings_of
             .get(&issue)
             .map(|s| s.iter().copied().collect())
@@ -855,13 +880,13 @@ impl Store {
 
     /// One page of records matching `q`.
     pub fn list(&self, q: &Query) -> Result<Page> {
-        Ok(query::run(q, self.index_read()?.records.values()))
+        Ok(query::run(q, self.index_read().records.values()))
     }
 
     /// How many records match `q` (paging ignored).
     pub fn count(&self, q: &Query) -> Result<usize> {
         Ok(self
-            .index_read()?
+            .index_read()
             .records
             .values()
             .filter(|m| q.matches(m))
@@ -872,18 +897,18 @@ impl Store {
     pub fn count_by_status(&self, q: &Query) -> Result<BTreeMap<String, usize>> {
         Ok(query::count_by_status(
             q,
-            self.index_read()?.records.values(),
+            self.index_read().records.values(),
         ))
     }
 
     /// Every record id, in id order.
     pub fn record_ids(&self) -> Result<Vec<RecordId>> {
-        Ok(self.index_read()?.records.keys().copied().collect())
+        Ok(self.index_read().records.keys().copied().collect())
     }
 
     /// How many records the store holds.
     pub fn len(&self) -> Result<usize> {
-        Ok(self.index_read()?.records.len())
+        Ok(self.index_read().records.len())
     }
 
     /// Whether the store holds no record.
@@ -894,12 +919,12 @@ impl Store {
     /// How many documents are loaded in memory right now (diagnostics:
     /// queries must not load any).
     pub fn loaded_documents(&self) -> Result<usize> {
-        Ok(self.lock()?.cache.len())
+        Ok(self.lock().cache.len())
     }
 
     /// Records whose stored data could not be read at open.
     pub fn corrupt_records(&self) -> Result<Vec<RecordId>> {
-        Ok(self.index_read()?.corrupt.iter().copied().collect())
+        Ok(self.index_read().corrupt.iter().copied().collect())
     }
 
     // ------------------------------------------------------------ sync support
@@ -925,7 +950,7 @@ impl Store {
 
     /// The sequence of the latest change-log entry (0 if none).
     pub fn log_head(&self) -> Result<u64> {
-        Ok(self.lock()?.next_seq - 1)
+        Ok(self.lock().next_seq - 1)
     }
 
     /// Up to `limit` change-log entries after sequence `after`.
@@ -1015,8 +1040,8 @@ impl Store {
         max_time: i64,
         f: impl FnOnce(&mut Automerge) -> Result<()>,
     ) -> Result<Merged> {
-        let mut w = self.lock()?;
-        let existing = match self.index_read()?.records.get(&id) {
+        let mut w = self.lock();
+        let existing = match self.index_read().records.get(&id) {
             Some(m) => Some(m.record_kind().ok_or_else(|| Error::Corrupt {
                 id,
                 reason: "unknown record kind".into(),
@@ -1033,15 +1058,11 @@ impl Store {
         let heads = loaded.doc.get_heads();
         // On any error below, `loaded` is dropped without going back into
         // the cache, so the record reloads from disk exactly as it was.
-        f(&mut loaded.doc)?;
-        let missing = loaded.doc.get_missing_deps(&[]);
-        if !missing.is_empty() {
-            return Err(Error::MissingDependencies {
-                id,
-                missing: missing.len(),
-            });
-        }
-        let new_changes = loaded.doc.get_changes(&heads).len();
+        let checked = catch_unwind(AssertUnwindSafe(|| {
+            check_merged(id, existing, &mut loaded.doc, &heads, f)
+        }))
+        .map_err(|_| Error::MergePanicked(id))?;
+        let new_changes = checked?;
         if new_changes == 0 {
             if existing.is_some() {
                 w.cache.put(id, loaded);
@@ -1051,22 +1072,6 @@ impl Store {
                 new_changes: 0,
                 seq: None,
                 created: false,
-            });
-        }
-        // The fixed fields that make the document this record must hold one
-        // value each: a foreign change cannot rename, retype or graft a
-        // second record's history onto this one.
-        let kind = doc::fixed_str(&loaded.doc, doc::K_TYPE).and_then(|t| RecordKind::parse(&t));
-        let named = doc::fixed_str(&loaded.doc, "id").and_then(|s| s.parse::<RecordId>().ok());
-        let kind_ok = match existing {
-            Some(k) => kind == Some(k),
-            None => kind.is_some(),
-        };
-        if !kind_ok || named != Some(id) {
-            return Err(Error::MalformedChanges {
-                id,
-                reason: "the changes do not belong to a gridsync record with this id and kind"
-                    .into(),
             });
         }
         let written = self.persist(
@@ -1129,7 +1134,7 @@ impl Store {
     /// it was changed again after `upto`, so nothing made during a sync is
     /// forgotten.
     pub fn acknowledge(&self, id: RecordId, upto: u64, server_heads: &[ChangeHash]) -> Result<()> {
-        let _w = self.lock()?;
+        let _w = self.lock();
         let mut batch = sled::Batch::default();
         let heads: Vec<[u8; 32]> = server_heads.iter().map(|h| h.0).collect();
         let heads = bincode::encode_to_vec(&heads, bincode_config())
@@ -1150,10 +1155,6 @@ impl Store {
     }
 }
 
-fn poisoned() -> Error {
-    Error::Metadata("a thread panicked while holding the store lock".into())
-}
-
 fn commit_options(op: &str, author: &Author, now: i64) -> CommitOptions {
     CommitOptions::default()
         .with_message(format!(
@@ -1170,6 +1171,45 @@ fn encode_index(meta: &RecordMeta, storage: Storage) -> Result<Vec<u8>> {
         storage,
     };
     bincode::encode_to_vec(&stored, bincode_config()).map_err(|e| Error::Metadata(e.to_string()))
+}
+
+/// Applies foreign data with `f`, then checks the result: no missing
+/// dependencies, and the fixed fields that make the document this record
+/// hold one value each, so a foreign change cannot rename, retype or graft
+/// a second record's history onto this one. Returns the number of new
+/// changes.
+fn check_merged(
+    id: RecordId,
+    existing: Option<RecordKind>,
+    doc: &mut Automerge,
+    heads: &[ChangeHash],
+    f: impl FnOnce(&mut Automerge) -> Result<()>,
+) -> Result<usize> {
+    f(doc)?;
+    let missing = doc.get_missing_deps(&[]);
+    if !missing.is_empty() {
+        return Err(Error::MissingDependencies {
+            id,
+            missing: missing.len(),
+        });
+    }
+    let new_changes = doc.get_changes(heads).len();
+    if new_changes == 0 {
+        return Ok(0);
+    }
+    let kind = doc::fixed_str(doc, doc::K_TYPE).and_then(|t| RecordKind::parse(&t));
+    let named = doc::fixed_str(doc, "id").and_then(|s| s.parse::<RecordId>().ok());
+    let kind_ok = match existing {
+        Some(k) => kind == Some(k),
+        None => kind.is_some(),
+    };
+    if !kind_ok || named != Some(id) {
+        return Err(Error::MalformedChanges {
+            id,
+            reason: "the changes do not belong to a gridsync record with this id and kind".into(),
+        });
+    }
+    Ok(new_changes)
 }
 
 /// Derives the index entry of a document.

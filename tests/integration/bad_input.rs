@@ -378,3 +378,55 @@ fn a_store_open_elsewhere_is_not_moved_aside() {
     assert!(dir.path().join("db").exists());
     assert!(store.issue(id).is_ok());
 }
+
+/// Recomputes an Automerge chunk's checksum after its body was altered, so
+/// the mutation reaches Automerge's decoder instead of our checksum check.
+fn fix_checksum(chunk: &mut [u8]) {
+    use sha2::Digest;
+    // The checksum covers the chunk type, the length and the body.
+    let digest = sha2::Sha256::digest(&chunk[8..]);
+    chunk[4..8].copy_from_slice(&digest[..4]);
+}
+
+#[test]
+fn automerge_panics_on_hostile_changes_are_caught_and_change_nothing() {
+    // A real panic inside Automerge 0.12: a change that names, among the
+    // other actors its operations refer to, an actor the document has never
+    // seen makes `apply_changes` unwrap a failed lookup. Our shape checks
+    // cannot see this (the bytes are a well-formed change with a correct
+    // checksum), so the merge guard must catch it.
+    let a = temp_store("A");
+    let b = temp_store("B");
+    let id = a.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    sync_all(&[&a, &b]);
+    let base = b.heads(id).unwrap();
+    b.update_issue(id, &worker(2), IssueOp::SetTitle("改过的标题".into()))
+        .unwrap();
+    let change = b.changes_since(id, &base).unwrap();
+    assert_eq!(split_changes(&change).len(), 1);
+
+    // The change refers to A's operations, so A's actor is among its other
+    // actors. Alter one byte of that actor id and re-seal the chunk.
+    let parsed = automerge::Change::from_bytes(change.clone()).unwrap();
+    let other = parsed.other_actor_ids()[0].to_bytes().to_vec();
+    assert_eq!(other, a.actor().to_bytes());
+    let at = change
+        .windows(other.len())
+        .rposition(|w| w == other.as_slice())
+        .unwrap();
+    let mut hostile = change.clone();
+    hostile[at + other.len() - 1] ^= 0x01;
+    fix_checksum(&mut hostile);
+
+    let before = fingerprint(&a);
+    let err = a
+        .apply_changes(id, &hostile, &ForeignLimits::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::MergePanicked(x) if x == id), "{err}");
+    assert_eq!(fingerprint(&a), before, "the record is as it was");
+    // The store and the record keep working, and the genuine change merges.
+    assert_eq!(a.issue(id).unwrap().title, new_issue(1, 1, 1).title);
+    a.apply_changes(id, &change, &ForeignLimits::default())
+        .unwrap();
+    assert_eq!(a.issue(id).unwrap().title, "改过的标题");
+}
