@@ -43,6 +43,11 @@
 //! # Ok(()) }
 //! ```
 
+// Keeps the README's example compiling and true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod doc;
 mod error;
 pub mod foreign;
