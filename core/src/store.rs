@@ -322,6 +322,18 @@ impl Store {
     /// another process, the disk is full) are returned as they are and touch
     /// nothing.
     pub fn open(config: StoreConfig) -> Result<Store> {
+        let code_ok = !config.device_code.is_empty()
+            && config.device_code.len() <= 32
+            && config
+                .device_code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !code_ok {
+            return Err(Error::InvalidInput {
+                field: "device_code",
+                reason: "1 to 32 ASCII letters, digits, '-' or '_'".into(),
+            });
+        }
         let db = if config.temporary {
             sled::Config::new().temporary(true).open()?
         } else {

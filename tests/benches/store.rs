@@ -20,10 +20,8 @@ use std::time::{Duration, Instant};
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, ROOT};
-use gridsync_core::{
-    Durability, IssueOp, IssueStatus, Query, Sort, Store, StoreConfig, TimelineKind,
-};
-use gridsync_tests::{new_issue, worker};
+use gridsync_core::{Durability, IssueOp, IssueStatus, Query, Sort, Store, StoreConfig};
+use gridsync_tests::{add_note, new_issue, worker};
 
 const SAMPLES: usize = 200;
 
@@ -162,16 +160,12 @@ fn build_dataset(path: &Path, n: usize) -> Duration {
             .create_issue(&worker(1), new_issue(i, g / 8, g))
             .unwrap();
         for k in 0..3 {
-            store
-                .update_issue(
-                    id,
-                    &worker(1),
-                    IssueOp::AddTimeline {
-                        kind: TimelineKind::Note,
-                        text: format!("第{k}次走访：已与物业沟通，等待答复。"),
-                    },
-                )
-                .unwrap();
+            add_note(
+                &store,
+                id,
+                &worker(1),
+                &format!("第{k}次走访：已与物业沟通，等待答复。"),
+            );
         }
         if i % 4 == 0 {
             store

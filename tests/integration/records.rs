@@ -55,7 +55,12 @@ fn create_edit_and_read_an_issue() {
     // Reopen: everything is still there, numbering continues.
     drop(store);
     let store = open_store(dir.path(), "G01-P1");
+    // Opening loads no document; neither do queries.
+    assert_eq!(store.loaded_documents().unwrap(), 0);
+    assert_eq!(store.list(&Query::issues().grid("G1")).unwrap().total, 2);
+    assert_eq!(store.loaded_documents().unwrap(), 0);
     let v = store.issue(id).unwrap();
+    assert_eq!(store.loaded_documents().unwrap(), 1);
     assert_eq!(v.title, "新标题");
     assert_eq!(v.timeline.len(), 1);
     assert!(v.tags.contains("lighting"));
@@ -105,16 +110,7 @@ fn full_lifecycle_with_return_visit_and_activity_after_close() {
     assert_eq!(v.status, Closed);
     assert!(v.activity_after_close.is_empty());
     // A note after the close is flagged and does not reopen.
-    store
-        .update_issue(
-            id,
-            &worker(1),
-            IssueOp::AddTimeline {
-                kind: TimelineKind::Note,
-                text: "居民又打电话".into(),
-            },
-        )
-        .unwrap();
+    add_note(&store, id, &worker(1), "居民又打电话");
     let v = store.issue(id).unwrap();
     assert_eq!(v.status, Closed);
     assert_eq!(v.activity_after_close.len(), 1);
@@ -510,4 +506,43 @@ fn chunks_are_compacted_into_the_snapshot() {
     assert!(chunks <= snapshot, "chunks {chunks} > snapshot {snapshot}");
     let store = open_store(dir.path(), "D1");
     assert_eq!(store.issue(id).unwrap(), before);
+}
+
+#[test]
+fn the_store_is_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<gridsync_core::Store>();
+    let store = std::sync::Arc::new(temp_store("D1"));
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|i| store.create_issue(&worker(t), new_issue(i, 1, t)).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let ids: Vec<RecordId> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(store.len().unwrap(), 40);
+    // Case numbers stay unique under concurrent creation.
+    let numbers: std::collections::BTreeSet<String> = ids
+        .iter()
+        .map(|id| store.issue(*id).unwrap().case_no)
+        .collect();
+    assert_eq!(numbers.len(), 40);
+    assert_eq!(store.log_since(0, 100).unwrap().len(), 40);
+}
+
+#[test]
+fn device_codes_are_validated() {
+    for bad in ["", "has space", "斜杠", &"x".repeat(33)] {
+        let mut config = gridsync_core::StoreConfig::new("", bad);
+        config.temporary = true;
+        let err = gridsync_core::Store::open(config).unwrap_err();
+        assert_eq!(err.code(), "invalid_input", "{bad:?}");
+    }
 }

@@ -162,6 +162,20 @@ pub fn split_changes(bytes: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// Adds a timeline note to an issue.
+pub fn add_note(store: &Store, id: RecordId, author: &Author, text: &str) {
+    store
+        .update_issue(
+            id,
+            author,
+            gridsync_core::IssueOp::AddTimeline {
+                kind: gridsync_core::TimelineKind::Note,
+                text: text.into(),
+            },
+        )
+        .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
