@@ -63,6 +63,16 @@ pub enum Error {
     )]
     MergePanicked(RecordId),
 
+    /// The record's scope is not one the writer may write (or read).
+    /// Nothing was applied.
+    #[error("record {id} is outside the writer's scope")]
+    OutOfScope { id: RecordId },
+
+    /// Changes that would move the record to another street, community or
+    /// grid; only an office move may. Nothing was applied.
+    #[error("changes to record {id} would change its scope; only an office move may")]
+    ScopeChange { id: RecordId },
+
     /// A stored record that cannot be decoded. Other records are unaffected.
     #[error("record {id} is corrupt on disk: {reason}")]
     Corrupt { id: RecordId, reason: String },
@@ -111,6 +121,8 @@ impl Error {
             Error::MalformedChanges { .. } => "malformed_changes",
             Error::MissingDependencies { .. } => "missing_dependencies",
             Error::MergePanicked(_) => "merge_panicked",
+            Error::OutOfScope { .. } => "out_of_scope",
+            Error::ScopeChange { .. } => "scope_change",
             Error::Corrupt { .. } => "corrupt_record",
             Error::StoreMovedAside { .. } => "store_moved_aside",
             Error::Document(_) => "document",

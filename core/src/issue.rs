@@ -120,7 +120,8 @@ pub enum IssueOp {
     SetCategory(String),
     SetUrgency(Urgency),
     SetReporter(Reporter),
-    /// Changes the location, scope fields included.
+    /// Changes the location's details; the scope (street, community,
+    /// grid) changes only by [`crate::Store::move_record`].
     SetLocation(Location),
     SetAssignee(Option<String>),
     SetLeadUnit(Option<String>),
@@ -425,7 +426,7 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &IssueOp) -> 
             doc::put_register(tx, &ROOT, "urgency", &u.as_str().into())?;
         }
         IssueOp::SetReporter(r) => r.write(tx, &ROOT)?,
-        IssueOp::SetLocation(l) => l.write(tx, &ROOT)?,
+        IssueOp::SetLocation(l) => l.update(tx, &ROOT)?,
         IssueOp::SetAssignee(a) => {
             let v = match a {
                 Some(a) => short("assignee", a)?,

@@ -73,6 +73,8 @@ pub use meeting::{
     NewActionItem, NewAttendee, NewMeeting,
 };
 pub use model::{Attachment, AttachmentRef, Geo, Location, Reporter, Source};
-pub use query::{Page, Query, RecordMeta, Sort};
-pub use store::{Durability, LogEntry, Merged, Origin, Pending, Store, StoreConfig, Written};
+pub use query::{Page, Query, RecordMeta, RecordScope, Sort};
+pub use store::{
+    Durability, Incoming, LogEntry, Merged, Origin, Pending, Store, StoreConfig, Written,
+};
 pub use workflow::{ActionStatus, IssueStatus, Status, StatusConflict};

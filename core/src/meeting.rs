@@ -441,7 +441,7 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &MeetingOp) -
         MeetingOp::SetNextFollowUp(t) => {
             doc::put_register(tx, root, "next_follow_up_at", &time(*t))?;
         }
-        MeetingOp::SetLocation(l) => l.write(tx, root)?,
+        MeetingOp::SetLocation(l) => l.update(tx, root)?,
         MeetingOp::EditAgenda(s) => {
             check_len("agenda", s, MAX_TEXT)?;
             doc::put_text(tx, root, "agenda", s)?;

@@ -111,6 +111,25 @@ impl Location {
         Ok(())
     }
 
+    /// Changes the location's details. The scope (street, community, grid)
+    /// must stay as it is: it changes only by an office move
+    /// ([`crate::Store::move_record`]), which the server controls.
+    pub(crate) fn update<T: Transactable>(&self, tx: &mut T, obj: &ObjId) -> Result<()> {
+        for (key, value) in [
+            ("street", &self.street),
+            ("community", &self.community),
+            ("grid", &self.grid),
+        ] {
+            if doc::get_str(tx, obj, key).as_deref() != Some(value.as_str()) {
+                return Err(crate::Error::InvalidInput {
+                    field: "location",
+                    reason: "street, community and grid change only by an office move".into(),
+                });
+            }
+        }
+        self.write(tx, obj)
+    }
+
     pub(crate) fn read(f: &Fields) -> Location {
         Location {
             street: f.string("street"),

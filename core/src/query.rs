@@ -54,6 +54,11 @@ impl RecordMeta {
         RecordId::from_bytes(self.id)
     }
 
+    /// The record's scope as derived from its document.
+    pub fn scope(&self) -> RecordScope {
+        RecordScope::new(&self.street, &self.community, &self.grid)
+    }
+
     pub fn record_kind(&self) -> Option<RecordKind> {
         RecordKind::parse(&self.kind)
     }
@@ -111,6 +116,29 @@ impl RecordMeta {
             updated_at,
             conflict: v.has_conflict(),
             linked_issues: v.issue_ids.iter().map(|i| *i.as_bytes()).collect(),
+        }
+    }
+}
+
+/// Where a record belongs: the three levels that decide who may see and
+/// write it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct RecordScope {
+    pub street: String,
+    pub community: String,
+    pub grid: String,
+}
+
+impl RecordScope {
+    pub fn new(
+        street: impl Into<String>,
+        community: impl Into<String>,
+        grid: impl Into<String>,
+    ) -> Self {
+        RecordScope {
+            street: street.into(),
+            community: community.into(),
+            grid: grid.into(),
         }
     }
 }

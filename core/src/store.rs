@@ -16,6 +16,7 @@
 //! | `l` | sequence (u64 BE) | change-log entry: record id, change hashes, origin |
 //! | `p` | record id | log sequence of the latest local change the server has not acknowledged |
 //! | `h` | record id | the heads the server is known to have |
+//! | `s` | record id | the record's authoritative scope (street, community, grid) |
 //!
 //! Big-endian sequence numbers sort in order, so "what changed after N" is a
 //! range scan.
@@ -52,7 +53,7 @@ use crate::ids::{Author, RecordId, RecordKind};
 use crate::issue::{self, IssueOp, IssueView, NewIssue};
 use crate::meeting::{self, MeetingOp, MeetingView, NewMeeting};
 use crate::model::Ctx;
-use crate::query::{self, Page, Query, RecordMeta};
+use crate::query::{self, Page, Query, RecordMeta, RecordScope};
 
 const P_META: u8 = b'm';
 const P_SNAPSHOT: u8 = b'd';
@@ -61,6 +62,7 @@ const P_INDEX: u8 = b'i';
 const P_LOG: u8 = b'l';
 const P_PENDING: u8 = b'p';
 const P_SERVER_HEADS: u8 = b'h';
+const P_SCOPE: u8 = b's';
 
 const META_FORMAT: &[u8] = b"format";
 const META_ACTOR: &[u8] = b"actor";
@@ -77,6 +79,12 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
     k.push(prefix);
     k.extend_from_slice(rest);
+    k
+}
+
+fn sync_state_key(name: &str) -> Vec<u8> {
+    let mut k = key(P_META, b"sync.");
+    k.extend_from_slice(name.as_bytes());
     k
 }
 
@@ -146,6 +154,11 @@ pub struct LogEntry {
     pub id: RecordId,
     pub hashes: Vec<ChangeHash>,
     pub origin: Origin,
+    /// The replica that pushed these changes, when known (server side: the
+    /// pushing device's actor), so they are not sent back to it.
+    pub from: Option<ActorId>,
+    /// Set when this entry moved the record: its scope before the move.
+    pub moved_from: Option<RecordScope>,
 }
 
 #[derive(Encode, Decode)]
@@ -153,6 +166,8 @@ struct StoredLogEntry {
     id: [u8; 16],
     hashes: Vec<[u8; 32]>,
     origin: Origin,
+    from: Option<Vec<u8>>,
+    moved_from: Option<RecordScope>,
 }
 
 /// Chunk accounting for one record; local to this replica.
@@ -172,11 +187,45 @@ struct StoredIndex {
 }
 
 /// What a write adds: the changes after `heads_before`, where they came
-/// from, and the change time to record.
+/// from, the change time to record, and how the record's scope may change.
 struct Commit<'a> {
     heads_before: &'a [ChangeHash],
     origin: Origin,
     updated_at: i64,
+    from: Option<&'a ActorId>,
+    scope: ScopeRule<'a>,
+}
+
+/// How a write treats the record's authoritative scope.
+#[derive(Clone, Copy)]
+enum ScopeRule<'a> {
+    /// The scope table follows the document (devices, local edits).
+    Follow,
+    /// The scope may not change, and must be admitted (server merges).
+    Locked(&'a dyn Fn(&RecordScope) -> bool),
+    /// An office move from this scope.
+    Move(&'a RecordScope),
+}
+
+/// How to take in foreign changes.
+pub struct Incoming<'a> {
+    pub limits: &'a ForeignLimits,
+    /// The replica that pushed them, recorded in the change log.
+    pub from: Option<&'a ActorId>,
+    /// If set, the record's scope is locked: changes that would alter it
+    /// are refused, and the record (new or existing) must lie in a scope
+    /// this function admits. Servers set it; devices follow the server.
+    pub admit: Option<&'a dyn Fn(&RecordScope) -> bool>,
+}
+
+impl std::fmt::Debug for Incoming<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("limits", self.limits)
+            .field("from", &self.from)
+            .field("admit", &self.admit.is_some())
+            .finish()
+    }
 }
 
 /// The outcome of a successful local write.
@@ -517,16 +566,20 @@ impl Store {
 
     /// Applies a typed operation to an issue.
     pub fn update_issue(&self, id: RecordId, author: &Author, op: IssueOp) -> Result<Written> {
-        self.update(id, RecordKind::Issue, author, op.name(), |tx, ctx| {
+        self.update(id, Some(RecordKind::Issue), author, op.name(), |tx, ctx| {
             issue::apply(tx, ctx, &op)
         })
     }
 
     /// Applies a typed operation to a meeting.
     pub fn update_meeting(&self, id: RecordId, author: &Author, op: MeetingOp) -> Result<Written> {
-        self.update(id, RecordKind::Meeting, author, op.name(), |tx, ctx| {
-            meeting::apply(tx, ctx, &op)
-        })
+        self.update(
+            id,
+            Some(RecordKind::Meeting),
+            author,
+            op.name(),
+            |tx, ctx| meeting::apply(tx, ctx, &op),
+        )
     }
 
     fn create<F>(
@@ -575,6 +628,8 @@ impl Store {
                 heads_before: &[],
                 origin: Origin::Local,
                 updated_at: now,
+                from: None,
+                scope: ScopeRule::Follow,
             },
             batch,
         )?;
@@ -586,7 +641,7 @@ impl Store {
     fn update<F>(
         &self,
         id: RecordId,
-        kind: RecordKind,
+        kind: Option<RecordKind>,
         author: &Author,
         op: &str,
         f: F,
@@ -594,9 +649,24 @@ impl Store {
     where
         F: FnOnce(&mut Transaction<'_>, Ctx<'_>) -> Result<()>,
     {
+        self.update_with(id, kind, author, op, ScopeRule::Follow, f)
+    }
+
+    fn update_with<F>(
+        &self,
+        id: RecordId,
+        kind: Option<RecordKind>,
+        author: &Author,
+        op: &str,
+        scope: ScopeRule<'_>,
+        f: F,
+    ) -> Result<Written>
+    where
+        F: FnOnce(&mut Transaction<'_>, Ctx<'_>) -> Result<()>,
+    {
         let mut w = self.lock();
         let actual = self.kind_of(id)?;
-        if actual != kind {
+        if let Some(kind) = kind.filter(|k| *k != actual) {
             return Err(Error::WrongKind {
                 id,
                 expected: kind.as_str(),
@@ -627,6 +697,8 @@ impl Store {
                 heads_before: &heads,
                 origin: Origin::Local,
                 updated_at: now,
+                from: None,
+                scope,
             },
             sled::Batch::default(),
         )?;
@@ -679,6 +751,8 @@ impl Store {
             heads_before,
             origin,
             updated_at,
+            from,
+            scope,
         } = commit;
         let new_changes = loaded.doc.get_changes(heads_before);
         if new_changes.is_empty() {
@@ -687,6 +761,29 @@ impl Store {
         let previous = self.index_read().records.get(&id).map(|m| m.updated_at);
         let updated_at = previous.map_or(updated_at, |p| p.max(updated_at));
         let meta = derive_meta(id, &loaded.doc, updated_at)?;
+
+        // The authoritative scope: set when the record is first stored,
+        // changed only by an office move (or, on devices, by the server).
+        let table = self.scope_of(id)?;
+        let new_scope = meta.scope();
+        let moved_from = match scope {
+            ScopeRule::Follow => None,
+            ScopeRule::Locked(admit) => {
+                if table.as_ref().is_some_and(|t| *t != new_scope) {
+                    return Err(Error::ScopeChange { id });
+                }
+                if !admit(&new_scope) {
+                    return Err(Error::OutOfScope { id });
+                }
+                None
+            }
+            ScopeRule::Move(old) => Some(old.clone()),
+        };
+        if table.as_ref() != Some(&new_scope) {
+            let encoded = bincode::encode_to_vec(&new_scope, bincode_config())
+                .map_err(|e| Error::Metadata(e.to_string()))?;
+            batch.insert(key(P_SCOPE, id.as_bytes()), encoded);
+        }
 
         let mut delta = Vec::new();
         for change in &new_changes {
@@ -715,6 +812,8 @@ impl Store {
             id: *id.as_bytes(),
             hashes: new_changes.iter().map(|c| c.hash().0).collect(),
             origin,
+            from: from.map(|a| a.to_bytes().to_vec()),
+            moved_from,
         };
         let entry = bincode::encode_to_vec(&entry, bincode_config())
             .map_err(|e| Error::Metadata(e.to_string()))?;
@@ -725,8 +824,10 @@ impl Store {
         Ok(Some((batch, meta)))
     }
 
-    /// Makes everything written so far durable.
-    fn make_durable(&self) -> Result<()> {
+    /// Makes everything written so far durable (sled flush, then fdatasync
+    /// as configured). Writes through the `*_unflushed` methods are not
+    /// durable until this returns.
+    pub fn make_durable(&self) -> Result<()> {
         match self.durability {
             Durability::None => Ok(()),
             Durability::Flush => {
@@ -984,24 +1085,51 @@ impl Store {
                 id: RecordId::from_bytes(e.id),
                 hashes: e.hashes.into_iter().map(ChangeHash).collect(),
                 origin: e.origin,
+                from: e.from.map(|a| ActorId::from(a.as_slice())),
+                moved_from: e.moved_from,
             });
         }
         Ok(out)
     }
 
-    /// Merges foreign change bytes into a record, creating it if unknown.
-    /// Idempotent: changes already present are ignored. The bytes are
-    /// checked (see [`crate::foreign`]) before Automerge sees them; on any
-    /// error, or a panic inside Automerge, the record is left as it was.
+    /// Merges foreign change bytes into a record, creating it if unknown,
+    /// and makes the result durable. Idempotent: changes already present are
+    /// ignored. The bytes are checked (see [`crate::foreign`]) before
+    /// Automerge sees them; on any error, or a panic inside Automerge, the
+    /// record is left as it was.
     pub fn apply_changes(
         &self,
         id: RecordId,
         bytes: &[u8],
         limits: &ForeignLimits,
     ) -> Result<Merged> {
-        let changes = foreign::parse_changes(id, bytes, limits)?;
+        let incoming = Incoming {
+            limits,
+            from: None,
+            admit: None,
+        };
+        let merged = self.apply_changes_unflushed(id, bytes, &incoming)?;
+        self.make_durable()?;
+        Ok(merged)
+    }
+
+    /// Like [`Store::apply_changes`], with scope and origin rules, but
+    /// **not yet durable**: call [`Store::make_durable`] before telling
+    /// anyone the changes are saved. Lets a sync apply many records and pay
+    /// for one flush.
+    pub fn apply_changes_unflushed(
+        &self,
+        id: RecordId,
+        bytes: &[u8],
+        incoming: &Incoming<'_>,
+    ) -> Result<Merged> {
+        let changes = foreign::parse_changes(id, bytes, incoming.limits)?;
         let max_time = changes.iter().map(|c| c.timestamp()).max().unwrap_or(0);
-        self.merge(id, max_time, |doc| {
+        let scope = match incoming.admit {
+            Some(admit) => ScopeRule::Locked(admit),
+            None => ScopeRule::Follow,
+        };
+        self.merge(id, max_time, incoming.from, scope, |doc| {
             catch_unwind(AssertUnwindSafe(|| doc.apply_changes(changes)))
                 .map_err(|_| Error::MergePanicked(id))?
                 .map_err(|e| Error::MalformedChanges {
@@ -1012,8 +1140,17 @@ impl Store {
     }
 
     /// Merges a compacted snapshot (from a trusted server) into a record,
-    /// creating it if unknown. Local changes the snapshot lacks survive.
+    /// creating it if unknown, and makes it durable. Local changes the
+    /// snapshot lacks survive.
     pub fn apply_snapshot(&self, id: RecordId, bytes: &[u8]) -> Result<Merged> {
+        let merged = self.apply_snapshot_unflushed(id, bytes)?;
+        self.make_durable()?;
+        Ok(merged)
+    }
+
+    /// Like [`Store::apply_snapshot`] but not yet durable; see
+    /// [`Store::apply_changes_unflushed`].
+    pub fn apply_snapshot_unflushed(&self, id: RecordId, bytes: &[u8]) -> Result<Merged> {
         if bytes.len() > MAX_SNAPSHOT_BYTES {
             return Err(Error::MalformedChanges {
                 id,
@@ -1029,13 +1166,16 @@ impl Store {
                 id,
                 reason: e.to_string(),
             })?;
-        let max_time = other
-            .get_changes(&[])
-            .iter()
-            .map(|c| c.timestamp())
-            .max()
-            .unwrap_or(0);
-        self.merge(id, max_time, |doc| {
+        let max_time = catch_unwind(AssertUnwindSafe(|| {
+            other
+                .get_changes(&[])
+                .iter()
+                .map(|c| c.timestamp())
+                .max()
+                .unwrap_or(0)
+        }))
+        .map_err(|_| Error::MergePanicked(id))?;
+        self.merge(id, max_time, None, ScopeRule::Follow, |doc| {
             catch_unwind(AssertUnwindSafe(|| doc.merge(&mut other)))
                 .map_err(|_| Error::MergePanicked(id))?
                 .map(|_| ())
@@ -1050,6 +1190,8 @@ impl Store {
         &self,
         id: RecordId,
         max_time: i64,
+        from: Option<&ActorId>,
+        scope: ScopeRule<'_>,
         f: impl FnOnce(&mut Automerge) -> Result<()>,
     ) -> Result<Merged> {
         let mut w = self.lock();
@@ -1094,17 +1236,111 @@ impl Store {
                 heads_before: &heads,
                 origin: Origin::Remote,
                 updated_at: max_time,
+                from,
+                scope,
             },
             sled::Batch::default(),
         )?;
-        drop(w);
-        self.make_durable()?;
         Ok(Merged {
             id,
             new_changes,
             seq: written.seq,
             created: existing.is_none(),
         })
+    }
+
+    /// Moves a record to another street, community or grid: the office's
+    /// move, the only way a record's scope changes. Writes the new scope
+    /// into the document and the scope table in one batch, and logs the old
+    /// scope so devices that lose the record can be told to drop it.
+    pub fn move_record(&self, id: RecordId, author: &Author, to: &RecordScope) -> Result<Written> {
+        for (field, value) in [
+            ("street", &to.street),
+            ("community", &to.community),
+            ("grid", &to.grid),
+        ] {
+            doc::check_len(field, value, doc::MAX_SHORT)?;
+        }
+        let from = self
+            .scope_of(id)?
+            .or_else(|| self.index_read().records.get(&id).map(|m| m.scope()))
+            .ok_or(Error::NotFound(id))?;
+        self.update_with(id, None, author, "move", ScopeRule::Move(&from), |tx, _| {
+            for (field, value) in [
+                ("street", &to.street),
+                ("community", &to.community),
+                ("grid", &to.grid),
+            ] {
+                doc::put_register(tx, &automerge::ROOT, field, &value.as_str().into())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The record's authoritative scope, if it has one.
+    pub fn scope_of(&self, id: RecordId) -> Result<Option<RecordScope>> {
+        match self.db.get(key(P_SCOPE, id.as_bytes()))? {
+            None => Ok(None),
+            Some(v) => bincode::decode_from_slice::<RecordScope, _>(&v, bincode_config())
+                .map(|(s, _)| Some(s))
+                .map_err(|e| Error::Corrupt {
+                    id,
+                    reason: format!("scope entry: {e}"),
+                }),
+        }
+    }
+
+    /// Removes a record from this store (a device whose scope no longer
+    /// includes it). Refused, returning `false`, while the record has local
+    /// changes the server has not acknowledged: those are uploaded first.
+    pub fn remove_record(&self, id: RecordId) -> Result<bool> {
+        let mut w = self.lock();
+        if self.db.get(key(P_PENDING, id.as_bytes()))?.is_some() {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        for prefix in [P_SNAPSHOT, P_INDEX, P_SERVER_HEADS, P_SCOPE] {
+            batch.remove(key(prefix, id.as_bytes()));
+        }
+        for item in self.db.scan_prefix(key(P_CHUNK, id.as_bytes())) {
+            let (k, _) = item?;
+            batch.remove(k);
+        }
+        self.db.apply_batch(batch)?;
+        w.cache.pop(&id);
+        self.index_mut().remove(id);
+        drop(w);
+        self.make_durable()?;
+        Ok(true)
+    }
+
+    /// The bytes of the given changes of a record, in causal order, for
+    /// another replica. Hashes the record does not have are skipped.
+    pub fn changes_by_hash(&self, id: RecordId, hashes: &[ChangeHash]) -> Result<Vec<u8>> {
+        self.kind_of(id)?;
+        self.with_doc(id, |d| {
+            let mut out = Vec::new();
+            for h in hashes {
+                if let Some(c) = d.get_change_by_hash(h) {
+                    out.extend_from_slice(c.raw_bytes());
+                }
+            }
+            out
+        })
+    }
+
+    /// A small named value kept with the store (sync cursors and the like),
+    /// written durably.
+    pub fn set_sync_state(&self, name: &str, value: &[u8]) -> Result<()> {
+        let _w = self.lock();
+        self.db.insert(sync_state_key(name), value)?;
+        drop(_w);
+        self.make_durable()
+    }
+
+    /// A value written by [`Store::set_sync_state`].
+    pub fn sync_state(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get(sync_state_key(name))?.map(|v| v.to_vec()))
     }
 
     /// Records with local changes the server has not acknowledged, oldest

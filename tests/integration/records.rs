@@ -546,3 +546,112 @@ fn device_codes_are_validated() {
         assert_eq!(err.code(), "invalid_input", "{bad:?}");
     }
 }
+
+#[test]
+fn scope_is_fixed_at_creation_and_moved_only_by_the_office() {
+    use gridsync_core::{Incoming, RecordScope};
+    let device = temp_store("D1");
+    let server = temp_store("SRV");
+    let id = device.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    let g1 = RecordScope::new("S1", "C1", "G1");
+    assert_eq!(device.scope_of(id).unwrap(), Some(g1.clone()));
+
+    // A device cannot move a record by editing its location.
+    let mut moved = location(1, 2);
+    moved.address = "新地址".into();
+    let err = device
+        .update_issue(id, &worker(1), IssueOp::SetLocation(moved))
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_input");
+    let mut details = location(1, 1);
+    details.address = "新地址".into();
+    device
+        .update_issue(id, &worker(1), IssueOp::SetLocation(details))
+        .unwrap();
+
+    // The server admits the record only into a scope the pusher may write.
+    let bytes = device.changes_since(id, &[]).unwrap();
+    let only_g2 = |s: &RecordScope| s.grid == "G2";
+    let incoming = Incoming {
+        limits: &Default::default(),
+        from: Some(device.actor()),
+        admit: Some(&only_g2),
+    };
+    let err = server
+        .apply_changes_unflushed(id, &bytes, &incoming)
+        .unwrap_err();
+    assert_eq!(err.code(), "out_of_scope");
+    assert!(server.is_empty().unwrap());
+    let only_g1 = |s: &RecordScope| s.grid == "G1";
+    let incoming = Incoming {
+        admit: Some(&only_g1),
+        ..incoming
+    };
+    server
+        .apply_changes_unflushed(id, &bytes, &incoming)
+        .unwrap();
+    server.make_durable().unwrap();
+    assert_eq!(server.scope_of(id).unwrap(), Some(g1.clone()));
+    let entry = server.log_since(0, 10).unwrap().pop().unwrap();
+    assert_eq!(entry.from.as_ref(), Some(device.actor()));
+
+    // A hand-made change that rewrites the grid is refused by the server.
+    let mut doc = automerge::AutoCommit::load(&device.snapshot(id).unwrap()).unwrap();
+    doc.set_actor(device.actor().clone());
+    let heads = doc.get_heads();
+    automerge::transaction::Transactable::put(&mut doc, automerge::ROOT, "grid", "G2").unwrap();
+    let hostile = doc.save_after(&heads);
+    let allow_all = |_: &RecordScope| true;
+    let incoming = Incoming {
+        admit: Some(&allow_all),
+        ..incoming
+    };
+    let before = server.heads(id).unwrap();
+    let err = server
+        .apply_changes_unflushed(id, &hostile, &incoming)
+        .unwrap_err();
+    assert_eq!(err.code(), "scope_change");
+    assert_eq!(server.heads(id).unwrap(), before);
+
+    // The office moves it; the log remembers where it came from, and a
+    // device taking the move follows it.
+    let g2 = RecordScope::new("S1", "C1", "G2");
+    server.move_record(id, &office(), &g2).unwrap();
+    assert_eq!(server.scope_of(id).unwrap(), Some(g2.clone()));
+    assert_eq!(server.meta(id).unwrap().unwrap().grid, "G2");
+    let entry = server.log_since(0, 10).unwrap().pop().unwrap();
+    assert_eq!(entry.moved_from, Some(g1));
+    exchange(&server, &device);
+    assert_eq!(device.scope_of(id).unwrap(), Some(g2));
+    assert_eq!(device.issue(id).unwrap().location.address, "新地址");
+}
+
+#[test]
+fn a_record_is_removed_only_once_its_edits_are_acknowledged() {
+    let store = temp_store("D1");
+    let id = store.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    assert!(!store.remove_record(id).unwrap(), "pending edits first");
+    assert!(store.issue(id).is_ok());
+    let p = store.pending().unwrap()[0].clone();
+    store
+        .acknowledge(id, p.seq, &store.heads(id).unwrap())
+        .unwrap();
+    assert!(store.remove_record(id).unwrap());
+    assert!(matches!(store.issue(id), Err(Error::NotFound(_))));
+    assert_eq!(store.len().unwrap(), 0);
+    assert_eq!(store.scope_of(id).unwrap(), None);
+}
+
+#[test]
+fn changes_are_fetched_by_hash() {
+    let a = temp_store("A");
+    let b = temp_store("B");
+    let id = a.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    sync_all(&[&a, &b]);
+    walk(&a, id, &[IssueStatus::Accepted]);
+    let entry = a.log_since(0, 10).unwrap().pop().unwrap();
+    let bytes = a.changes_by_hash(id, &entry.hashes).unwrap();
+    assert_eq!(split_changes(&bytes).len(), 1);
+    b.apply_changes(id, &bytes, &Default::default()).unwrap();
+    assert_eq!(b.issue(id).unwrap().status, IssueStatus::Accepted);
+}
