@@ -97,6 +97,26 @@ pub enum Error {
     #[error("store metadata is damaged: {0}")]
     Metadata(String),
 
+    /// A sync message that does not decode. Nothing was applied.
+    #[error("malformed sync message: {0}")]
+    Wire(String),
+
+    /// A sync message of a protocol version this build does not speak.
+    #[error("sync protocol version {got} is not supported (this build speaks {supported})")]
+    UnsupportedVersion { got: u16, supported: u16 },
+
+    /// The sync request could not be delivered (network, timeout).
+    #[error("sync transport failed: {0}")]
+    Transport(String),
+
+    /// The server refused the whole sync request.
+    #[error("the server refused the sync ({status} {code}): {message}")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+
     /// The storage engine failed; the operation was not acknowledged.
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
@@ -127,6 +147,10 @@ impl Error {
             Error::StoreMovedAside { .. } => "store_moved_aside",
             Error::Document(_) => "document",
             Error::Metadata(_) => "store_metadata",
+            Error::Wire(_) => "malformed_message",
+            Error::UnsupportedVersion { .. } => "unsupported_version",
+            Error::Transport(_) => "transport",
+            Error::Rejected { .. } => "rejected",
             Error::Storage(_) => "storage",
             Error::Io(_) => "io",
         }

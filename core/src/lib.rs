@@ -57,6 +57,7 @@ pub mod meeting;
 mod model;
 pub mod query;
 pub mod store;
+pub mod sync;
 pub mod workflow;
 
 pub use automerge::{ActorId, ChangeHash};

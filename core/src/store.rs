@@ -180,6 +180,14 @@ struct Storage {
     next_chunk: u32,
 }
 
+/// A record's scope table entry.
+#[derive(Clone, Debug, Default, Encode, Decode)]
+struct StoredScope {
+    current: RecordScope,
+    /// Scopes an office move took it out of.
+    former: Vec<RecordScope>,
+}
+
 #[derive(Encode, Decode)]
 struct StoredIndex {
     meta: RecordMeta,
@@ -764,23 +772,34 @@ impl Store {
 
         // The authoritative scope: set when the record is first stored,
         // changed only by an office move (or, on devices, by the server).
-        let table = self.scope_of(id)?;
+        let table = self.scope_entry(id)?;
         let new_scope = meta.scope();
         let moved_from = match scope {
             ScopeRule::Follow => None,
             ScopeRule::Locked(admit) => {
-                if table.as_ref().is_some_and(|t| *t != new_scope) {
-                    return Err(Error::ScopeChange { id });
-                }
-                if !admit(&new_scope) {
-                    return Err(Error::OutOfScope { id });
+                match &table {
+                    Some(t) if t.current != new_scope => return Err(Error::ScopeChange { id }),
+                    // Edits to a record moved out of the writer's scope are
+                    // still taken, so nothing a worker saved is lost.
+                    Some(t) if !admit(&t.current) && !t.former.iter().any(admit) => {
+                        return Err(Error::OutOfScope { id })
+                    }
+                    None if !admit(&new_scope) => return Err(Error::OutOfScope { id }),
+                    _ => {}
                 }
                 None
             }
             ScopeRule::Move(old) => Some(old.clone()),
         };
-        if table.as_ref() != Some(&new_scope) {
-            let encoded = bincode::encode_to_vec(&new_scope, bincode_config())
+        if table.as_ref().map(|t| &t.current) != Some(&new_scope) {
+            let mut entry = table.unwrap_or_default();
+            if let Some(old) = &moved_from {
+                if !entry.former.contains(old) {
+                    entry.former.push(old.clone());
+                }
+            }
+            entry.current = new_scope;
+            let encoded = bincode::encode_to_vec(&entry, bincode_config())
                 .map_err(|e| Error::Metadata(e.to_string()))?;
             batch.insert(key(P_SCOPE, id.as_bytes()), encoded);
         }
@@ -1055,6 +1074,21 @@ impl Store {
         self.with_doc(id, |d| d.save_after(have))
     }
 
+    /// Like [`Store::changes_since`], but only the changes this store's own
+    /// actor made (what a device pushes).
+    pub fn own_changes_since(&self, id: RecordId, have: &[ChangeHash]) -> Result<Vec<u8>> {
+        self.kind_of(id)?;
+        self.with_doc(id, |d| {
+            let mut out = Vec::new();
+            for c in d.get_changes(have) {
+                if c.actor_id() == &self.actor {
+                    out.extend_from_slice(c.raw_bytes());
+                }
+            }
+            out
+        })
+    }
+
     /// A compacted snapshot of the record for [`Store::apply_snapshot`].
     pub fn snapshot(&self, id: RecordId) -> Result<Vec<u8>> {
         self.kind_of(id)?;
@@ -1279,9 +1313,18 @@ impl Store {
 
     /// The record's authoritative scope, if it has one.
     pub fn scope_of(&self, id: RecordId) -> Result<Option<RecordScope>> {
+        Ok(self.scope_entry(id)?.map(|e| e.current))
+    }
+
+    /// Scopes the record was moved out of, oldest first.
+    pub fn former_scopes(&self, id: RecordId) -> Result<Vec<RecordScope>> {
+        Ok(self.scope_entry(id)?.map(|e| e.former).unwrap_or_default())
+    }
+
+    fn scope_entry(&self, id: RecordId) -> Result<Option<StoredScope>> {
         match self.db.get(key(P_SCOPE, id.as_bytes()))? {
             None => Ok(None),
-            Some(v) => bincode::decode_from_slice::<RecordScope, _>(&v, bincode_config())
+            Some(v) => bincode::decode_from_slice::<StoredScope, _>(&v, bincode_config())
                 .map(|(s, _)| Some(s))
                 .map_err(|e| Error::Corrupt {
                     id,
@@ -1382,25 +1425,98 @@ impl Store {
     /// it was changed again after `upto`, so nothing made during a sync is
     /// forgotten.
     pub fn acknowledge(&self, id: RecordId, upto: u64, server_heads: &[ChangeHash]) -> Result<()> {
+        self.acknowledge_all(&[Ack {
+            id,
+            upto,
+            server_heads: server_heads.to_vec(),
+        }])
+    }
+
+    /// [`Store::acknowledge`] for many records, in one batch and one flush.
+    pub fn acknowledge_all(&self, acks: &[Ack]) -> Result<()> {
         let _w = self.lock();
         let mut batch = sled::Batch::default();
-        let heads: Vec<[u8; 32]> = server_heads.iter().map(|h| h.0).collect();
-        let heads = bincode::encode_to_vec(&heads, bincode_config())
-            .map_err(|e| Error::Metadata(e.to_string()))?;
-        batch.insert(key(P_SERVER_HEADS, id.as_bytes()), heads);
-        let pending = self.db.get(key(P_PENDING, id.as_bytes()))?;
-        if let Some(v) = pending {
-            let seq = <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| Error::Metadata("bad pending entry".into()))?;
-            if seq <= upto {
-                batch.remove(key(P_PENDING, id.as_bytes()));
+        for ack in acks {
+            let id = ack.id;
+            if ack.server_heads.is_empty() {
+                batch.remove(key(P_SERVER_HEADS, id.as_bytes()));
+            } else {
+                let heads: Vec<[u8; 32]> = ack.server_heads.iter().map(|h| h.0).collect();
+                let heads = bincode::encode_to_vec(&heads, bincode_config())
+                    .map_err(|e| Error::Metadata(e.to_string()))?;
+                batch.insert(key(P_SERVER_HEADS, id.as_bytes()), heads);
+            }
+            let pending = self.db.get(key(P_PENDING, id.as_bytes()))?;
+            if let Some(v) = pending {
+                let seq = <[u8; 8]>::try_from(v.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| Error::Metadata("bad pending entry".into()))?;
+                if seq <= ack.upto {
+                    batch.remove(key(P_PENDING, id.as_bytes()));
+                }
             }
         }
         self.db.apply_batch(batch)?;
         drop(_w);
         self.make_durable()
     }
+
+    /// Forgets what the server is known to have for a record, so the next
+    /// push sends its whole history (after the server reported missing
+    /// dependencies).
+    pub fn forget_server_heads(&self, id: RecordId) -> Result<()> {
+        self.db.remove(key(P_SERVER_HEADS, id.as_bytes()))?;
+        self.make_durable()
+    }
+
+    /// Up to `limit` index entries with ids after `after`, in id order,
+    /// that satisfy `keep`.
+    pub fn records_after(
+        &self,
+        after: Option<RecordId>,
+        limit: usize,
+        mut keep: impl FnMut(&RecordMeta) -> bool,
+    ) -> Vec<RecordMeta> {
+        use std::ops::Bound;
+        let index = self.index_read();
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        index
+            .records
+            .range((start, Bound::Unbounded))
+            .map(|(_, m)| m)
+            .filter(|m| keep(m))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The lowest change-log sequence still kept (1 if none was ever
+    /// discarded). A cursor older than this cannot be served from the log.
+    pub fn log_floor(&self) -> Result<u64> {
+        match self.db.scan_prefix([P_LOG]).next() {
+            Some(item) => {
+                let (k, _) = item?;
+                let seq: [u8; 8] = k[1..]
+                    .try_into()
+                    .map_err(|_| Error::Metadata("bad change-log key".into()))?;
+                Ok(u64::from_be_bytes(seq))
+            }
+            None => Ok(self.lock().next_seq),
+        }
+    }
+}
+
+/// An acknowledgement from the server for one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub id: RecordId,
+    /// The latest local log sequence the pushed changes covered.
+    pub upto: u64,
+    /// Heads the server now has (empty: unknown).
+    pub server_heads: Vec<ChangeHash>,
 }
 
 fn commit_options(op: &str, author: &Author, now: i64) -> CommitOptions {

@@ -7,3 +7,4 @@ mod bad_input;
 mod convergence;
 mod durability;
 mod records;
+mod sync_protocol;

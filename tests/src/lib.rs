@@ -176,6 +176,24 @@ pub fn add_note(store: &Store, id: RecordId, author: &Author, text: &str) {
         .unwrap();
 }
 
+/// Syncs a device store with a server store in process (no HTTP), as a
+/// device whose scope is the given grids.
+pub fn sync_in_process(
+    device: &Store,
+    server: &Store,
+    grids: &[&str],
+) -> gridsync_core::sync::SyncReport {
+    use gridsync_core::sync::{self, Client, Peer, ServerLimits};
+    let may = |s: &gridsync_core::RecordScope| grids.contains(&s.grid.as_str());
+    let peer = Peer {
+        actor: device.actor(),
+        may_access: &may,
+    };
+    Client::new(device)
+        .run(|req| sync::serve_bytes(server, &peer, &req, &ServerLimits::default()))
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,0 +1,821 @@
+//! The sync protocol: bytes in, bytes out, no network I/O.
+//!
+//! A device and the server exchange one request and one response per
+//! round. The request carries the device's unacknowledged changes and its
+//! pull cursor; the response carries which pushes were accepted or refused,
+//! a bounded page of everything in the device's scope after the cursor, and
+//! the new cursor. `more` says another round is needed.
+//!
+//! * **Pull** is a feed over the server's change log ("everything in my
+//!   scope after sequence N"), so its cost follows what changed, not how
+//!   many records exist. A new device, or one whose cursor is older than
+//!   the log the server keeps, first receives compacted snapshots of its
+//!   records, then continues from the log position they were taken at.
+//! * **Push** sends, per record with local changes, Automerge change bytes
+//!   after the heads the server is known to have. Re-sending is harmless,
+//!   so a request may be repeated and a response lost without loss or
+//!   duplication.
+//! * Devices ship change bytes, never Automerge sync messages (some hostile
+//!   sync messages crash Automerge 0.12), and the server checks every byte
+//!   before Automerge sees it (see [`crate::foreign`]).
+//!
+//! The wire format is versioned: `GSYN`, a big-endian `u16` version, then
+//! a bincode 2 body, decoded with a size limit.
+//!
+//! ```
+//! use gridsync_core::sync::{self, Client, Peer, ServerLimits};
+//! use gridsync_core::{RecordScope, Store, StoreConfig};
+//! # use gridsync_core::{Author, Role};
+//! # fn main() -> gridsync_core::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! let server = Store::open(StoreConfig::new(dir.path().join("server"), "SRV"))?;
+//! let phone = Store::open(StoreConfig::new(dir.path().join("phone"), "P1"))?;
+//! # let worker = Author::new("w1", Role::GridWorker);
+//! # let id = phone.create_issue(&worker, gridsync_core::NewIssue {
+//! #     source: gridsync_core::Source::GridPatrol, external_ref: None,
+//! #     original_statement: String::new(), capture_geo: None, title: "t".into(),
+//! #     kind: gridsync_core::IssueKind::Demand, category: String::new(),
+//! #     urgency: gridsync_core::Urgency::Blue, reporter: Default::default(),
+//! #     location: gridsync_core::Location { street: "S1".into(), community: "C1".into(),
+//! #         grid: "G1".into(), ..Default::default() },
+//! #     description: String::new(), report: true })?;
+//!
+//! // The server side: who is asking, and what they may read and write.
+//! let in_g1 = |s: &RecordScope| s.grid == "G1";
+//! let peer = Peer { actor: phone.actor(), may_access: &in_g1 };
+//!
+//! // The device side drives rounds until nothing is left; the transport is
+//! // any function from request bytes to response bytes (HTTP in real life).
+//! let mut client = Client::new(&phone);
+//! let report = client.run(|request| {
+//!     sync::serve_bytes(&server, &peer, &request, &ServerLimits::default())
+//! })?;
+//! assert_eq!(report.accepted, 1);
+//! assert_eq!(server.issue(id)?.title, "t");
+//! assert!(phone.pending()?.is_empty());
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+
+use automerge::{ActorId, ChangeHash};
+use bincode::{Decode, Encode};
+
+use crate::error::{Error, Result};
+use crate::foreign::ForeignLimits;
+use crate::ids::RecordId;
+use crate::query::RecordScope;
+use crate::store::{Ack, Incoming, Store};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+const MAGIC: &[u8; 4] = b"GSYN";
+/// The largest message either side decodes.
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// The default size of a response page and of a request's pushes.
+pub const DEFAULT_PAGE_BYTES: u32 = 1 << 20;
+
+/// Where a device is in the server's feed.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Cursor {
+    /// Nothing pulled yet.
+    Start,
+    /// Receiving snapshots of its records in id order; afterwards it
+    /// continues from log sequence `then`.
+    Snapshots { after: [u8; 16], then: u64 },
+    /// Has everything in its scope up to this log sequence.
+    Log(u64),
+}
+
+/// A device's request.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct SyncRequest {
+    pub cursor: Cursor,
+    pub pushes: Vec<Push>,
+    /// Records the device could not merge for lack of history.
+    pub want_snapshots: Vec<[u8; 16]>,
+    /// How many bytes of records the device accepts in the response.
+    pub page_bytes: u32,
+}
+
+/// Changes to one record.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Push {
+    pub id: [u8; 16],
+    pub changes: Vec<u8>,
+}
+
+/// The server's response.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct SyncResponse {
+    /// Pushes merged and durable.
+    pub accepted: Vec<[u8; 16]>,
+    /// Pushes refused, with a stable code and a reason; nothing of them was
+    /// applied.
+    pub refused: Vec<Refusal>,
+    pub records: Vec<Pulled>,
+    /// Records that left the device's scope: drop them once their pending
+    /// edits are uploaded.
+    pub drop: Vec<[u8; 16]>,
+    pub cursor: Option<Cursor>,
+    /// Another round is needed.
+    pub more: bool,
+}
+
+/// Why a push was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Refusal {
+    pub id: [u8; 16],
+    pub code: String,
+    pub message: String,
+}
+
+/// A record from the feed.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Pulled {
+    pub id: [u8; 16],
+    pub body: Body,
+}
+
+/// A record's bytes: new changes, or a whole compacted document.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Body {
+    Changes(Vec<u8>),
+    Snapshot(Vec<u8>),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Changes(b) | Body::Snapshot(b) => b.len(),
+        }
+    }
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
+}
+
+fn encode<T: Encode>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    // Encoding into a Vec cannot fail for these types.
+    let body = bincode::encode_to_vec(value, config()).unwrap_or_default();
+    out.extend_from_slice(&body);
+    out
+}
+
+fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(Error::Wire(format!(
+            "{} bytes exceed the limit of {MAX_MESSAGE_BYTES}",
+            bytes.len()
+        )));
+    }
+    if bytes.len() < 6 || &bytes[..4] != MAGIC {
+        return Err(Error::Wire("not a gridsync sync message".into()));
+    }
+    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+    if version != PROTOCOL_VERSION {
+        return Err(Error::UnsupportedVersion {
+            got: version,
+            supported: PROTOCOL_VERSION,
+        });
+    }
+    let (value, used) = bincode::decode_from_slice::<T, _>(&bytes[6..], config())
+        .map_err(|e| Error::Wire(e.to_string()))?;
+    if used != bytes.len() - 6 {
+        return Err(Error::Wire("trailing bytes after the message".into()));
+    }
+    Ok(value)
+}
+
+/// Encodes a request.
+pub fn encode_request(r: &SyncRequest) -> Vec<u8> {
+    encode(r)
+}
+
+/// Decodes a request (untrusted bytes: bounded, versioned).
+pub fn decode_request(bytes: &[u8]) -> Result<SyncRequest> {
+    decode(bytes)
+}
+
+/// Encodes a response.
+pub fn encode_response(r: &SyncResponse) -> Vec<u8> {
+    encode(r)
+}
+
+/// Decodes a response.
+pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse> {
+    decode(bytes)
+}
+
+// ------------------------------------------------------------------ server
+
+/// Who is asking: the device's Automerge actor (every pushed change must be
+/// its own) and the scopes it may read and write.
+pub struct Peer<'a> {
+    pub actor: &'a ActorId,
+    pub may_access: &'a dyn Fn(&RecordScope) -> bool,
+}
+
+impl std::fmt::Debug for Peer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Caps the server puts on one request.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Records pushed in one request.
+    pub max_pushes: usize,
+    /// Limits on each record's change bytes.
+    pub foreign: ForeignLimits,
+    /// The largest page served, whatever the device asks for.
+    pub max_page_bytes: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_pushes: 1_000,
+            foreign: ForeignLimits::default(),
+            max_page_bytes: DEFAULT_PAGE_BYTES,
+        }
+    }
+}
+
+/// What a served round did, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServeStats {
+    pub changes_merged: usize,
+    pub refusals: Vec<String>,
+    pub records_sent: usize,
+}
+
+/// Decodes a request, serves it, encodes the response.
+pub fn serve_bytes(
+    store: &Store,
+    peer: &Peer<'_>,
+    request: &[u8],
+    limits: &ServerLimits,
+) -> Result<Vec<u8>> {
+    let request = decode_request(request)?;
+    let (response, _) = serve(store, peer, request, limits)?;
+    Ok(encode_response(&response))
+}
+
+/// Serves one round: merges the pushes (all durable before this returns),
+/// then pages the feed. An `Err` is a refusal of the whole request (nothing
+/// was applied); refusals of single records are in the response.
+pub fn serve(
+    store: &Store,
+    peer: &Peer<'_>,
+    request: SyncRequest,
+    limits: &ServerLimits,
+) -> Result<(SyncResponse, ServeStats)> {
+    if request.pushes.len() > limits.max_pushes {
+        return Err(Error::Wire(format!(
+            "{} records pushed; at most {} per request",
+            request.pushes.len(),
+            limits.max_pushes
+        )));
+    }
+    let mut response = SyncResponse::default();
+    let mut stats = ServeStats::default();
+    let foreign = ForeignLimits {
+        actor: Some(peer.actor.clone()),
+        ..limits.foreign.clone()
+    };
+    let incoming = Incoming {
+        limits: &foreign,
+        from: Some(peer.actor),
+        admit: Some(peer.may_access),
+    };
+    for push in &request.pushes {
+        let id = RecordId::from_bytes(push.id);
+        match store.apply_changes_unflushed(id, &push.changes, &incoming) {
+            Ok(merged) => {
+                stats.changes_merged += merged.new_changes;
+                response.accepted.push(push.id);
+            }
+            Err(e) => {
+                stats.refusals.push(e.code().to_owned());
+                response.refused.push(Refusal {
+                    id: push.id,
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    // One flush covers every accepted push: acknowledged means durable.
+    store.make_durable()?;
+
+    let page = request.page_bytes.clamp(1, limits.max_page_bytes) as usize;
+    let mut budget = Budget { left: page };
+    for id in &request.want_snapshots {
+        let id = RecordId::from_bytes(*id);
+        if budget.spent() {
+            break;
+        }
+        if store.scope_of(id)?.is_some_and(|s| (peer.may_access)(&s)) {
+            let body = Body::Snapshot(store.snapshot(id)?);
+            budget.take(body.len());
+            response.records.push(Pulled {
+                id: *id.as_bytes(),
+                body,
+            });
+        }
+    }
+
+    let (next, more) = match request.cursor {
+        Cursor::Log(seq) if seq.saturating_add(1) >= store.log_floor()? => {
+            serve_log(store, peer, seq, &mut budget, &mut response)?
+        }
+        Cursor::Snapshots { after, then } => {
+            serve_snapshots(store, peer, after, then, &mut budget, &mut response)?
+        }
+        // A new device, or a cursor older than the log: snapshots first.
+        Cursor::Start | Cursor::Log(_) => {
+            let then = store.log_head()?;
+            serve_snapshots(store, peer, [0; 16], then, &mut budget, &mut response)?
+        }
+    };
+    stats.records_sent = response.records.len();
+    response.cursor = Some(next);
+    response.more = more;
+    Ok((response, stats))
+}
+
+struct Budget {
+    left: usize,
+}
+
+impl Budget {
+    fn take(&mut self, n: usize) {
+        self.left = self.left.saturating_sub(n);
+    }
+
+    fn spent(&self) -> bool {
+        self.left == 0
+    }
+}
+
+fn serve_snapshots(
+    store: &Store,
+    peer: &Peer<'_>,
+    after: [u8; 16],
+    then: u64,
+    budget: &mut Budget,
+    response: &mut SyncResponse,
+) -> Result<(Cursor, bool)> {
+    let mut after = (after != [0; 16]).then(|| RecordId::from_bytes(after));
+    loop {
+        let batch = store.records_after(after, 64, |m| (peer.may_access)(&m.scope()));
+        if batch.is_empty() {
+            // All snapshots sent; the log continues from where they were taken.
+            let more = store.log_head()? > then;
+            return Ok((Cursor::Log(then), more));
+        }
+        for meta in batch {
+            let id = meta.record_id();
+            after = Some(id);
+            if response.accepted.contains(id.as_bytes()) {
+                continue; // just pushed by this device: it has it
+            }
+            let body = Body::Snapshot(store.snapshot(id)?);
+            budget.take(body.len());
+            response.records.push(Pulled {
+                id: *id.as_bytes(),
+                body,
+            });
+            if budget.spent() {
+                let after = after.map(|a| *a.as_bytes()).unwrap_or([0; 16]);
+                return Ok((Cursor::Snapshots { after, then }, true));
+            }
+        }
+    }
+}
+
+fn serve_log(
+    store: &Store,
+    peer: &Peer<'_>,
+    mut seq: u64,
+    budget: &mut Budget,
+    response: &mut SyncResponse,
+) -> Result<(Cursor, bool)> {
+    // Per record, in first-seen order: the changes to send, or a snapshot.
+    let mut order: Vec<RecordId> = Vec::new();
+    let mut bodies: BTreeMap<RecordId, Body> = BTreeMap::new();
+    let head = store.log_head()?;
+    'outer: while seq < head {
+        let entries = store.log_since(seq, 256)?;
+        if entries.is_empty() {
+            break;
+        }
+        for entry in entries {
+            let id = entry.id;
+            let Some(scope) = store.scope_of(id)? else {
+                seq = entry.seq;
+                continue;
+            };
+            let readable = (peer.may_access)(&scope);
+            if let Some(old) = &entry.moved_from {
+                let had = (peer.may_access)(old);
+                if had && !readable {
+                    response.drop.push(*id.as_bytes());
+                    bodies.remove(&id);
+                } else if !had && readable {
+                    // Moved in: the device lacks the history, send it whole.
+                    let body = Body::Snapshot(store.snapshot(id)?);
+                    budget.take(body.len());
+                    if !bodies.contains_key(&id) {
+                        order.push(id);
+                    }
+                    bodies.insert(id, body);
+                }
+            } else if readable && entry.from.as_ref() != Some(peer.actor) {
+                let bytes = store.changes_by_hash(id, &entry.hashes)?;
+                budget.take(bytes.len());
+                match bodies.get_mut(&id) {
+                    Some(Body::Changes(existing)) => existing.extend_from_slice(&bytes),
+                    Some(Body::Snapshot(_)) => {}
+                    None => {
+                        order.push(id);
+                        bodies.insert(id, Body::Changes(bytes));
+                    }
+                }
+            }
+            seq = entry.seq;
+            if budget.spent() {
+                break 'outer;
+            }
+        }
+    }
+    for id in order {
+        if let Some(body) = bodies.remove(&id) {
+            response.records.push(Pulled {
+                id: *id.as_bytes(),
+                body,
+            });
+        }
+    }
+    Ok((Cursor::Log(seq), seq < store.log_head()?))
+}
+
+// ------------------------------------------------------------------ client
+
+/// Progress of a sync, for a progress bar.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub rounds: usize,
+    pub pushed: usize,
+    pub pulled: usize,
+    pub bytes_sent: usize,
+    pub bytes_received: usize,
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub rounds: usize,
+    /// Records pushed (a record pushed in two rounds counts twice).
+    pub pushed: usize,
+    pub accepted: usize,
+    /// Pushes the server refused: record, code, reason. Their local
+    /// changes stay pending; nothing is lost.
+    pub refused: Vec<(RecordId, String, String)>,
+    /// Records received.
+    pub pulled: usize,
+    /// Pulled records that could not be merged (code per record).
+    pub failed: Vec<(RecordId, String)>,
+    /// Records removed because they left this device's scope.
+    pub dropped: usize,
+    pub bytes_sent: usize,
+    pub bytes_received: usize,
+}
+
+const CURSOR_STATE: &str = "cursor";
+
+struct InFlight {
+    id: RecordId,
+    upto: u64,
+    heads: Vec<ChangeHash>,
+}
+
+/// The device side of the protocol over a store.
+pub struct Client<'a> {
+    store: &'a Store,
+    page_bytes: u32,
+    in_flight: Vec<InFlight>,
+    want_snapshots: Vec<RecordId>,
+    /// Records the server told us to drop that still had pending edits.
+    to_drop: Vec<RecordId>,
+    report: SyncReport,
+}
+
+impl std::fmt::Debug for Client<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("report", &self.report)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Client<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Client {
+            store,
+            page_bytes: DEFAULT_PAGE_BYTES,
+            in_flight: Vec::new(),
+            want_snapshots: Vec::new(),
+            to_drop: Vec::new(),
+            report: SyncReport::default(),
+        }
+    }
+
+    /// Sets the page size asked of the server and used for pushes.
+    pub fn page_bytes(mut self, bytes: u32) -> Self {
+        self.page_bytes = bytes.max(1);
+        self
+    }
+
+    /// The device's saved cursor.
+    pub fn cursor(&self) -> Result<Cursor> {
+        match self.store.sync_state(CURSOR_STATE)? {
+            None => Ok(Cursor::Start),
+            Some(bytes) => bincode::decode_from_slice::<Cursor, _>(&bytes, config())
+                .map(|(c, _)| c)
+                .map_err(|e| Error::Metadata(format!("sync cursor: {e}"))),
+        }
+    }
+
+    /// Builds the next request: pending changes up to the page size, and
+    /// the cursor. Remembers what was pushed, to acknowledge it later.
+    pub fn make_request(&mut self) -> Result<Vec<u8>> {
+        let mut pushes = Vec::new();
+        let mut size = 0usize;
+        self.in_flight.clear();
+        for pending in self.store.pending()? {
+            if size >= self.page_bytes as usize && !pushes.is_empty() {
+                break;
+            }
+            let id = pending.id;
+            let heads = match self.store.heads(id) {
+                Ok(h) => h,
+                // Removed or unreadable locally: nothing to push.
+                Err(_) => continue,
+            };
+            let known = self.store.server_heads(id)?;
+            // Only this device's own changes: everything else it holds came
+            // from the server, and the server takes no change authored by
+            // another device.
+            let changes = self.store.own_changes_since(id, &known)?;
+            if changes.is_empty() {
+                continue;
+            }
+            size += changes.len();
+            pushes.push(Push {
+                id: *id.as_bytes(),
+                changes,
+            });
+            self.in_flight.push(InFlight {
+                id,
+                upto: pending.seq,
+                heads,
+            });
+        }
+        let request = SyncRequest {
+            cursor: self.cursor()?,
+            pushes,
+            want_snapshots: self
+                .want_snapshots
+                .drain(..)
+                .map(|id| *id.as_bytes())
+                .collect(),
+            page_bytes: self.page_bytes,
+        };
+        let bytes = encode_request(&request);
+        self.report.pushed += request.pushes.len();
+        self.report.bytes_sent += bytes.len();
+        Ok(bytes)
+    }
+
+    /// Applies a response: acknowledges accepted pushes, merges pulled
+    /// records (durably, before the cursor moves), drops records that left
+    /// the scope, and saves the new cursor. Returns whether another round
+    /// is needed.
+    pub fn apply_response(&mut self, bytes: &[u8]) -> Result<bool> {
+        let response = decode_response(bytes)?;
+        self.report.rounds += 1;
+        self.report.bytes_received += bytes.len();
+
+        let mut acks = Vec::new();
+        for id in &response.accepted {
+            if let Some(f) = self.in_flight.iter().find(|f| f.id.as_bytes() == id) {
+                acks.push(Ack {
+                    id: f.id,
+                    upto: f.upto,
+                    server_heads: f.heads.clone(),
+                });
+            }
+        }
+        self.report.accepted += acks.len();
+        self.store.acknowledge_all(&acks)?;
+        for refusal in &response.refused {
+            let id = RecordId::from_bytes(refusal.id);
+            if refusal.code == "missing_dependencies" {
+                // The server lacks history we thought it had: send it all.
+                self.store.forget_server_heads(id)?;
+            }
+            self.report
+                .refused
+                .push((id, refusal.code.clone(), refusal.message.clone()));
+        }
+        self.in_flight.clear();
+
+        let trusted = ForeignLimits {
+            max_bytes: MAX_MESSAGE_BYTES,
+            max_changes: usize::MAX,
+            ..ForeignLimits::default()
+        };
+        let incoming = Incoming {
+            limits: &trusted,
+            from: None,
+            admit: None,
+        };
+        for pulled in &response.records {
+            let id = RecordId::from_bytes(pulled.id);
+            let merged = match &pulled.body {
+                Body::Changes(bytes) => self.store.apply_changes_unflushed(id, bytes, &incoming),
+                Body::Snapshot(bytes) => self.store.apply_snapshot_unflushed(id, bytes),
+            };
+            match merged {
+                Ok(_) => self.report.pulled += 1,
+                Err(Error::MissingDependencies { .. }) => self.want_snapshots.push(id),
+                Err(e) => self.report.failed.push((id, e.code().to_owned())),
+            }
+        }
+        self.store.make_durable()?;
+
+        for id in &response.drop {
+            self.to_drop.push(RecordId::from_bytes(*id));
+        }
+        let mut kept = Vec::new();
+        for id in self.to_drop.drain(..) {
+            if self.store.remove_record(id)? {
+                self.report.dropped += 1;
+            } else {
+                kept.push(id);
+            }
+        }
+        self.to_drop = kept;
+
+        if let Some(cursor) = &response.cursor {
+            let encoded = bincode::encode_to_vec(cursor, config())
+                .map_err(|e| Error::Metadata(e.to_string()))?;
+            self.store.set_sync_state(CURSOR_STATE, &encoded)?;
+        }
+        let pushes_left = self
+            .store
+            .pending()?
+            .iter()
+            .any(|p| !self.report.refused.iter().any(|(id, _, _)| *id == p.id));
+        Ok(response.more
+            || !self.want_snapshots.is_empty()
+            || (pushes_left && !response.accepted.is_empty()))
+    }
+
+    /// The progress so far.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            rounds: self.report.rounds,
+            pushed: self.report.pushed,
+            pulled: self.report.pulled,
+            bytes_sent: self.report.bytes_sent,
+            bytes_received: self.report.bytes_received,
+        }
+    }
+
+    /// Runs rounds over `transport` until nothing is left to push or pull.
+    pub fn run(&mut self, transport: impl FnMut(Vec<u8>) -> Result<Vec<u8>>) -> Result<SyncReport> {
+        self.run_with_progress(transport, |_| {})
+    }
+
+    /// Like [`Client::run`], calling `progress` after every round.
+    pub fn run_with_progress(
+        &mut self,
+        mut transport: impl FnMut(Vec<u8>) -> Result<Vec<u8>>,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<SyncReport> {
+        // A generous bound: every round moves at least one page or one push.
+        for _ in 0..100_000 {
+            let request = self.make_request()?;
+            let response = transport(request)?;
+            let more = self.apply_response(&response)?;
+            progress(&self.progress());
+            if !more {
+                break;
+            }
+        }
+        Ok(std::mem::take(&mut self.report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_are_versioned() {
+        let request = SyncRequest {
+            cursor: Cursor::Log(42),
+            pushes: vec![Push {
+                id: [7; 16],
+                changes: vec![1, 2, 3],
+            }],
+            want_snapshots: vec![[9; 16]],
+            page_bytes: 1000,
+        };
+        let bytes = encode_request(&request);
+        assert_eq!(&bytes[..4], b"GSYN");
+        assert_eq!(decode_request(&bytes).unwrap(), request);
+
+        let mut wrong = bytes.clone();
+        wrong[5] = 99;
+        assert!(matches!(
+            decode_request(&wrong),
+            Err(Error::UnsupportedVersion {
+                got: 99,
+                supported: 1
+            })
+        ));
+        assert!(matches!(decode_request(b"GSYN"), Err(Error::Wire(_))));
+        assert!(matches!(
+            decode_request(&bytes[..bytes.len() - 1]),
+            Err(Error::Wire(_))
+        ));
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(matches!(decode_request(&trailing), Err(Error::Wire(_))));
+        assert!(matches!(
+            decode_request(b"POST / HTTP/1.1"),
+            Err(Error::Wire(_))
+        ));
+    }
+
+    #[test]
+    fn a_huge_declared_length_is_refused_without_allocating_it() {
+        // A push whose change vector claims 2^60 bytes.
+        let mut bytes = b"GSYN\x00\x01".to_vec();
+        bytes.push(2); // Cursor::Log
+        bytes.push(0);
+        bytes.push(1); // one push
+        bytes.extend_from_slice(&[0; 16]);
+        bytes.push(253); // u64 length marker in bincode varint
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(matches!(decode_request(&bytes), Err(Error::Wire(_))));
+    }
+
+    #[test]
+    fn the_wire_format_is_stable() {
+        // A snapshot of the encoding: a change here breaks every deployed
+        // device, so it must be deliberate (and bump PROTOCOL_VERSION).
+        let response = SyncResponse {
+            accepted: vec![[1; 16]],
+            refused: vec![Refusal {
+                id: [2; 16],
+                code: "out_of_scope".into(),
+                message: "m".into(),
+            }],
+            records: vec![Pulled {
+                id: [3; 16],
+                body: Body::Changes(vec![0xAB]),
+            }],
+            drop: vec![],
+            cursor: Some(Cursor::Log(300)),
+            more: true,
+        };
+        let hex: String = encode_response(&response)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "4753594e0001\
+             01010101010101010101010101010101\
+             01\
+             01020202020202020202020202020202020c6f75745f6f665f73636f7065016d\
+             01030303030303030303030303030303030001ab\
+             00\
+             0102fb2c01\
+             01"
+            .replace(char::is_whitespace, "")
+        );
+    }
+}
