@@ -330,6 +330,22 @@ pub struct Store {
     durability: Durability,
     writer: Mutex<Writer>,
     index: RwLock<Index>,
+    flush_gate: FlushGate,
+}
+
+/// Group commit: writers take a ticket after their batch is applied; one
+/// flush covers every ticket issued before it started.
+#[derive(Default)]
+struct FlushGate {
+    state: Mutex<FlushState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    requested: u64,
+    completed: u64,
+    flushing: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -466,6 +482,7 @@ impl Store {
                 synced_blobs: BTreeSet::new(),
             }),
             index: RwLock::new(Index::default()),
+            flush_gate: FlushGate::default(),
         };
         store.load_index()?;
         store.lock().synced_blobs = store.blob_names();
@@ -846,21 +863,51 @@ impl Store {
     /// Makes everything written so far durable (sled flush, then fdatasync
     /// as configured). Writes through the `*_unflushed` methods are not
     /// durable until this returns.
+    ///
+    /// Concurrent callers share flushes (group commit): a caller whose
+    /// writes were applied before a flush started waits for that flush
+    /// instead of starting its own.
     pub fn make_durable(&self) -> Result<()> {
-        match self.durability {
-            Durability::None => Ok(()),
-            Durability::Flush => {
-                self.db.flush()?;
-                Ok(())
-            }
-            Durability::Fsync => {
-                self.db.flush()?;
-                if let Some(f) = &self.data_file {
-                    f.sync_data()?;
-                }
-                self.sync_new_blobs()
-            }
+        if self.durability == Durability::None {
+            return Ok(());
         }
+        let gate = &self.flush_gate;
+        let mut state = gate.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.requested += 1;
+        let ticket = state.requested;
+        loop {
+            if state.completed >= ticket {
+                return Ok(());
+            }
+            if !state.flushing {
+                state.flushing = true;
+                let target = state.requested;
+                drop(state);
+                let result = self.flush_now();
+                let mut after = gate.state.lock().unwrap_or_else(PoisonError::into_inner);
+                after.flushing = false;
+                if result.is_ok() {
+                    after.completed = after.completed.max(target);
+                }
+                gate.done.notify_all();
+                return result;
+            }
+            state = gate
+                .done
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn flush_now(&self) -> Result<()> {
+        self.db.flush()?;
+        if self.durability == Durability::Fsync {
+            if let Some(f) = &self.data_file {
+                f.sync_data()?;
+            }
+            self.sync_new_blobs()?;
+        }
+        Ok(())
     }
 
     fn blob_names(&self) -> BTreeSet<std::ffi::OsString> {

@@ -1,19 +1,31 @@
 //! # gridsync-server
 //!
-//! The sync server. For now it opens the embedded store and answers
-//! `GET /healthz`; the sync endpoint, identity and scope come with the sync
-//! work. The server is built for tests: [`run`] takes a bound listener and a
-//! shutdown future, so tests bind port 0, and [`app`] can be driven without
-//! a socket.
+//! The sync server: devices push their offline changes and pull everyone
+//! else's through `POST /v1/sync`; the server authenticates each device,
+//! checks every pushed record against the device's scope and actor, merges
+//! off the async runtime, and acknowledges only durable writes.
+//!
+//! Built for tests: [`run`] takes a bound listener and a shutdown future,
+//! so tests bind port 0, and [`app`] can be driven without a socket.
+
+pub mod api;
+pub mod cli;
+pub mod identity;
+pub mod metrics;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, StatusCode};
+use axum::Router;
+use gridsync_core::sync::ServerLimits;
 use gridsync_core::{Store, StoreConfig};
+use sha2::{Digest, Sha256};
+
+pub use api::AppState;
 
 /// Where the server keeps its data and where it listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +38,10 @@ pub struct Config {
 pub const DEFAULT_DATA_DIR: &str = "gridsync-data";
 /// The address used when none is given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+/// How long one request may take before it is answered with 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests served at once; more wait.
+pub const MAX_CONCURRENT_REQUESTS: usize = 64;
 
 impl Config {
     /// Defaults, overridden by `GRIDSYNC_DATA_DIR` / `GRIDSYNC_LISTEN`, then
@@ -57,37 +73,110 @@ impl Config {
     }
 }
 
-/// Opens the server's store in `data_dir`.
-pub fn open_store(data_dir: &std::path::Path) -> gridsync_core::Result<Store> {
-    Store::open(StoreConfig::new(data_dir.join("store"), "SRV"))
+/// The admin token: `GRIDSYNC_ADMIN_TOKEN` if set, else the content of
+/// `<data-dir>/admin-token`, created with a fresh random value (readable by
+/// the owner only) on first start.
+pub fn admin_token(
+    data_dir: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<String> {
+    if let Some(t) = env("GRIDSYNC_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
+        return Ok(t);
+    }
+    let path = data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(t.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = identity::secret().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&path, &token)?;
+            Ok(token)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
-#[derive(Clone)]
-struct AppState {
-    store: Arc<Store>,
+#[cfg(unix)]
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()
 }
 
-/// The HTTP application.
-pub fn app(store: Arc<Store>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .with_state(AppState { store })
+#[cfg(not(unix))]
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    std::fs::write(path, content)
 }
 
-async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let records = state.store.len().unwrap_or(0);
-    Json(serde_json::json!({ "status": "ok", "records": records }))
+/// Opens the server's record store and identity database in `data_dir`.
+pub fn open(data_dir: &Path, admin_token: &str) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(StoreConfig::new(data_dir.join("store"), "SRV"))?;
+    let identity = identity::Identity::open(&data_dir.join("identity"))
+        .map_err(|e| anyhow::anyhow!("opening the identity database: {e}"))?;
+    Ok(AppState {
+        store: Arc::new(store),
+        identity: Arc::new(identity),
+        metrics: Arc::default(),
+        limits: ServerLimits::default(),
+        admin_digest: Sha256::digest(admin_token.as_bytes()).into(),
+    })
 }
 
-/// Serves `app` on `listener` until `shutdown` completes.
+/// The HTTP application with its protective layers: body size limit,
+/// per-request timeout, a concurrency limit, panics turned into 500s,
+/// the `Authorization` header hidden from logs, and request tracing.
+pub fn app(state: AppState) -> Router {
+    use tower_http::catch_panic::CatchPanicLayer;
+    use tower_http::limit::RequestBodyLimitLayer;
+    use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+    use tower_http::timeout::TimeoutLayer;
+    use tower_http::trace::TraceLayer;
+
+    api::router(state)
+        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(api::MAX_BODY_BYTES))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            MAX_CONCURRENT_REQUESTS,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            api::AppError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server could not complete the request",
+            )
+            .into_response_boxed()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then flushes the
+/// store.
 pub async fn run(
     listener: tokio::net::TcpListener,
-    store: Arc<Store>,
+    state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(store))
+    let store = state.store.clone();
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await?;
+    store
+        .make_durable()
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[cfg(test)]
@@ -114,5 +203,25 @@ mod tests {
         );
         assert!(Config::from_args(&args(&["--listen"]), none).is_err());
         assert!(Config::from_args(&args(&["--what"]), none).is_err());
+    }
+
+    #[test]
+    fn the_admin_token_is_created_once_and_kept_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = |_: &str| None;
+        let first = admin_token(dir.path(), none).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(admin_token(dir.path(), none).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("admin-token"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let env = |k: &str| (k == "GRIDSYNC_ADMIN_TOKEN").then(|| "from-env".to_string());
+        assert_eq!(admin_token(dir.path(), env).unwrap(), "from-env");
     }
 }

@@ -52,7 +52,10 @@ fn serve_answers_healthz_and_stops_on_sigterm() {
     assert_eq!(rc, 0);
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
-    assert_eq!(lines.next().unwrap().unwrap(), "gridsync stopped");
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(rest[0].starts_with("admin token in "), "{rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("gridsync stopped"));
+    assert!(dir.path().join("admin-token").exists());
     assert!(dir.path().join("store").join("db").exists());
 }
 

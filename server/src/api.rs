@@ -1,0 +1,487 @@
+//! HTTP endpoints: sync, enrollment, administration, health and metrics.
+//!
+//! Errors leave as `{"code": "...", "message": "..."}` with a stable code;
+//! internal error text, stack traces and record content never do.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gridsync_core::sync::{self, Peer, ServerLimits};
+use gridsync_core::{ActorId, Author, RecordId, RecordScope, Role, Store};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::identity::{self, Community, Grid, Identity, IdentityError, Street, Worker};
+use crate::metrics::Metrics;
+
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// Everything a handler needs.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub identity: Arc<Identity>,
+    pub metrics: Arc<Metrics>,
+    pub limits: ServerLimits,
+    /// SHA-256 of the admin token.
+    pub admin_digest: [u8; 32],
+}
+
+/// An error response with a stable code.
+#[derive(Debug)]
+pub struct AppError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl AppError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        AppError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn internal() -> Self {
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request",
+        )
+    }
+}
+
+impl AppError {
+    /// The response as the boxed-body type some layers want.
+    pub fn into_response_boxed(self) -> Response {
+        self.into_response()
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "code": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<IdentityError> for AppError {
+    fn from(e: IdentityError) -> Self {
+        let (status, code) = match &e {
+            IdentityError::Unknown(..) => (StatusCode::NOT_FOUND, "not_found"),
+            IdentityError::Exists(..) => (StatusCode::CONFLICT, "exists"),
+            IdentityError::Invalid(..) => (StatusCode::BAD_REQUEST, "invalid_input"),
+            IdentityError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            IdentityError::Revoked => (StatusCode::FORBIDDEN, "revoked"),
+            IdentityError::Storage(detail) => {
+                tracing::error!(error = %detail, "identity storage error");
+                return AppError::internal();
+            }
+        };
+        AppError::new(status, code, e.to_string())
+    }
+}
+
+/// Maps a core error to a response: the caller's mistakes are 4xx with
+/// their code; the server's own failures are a bare 500.
+fn core_error(e: gridsync_core::Error) -> AppError {
+    use gridsync_core::Error as E;
+    let status = match &e {
+        E::Wire(_)
+        | E::UnsupportedVersion { .. }
+        | E::InvalidInput { .. }
+        | E::FieldTooLong { .. } => StatusCode::BAD_REQUEST,
+        E::MalformedChanges { .. } | E::MissingDependencies { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::OutOfScope { .. } => StatusCode::FORBIDDEN,
+        E::ScopeChange { .. }
+        | E::WrongKind { .. }
+        | E::IllegalTransition { .. }
+        | E::NoConflict(_) => StatusCode::CONFLICT,
+        _ => {
+            tracing::error!(code = e.code(), error = %e, "internal error");
+            return AppError::internal();
+        }
+    };
+    AppError::new(status, e.code(), e.to_string())
+}
+
+/// The router with every endpoint.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/sync", post(sync_round))
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/admin/streets", post(add_street))
+        .route("/v1/admin/communities", post(add_community))
+        .route("/v1/admin/grids", post(add_grid))
+        .route("/v1/admin/workers", post(add_worker))
+        .route("/v1/admin/enrollments", post(create_enrollment))
+        .route("/v1/admin/devices", get(list_devices))
+        .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
+        .route("/v1/admin/records/{id}/move", post(move_record))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let records = state.store.len().unwrap_or(0);
+    Json(json!({ "status": "ok", "records": records }))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a bearer token is required",
+            )
+        })
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs blocking work (sled, Automerge) off the async runtime. A panic is
+/// caught and becomes a 500; the store's own guards keep the data intact.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    match tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f))).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) | Err(_) => {
+            tracing::error!("a request handler panicked");
+            Err(AppError::internal())
+        }
+    }
+}
+
+async fn sync_round(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let bytes_in = body.len();
+    let result = sync_inner(&state, &headers, body).await;
+    match result {
+        Ok((bytes, stats)) => {
+            for reason in &stats.refusals {
+                state.metrics.refused(reason);
+            }
+            state.metrics.sync_done(
+                bytes_in,
+                bytes.len(),
+                stats.changes_merged,
+                stats.records_sent,
+                started.elapsed(),
+            );
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Err(e) => {
+            state
+                .metrics
+                .sync_failed(bytes_in, e.code, started.elapsed());
+            e.into_response()
+        }
+    }
+}
+
+async fn sync_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Vec<u8>, sync::ServeStats), AppError> {
+    let token = bearer(headers)?.to_owned();
+    let identity = state.identity.clone();
+    let store = state.store.clone();
+    let limits = state.limits.clone();
+    blocking(move || {
+        let device = identity.authenticate(&token)?;
+        let scope = identity.scope_of(&device.worker)?;
+        let actor = ActorId::from(device.actor.as_slice());
+        let may = |s: &RecordScope| scope.allows(s);
+        let peer = Peer {
+            actor: &actor,
+            may_access: &may,
+        };
+        let request = sync::decode_request(&body).map_err(core_error)?;
+        let (response, stats) = sync::serve(&store, &peer, request, &limits).map_err(core_error)?;
+        identity.touch(&device.id, now_ms())?;
+        Ok((sync::encode_response(&response), stats))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct EnrollRequest {
+    code: String,
+    /// The device store's Automerge actor, hex.
+    actor: String,
+}
+
+async fn enroll(
+    State(state): State<AppState>,
+    Json(req): Json<EnrollRequest>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let actor = parse_actor(&req.actor)?;
+    let identity = state.identity.clone();
+    let enrolled = blocking(move || Ok(identity.enroll(&req.code, &actor, now_ms())?)).await?;
+    Ok(Json(json!({
+        "device_id": enrolled.device_id,
+        "device_code": enrolled.device_code,
+        "token": enrolled.token,
+    })))
+}
+
+fn parse_actor(hex: &str) -> Result<ActorId, AppError> {
+    let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0 && (2..=64).contains(&hex.len()))
+        .then(|| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten();
+    bytes.map(|b| ActorId::from(b.as_slice())).ok_or_else(|| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "actor must be 1 to 32 bytes of hex",
+        )
+    })
+}
+
+fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let token = bearer(headers)?;
+    let digest: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+        token.as_bytes(),
+    ))
+    .into();
+    if identity::constant_time_eq(&digest, &state.admin_digest) {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "admin token required",
+        ))
+    }
+}
+
+async fn admin_do<T: Send + 'static>(
+    state: &AppState,
+    headers: &HeaderMap,
+    f: impl FnOnce(&Identity) -> Result<T, IdentityError> + Send + 'static,
+) -> Result<T, AppError> {
+    admin(state, headers)?;
+    let identity = state.identity.clone();
+    blocking(move || Ok(f(&identity)?)).await
+}
+
+async fn add_street(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<StreetReq>,
+) -> Result<StatusCode, AppError> {
+    admin_do(&state, &headers, move |i| {
+        i.add_street(Street {
+            id: req.id,
+            name: req.name,
+        })
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[derive(Deserialize)]
+struct StreetReq {
+    id: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct CommunityReq {
+    id: String,
+    street: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn add_community(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<CommunityReq>,
+) -> Result<StatusCode, AppError> {
+    admin_do(&state, &headers, move |i| {
+        i.add_community(Community {
+            id: req.id,
+            street: req.street,
+            name: req.name,
+        })
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[derive(Deserialize)]
+struct GridReq {
+    id: String,
+    community: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn add_grid(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<GridReq>,
+) -> Result<StatusCode, AppError> {
+    admin_do(&state, &headers, move |i| {
+        i.add_grid(Grid {
+            id: req.id,
+            community: req.community,
+            name: req.name,
+        })
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[derive(Deserialize)]
+struct WorkerReq {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    grids: Vec<String>,
+    #[serde(default)]
+    communities: Vec<String>,
+    #[serde(default)]
+    streets: Vec<String>,
+}
+
+async fn add_worker(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<WorkerReq>,
+) -> Result<StatusCode, AppError> {
+    admin_do(&state, &headers, move |i| {
+        i.add_worker(Worker {
+            id: req.id,
+            name: req.name,
+            grids: req.grids,
+            communities: req.communities,
+            streets: req.streets,
+        })
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[derive(Deserialize)]
+struct EnrollmentReq {
+    worker: String,
+}
+
+async fn create_enrollment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<EnrollmentReq>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let (code, expires_at) = admin_do(&state, &headers, move |i| {
+        i.create_enrollment(&req.worker, now_ms())
+    })
+    .await?;
+    Ok(Json(json!({ "code": code, "expires_at": expires_at })))
+}
+
+async fn list_devices(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let devices = admin_do(&state, &headers, |i| i.devices()).await?;
+    let list: Vec<_> = devices
+        .into_iter()
+        .map(|d| {
+            json!({
+                "id": d.id, "worker": d.worker, "code": d.code, "revoked": d.revoked,
+                "enrolled_at": d.enrolled_at, "last_sync_at": d.last_sync_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "devices": list })))
+}
+
+async fn revoke_device(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    admin_do(&state, &headers, move |i| i.revoke(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct MoveReq {
+    street: String,
+    community: String,
+    grid: String,
+    #[serde(default = "office_user")]
+    by: String,
+}
+
+fn office_user() -> String {
+    "office".into()
+}
+
+async fn move_record(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<MoveReq>,
+) -> Result<StatusCode, AppError> {
+    admin(&state, &headers)?;
+    let id: RecordId = id.parse().map_err(core_error)?;
+    let store = state.store.clone();
+    let identity = state.identity.clone();
+    let to = RecordScope::new(req.street, req.community, req.grid);
+    blocking(move || {
+        if !identity.is_place(&to)? {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_place",
+                "no such street / community / grid",
+            ));
+        }
+        store
+            .move_record(id, &Author::new(req.by, Role::Office), &to)
+            .map_err(core_error)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,97 @@
+//! The `gridsync` command line: `gridsync serve [--data-dir DIR] [--listen ADDR]`.
+
+use anyhow::Context;
+
+use crate::Config;
+
+/// Usage text.
+pub const USAGE: &str = "usage: gridsync serve [--data-dir DIR] [--listen ADDR]
+  environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_ADMIN_TOKEN,
+               RUST_LOG (default info), GRIDSYNC_LOG_FORMAT=json";
+
+/// Runs the command line; returns the process exit code.
+pub fn main(args: &[String]) -> i32 {
+    match args.first().map(String::as_str) {
+        Some("serve") => match serve(&args[1..]) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("gridsync: {e:#}");
+                1
+            }
+        },
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            0
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            2
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Ignore the error of a second initialisation (tests may call twice).
+    if std::env::var("GRIDSYNC_LOG_FORMAT").as_deref() == Ok("json") {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+fn serve(args: &[String]) -> anyhow::Result<()> {
+    let config = Config::from_args(args, |k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("{e}\n{USAGE}"))?;
+    init_logging();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let token = crate::admin_token(&config.data_dir, |k| std::env::var(k).ok())?;
+    let state = crate::open(&config.data_dir, &token)
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        println!(
+            "gridsync serving on http://{} with data in {}",
+            listener.local_addr()?,
+            config.data_dir.display()
+        );
+        if std::env::var_os("GRIDSYNC_ADMIN_TOKEN").is_none() {
+            println!(
+                "admin token in {}",
+                config.data_dir.join("admin-token").display()
+            );
+        }
+        crate::run(listener, state, shutdown_signal()).await?;
+        println!("gridsync stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

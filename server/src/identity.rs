@@ -1,0 +1,627 @@
+//! Who may sync what: the organisation tree (streets, communities, grids),
+//! workers and their assignments, enrolled devices and their tokens.
+//!
+//! Secrets (device tokens, enrollment codes) are 256-bit random values. Only
+//! their SHA-256 digests are stored, and digests are compared in constant
+//! time. A device token reads `gs1.<device id>.<64 hex digits>`.
+//!
+//! Everything is kept in its own sled database beside the record store, as
+//! bincode values under one-byte prefixes; every change is flushed before
+//! the call returns.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use bincode::{Decode, Encode};
+use gridsync_core::{ActorId, RecordScope};
+use sha2::{Digest, Sha256};
+
+/// Errors of identity operations; each maps to a stable HTTP code.
+#[derive(Debug)]
+pub enum IdentityError {
+    /// The named parent (street, community, grid, worker) does not exist.
+    Unknown(&'static str, String),
+    /// Such an id exists already.
+    Exists(&'static str, String),
+    /// A field is empty, too long or badly formed.
+    Invalid(&'static str, String),
+    /// Bad, expired or used enrollment code / token.
+    Unauthorized,
+    /// The device was revoked.
+    Revoked,
+    Storage(String),
+}
+
+impl std::fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityError::Unknown(what, id) => write!(f, "no {what} {id:?}"),
+            IdentityError::Exists(what, id) => write!(f, "{what} {id:?} exists already"),
+            IdentityError::Invalid(what, why) => write!(f, "invalid {what}: {why}"),
+            IdentityError::Unauthorized => f.write_str("unknown or invalid credentials"),
+            IdentityError::Revoked => f.write_str("this device has been revoked"),
+            IdentityError::Storage(_) => f.write_str("storage error"),
+        }
+    }
+}
+
+impl From<sled::Error> for IdentityError {
+    fn from(e: sled::Error) -> Self {
+        IdentityError::Storage(e.to_string())
+    }
+}
+
+pub type Result<T, E = IdentityError> = std::result::Result<T, E>;
+
+const P_STREET: u8 = b's';
+const P_COMMUNITY: u8 = b'c';
+const P_GRID: u8 = b'g';
+const P_WORKER: u8 = b'w';
+const P_DEVICE: u8 = b'd';
+const P_ENROLL: u8 = b'e';
+const P_COUNTER: u8 = b'n';
+
+/// How long an enrollment code stays valid.
+pub const ENROLLMENT_TTL_MS: i64 = 24 * 3_600_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Street {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Community {
+    pub id: String,
+    pub street: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Grid {
+    pub id: String,
+    pub community: String,
+    pub name: String,
+}
+
+/// A grid worker or office user and what they cover. A record is in scope
+/// when its grid, community or street is listed here.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Worker {
+    pub id: String,
+    pub name: String,
+    pub grids: Vec<String>,
+    pub communities: Vec<String>,
+    pub streets: Vec<String>,
+}
+
+/// An enrolled device.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Device {
+    pub id: String,
+    pub worker: String,
+    /// The device store's Automerge actor: every change it pushes must be
+    /// authored by it.
+    pub actor: Vec<u8>,
+    /// The device code for case numbers, unique per device.
+    pub code: String,
+    token_digest: [u8; 32],
+    pub revoked: bool,
+    pub enrolled_at: i64,
+    pub last_sync_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, Encode, Decode)]
+struct Enrollment {
+    worker: String,
+    expires_at: i64,
+}
+
+/// What a device receives when it enrolls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enrolled {
+    pub device_id: String,
+    pub device_code: String,
+    pub token: String,
+}
+
+/// The identity database.
+pub struct Identity {
+    db: sled::Db,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").finish_non_exhaustive()
+    }
+}
+
+fn key(prefix: u8, id: &str) -> Vec<u8> {
+    let mut k = vec![prefix];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn cfg() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ 1 << 20 }>()
+}
+
+fn encode<T: Encode>(v: &T) -> Result<Vec<u8>> {
+    bincode::encode_to_vec(v, cfg()).map_err(|e| IdentityError::Storage(e.to_string()))
+}
+
+fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T> {
+    bincode::decode_from_slice(bytes, cfg())
+        .map(|(v, _)| v)
+        .map_err(|e| IdentityError::Storage(e.to_string()))
+}
+
+/// 256 random bits from the operating system.
+pub fn secret() -> Result<[u8; 32]> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| IdentityError::Storage(format!("random source: {e}")))?;
+    Ok(b)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Compares two digests without an early exit.
+pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+fn check_id(what: &'static str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(IdentityError::Invalid(
+            what,
+            "ids are 1 to 64 ASCII letters, digits, '-' or '_'".into(),
+        ))
+    }
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<()> {
+    if name.len() > 256 {
+        return Err(IdentityError::Invalid(what, "at most 256 bytes".into()));
+    }
+    Ok(())
+}
+
+impl Identity {
+    pub fn open(path: &Path) -> Result<Identity> {
+        let db = sled::open(path)?;
+        Ok(Identity { db })
+    }
+
+    fn get<T: Decode<()>>(&self, prefix: u8, id: &str) -> Result<Option<T>> {
+        self.db
+            .get(key(prefix, id))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn insert_new<T: Encode>(
+        &self,
+        prefix: u8,
+        what: &'static str,
+        id: &str,
+        value: &T,
+    ) -> Result<()> {
+        let bytes = encode(value)?;
+        let k = key(prefix, id);
+        match self
+            .db
+            .compare_and_swap(&k, None as Option<&[u8]>, Some(bytes))?
+        {
+            Ok(()) => {
+                self.db.flush()?;
+                Ok(())
+            }
+            Err(_) => Err(IdentityError::Exists(what, id.to_owned())),
+        }
+    }
+
+    fn list<T: Decode<()>>(&self, prefix: u8) -> Result<Vec<T>> {
+        self.db
+            .scan_prefix([prefix])
+            .map(|item| {
+                let (_, v) = item?;
+                decode(&v)
+            })
+            .collect()
+    }
+
+    pub fn add_street(&self, s: Street) -> Result<()> {
+        check_id("street id", &s.id)?;
+        check_name("street name", &s.name)?;
+        self.insert_new(P_STREET, "street", &s.id.clone(), &s)
+    }
+
+    pub fn add_community(&self, c: Community) -> Result<()> {
+        check_id("community id", &c.id)?;
+        check_name("community name", &c.name)?;
+        if self.get::<Street>(P_STREET, &c.street)?.is_none() {
+            return Err(IdentityError::Unknown("street", c.street));
+        }
+        self.insert_new(P_COMMUNITY, "community", &c.id.clone(), &c)
+    }
+
+    pub fn add_grid(&self, g: Grid) -> Result<()> {
+        check_id("grid id", &g.id)?;
+        check_name("grid name", &g.name)?;
+        if self.get::<Community>(P_COMMUNITY, &g.community)?.is_none() {
+            return Err(IdentityError::Unknown("community", g.community));
+        }
+        self.insert_new(P_GRID, "grid", &g.id.clone(), &g)
+    }
+
+    pub fn add_worker(&self, w: Worker) -> Result<()> {
+        check_id("worker id", &w.id)?;
+        check_name("worker name", &w.name)?;
+        for g in &w.grids {
+            if self.get::<Grid>(P_GRID, g)?.is_none() {
+                return Err(IdentityError::Unknown("grid", g.clone()));
+            }
+        }
+        for c in &w.communities {
+            if self.get::<Community>(P_COMMUNITY, c)?.is_none() {
+                return Err(IdentityError::Unknown("community", c.clone()));
+            }
+        }
+        for s in &w.streets {
+            if self.get::<Street>(P_STREET, s)?.is_none() {
+                return Err(IdentityError::Unknown("street", s.clone()));
+            }
+        }
+        self.insert_new(P_WORKER, "worker", &w.id.clone(), &w)
+    }
+
+    pub fn worker(&self, id: &str) -> Result<Option<Worker>> {
+        self.get(P_WORKER, id)
+    }
+
+    pub fn streets(&self) -> Result<Vec<Street>> {
+        self.list(P_STREET)
+    }
+
+    pub fn communities(&self) -> Result<Vec<Community>> {
+        self.list(P_COMMUNITY)
+    }
+
+    pub fn grids(&self) -> Result<Vec<Grid>> {
+        self.list(P_GRID)
+    }
+
+    pub fn devices(&self) -> Result<Vec<Device>> {
+        self.list(P_DEVICE)
+    }
+
+    /// Issues a one-time enrollment code for a worker's new device.
+    pub fn create_enrollment(&self, worker: &str, now: i64) -> Result<(String, i64)> {
+        if self.worker(worker)?.is_none() {
+            return Err(IdentityError::Unknown("worker", worker.to_owned()));
+        }
+        let code = hex(&secret()?);
+        let expires_at = now + ENROLLMENT_TTL_MS;
+        let e = Enrollment {
+            worker: worker.to_owned(),
+            expires_at,
+        };
+        self.db
+            .insert(key(P_ENROLL, &hex(&digest(code.as_bytes()))), encode(&e)?)?;
+        self.db.flush()?;
+        Ok((code, expires_at))
+    }
+
+    /// Redeems an enrollment code: registers the device with its store's
+    /// actor and returns its id, device code and bearer token. The code
+    /// works once.
+    pub fn enroll(&self, code: &str, actor: &ActorId, now: i64) -> Result<Enrolled> {
+        if code.len() != 64 {
+            return Err(IdentityError::Unauthorized);
+        }
+        let k = key(P_ENROLL, &hex(&digest(code.as_bytes())));
+        // Remove first: a code can be redeemed once even under races.
+        let Some(raw) = self.db.remove(&k)? else {
+            return Err(IdentityError::Unauthorized);
+        };
+        let e: Enrollment = decode(&raw)?;
+        if e.expires_at < now {
+            self.db.flush()?;
+            return Err(IdentityError::Unauthorized);
+        }
+        if self.devices()?.iter().any(|d| d.actor == actor.to_bytes()) {
+            return Err(IdentityError::Exists(
+                "device with this actor",
+                actor.to_hex_string(),
+            ));
+        }
+        let n = self
+            .db
+            .update_and_fetch([P_COUNTER], |old| {
+                let n = old
+                    .and_then(|o| <[u8; 8]>::try_from(o).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some((n + 1).to_be_bytes().to_vec())
+            })?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(1, u64::from_be_bytes);
+        let device_id = format!("dev-{n}");
+        let device_code = format!("D{n:04}");
+        let secret = secret()?;
+        let device = Device {
+            id: device_id.clone(),
+            worker: e.worker,
+            actor: actor.to_bytes().to_vec(),
+            code: device_code.clone(),
+            token_digest: digest(&secret),
+            revoked: false,
+            enrolled_at: now,
+            last_sync_at: None,
+        };
+        self.db
+            .insert(key(P_DEVICE, &device_id), encode(&device)?)?;
+        self.db.flush()?;
+        Ok(Enrolled {
+            token: format!("gs1.{device_id}.{}", hex(&secret)),
+            device_id,
+            device_code,
+        })
+    }
+
+    /// The device a bearer token belongs to. Refuses unknown, malformed and
+    /// revoked tokens.
+    pub fn authenticate(&self, token: &str) -> Result<Device> {
+        let mut parts = token.splitn(3, '.');
+        let (Some("gs1"), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(IdentityError::Unauthorized);
+        };
+        let Some(secret) = unhex(secret).filter(|s| s.len() == 32) else {
+            return Err(IdentityError::Unauthorized);
+        };
+        if check_id("device id", id).is_err() {
+            return Err(IdentityError::Unauthorized);
+        }
+        let Some(device) = self.get::<Device>(P_DEVICE, id)? else {
+            // Spend the same work as a real check.
+            let _ = constant_time_eq(&digest(&secret), &[0; 32]);
+            return Err(IdentityError::Unauthorized);
+        };
+        if !constant_time_eq(&digest(&secret), &device.token_digest) {
+            return Err(IdentityError::Unauthorized);
+        }
+        if device.revoked {
+            return Err(IdentityError::Revoked);
+        }
+        Ok(device)
+    }
+
+    /// Revokes a device: its token stops working at once.
+    pub fn revoke(&self, device_id: &str) -> Result<()> {
+        let Some(mut d) = self.get::<Device>(P_DEVICE, device_id)? else {
+            return Err(IdentityError::Unknown("device", device_id.to_owned()));
+        };
+        d.revoked = true;
+        self.db.insert(key(P_DEVICE, device_id), encode(&d)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Notes a completed sync (for the "devices not synced" figure).
+    pub fn touch(&self, device_id: &str, now: i64) -> Result<()> {
+        if let Some(mut d) = self.get::<Device>(P_DEVICE, device_id)? {
+            d.last_sync_at = Some(now);
+            self.db.insert(key(P_DEVICE, device_id), encode(&d)?)?;
+        }
+        Ok(())
+    }
+
+    /// Whether (street, community, grid) is a real place in the tree.
+    pub fn is_place(&self, s: &RecordScope) -> Result<bool> {
+        let Some(grid) = self.get::<Grid>(P_GRID, &s.grid)? else {
+            return Ok(false);
+        };
+        let Some(community) = self.get::<Community>(P_COMMUNITY, &grid.community)? else {
+            return Ok(false);
+        };
+        Ok(community.id == s.community && community.street == s.street)
+    }
+
+    /// What a worker may read and write.
+    pub fn scope_of(&self, worker: &str) -> Result<Scope> {
+        let w = self
+            .worker(worker)?
+            .ok_or_else(|| IdentityError::Unknown("worker", worker.to_owned()))?;
+        let grids = self.grids()?;
+        let communities = self.communities()?;
+        Ok(Scope {
+            tree: communities
+                .iter()
+                .flat_map(|c| {
+                    grids
+                        .iter()
+                        .filter(|g| g.community == c.id)
+                        .map(|g| RecordScope::new(&c.street, &c.id, &g.id))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            grids: w.grids.into_iter().collect(),
+            communities: w.communities.into_iter().collect(),
+            streets: w.streets.into_iter().collect(),
+        })
+    }
+}
+
+/// A worker's scope, checked against the organisation tree: a record's
+/// (street, community, grid) must be a real path in the tree, and one of
+/// its levels must be assigned to the worker.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    tree: BTreeSet<RecordScope>,
+    grids: BTreeSet<String>,
+    communities: BTreeSet<String>,
+    streets: BTreeSet<String>,
+}
+
+impl Scope {
+    pub fn allows(&self, s: &RecordScope) -> bool {
+        self.tree.contains(s)
+            && (self.grids.contains(&s.grid)
+                || self.communities.contains(&s.community)
+                || self.streets.contains(&s.street))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Identity) {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::open(&dir.path().join("identity")).unwrap();
+        id.add_street(Street {
+            id: "S1".into(),
+            name: "幸福街道".into(),
+        })
+        .unwrap();
+        id.add_community(Community {
+            id: "C1".into(),
+            street: "S1".into(),
+            name: "一社区".into(),
+        })
+        .unwrap();
+        for g in ["G1", "G2"] {
+            id.add_grid(Grid {
+                id: g.into(),
+                community: "C1".into(),
+                name: g.into(),
+            })
+            .unwrap();
+        }
+        id.add_worker(Worker {
+            id: "w1".into(),
+            name: "网格员".into(),
+            grids: vec!["G1".into()],
+            communities: vec![],
+            streets: vec![],
+        })
+        .unwrap();
+        (dir, id)
+    }
+
+    #[test]
+    fn enrollment_is_one_time_and_tokens_authenticate() {
+        let (_dir, id) = setup();
+        let (code, _) = id.create_enrollment("w1", 0).unwrap();
+        let actor = ActorId::random();
+        let enrolled = id.enroll(&code, &actor, 1).unwrap();
+        assert!(matches!(
+            id.enroll(&code, &ActorId::random(), 1),
+            Err(IdentityError::Unauthorized)
+        ));
+        let device = id.authenticate(&enrolled.token).unwrap();
+        assert_eq!(device.worker, "w1");
+        assert_eq!(device.actor, actor.to_bytes());
+
+        let mut wrong = enrolled.token.clone();
+        wrong.pop();
+        wrong.push('0');
+        if wrong == enrolled.token {
+            wrong.pop();
+            wrong.push('1');
+        }
+        assert!(matches!(
+            id.authenticate(&wrong),
+            Err(IdentityError::Unauthorized)
+        ));
+        assert!(matches!(
+            id.authenticate("gs1.dev-9.00"),
+            Err(IdentityError::Unauthorized)
+        ));
+        assert!(matches!(
+            id.authenticate("Bearer nonsense"),
+            Err(IdentityError::Unauthorized)
+        ));
+
+        id.revoke(&device.id).unwrap();
+        assert!(matches!(
+            id.authenticate(&enrolled.token),
+            Err(IdentityError::Revoked)
+        ));
+    }
+
+    #[test]
+    fn expired_codes_are_refused() {
+        let (_dir, id) = setup();
+        let (code, expires) = id.create_enrollment("w1", 0).unwrap();
+        assert!(matches!(
+            id.enroll(&code, &ActorId::random(), expires + 1),
+            Err(IdentityError::Unauthorized)
+        ));
+    }
+
+    #[test]
+    fn scope_follows_the_tree_and_the_assignment() {
+        let (_dir, id) = setup();
+        let scope = id.scope_of("w1").unwrap();
+        assert!(scope.allows(&RecordScope::new("S1", "C1", "G1")));
+        assert!(!scope.allows(&RecordScope::new("S1", "C1", "G2")));
+        // A grid under the wrong community is not a place at all.
+        assert!(!scope.allows(&RecordScope::new("S1", "C9", "G1")));
+        assert!(!scope.allows(&RecordScope::new("S2", "C1", "G1")));
+    }
+
+    #[test]
+    fn the_tree_refuses_unknown_parents_and_duplicates() {
+        let (_dir, id) = setup();
+        assert!(matches!(
+            id.add_grid(Grid {
+                id: "G3".into(),
+                community: "C9".into(),
+                name: String::new()
+            }),
+            Err(IdentityError::Unknown("community", _))
+        ));
+        assert!(matches!(
+            id.add_street(Street {
+                id: "S1".into(),
+                name: String::new()
+            }),
+            Err(IdentityError::Exists(..))
+        ));
+        assert!(matches!(
+            id.add_street(Street {
+                id: "bad id".into(),
+                name: String::new()
+            }),
+            Err(IdentityError::Invalid(..))
+        ));
+    }
+}
