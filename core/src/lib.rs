@@ -51,6 +51,8 @@ pub struct ReadmeDoctests;
 pub mod doc;
 mod error;
 pub mod foreign;
+#[cfg(feature = "http")]
+pub mod http;
 mod ids;
 pub mod issue;
 pub mod meeting;

@@ -5,6 +5,8 @@
 
 mod bad_input;
 mod convergence;
+mod crash;
 mod durability;
 mod records;
+mod server;
 mod sync_protocol;

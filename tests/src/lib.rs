@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+pub mod server;
+
 use gridsync_core::{
     Author, Durability, IssueKind, Location, NewIssue, NewMeeting, RecordId, Reporter, Role,
     Source, Store, StoreConfig, Urgency,

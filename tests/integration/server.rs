@@ -1,0 +1,390 @@
+//! Multi-device tests over HTTP against a real server: convergence, scope,
+//! identity, faults and bad input.
+
+use gridsync_core::sync::{self, Cursor, Push, SyncRequest};
+use gridsync_core::{Error, IssueOp, IssueStatus, Query, Sort};
+use gridsync_tests::server::{post_json, post_raw, TestServer, ADMIN};
+use gridsync_tests::*;
+
+fn views(store: &gridsync_core::Store) -> Vec<gridsync_core::IssueView> {
+    store
+        .list(&Query::issues().sort(Sort::CreatedAsc).page(0, 10_000))
+        .unwrap()
+        .items
+        .iter()
+        .map(|m| store.issue(m.record_id()).unwrap())
+        .collect()
+}
+
+fn transition(store: &gridsync_core::Store, id: gridsync_core::RecordId, to: IssueStatus) {
+    store
+        .update_issue(
+            id,
+            &worker(1),
+            IssueOp::Transition {
+                to,
+                reason: String::new(),
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn offline_devices_converge_through_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let b = server.enroll("w1", &dir.path().join("b"));
+    let office = server.enroll("office", &dir.path().join("office"));
+
+    let ids: Vec<_> = (0..3)
+        .map(|i| {
+            a.store
+                .create_issue(&worker(1), new_issue(i, 1, 1))
+                .unwrap()
+        })
+        .collect();
+    a.sync().unwrap();
+    b.sync().unwrap();
+    office.sync().unwrap();
+    assert_eq!(b.store.len().unwrap(), 3);
+    assert_eq!(office.store.len().unwrap(), 3);
+    assert_eq!(a.store.issue(ids[0]).unwrap().case_no, "D0001-000001");
+
+    // A day offline: the same issues edited everywhere.
+    transition(&a.store, ids[0], IssueStatus::Accepted);
+    transition(&b.store, ids[0], IssueStatus::InProgress);
+    transition(&office.store, ids[0], IssueStatus::Rejected);
+    for (n, d) in [&a, &b, &office].iter().enumerate() {
+        add_note(&d.store, ids[1], &worker(n as u32), &format!("第{n}次走访"));
+        let mut text = d.store.issue(ids[2]).unwrap().description;
+        text.insert_str(0, &format!("【{n}】"));
+        d.store
+            .update_issue(ids[2], &worker(n as u32), IssueOp::EditDescription(text))
+            .unwrap();
+    }
+    // Sync in different orders, then once more around.
+    for d in [&office, &b, &a, &b, &office] {
+        d.sync().unwrap();
+    }
+    let expected = views(&a.store);
+    assert_eq!(views(&b.store), expected);
+    assert_eq!(views(&office.store), expected);
+    let v0 = &expected[0];
+    assert_eq!(
+        v0.status,
+        IssueStatus::InProgress,
+        "the least final of the three"
+    );
+    assert!(v0.status_conflict.is_some());
+    assert_eq!(expected[1].timeline.len(), 3);
+    for n in 0..3 {
+        assert!(expected[2].description.contains(&format!("【{n}】")));
+    }
+    // Settled by one device, seen by all.
+    b.store
+        .update_issue(
+            ids[0],
+            &office_author(),
+            IssueOp::ResolveStatusConflict {
+                to: IssueStatus::Rejected,
+                reason: "重复工单".into(),
+            },
+        )
+        .unwrap();
+    for d in [&b, &a, &office] {
+        d.sync().unwrap();
+    }
+    for d in [&a, &b, &office] {
+        let v = d.store.issue(ids[0]).unwrap();
+        assert_eq!(v.status, IssueStatus::Rejected);
+        assert!(v.status_conflict.is_none());
+    }
+}
+
+fn office_author() -> gridsync_core::Author {
+    office()
+}
+
+#[test]
+fn scope_and_identity_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let g1 = server.enroll("w1", &dir.path().join("g1"));
+    let g2 = server.enroll("w2", &dir.path().join("g2"));
+    let mine = g1
+        .store
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    let theirs = g2
+        .store
+        .create_issue(&worker(2), new_issue(2, 1, 2))
+        .unwrap();
+    g1.sync().unwrap();
+    g2.sync().unwrap();
+    g1.sync().unwrap();
+    assert_eq!(g1.store.record_ids().unwrap(), vec![mine]);
+    assert_eq!(g2.store.record_ids().unwrap(), vec![theirs]);
+
+    // Writing into another grid is refused and nothing of it is applied.
+    let stray = g1
+        .store
+        .create_issue(&worker(1), new_issue(3, 1, 2))
+        .unwrap();
+    let report = g1.sync().unwrap();
+    assert_eq!(report.refused.len(), 1);
+    assert_eq!(
+        (report.refused[0].0, report.refused[0].1.as_str()),
+        (stray, "out_of_scope")
+    );
+    g2.sync().unwrap();
+    assert!(g2.store.issue(stray).is_err());
+    // A place that does not exist in the organisation tree is refused too.
+    let nowhere = g1
+        .store
+        .create_issue(&worker(1), new_issue(4, 7, 1))
+        .unwrap();
+    let report = g1.sync().unwrap();
+    assert!(report
+        .refused
+        .iter()
+        .any(|(id, code, _)| *id == nowhere && code == "out_of_scope"));
+
+    // Wrong and missing tokens.
+    let request = sync::encode_request(&SyncRequest {
+        cursor: Cursor::Start,
+        pushes: vec![],
+        want_snapshots: vec![],
+        page_bytes: 1 << 20,
+    });
+    let (status, _) = post_raw(&server.url, None, &request);
+    assert_eq!(status, 401);
+    let mut forged = g1.token.clone();
+    forged.replace_range(forged.len() - 4.., "0000");
+    let (status, _) = post_raw(&server.url, Some(&forged), &request);
+    assert_eq!(status, 401);
+    let (status, _) = post_raw(&server.url, Some(ADMIN), &request);
+    assert_eq!(status, 401, "the admin token is not a device token");
+
+    // Revocation stops the device at once.
+    let (status, _) = server.admin(
+        &format!("/v1/admin/devices/{}/revoke", g1.id),
+        serde_json::json!({}),
+    );
+    assert_eq!(status, 204);
+    match g1.sync() {
+        Err(Error::Rejected {
+            status: 403, code, ..
+        }) => assert_eq!(code, "revoked"),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+    // Admin endpoints need the admin token.
+    let (status, body) = post_json(
+        &format!("{}/v1/admin/streets", server.url),
+        Some(&g2.token),
+        serde_json::json!({"id": "S9"}),
+    );
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    // An enrollment code works once.
+    let (_, body) = server.admin("/v1/admin/enrollments", serde_json::json!({"worker": "w1"}));
+    let code = body["code"].as_str().unwrap();
+    let enroll = |actor: &str| {
+        post_json(
+            &format!("{}/v1/enroll", server.url),
+            None,
+            serde_json::json!({"code": code, "actor": actor}),
+        )
+    };
+    assert_eq!(enroll("aa11").0, 200);
+    assert_eq!(enroll("bb22").0, 401);
+}
+
+#[test]
+fn a_record_moved_by_the_office_leaves_the_old_grid_after_its_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let g1 = server.enroll("w1", &dir.path().join("g1"));
+    let g2 = server.enroll("w2", &dir.path().join("g2"));
+    let id = g1
+        .store
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    g1.sync().unwrap();
+    add_note(&g1.store, id, &worker(1), "移交前的记录");
+    let (status, body) = server.admin(
+        &format!("/v1/admin/records/{id}/move"),
+        serde_json::json!({"street": "S1", "community": "C1", "grid": "G2"}),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = server.admin(
+        &format!("/v1/admin/records/{id}/move"),
+        serde_json::json!({"street": "S1", "community": "C1", "grid": "G9"}),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("unknown_place"))
+    );
+    let report = g1.sync().unwrap();
+    assert_eq!(report.dropped, 1);
+    assert!(g1.store.is_empty().unwrap());
+    g2.sync().unwrap();
+    let v = g2.store.issue(id).unwrap();
+    assert_eq!(v.location.grid, "G2");
+    assert_eq!(v.timeline.len(), 1, "the edit made before the move arrived");
+}
+
+#[test]
+fn lost_responses_and_repeated_requests_lose_and_duplicate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let b = server.enroll("w1", &dir.path().join("b"));
+    let id = a
+        .store
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    add_note(&a.store, id, &worker(1), "只记一次");
+    // The request reaches the server twice; both responses are lost.
+    let mut client = gridsync_core::sync::Client::new(&a.store);
+    let request = client.make_request().unwrap();
+    for _ in 0..2 {
+        let (status, _) = post_raw(&server.url, Some(&a.token), &request);
+        assert_eq!(status, 200);
+    }
+    drop(client);
+    assert_eq!(a.store.pending().unwrap().len(), 1);
+    // The next sync completes; the second device sees one note, once.
+    a.sync().unwrap();
+    assert!(a.store.pending().unwrap().is_empty());
+    b.sync().unwrap();
+    assert_eq!(b.store.issue(id).unwrap().timeline.len(), 1);
+    let again = a.sync().unwrap();
+    assert_eq!((again.pushed, again.pulled), (0, 0));
+}
+
+#[test]
+fn bad_requests_get_a_clear_4xx_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let id = a
+        .store
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    a.sync().unwrap();
+    let good = sync::encode_request(&SyncRequest {
+        cursor: Cursor::Log(0),
+        pushes: vec![],
+        want_snapshots: vec![],
+        page_bytes: 1 << 20,
+    });
+    let metrics_before = ureq_get(&format!("{}/metrics", server.url));
+    let before = server.fingerprint();
+    assert_eq!(before.1.len(), 1);
+
+    let mut wrong_version = good.clone();
+    wrong_version[5] = 9;
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 2);
+    let changes = a.store.changes_since(id, &[]).unwrap();
+    let push = |bytes: Vec<u8>| {
+        sync::encode_request(&SyncRequest {
+            cursor: Cursor::Log(0),
+            pushes: vec![Push {
+                id: *id.as_bytes(),
+                changes: bytes,
+            }],
+            want_snapshots: vec![],
+            page_bytes: 1 << 20,
+        })
+    };
+    let mut garbage_changes = changes.clone();
+    let mid = garbage_changes.len() / 2;
+    garbage_changes[mid] ^= 0xFF;
+    let huge_count = sync::encode_request(&SyncRequest {
+        cursor: Cursor::Log(0),
+        pushes: (0..5_000u32)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                Push {
+                    id,
+                    changes: vec![],
+                }
+            })
+            .collect(),
+        want_snapshots: vec![],
+        page_bytes: 1 << 20,
+    });
+
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "garbage",
+            b"GET / HTTP/1.1 not a sync message".to_vec(),
+            400,
+            "malformed_message",
+        ),
+        ("empty", Vec::new(), 400, "malformed_message"),
+        ("truncated", truncated, 400, "malformed_message"),
+        ("wrong version", wrong_version, 400, "unsupported_version"),
+        ("too many records", huge_count, 400, "malformed_message"),
+    ];
+    for (name, body, status, code) in cases {
+        let (got, bytes) = post_raw(&server.url, Some(&a.token), &body);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        assert_eq!(
+            (got, json["code"].as_str()),
+            (status, Some(code)),
+            "{name}: {json}"
+        );
+    }
+    // Malformed Automerge bytes inside a valid request: refused per record.
+    let (status, bytes) = post_raw(&server.url, Some(&a.token), &push(garbage_changes));
+    assert_eq!(status, 200);
+    let response = sync::decode_response(&bytes).unwrap();
+    assert_eq!(response.refused.len(), 1);
+    assert_eq!(response.refused[0].code, "malformed_changes");
+    // An oversized body is cut off with 413 (or the connection is closed).
+    let big = vec![0u8; gridsync_server::api::MAX_BODY_BYTES + 1024];
+    let (status, _) = post_raw(&server.url, Some(&a.token), &big);
+    assert!(status == 413 || status == 0, "oversized body: {status}");
+    // An unknown device.
+    let (status, _) = post_raw(
+        &server.url,
+        Some("gs1.dev-999.00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"),
+        &good,
+    );
+    assert_eq!(status, 401);
+
+    assert_eq!(
+        server.fingerprint(),
+        before,
+        "the server's state is unchanged"
+    );
+    let metrics_after = ureq_get(&format!("{}/metrics", server.url));
+    assert_ne!(metrics_before, metrics_after);
+    assert!(
+        metrics_after.contains("gridsync_refusals_total{reason=\"malformed_changes\"} 1"),
+        "{metrics_after}"
+    );
+    assert!(metrics_after.contains("gridsync_refusals_total{reason=\"unsupported_version\"} 1"));
+}
+
+fn ureq_get(url: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
