@@ -63,6 +63,11 @@ pub enum Error {
     )]
     MergePanicked(RecordId),
 
+    /// Foreign changes would grow the record beyond the accepted size.
+    /// Nothing was applied.
+    #[error("record {id} would grow beyond {limit} bytes")]
+    DocumentTooLarge { id: RecordId, limit: usize },
+
     /// The record's scope is not one the writer may write (or read).
     /// Nothing was applied.
     #[error("record {id} is outside the writer's scope")]
@@ -141,6 +146,7 @@ impl Error {
             Error::MalformedChanges { .. } => "malformed_changes",
             Error::MissingDependencies { .. } => "missing_dependencies",
             Error::MergePanicked(_) => "merge_panicked",
+            Error::DocumentTooLarge { .. } => "document_too_large",
             Error::OutOfScope { .. } => "out_of_scope",
             Error::ScopeChange { .. } => "scope_change",
             Error::Corrupt { .. } => "corrupt_record",

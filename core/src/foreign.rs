@@ -32,6 +32,8 @@ pub struct ForeignLimits {
     pub max_ops_per_change: usize,
     /// Dependencies of one change.
     pub max_deps: usize,
+    /// The stored size a record may grow to through foreign changes.
+    pub max_document_bytes: usize,
     /// If set, every change must be authored by this actor (the pushing
     /// device's), so no replica can forge or block another's changes.
     pub actor: Option<ActorId>,
@@ -44,6 +46,7 @@ impl Default for ForeignLimits {
             max_changes: 1_000,
             max_ops_per_change: 20_000,
             max_deps: 64,
+            max_document_bytes: 4 << 20,
             actor: None,
         }
     }

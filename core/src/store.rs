@@ -202,6 +202,8 @@ struct Commit<'a> {
     updated_at: i64,
     from: Option<&'a ActorId>,
     scope: ScopeRule<'a>,
+    /// The stored size the record may reach (foreign changes only).
+    max_document_bytes: Option<usize>,
 }
 
 /// How a write treats the record's authoritative scope.
@@ -655,6 +657,7 @@ impl Store {
                 updated_at: now,
                 from: None,
                 scope: ScopeRule::Follow,
+                max_document_bytes: None,
             },
             batch,
         )?;
@@ -724,6 +727,7 @@ impl Store {
                 updated_at: now,
                 from: None,
                 scope,
+                max_document_bytes: None,
             },
             sled::Batch::default(),
         )?;
@@ -778,6 +782,7 @@ impl Store {
             updated_at,
             from,
             scope,
+            max_document_bytes,
         } = commit;
         let new_changes = loaded.doc.get_changes(heads_before);
         if new_changes.is_empty() {
@@ -826,6 +831,11 @@ impl Store {
             delta.extend_from_slice(change.raw_bytes());
         }
         let storage = &mut loaded.storage;
+        if let Some(limit) = max_document_bytes {
+            if storage.snapshot_len + storage.chunks_len + delta.len() as u64 > limit as u64 {
+                return Err(Error::DocumentTooLarge { id, limit });
+            }
+        }
         if storage.snapshot_len == 0
             || storage.chunks_len + delta.len() as u64 > storage.snapshot_len
         {
@@ -1210,7 +1220,8 @@ impl Store {
             Some(admit) => ScopeRule::Locked(admit),
             None => ScopeRule::Follow,
         };
-        self.merge(id, max_time, incoming.from, scope, |doc| {
+        let cap = Some(incoming.limits.max_document_bytes);
+        self.merge(id, max_time, incoming.from, scope, cap, |doc| {
             catch_unwind(AssertUnwindSafe(|| doc.apply_changes(changes)))
                 .map_err(|_| Error::MergePanicked(id))?
                 .map_err(|e| Error::MalformedChanges {
@@ -1256,7 +1267,7 @@ impl Store {
                 .unwrap_or(0)
         }))
         .map_err(|_| Error::MergePanicked(id))?;
-        self.merge(id, max_time, None, ScopeRule::Follow, |doc| {
+        self.merge(id, max_time, None, ScopeRule::Follow, None, |doc| {
             catch_unwind(AssertUnwindSafe(|| doc.merge(&mut other)))
                 .map_err(|_| Error::MergePanicked(id))?
                 .map(|_| ())
@@ -1273,6 +1284,7 @@ impl Store {
         max_time: i64,
         from: Option<&ActorId>,
         scope: ScopeRule<'_>,
+        max_document_bytes: Option<usize>,
         f: impl FnOnce(&mut Automerge) -> Result<()>,
     ) -> Result<Merged> {
         let mut w = self.lock();
@@ -1319,6 +1331,7 @@ impl Store {
                 updated_at: max_time,
                 from,
                 scope,
+                max_document_bytes,
             },
             sled::Batch::default(),
         )?;
@@ -1538,6 +1551,28 @@ impl Store {
             .take(limit)
             .cloned()
             .collect()
+    }
+
+    /// Discards change-log entries before sequence `before` (keeping the
+    /// log from growing forever on a server). Devices whose cursor is older
+    /// then get snapshots instead. Returns how many entries were removed.
+    /// The newest entry is always kept: the next sequence number is
+    /// recovered from it at open.
+    pub fn truncate_log(&self, before: u64) -> Result<usize> {
+        let _w = self.lock();
+        let before = before.min(_w.next_seq.saturating_sub(1));
+        let end = key(P_LOG, &before.to_be_bytes());
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.db.range(key(P_LOG, &0u64.to_be_bytes())..end) {
+            let (k, _) = item?;
+            batch.remove(k);
+            n += 1;
+        }
+        self.db.apply_batch(batch)?;
+        drop(_w);
+        self.make_durable()?;
+        Ok(n)
     }
 
     /// The lowest change-log sequence still kept (1 if none was ever

@@ -280,3 +280,51 @@ fn forged_changes_from_another_device_are_refused() {
     assert_eq!(response.refused[0].code, "malformed_changes");
     assert!(server.is_empty().unwrap());
 }
+
+#[test]
+fn a_cursor_older_than_the_kept_log_gets_snapshots() {
+    let server = temp_store("SRV");
+    let a = temp_store("D1");
+    let b = temp_store("D2");
+    let id = a.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    sync_in_process(&a, &server, &["G1"]);
+    sync_in_process(&b, &server, &["G1"]);
+    // Much later: more changes, and the server drops its old log.
+    for i in 0..5 {
+        add_note(&a, id, &worker(1), &format!("later {i}"));
+    }
+    let other = a.create_issue(&worker(1), new_issue(2, 1, 1)).unwrap();
+    sync_in_process(&a, &server, &["G1"]);
+    let head = server.log_head().unwrap();
+    assert!(server.truncate_log(head).unwrap() > 0);
+    assert_eq!(server.log_floor().unwrap(), head);
+    let report = sync_in_process(&b, &server, &["G1"]);
+    assert_eq!(report.pulled, 2, "snapshots of both records");
+    assert_eq!(b.issue(id).unwrap().timeline.len(), 5);
+    assert!(b.issue(other).is_ok());
+    assert!(matches!(Client::new(&b).cursor().unwrap(), Cursor::Log(s) if s == head));
+}
+
+#[test]
+fn a_record_may_not_grow_beyond_the_document_cap() {
+    use gridsync_core::{ForeignLimits, Incoming};
+    let device = temp_store("D1");
+    let server = temp_store("SRV");
+    let id = device.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    let bytes = device.changes_since(id, &[]).unwrap();
+    let tight = ForeignLimits {
+        max_document_bytes: bytes.len() / 2,
+        ..ForeignLimits::default()
+    };
+    let all = |_: &RecordScope| true;
+    let incoming = Incoming {
+        limits: &tight,
+        from: None,
+        admit: Some(&all),
+    };
+    let err = server
+        .apply_changes_unflushed(id, &bytes, &incoming)
+        .unwrap_err();
+    assert_eq!(err.code(), "document_too_large");
+    assert!(server.is_empty().unwrap());
+}
