@@ -147,7 +147,8 @@ pub enum Origin {
 }
 
 /// One entry of the store's change log: which record received which new
-/// changes.
+/// changes. An entry with no hashes records a whole record imported from
+/// a trusted server without being loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogEntry {
     pub seq: u64,
@@ -1152,6 +1153,99 @@ impl Store {
         self.with_doc(id, |d| d.save())
     }
 
+    /// The record as stored, without loading it: its snapshot followed by
+    /// its change chunks (a valid input to `Automerge::load`), and its
+    /// index entry. This is what a server sends a new device.
+    pub fn export_record(&self, id: RecordId) -> Result<(Vec<u8>, RecordMeta)> {
+        // Under the write lock, so snapshot and chunks are one state.
+        let _w = self.lock();
+        let meta = self
+            .index_read()
+            .records
+            .get(&id)
+            .cloned()
+            .ok_or(Error::NotFound(id))?;
+        let mut bytes = self
+            .db
+            .get(key(P_SNAPSHOT, id.as_bytes()))?
+            .ok_or(Error::NotFound(id))?
+            .to_vec();
+        for item in self.db.scan_prefix(key(P_CHUNK, id.as_bytes())) {
+            let (_, chunk) = item?;
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((bytes, meta))
+    }
+
+    /// Stores a record received whole from a trusted server, without
+    /// loading it, when this store does not have it yet; otherwise merges
+    /// it (so local unsynced changes survive). Not yet durable; see
+    /// [`Store::apply_changes_unflushed`].
+    pub fn import_record_unflushed(
+        &self,
+        id: RecordId,
+        bytes: &[u8],
+        meta: RecordMeta,
+    ) -> Result<Merged> {
+        if meta.id != *id.as_bytes() || meta.record_kind().is_none() {
+            return Err(Error::MalformedChanges {
+                id,
+                reason: "the record's index entry does not match it".into(),
+            });
+        }
+        if bytes.len() > MAX_SNAPSHOT_BYTES {
+            return Err(Error::MalformedChanges {
+                id,
+                reason: format!(
+                    "a record of {} bytes exceeds {MAX_SNAPSHOT_BYTES}",
+                    bytes.len()
+                ),
+            });
+        }
+        let mut w = self.lock();
+        if self.index_read().records.contains_key(&id) || self.index_read().corrupt.contains(&id) {
+            drop(w);
+            return self.apply_snapshot_unflushed(id, bytes);
+        }
+        let seq = w.next_seq;
+        let storage = Storage {
+            snapshot_len: bytes.len() as u64,
+            ..Storage::default()
+        };
+        let scope = StoredScope {
+            current: meta.scope(),
+            former: Vec::new(),
+        };
+        let entry = StoredLogEntry {
+            id: *id.as_bytes(),
+            hashes: Vec::new(),
+            origin: Origin::Remote,
+            from: None,
+            moved_from: None,
+        };
+        let encode_err = |e: bincode::error::EncodeError| Error::Metadata(e.to_string());
+        let mut batch = sled::Batch::default();
+        batch.insert(key(P_SNAPSHOT, id.as_bytes()), bytes);
+        batch.insert(key(P_INDEX, id.as_bytes()), encode_index(&meta, storage)?);
+        batch.insert(
+            key(P_SCOPE, id.as_bytes()),
+            bincode::encode_to_vec(&scope, bincode_config()).map_err(encode_err)?,
+        );
+        batch.insert(
+            key(P_LOG, &seq.to_be_bytes()),
+            bincode::encode_to_vec(&entry, bincode_config()).map_err(encode_err)?,
+        );
+        self.db.apply_batch(batch)?;
+        w.next_seq += 1;
+        self.index_mut().insert(meta);
+        Ok(Merged {
+            id,
+            new_changes: 0,
+            seq: Some(seq),
+            created: true,
+        })
+    }
+
     /// The sequence of the latest change-log entry (0 if none).
     pub fn log_head(&self) -> Result<u64> {
         Ok(self.lock().next_seq - 1)
@@ -1435,10 +1529,14 @@ impl Store {
     /// A small named value kept with the store (sync cursors and the like),
     /// written durably.
     pub fn set_sync_state(&self, name: &str, value: &[u8]) -> Result<()> {
-        let _w = self.lock();
-        self.db.insert(sync_state_key(name), value)?;
-        drop(_w);
+        self.set_sync_state_unflushed(name, value)?;
         self.make_durable()
+    }
+
+    /// Like [`Store::set_sync_state`] but not yet durable.
+    pub fn set_sync_state_unflushed(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.db.insert(sync_state_key(name), value)?;
+        Ok(())
     }
 
     /// A value written by [`Store::set_sync_state`].
@@ -1494,6 +1592,12 @@ impl Store {
 
     /// [`Store::acknowledge`] for many records, in one batch and one flush.
     pub fn acknowledge_all(&self, acks: &[Ack]) -> Result<()> {
+        self.acknowledge_all_unflushed(acks)?;
+        self.make_durable()
+    }
+
+    /// Like [`Store::acknowledge_all`] but not yet durable.
+    pub fn acknowledge_all_unflushed(&self, acks: &[Ack]) -> Result<()> {
         let _w = self.lock();
         let mut batch = sled::Batch::default();
         for ack in acks {
@@ -1517,8 +1621,7 @@ impl Store {
             }
         }
         self.db.apply_batch(batch)?;
-        drop(_w);
-        self.make_durable()
+        Ok(())
     }
 
     /// Forgets what the server is known to have for a record, so the next

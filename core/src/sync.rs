@@ -64,7 +64,7 @@ use bincode::{Decode, Encode};
 use crate::error::{Error, Result};
 use crate::foreign::ForeignLimits;
 use crate::ids::RecordId;
-use crate::query::RecordScope;
+use crate::query::{RecordMeta, RecordScope};
 use crate::store::{Ack, Incoming, Store};
 
 /// The protocol version this build speaks.
@@ -137,18 +137,27 @@ pub struct Pulled {
     pub body: Body,
 }
 
-/// A record's bytes: new changes, or a whole compacted document.
+/// A record's bytes: new changes, or the whole record as the server
+/// stores it (snapshot and chunks) with its index entry, so a device can
+/// store a record it does not have without loading it.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Body {
     Changes(Vec<u8>),
-    Snapshot(Vec<u8>),
+    Snapshot { bytes: Vec<u8>, meta: RecordMeta },
 }
 
 impl Body {
     fn len(&self) -> usize {
         match self {
-            Body::Changes(b) | Body::Snapshot(b) => b.len(),
+            Body::Changes(b) => b.len(),
+            // The index entry is a few hundred bytes; count it too.
+            Body::Snapshot { bytes, .. } => bytes.len() + 256,
         }
+    }
+
+    fn whole(store: &Store, id: RecordId) -> Result<Body> {
+        let (bytes, meta) = store.export_record(id)?;
+        Ok(Body::Snapshot { bytes, meta })
     }
 }
 
@@ -324,7 +333,7 @@ pub fn serve(
             break;
         }
         if store.scope_of(id)?.is_some_and(|s| (peer.may_access)(&s)) {
-            let body = Body::Snapshot(store.snapshot(id)?);
+            let body = Body::whole(store, id)?;
             budget.take(body.len());
             response.records.push(Pulled {
                 id: *id.as_bytes(),
@@ -388,7 +397,7 @@ fn serve_snapshots(
             if response.accepted.contains(id.as_bytes()) {
                 continue; // just pushed by this device: it has it
             }
-            let body = Body::Snapshot(store.snapshot(id)?);
+            let body = Body::whole(store, id)?;
             budget.take(body.len());
             response.records.push(Pulled {
                 id: *id.as_bytes(),
@@ -432,7 +441,7 @@ fn serve_log(
                     bodies.remove(&id);
                 } else if !had && readable {
                     // Moved in: the device lacks the history, send it whole.
-                    let body = Body::Snapshot(store.snapshot(id)?);
+                    let body = Body::whole(store, id)?;
                     budget.take(body.len());
                     if !bodies.contains_key(&id) {
                         order.push(id);
@@ -444,7 +453,7 @@ fn serve_log(
                 budget.take(bytes.len());
                 match bodies.get_mut(&id) {
                     Some(Body::Changes(existing)) => existing.extend_from_slice(&bytes),
-                    Some(Body::Snapshot(_)) => {}
+                    Some(Body::Snapshot { .. }) => {}
                     None => {
                         order.push(id);
                         bodies.insert(id, Body::Changes(bytes));
@@ -626,7 +635,10 @@ impl<'a> Client<'a> {
             }
         }
         self.report.accepted += acks.len();
-        self.store.acknowledge_all(&acks)?;
+        // Acknowledgements and merged records become durable in one flush
+        // below; only then is the cursor moved (and flushed), so a crash can
+        // never leave a cursor past records that were not saved.
+        self.store.acknowledge_all_unflushed(&acks)?;
         for refusal in &response.refused {
             let id = RecordId::from_bytes(refusal.id);
             if refusal.code == "missing_dependencies" {
@@ -653,13 +665,21 @@ impl<'a> Client<'a> {
             let id = RecordId::from_bytes(pulled.id);
             let merged = match &pulled.body {
                 Body::Changes(bytes) => self.store.apply_changes_unflushed(id, bytes, &incoming),
-                Body::Snapshot(bytes) => self.store.apply_snapshot_unflushed(id, bytes),
+                Body::Snapshot { bytes, meta } => {
+                    self.store.import_record_unflushed(id, bytes, meta.clone())
+                }
             };
             match merged {
                 Ok(_) => self.report.pulled += 1,
                 Err(Error::MissingDependencies { .. }) => self.want_snapshots.push(id),
                 Err(e) => self.report.failed.push((id, e.code().to_owned())),
             }
+        }
+        if let Some(cursor) = &response.cursor {
+            let encoded = bincode::encode_to_vec(cursor, config())
+                .map_err(|e| Error::Metadata(e.to_string()))?;
+            self.store
+                .set_sync_state_unflushed(CURSOR_STATE, &encoded)?;
         }
         self.store.make_durable()?;
 
