@@ -567,6 +567,65 @@ fn append_transition<T: Transactable>(
     )
 }
 
+/// The deadline in force: the latest deadline change in log order, else
+/// creation time plus the urgency's hours.
+fn effective_deadline(
+    last_change: Option<i64>,
+    urgency: Option<Urgency>,
+    created_at: i64,
+) -> Option<i64> {
+    last_change.or_else(|| urgency.map(|u| created_at + u.hours() * 3_600_000))
+}
+
+fn register_conflicts<R: ReadDoc>(d: &R, f: &Fields) -> Vec<RegisterConflict> {
+    let mut out = Vec::new();
+    for keys in [REGISTER_KEYS, Reporter::KEYS, Location::KEYS] {
+        f.register_conflicts(d, &ROOT, keys, "", &mut out);
+    }
+    out
+}
+
+/// What the index needs of an issue, read without what it does not (the
+/// description, timeline, visits and attachments): every write derives it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct IssueSummary {
+    pub case_no: String,
+    pub title: String,
+    pub location: Location,
+    pub status: IssueStatus,
+    pub conflict: bool,
+    pub effective_deadline: Option<i64>,
+    pub assignee: Option<String>,
+    pub urgency: Option<Urgency>,
+    pub category: String,
+    pub kind: Option<IssueKind>,
+    pub created_at: i64,
+}
+
+pub(crate) fn summary<R: ReadDoc>(d: &R) -> IssueSummary {
+    let f = Fields::read(d, &ROOT);
+    let derived = workflow::derive::<IssueStatus>(&doc::events(d, &f, "transitions"));
+    let last_due = doc::log(d, &f, "deadline_changes")
+        .iter()
+        .rev()
+        .find_map(|e| e.entry_id().and(e.time("due")));
+    let urgency = f.str("urgency").and_then(|u| Urgency::parse(&u));
+    let created_at = f.time("created_at").unwrap_or(0);
+    IssueSummary {
+        case_no: f.string("case_no"),
+        title: f.string("title"),
+        location: Location::read(&f),
+        status: derived.status,
+        conflict: derived.conflict.is_some() || !register_conflicts(d, &f).is_empty(),
+        effective_deadline: effective_deadline(last_due, urgency, created_at),
+        assignee: f.str("assignee"),
+        urgency,
+        category: f.string("category"),
+        kind: f.str("kind").and_then(|k| IssueKind::parse(&k)),
+        created_at,
+    }
+}
+
 /// Reads the full view of an issue document.
 pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
     let f = Fields::read(d, &ROOT);
@@ -616,10 +675,8 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
 
     let created_at = f.time("created_at").unwrap_or(0);
     let urgency = f.str("urgency").and_then(|u| Urgency::parse(&u));
-    let effective_deadline = deadline_changes
-        .last()
-        .map(|c| c.due)
-        .or_else(|| urgency.map(|u| created_at + u.hours() * 3_600_000));
+    let effective_deadline =
+        effective_deadline(deadline_changes.last().map(|c| c.due), urgency, created_at);
 
     // Activity after close: entries the closing event(s) had not seen.
     let mut activity_after_close = Vec::new();
@@ -641,10 +698,7 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
         }
     }
 
-    let mut register_conflicts = Vec::new();
-    for keys in [REGISTER_KEYS, Reporter::KEYS, Location::KEYS] {
-        f.register_conflicts(d, &ROOT, keys, "", &mut register_conflicts);
-    }
+    let register_conflicts = register_conflicts(d, &f);
 
     let related = doc::set(d, &f, "related")
         .into_iter()

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use bincode::{Decode, Encode};
 
 use crate::ids::{RecordId, RecordKind};
-use crate::issue::{self, IssueView};
+use crate::issue::{self, IssueSummary};
 use crate::meeting::MeetingView;
 use crate::workflow::{IssueStatus, Status};
 
@@ -73,9 +73,9 @@ impl RecordMeta {
         }
     }
 
-    pub(crate) fn from_issue(v: &IssueView, updated_at: i64) -> Self {
+    pub(crate) fn from_issue(id: RecordId, v: &IssueSummary, updated_at: i64) -> Self {
         RecordMeta {
-            id: *v.id.as_bytes(),
+            id: *id.as_bytes(),
             kind: RecordKind::Issue.as_str().into(),
             number: v.case_no.clone(),
             title: v.title.clone(),
@@ -91,7 +91,7 @@ impl RecordMeta {
             issue_kind: v.kind.map(|k| k.as_str().into()),
             created_at: v.created_at,
             updated_at,
-            conflict: v.has_conflict(),
+            conflict: v.conflict,
             linked_issues: Vec::new(),
         }
     }

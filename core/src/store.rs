@@ -160,6 +160,8 @@ pub struct LogEntry {
     pub from: Option<ActorId>,
     /// Set when this entry moved the record: its scope before the move.
     pub moved_from: Option<RecordScope>,
+    /// The new changes' bytes (empty for a record imported whole).
+    pub changes: Vec<u8>,
 }
 
 #[derive(Encode, Decode)]
@@ -169,6 +171,7 @@ struct StoredLogEntry {
     origin: Origin,
     from: Option<Vec<u8>>,
     moved_from: Option<RecordScope>,
+    changes: Vec<u8>,
 }
 
 /// Chunk accounting for one record; local to this replica.
@@ -831,6 +834,9 @@ impl Store {
         for change in &new_changes {
             delta.extend_from_slice(change.raw_bytes());
         }
+        // The log carries the change bytes too: serving the feed is then a
+        // range read of the log, with no document loaded.
+        let log_bytes = delta.clone();
         let storage = &mut loaded.storage;
         if let Some(limit) = max_document_bytes {
             if storage.snapshot_len + storage.chunks_len + delta.len() as u64 > limit as u64 {
@@ -861,6 +867,7 @@ impl Store {
             origin,
             from: from.map(|a| a.to_bytes().to_vec()),
             moved_from,
+            changes: log_bytes,
         };
         let entry = bincode::encode_to_vec(&entry, bincode_config())
             .map_err(|e| Error::Metadata(e.to_string()))?;
@@ -990,18 +997,19 @@ impl Store {
                 .unwrap_or_default(),
             None => Storage::default(),
         };
+        // One load of the snapshot followed by every chunk: Automerge applies
+        // all the changes in one go, much cheaper than chunk by chunk.
+        let mut bytes = snapshot.to_vec();
+        let mut chunks_len = 0u64;
+        for item in self.db.scan_prefix(key(P_CHUNK, id.as_bytes())) {
+            let (_, chunk) = item?;
+            chunks_len += chunk.len() as u64;
+            bytes.extend_from_slice(&chunk);
+        }
         let loaded = catch_unwind(AssertUnwindSafe(|| -> Result<Loaded> {
-            let mut doc =
-                Automerge::load(&snapshot).map_err(|e| corrupt(format!("snapshot: {e}")))?;
+            let doc = Automerge::load(&bytes).map_err(|e| corrupt(format!("load: {e}")))?;
             let mut storage = storage;
             storage.snapshot_len = snapshot.len() as u64;
-            let mut chunks_len = 0u64;
-            for item in self.db.scan_prefix(key(P_CHUNK, id.as_bytes())) {
-                let (_, bytes) = item?;
-                chunks_len += bytes.len() as u64;
-                doc.load_incremental(&bytes)
-                    .map_err(|e| corrupt(format!("chunk: {e}")))?;
-            }
             storage.chunks_len = chunks_len;
             Ok(Loaded {
                 doc: doc.with_actor(self.actor.clone()),
@@ -1222,6 +1230,7 @@ impl Store {
             origin: Origin::Remote,
             from: None,
             moved_from: None,
+            changes: Vec::new(),
         };
         let encode_err = |e: bincode::error::EncodeError| Error::Metadata(e.to_string());
         let mut batch = sled::Batch::default();
@@ -1272,6 +1281,7 @@ impl Store {
                 origin: e.origin,
                 from: e.from.map(|a| ActorId::from(a.as_slice())),
                 moved_from: e.moved_from,
+                changes: e.changes,
             });
         }
         Ok(out)
@@ -1764,7 +1774,7 @@ fn check_merged(
 /// Derives the index entry of a document.
 fn derive_meta(id: RecordId, d: &Automerge, updated_at: i64) -> Result<RecordMeta> {
     match doc::record_type(d).as_deref().and_then(RecordKind::parse) {
-        Some(RecordKind::Issue) => Ok(RecordMeta::from_issue(&issue::read(d, id), updated_at)),
+        Some(RecordKind::Issue) => Ok(RecordMeta::from_issue(id, &issue::summary(d), updated_at)),
         Some(RecordKind::Meeting) => {
             Ok(RecordMeta::from_meeting(&meeting::read(d, id), updated_at))
         }

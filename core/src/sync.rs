@@ -143,7 +143,10 @@ pub struct Pulled {
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Body {
     Changes(Vec<u8>),
-    Snapshot { bytes: Vec<u8>, meta: RecordMeta },
+    Snapshot {
+        bytes: Vec<u8>,
+        meta: Box<RecordMeta>,
+    },
 }
 
 impl Body {
@@ -157,7 +160,10 @@ impl Body {
 
     fn whole(store: &Store, id: RecordId) -> Result<Body> {
         let (bytes, meta) = store.export_record(id)?;
-        Ok(Body::Snapshot { bytes, meta })
+        Ok(Body::Snapshot {
+            bytes,
+            meta: Box::new(meta),
+        })
     }
 }
 
@@ -449,7 +455,7 @@ fn serve_log(
                     bodies.insert(id, body);
                 }
             } else if readable && entry.from.as_ref() != Some(peer.actor) {
-                let bytes = store.changes_by_hash(id, &entry.hashes)?;
+                let bytes = entry.changes;
                 budget.take(bytes.len());
                 match bodies.get_mut(&id) {
                     Some(Body::Changes(existing)) => existing.extend_from_slice(&bytes),
@@ -666,7 +672,8 @@ impl<'a> Client<'a> {
             let merged = match &pulled.body {
                 Body::Changes(bytes) => self.store.apply_changes_unflushed(id, bytes, &incoming),
                 Body::Snapshot { bytes, meta } => {
-                    self.store.import_record_unflushed(id, bytes, meta.clone())
+                    self.store
+                        .import_record_unflushed(id, bytes, (**meta).clone())
                 }
             };
             match merged {

@@ -137,7 +137,7 @@ pub fn app(state: AppState) -> Router {
     use tower_http::limit::RequestBodyLimitLayer;
     use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
     use tower_http::timeout::TimeoutLayer;
-    use tower_http::trace::TraceLayer;
+    use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
     api::router(state)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
@@ -157,7 +157,11 @@ pub fn app(state: AppState) -> Router {
             )
             .into_response_boxed()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
         ]))

@@ -93,6 +93,11 @@ impl TestServer {
         }
     }
 
+    /// The process id of a child-process server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kills a child-process server with SIGKILL.
     pub fn kill(mut self) {
         if let Some(mut c) = self.child.take() {
