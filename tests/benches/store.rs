@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, ROOT};
 use gridsync_core::{Durability, IssueOp, IssueStatus, Query, Sort, Store, StoreConfig};
-use gridsync_tests::{add_note, new_issue, worker};
+use gridsync_tests::{add_note, new_issue, peak_rss_kib, worker};
 
 const SAMPLES: usize = 200;
 
@@ -37,17 +37,6 @@ fn fmt(d: Duration) -> String {
     } else {
         format!("{us:.1} µs")
     }
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 /// A raw sled database with the same durability work the store does.
@@ -193,7 +182,7 @@ fn open_only(path: &Path) {
     println!(
         "{} {} {}",
         elapsed.as_nanos(),
-        peak_rss_kib(),
+        peak_rss_kib(None),
         store.len().unwrap()
     );
 }
@@ -227,7 +216,7 @@ fn load_all(path: &Path) {
     }
     docs.extend(current.map(|(_, d)| d));
     let elapsed = start.elapsed();
-    println!("{} {} {}", elapsed.as_nanos(), peak_rss_kib(), n);
+    println!("{} {} {}", elapsed.as_nanos(), peak_rss_kib(None), n);
     drop(docs);
 }
 

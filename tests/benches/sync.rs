@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use automerge::sync::SyncDoc;
 use automerge::Automerge;
-use gridsync_core::{Durability, IssueOp, RecordId, Store, StoreConfig, TimelineKind};
+use gridsync_core::{Durability, RecordId, Store, StoreConfig};
 use gridsync_tests::server::{TestDevice, TestServer};
-use gridsync_tests::{add_note, new_issue, worker};
+use gridsync_tests::{add_note, new_issue, peak_rss_kib, worker};
 
 const SERVER_EXE: &str = env!("CARGO_BIN_EXE_gridsync-under-test");
 
@@ -124,17 +124,6 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, count: Arc<AtomicU64>) {
     });
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 fn build(path: &Path, n: usize, grid: impl Fn(usize) -> u32, notes: usize) {
     let mut config = StoreConfig::new(path, "BENCH");
     config.durability = Durability::None;
@@ -159,19 +148,6 @@ fn device(server: &TestServer, worker: &str, dir: &Path, url: &str) -> TestDevic
     let mut d = server.enroll(worker, dir);
     d.url = url.to_owned();
     d
-}
-
-fn note_on(store: &Store, id: RecordId, text: &str) {
-    store
-        .update_issue(
-            id,
-            &worker(1),
-            IssueOp::AddTimeline {
-                kind: TimelineKind::Note,
-                text: text.into(),
-            },
-        )
-        .unwrap();
 }
 
 struct Row(String, String, String, String);
@@ -280,7 +256,7 @@ fn main() {
         let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for id in &theirs {
             let before_b = b.store.heads(*id).unwrap();
-            note_on(&b.store, *id, &format!("办公室补记 {rep}"));
+            add_note(&b.store, *id, &worker(1), &format!("办公室补记 {rep}"));
             let delta = b.store.changes_since(*id, &before_b).unwrap();
             // The floor for this record: A loads it and applies the delta.
             pairs.push((a.store.export_record(*id).unwrap().0, delta));
@@ -288,7 +264,7 @@ fn main() {
         b.sync().unwrap();
         for id in &mine {
             let before = a.store.heads(*id).unwrap();
-            note_on(&a.store, *id, &format!("网格员走访 {rep}"));
+            add_note(&a.store, *id, &worker(1), &format!("网格员走访 {rep}"));
             let delta = a.store.changes_since(*id, &before).unwrap();
             pairs.push((server_store.export_record(*id).unwrap().0, delta));
         }
@@ -408,9 +384,10 @@ fn main() {
     assert_eq!(shared.len(), 50);
     for (i, d) in devices.iter().enumerate() {
         for k in 0..20 {
-            note_on(
+            add_note(
                 &d.store,
                 shared[(i + k) % shared.len()],
+                &worker(2),
                 &format!("设备 {i} 记录 {k}"),
             );
         }
@@ -459,7 +436,7 @@ fn main() {
     let store_bytes = dir_size(&data);
     let server = TestServer::spawn(SERVER_EXE, &data, "127.0.0.1:0");
     let pid = server_pid(&server);
-    let idle = peak_rss_kib(pid);
+    let idle = peak_rss_kib(Some(pid));
     for (path, body) in [
         ("/v1/admin/streets", serde_json::json!({"id": "S1"})),
         (
@@ -483,10 +460,10 @@ fn main() {
     let grid_sync = t.elapsed();
     let ids = d.store.record_ids().unwrap();
     for round in 0..20 {
-        note_on(&d.store, ids[round % ids.len()], "again");
+        add_note(&d.store, ids[round % ids.len()], &worker(1), "again");
         d.sync().unwrap();
     }
-    let peak = peak_rss_kib(pid);
+    let peak = peak_rss_kib(Some(pid));
     rows.push(Row(
         format!("server peak memory, {big} records stored"),
         format!("{} MiB", peak / 1024),

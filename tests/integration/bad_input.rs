@@ -8,16 +8,9 @@ use gridsync_tests::*;
 
 /// Everything observable about a store, to show that a refused input
 /// changed nothing.
-fn fingerprint(store: &Store) -> (u64, Vec<(RecordId, Vec<gridsync_core::ChangeHash>)>, usize) {
-    let heads = store
-        .record_ids()
-        .unwrap()
-        .into_iter()
-        .map(|id| (id, store.heads(id).unwrap()))
-        .collect();
+fn fingerprint(store: &Store) -> impl PartialEq + std::fmt::Debug {
     (
-        store.log_head().unwrap(),
-        heads,
+        gridsync_tests::fingerprint(store),
         store.pending().unwrap().len(),
     )
 }

@@ -2,19 +2,9 @@
 //! identity, faults and bad input.
 
 use gridsync_core::sync::{self, Cursor, Push, SyncRequest};
-use gridsync_core::{Error, IssueOp, IssueStatus, Query, Sort};
+use gridsync_core::{Error, IssueOp, IssueStatus};
 use gridsync_tests::server::{post_json, post_raw, TestServer, ADMIN};
 use gridsync_tests::*;
-
-fn views(store: &gridsync_core::Store) -> Vec<gridsync_core::IssueView> {
-    store
-        .list(&Query::issues().sort(Sort::CreatedAsc).page(0, 10_000))
-        .unwrap()
-        .items
-        .iter()
-        .map(|m| store.issue(m.record_id()).unwrap())
-        .collect()
-}
 
 fn transition(store: &gridsync_core::Store, id: gridsync_core::RecordId, to: IssueStatus) {
     store
@@ -68,9 +58,9 @@ fn offline_devices_converge_through_a_real_server() {
     for d in [&office, &b, &a, &b, &office] {
         d.sync().unwrap();
     }
-    let expected = views(&a.store);
-    assert_eq!(views(&b.store), expected);
-    assert_eq!(views(&office.store), expected);
+    let expected = all_issue_views(&a.store);
+    assert_eq!(all_issue_views(&b.store), expected);
+    assert_eq!(all_issue_views(&office.store), expected);
     let v0 = &expected[0];
     assert_eq!(
         v0.status,

@@ -2,18 +2,8 @@
 //! function call instead of HTTP.
 
 use gridsync_core::sync::{self, Client, Cursor, Peer, ServerLimits};
-use gridsync_core::{IssueOp, IssueStatus, Query, RecordScope, Sort, Store};
+use gridsync_core::{IssueOp, IssueStatus, RecordScope, Store};
 use gridsync_tests::*;
-
-fn all_views(store: &Store) -> Vec<gridsync_core::IssueView> {
-    let page = store
-        .list(&Query::issues().sort(Sort::CreatedAsc).page(0, 10_000))
-        .unwrap();
-    page.items
-        .iter()
-        .map(|m| store.issue(m.record_id()).unwrap())
-        .collect()
-}
 
 #[test]
 fn three_devices_converge_through_the_server() {
@@ -77,9 +67,9 @@ fn three_devices_converge_through_the_server() {
             sync_in_process(&devices[i], &server, &grids);
         }
     }
-    let expected = all_views(&server);
+    let expected = all_issue_views(&server);
     for d in &devices {
-        assert_eq!(all_views(d), expected);
+        assert_eq!(all_issue_views(d), expected);
         assert!(d.pending().unwrap().is_empty());
     }
     let va = server.issue(a).unwrap();

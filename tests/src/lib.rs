@@ -196,6 +196,49 @@ pub fn sync_in_process(
         .unwrap()
 }
 
+/// What a store holds, to show a refused input changed nothing: its
+/// change-log head and every record's heads.
+pub fn fingerprint(store: &Store) -> (u64, Vec<(RecordId, Vec<gridsync_core::ChangeHash>)>) {
+    let heads = store
+        .record_ids()
+        .unwrap()
+        .into_iter()
+        .map(|id| (id, store.heads(id).unwrap()))
+        .collect();
+    (store.log_head().unwrap(), heads)
+}
+
+/// Every issue's full view, oldest first (for comparing replicas).
+pub fn all_issue_views(store: &Store) -> Vec<gridsync_core::IssueView> {
+    store
+        .list(
+            &gridsync_core::Query::issues()
+                .sort(gridsync_core::Sort::CreatedAsc)
+                .page(0, usize::MAX),
+        )
+        .unwrap()
+        .items
+        .iter()
+        .map(|m| store.issue(m.record_id()).unwrap())
+        .collect()
+}
+
+/// A process's peak resident memory in KiB (`VmHWM`), 0 if unknown.
+pub fn peak_rss_kib(pid: Option<u32>) -> u64 {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -202,14 +202,7 @@ impl TestServer {
         u64,
         Vec<(gridsync_core::RecordId, Vec<gridsync_core::ChangeHash>)>,
     ) {
-        let store = self.store.as_ref().expect("an in-process server");
-        let heads = store
-            .record_ids()
-            .unwrap()
-            .into_iter()
-            .map(|id| (id, store.heads(id).unwrap()))
-            .collect();
-        (store.log_head().unwrap(), heads)
+        crate::fingerprint(self.store.as_ref().expect("an in-process server"))
     }
 }
 
