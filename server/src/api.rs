@@ -305,101 +305,36 @@ async fn admin_do<T: Send + 'static>(
 async fn add_street(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(req): Json<StreetReq>,
+    Json(street): Json<Street>,
 ) -> Result<StatusCode, AppError> {
-    admin_do(&state, &headers, move |i| {
-        i.add_street(Street {
-            id: req.id,
-            name: req.name,
-        })
-    })
-    .await?;
+    admin_do(&state, &headers, move |i| i.add_street(street)).await?;
     Ok(StatusCode::CREATED)
-}
-
-#[derive(Deserialize)]
-struct StreetReq {
-    id: String,
-    #[serde(default)]
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct CommunityReq {
-    id: String,
-    street: String,
-    #[serde(default)]
-    name: String,
 }
 
 async fn add_community(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(req): Json<CommunityReq>,
+    Json(community): Json<Community>,
 ) -> Result<StatusCode, AppError> {
-    admin_do(&state, &headers, move |i| {
-        i.add_community(Community {
-            id: req.id,
-            street: req.street,
-            name: req.name,
-        })
-    })
-    .await?;
+    admin_do(&state, &headers, move |i| i.add_community(community)).await?;
     Ok(StatusCode::CREATED)
-}
-
-#[derive(Deserialize)]
-struct GridReq {
-    id: String,
-    community: String,
-    #[serde(default)]
-    name: String,
 }
 
 async fn add_grid(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(req): Json<GridReq>,
+    Json(grid): Json<Grid>,
 ) -> Result<StatusCode, AppError> {
-    admin_do(&state, &headers, move |i| {
-        i.add_grid(Grid {
-            id: req.id,
-            community: req.community,
-            name: req.name,
-        })
-    })
-    .await?;
+    admin_do(&state, &headers, move |i| i.add_grid(grid)).await?;
     Ok(StatusCode::CREATED)
-}
-
-#[derive(Deserialize)]
-struct WorkerReq {
-    id: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    grids: Vec<String>,
-    #[serde(default)]
-    communities: Vec<String>,
-    #[serde(default)]
-    streets: Vec<String>,
 }
 
 async fn add_worker(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(req): Json<WorkerReq>,
+    Json(worker): Json<Worker>,
 ) -> Result<StatusCode, AppError> {
-    admin_do(&state, &headers, move |i| {
-        i.add_worker(Worker {
-            id: req.id,
-            name: req.name,
-            grids: req.grids,
-            communities: req.communities,
-            streets: req.streets,
-        })
-    })
-    .await?;
+    admin_do(&state, &headers, move |i| i.add_worker(worker)).await?;
     Ok(StatusCode::CREATED)
 }
 

@@ -64,34 +64,42 @@ const P_COUNTER: u8 = b'n';
 /// How long an enrollment code stays valid.
 pub const ENROLLMENT_TTL_MS: i64 = 24 * 3_600_000;
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Deserialize)]
 pub struct Street {
     pub id: String,
+    #[serde(default)]
     pub name: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Deserialize)]
 pub struct Community {
     pub id: String,
     pub street: String,
+    #[serde(default)]
     pub name: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Deserialize)]
 pub struct Grid {
     pub id: String,
     pub community: String,
+    #[serde(default)]
     pub name: String,
 }
 
-/// A grid worker or office user and what they cover. A record is in scope
+/// A grid worker or office user and what they cover. The admin API takes
+/// these (and streets, communities, grids) as JSON in the same shape. A record is in scope
 /// when its grid, community or street is listed here.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Deserialize)]
 pub struct Worker {
     pub id: String,
+    #[serde(default)]
     pub name: String,
+    #[serde(default)]
     pub grids: Vec<String>,
+    #[serde(default)]
     pub communities: Vec<String>,
+    #[serde(default)]
     pub streets: Vec<String>,
 }
 

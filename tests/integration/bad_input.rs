@@ -72,16 +72,7 @@ fn refused_operations_leave_the_record_usable() {
         IssueStatus::Draft,
         IssueStatus::Reopened,
     ] {
-        let err = store
-            .update_issue(
-                id,
-                &worker(1),
-                IssueOp::Transition {
-                    to,
-                    reason: String::new(),
-                },
-            )
-            .unwrap_err();
+        let err = advance(&store, id, to).unwrap_err();
         assert_eq!(err.code(), "illegal_transition");
     }
     let err = store

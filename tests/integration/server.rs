@@ -6,19 +6,6 @@ use gridsync_core::{Error, IssueOp, IssueStatus};
 use gridsync_tests::server::{post_json, post_raw, TestServer, ADMIN};
 use gridsync_tests::*;
 
-fn transition(store: &gridsync_core::Store, id: gridsync_core::RecordId, to: IssueStatus) {
-    store
-        .update_issue(
-            id,
-            &worker(1),
-            IssueOp::Transition {
-                to,
-                reason: String::new(),
-            },
-        )
-        .unwrap();
-}
-
 #[test]
 fn offline_devices_converge_through_a_real_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,9 +30,9 @@ fn offline_devices_converge_through_a_real_server() {
     assert_eq!(a.store.issue(ids[0]).unwrap().case_no, "D0001-000001");
 
     // A day offline: the same issues edited everywhere.
-    transition(&a.store, ids[0], IssueStatus::Accepted);
-    transition(&b.store, ids[0], IssueStatus::InProgress);
-    transition(&office.store, ids[0], IssueStatus::Rejected);
+    advance(&a.store, ids[0], IssueStatus::Accepted).unwrap();
+    advance(&b.store, ids[0], IssueStatus::InProgress).unwrap();
+    advance(&office.store, ids[0], IssueStatus::Rejected).unwrap();
     for (n, d) in [&a, &b, &office].iter().enumerate() {
         add_note(&d.store, ids[1], &worker(n as u32), &format!("第{n}次走访"));
         let mut text = d.store.issue(ids[2]).unwrap().description;

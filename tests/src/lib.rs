@@ -196,6 +196,22 @@ pub fn sync_in_process(
         .unwrap()
 }
 
+/// Moves an issue to `to` as a grid worker.
+pub fn advance(
+    store: &Store,
+    id: RecordId,
+    to: gridsync_core::IssueStatus,
+) -> gridsync_core::Result<gridsync_core::Written> {
+    store.update_issue(
+        id,
+        &worker(1),
+        gridsync_core::IssueOp::Transition {
+            to,
+            reason: String::new(),
+        },
+    )
+}
+
 /// What a store holds, to show a refused input changed nothing: its
 /// change-log head and every record's heads.
 pub fn fingerprint(store: &Store) -> (u64, Vec<(RecordId, Vec<gridsync_core::ChangeHash>)>) {
