@@ -417,18 +417,36 @@ impl Store {
             sled::Config::new().temporary(true).open()?
         } else {
             std::fs::create_dir_all(&config.path)?;
-            let opened = catch_unwind(|| sled::Config::new().path(&config.path).open());
-            match opened {
-                Ok(Ok(db)) => db,
-                Ok(Err(e)) if is_corruption(&e) => {
-                    return Err(move_aside(&config.path, e.to_string()));
-                }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => {
-                    return Err(move_aside(
-                        &config.path,
-                        "the storage engine crashed while opening".into(),
-                    ));
+            // A store closed a moment ago in this process may still be held
+            // by sled's background threads for a few milliseconds; wait for
+            // the lock briefly before reporting it as held elsewhere.
+            let mut attempts = 0;
+            loop {
+                let opened = catch_unwind(|| sled::Config::new().path(&config.path).open());
+                match opened {
+                    Ok(Ok(db)) => break db,
+                    Ok(Err(e)) if is_corruption(&e) => {
+                        return Err(move_aside(&config.path, e.to_string()));
+                    }
+                    Ok(Err(sled::Error::Io(e)))
+                        if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 =>
+                    {
+                        // sled releases its file lock when the last handle to
+                        // the file is dropped, and some are dropped only by
+                        // epoch-based deferred clean-up: help it along.
+                        attempts += 1;
+                        for _ in 0..4 {
+                            crossbeam_epoch::pin().flush();
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => {
+                        return Err(move_aside(
+                            &config.path,
+                            "the storage engine crashed while opening".into(),
+                        ));
+                    }
                 }
             }
         };

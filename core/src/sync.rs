@@ -94,6 +94,10 @@ pub struct SyncRequest {
     pub pushes: Vec<Push>,
     /// Records the device could not merge for lack of history.
     pub want_snapshots: Vec<[u8; 16]>,
+    /// With a `Start` cursor: every record the device holds, so the server
+    /// can tell it which ones are no longer its own (moves it will never
+    /// see in the feed).
+    pub holdings: Vec<[u8; 16]>,
     /// How many bytes of records the device accepts in the response.
     pub page_bytes: u32,
 }
@@ -311,12 +315,18 @@ pub fn serve(
         from: Some(peer.actor),
         admit: Some(peer.may_access),
     };
+    // Records this request created on the server: everything the server
+    // has of them came from this device, so they need not go back to it.
+    let mut created: Vec<[u8; 16]> = Vec::new();
     for push in &request.pushes {
         let id = RecordId::from_bytes(push.id);
         match store.apply_changes_unflushed(id, &push.changes, &incoming) {
             Ok(merged) => {
                 stats.changes_merged += merged.new_changes;
                 response.accepted.push(push.id);
+                if merged.created {
+                    created.push(push.id);
+                }
             }
             Err(e) => {
                 stats.refusals.push(e.code().to_owned());
@@ -345,6 +355,9 @@ pub fn serve(
                 id: *id.as_bytes(),
                 body,
             });
+        } else {
+            // Not (or no longer) the device's to have.
+            response.drop.push(*id.as_bytes());
         }
     }
 
@@ -352,13 +365,37 @@ pub fn serve(
         Cursor::Log(seq) if seq.saturating_add(1) >= store.log_floor()? => {
             serve_log(store, peer, seq, &mut budget, &mut response)?
         }
-        Cursor::Snapshots { after, then } => {
-            serve_snapshots(store, peer, after, then, &mut budget, &mut response)?
-        }
-        // A new device, or a cursor older than the log: snapshots first.
-        Cursor::Start | Cursor::Log(_) => {
+        Cursor::Snapshots { after, then } => serve_snapshots(
+            store,
+            peer,
+            after,
+            then,
+            &created,
+            &mut budget,
+            &mut response,
+        )?,
+        // A cursor older than the kept log: start over, so that the device
+        // sends what it holds and learns which records left its scope.
+        Cursor::Log(_) => (Cursor::Start, true),
+        // A new start: records that left the device's scope are dropped,
+        // then snapshots of everything in scope, then the log.
+        Cursor::Start => {
+            for id in &request.holdings {
+                let scope = store.scope_of(RecordId::from_bytes(*id))?;
+                if scope.is_some_and(|s| !(peer.may_access)(&s)) && !response.drop.contains(id) {
+                    response.drop.push(*id);
+                }
+            }
             let then = store.log_head()?;
-            serve_snapshots(store, peer, [0; 16], then, &mut budget, &mut response)?
+            serve_snapshots(
+                store,
+                peer,
+                [0; 16],
+                then,
+                &created,
+                &mut budget,
+                &mut response,
+            )?
         }
     };
     stats.records_sent = response.records.len();
@@ -386,6 +423,7 @@ fn serve_snapshots(
     peer: &Peer<'_>,
     after: [u8; 16],
     then: u64,
+    created: &[[u8; 16]],
     budget: &mut Budget,
     response: &mut SyncResponse,
 ) -> Result<(Cursor, bool)> {
@@ -400,8 +438,8 @@ fn serve_snapshots(
         for meta in batch {
             let id = meta.record_id();
             after = Some(id);
-            if response.accepted.contains(id.as_bytes()) {
-                continue; // just pushed by this device: it has it
+            if created.contains(id.as_bytes()) {
+                continue;
             }
             let body = Body::whole(store, id)?;
             budget.take(body.len());
@@ -440,21 +478,22 @@ fn serve_log(
                 continue;
             };
             let readable = (peer.may_access)(&scope);
-            if let Some(old) = &entry.moved_from {
-                let had = (peer.may_access)(old);
-                if had && !readable {
-                    response.drop.push(*id.as_bytes());
-                    bodies.remove(&id);
-                } else if !had && readable {
-                    // Moved in: the device lacks the history, send it whole.
-                    let body = Body::whole(store, id)?;
-                    budget.take(body.len());
-                    if !bodies.contains_key(&id) {
-                        order.push(id);
-                    }
-                    bodies.insert(id, body);
+            let had = entry.moved_from.as_ref().map(|old| (peer.may_access)(old));
+            if had == Some(true) && !readable {
+                // Moved out of the device's scope: it drops the record (once
+                // its own pending edits are uploaded).
+                response.drop.push(*id.as_bytes());
+                bodies.remove(&id);
+            } else if had == Some(false) && readable {
+                // Moved in: the device lacks the history, send it whole.
+                let body = Body::whole(store, id)?;
+                budget.take(body.len());
+                if !bodies.contains_key(&id) {
+                    order.push(id);
                 }
+                bodies.insert(id, body);
             } else if readable && entry.from.as_ref() != Some(peer.actor) {
+                // Ordinary changes, and moves within the device's scope.
                 let bytes = entry.changes;
                 budget.take(bytes.len());
                 match bodies.get_mut(&id) {
@@ -516,6 +555,8 @@ pub struct SyncReport {
 }
 
 const CURSOR_STATE: &str = "cursor";
+const WANT_STATE: &str = "want_snapshots";
+const DROP_STATE: &str = "drops";
 
 struct InFlight {
     id: RecordId,
@@ -528,9 +569,6 @@ pub struct Client<'a> {
     store: &'a Store,
     page_bytes: u32,
     in_flight: Vec<InFlight>,
-    want_snapshots: Vec<RecordId>,
-    /// Records the server told us to drop that still had pending edits.
-    to_drop: Vec<RecordId>,
     report: SyncReport,
 }
 
@@ -548,8 +586,6 @@ impl<'a> Client<'a> {
             store,
             page_bytes: DEFAULT_PAGE_BYTES,
             in_flight: Vec::new(),
-            want_snapshots: Vec::new(),
-            to_drop: Vec::new(),
             report: SyncReport::default(),
         }
     }
@@ -605,14 +641,21 @@ impl<'a> Client<'a> {
                 heads,
             });
         }
-        let request = SyncRequest {
-            cursor: self.cursor()?,
-            pushes,
-            want_snapshots: self
-                .want_snapshots
-                .drain(..)
+        let cursor = self.cursor()?;
+        let holdings = if cursor == Cursor::Start {
+            self.store
+                .record_ids()?
+                .iter()
                 .map(|id| *id.as_bytes())
-                .collect(),
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let request = SyncRequest {
+            cursor,
+            pushes,
+            holdings,
+            want_snapshots: self.ids(WANT_STATE)?,
             page_bytes: self.page_bytes,
         };
         let bytes = encode_request(&request);
@@ -667,6 +710,10 @@ impl<'a> Client<'a> {
             from: None,
             admit: None,
         };
+        // Records to ask for whole, and records to drop, are kept in the
+        // store: a crash or a lost round must not forget them, since the
+        // cursor moves past the entries that asked for them.
+        let mut wants = self.ids(WANT_STATE)?;
         for pulled in &response.records {
             let id = RecordId::from_bytes(pulled.id);
             let merged = match &pulled.body {
@@ -677,31 +724,41 @@ impl<'a> Client<'a> {
                 }
             };
             match merged {
-                Ok(_) => self.report.pulled += 1,
-                Err(Error::MissingDependencies { .. }) => self.want_snapshots.push(id),
+                Ok(_) => {
+                    self.report.pulled += 1;
+                    if matches!(pulled.body, Body::Snapshot { .. }) {
+                        wants.retain(|w| w != &pulled.id);
+                    }
+                }
+                Err(Error::MissingDependencies { .. }) => {
+                    if !wants.contains(&pulled.id) {
+                        wants.push(pulled.id);
+                    }
+                }
                 Err(e) => self.report.failed.push((id, e.code().to_owned())),
             }
         }
-        if let Some(cursor) = &response.cursor {
-            let encoded = bincode::encode_to_vec(cursor, config())
-                .map_err(|e| Error::Metadata(e.to_string()))?;
-            self.store
-                .set_sync_state_unflushed(CURSOR_STATE, &encoded)?;
+        let mut drops = self.ids(DROP_STATE)?;
+        for id in &response.drop {
+            wants.retain(|w| w != id);
+            if !drops.contains(id) {
+                drops.push(*id);
+            }
         }
+        self.set_ids(WANT_STATE, &wants)?;
+        self.set_ids(DROP_STATE, &drops)?;
         self.store.make_durable()?;
 
-        for id in &response.drop {
-            self.to_drop.push(RecordId::from_bytes(*id));
-        }
+        // Drop what left the scope, unless it still has edits to upload.
         let mut kept = Vec::new();
-        for id in self.to_drop.drain(..) {
-            if self.store.remove_record(id)? {
+        for id in drops {
+            if self.store.remove_record(RecordId::from_bytes(id))? {
                 self.report.dropped += 1;
             } else {
                 kept.push(id);
             }
         }
-        self.to_drop = kept;
+        self.set_ids(DROP_STATE, &kept)?;
 
         if let Some(cursor) = &response.cursor {
             let encoded = bincode::encode_to_vec(cursor, config())
@@ -713,9 +770,22 @@ impl<'a> Client<'a> {
             .pending()?
             .iter()
             .any(|p| !self.report.refused.iter().any(|(id, _, _)| *id == p.id));
-        Ok(response.more
-            || !self.want_snapshots.is_empty()
-            || (pushes_left && !response.accepted.is_empty()))
+        Ok(response.more || !wants.is_empty() || (pushes_left && !response.accepted.is_empty()))
+    }
+
+    fn ids(&self, name: &str) -> Result<Vec<[u8; 16]>> {
+        match self.store.sync_state(name)? {
+            None => Ok(Vec::new()),
+            Some(bytes) => bincode::decode_from_slice::<Vec<[u8; 16]>, _>(&bytes, config())
+                .map(|(v, _)| v)
+                .map_err(|e| Error::Metadata(format!("sync state {name}: {e}"))),
+        }
+    }
+
+    fn set_ids(&self, name: &str, ids: &[[u8; 16]]) -> Result<()> {
+        let encoded =
+            bincode::encode_to_vec(ids, config()).map_err(|e| Error::Metadata(e.to_string()))?;
+        self.store.set_sync_state_unflushed(name, &encoded)
     }
 
     /// The progress so far.
@@ -767,6 +837,7 @@ mod tests {
                 changes: vec![1, 2, 3],
             }],
             want_snapshots: vec![[9; 16]],
+            holdings: vec![],
             page_bytes: 1000,
         };
         let bytes = encode_request(&request);

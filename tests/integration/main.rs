@@ -9,4 +9,5 @@ mod crash;
 mod durability;
 mod records;
 mod server;
+mod simulation;
 mod sync_protocol;

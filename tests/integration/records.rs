@@ -655,3 +655,20 @@ fn changes_are_fetched_by_hash() {
     b.apply_changes(id, &bytes, &Default::default()).unwrap();
     assert_eq!(b.issue(id).unwrap().status, IssueStatus::Accepted);
 }
+
+#[test]
+fn a_store_can_be_reopened_right_after_it_is_closed() {
+    // sled keeps its file lock until deferred clean-up has run; an app that
+    // closes and reopens its store (or restarts a component) must not see
+    // "the store is open elsewhere".
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let store = open_store(dir.path(), "D1");
+        ids.push(store.create_issue(&worker(1), new_issue(i, 1, 1)).unwrap());
+        add_note(&store, ids[0], &worker(1), &format!("reopen {i}"));
+    }
+    let store = open_store(dir.path(), "D1");
+    assert_eq!(store.len().unwrap(), 30);
+    assert_eq!(store.issue(ids[0]).unwrap().timeline.len(), 30);
+}

@@ -134,6 +134,7 @@ fn scope_and_identity_are_enforced() {
         cursor: Cursor::Start,
         pushes: vec![],
         want_snapshots: vec![],
+        holdings: vec![],
         page_bytes: 1 << 20,
     });
     let (status, _) = post_raw(&server.url, None, &request);
@@ -258,6 +259,7 @@ fn bad_requests_get_a_clear_4xx_and_change_nothing() {
         cursor: Cursor::Log(0),
         pushes: vec![],
         want_snapshots: vec![],
+        holdings: vec![],
         page_bytes: 1 << 20,
     });
     let metrics_before = ureq_get(&format!("{}/metrics", server.url));
@@ -277,6 +279,7 @@ fn bad_requests_get_a_clear_4xx_and_change_nothing() {
                 changes: bytes,
             }],
             want_snapshots: vec![],
+            holdings: vec![],
             page_bytes: 1 << 20,
         })
     };
@@ -296,6 +299,7 @@ fn bad_requests_get_a_clear_4xx_and_change_nothing() {
             })
             .collect(),
         want_snapshots: vec![],
+        holdings: vec![],
         page_bytes: 1 << 20,
     });
 

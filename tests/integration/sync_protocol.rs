@@ -260,6 +260,7 @@ fn forged_changes_from_another_device_are_refused() {
             changes: bytes,
         }],
         want_snapshots: vec![],
+        holdings: vec![],
         page_bytes: 1 << 20,
     });
     let response = sync::decode_response(
@@ -317,4 +318,50 @@ fn a_record_may_not_grow_beyond_the_document_cap() {
         .unwrap_err();
     assert_eq!(err.code(), "document_too_large");
     assert!(server.is_empty().unwrap());
+}
+
+#[test]
+fn a_move_within_a_devices_scope_reaches_it() {
+    // Regression (found by the simulation): a device that may see both the
+    // old and the new grid never received the move itself.
+    let server = temp_store("SRV");
+    let office_device = temp_store("OFF");
+    let worker_device = temp_store("D1");
+    let id = worker_device
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    sync_in_process(&worker_device, &server, &["G1"]);
+    sync_in_process(&office_device, &server, &["G1", "G2"]);
+    server
+        .move_record(id, &office(), &RecordScope::new("S1", "C1", "G2"))
+        .unwrap();
+    sync_in_process(&office_device, &server, &["G1", "G2"]);
+    assert_eq!(office_device.issue(id).unwrap().location.grid, "G2");
+    assert_eq!(office_device.heads(id).unwrap(), server.heads(id).unwrap());
+}
+
+#[test]
+fn concurrent_register_edits_show_as_a_conflict_after_sync() {
+    let server = temp_store("SRV");
+    let a = temp_store("A");
+    let b = temp_store("B");
+    let id = a.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    sync_in_process(&a, &server, &["G1"]);
+    sync_in_process(&b, &server, &["G1"]);
+    a.update_issue(id, &worker(1), IssueOp::SetTitle("甲".into()))
+        .unwrap();
+    b.update_issue(id, &worker(2), IssueOp::SetTitle("乙".into()))
+        .unwrap();
+    sync_in_process(&a, &server, &["G1"]);
+    sync_in_process(&b, &server, &["G1"]);
+    sync_in_process(&a, &server, &["G1"]);
+    for store in [&a, &b, &server] {
+        assert!(store.meta(id).unwrap().unwrap().conflict);
+        assert_eq!(
+            store
+                .count(&gridsync_core::Query::default().conflict(true))
+                .unwrap(),
+            1
+        );
+    }
 }

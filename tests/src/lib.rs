@@ -6,6 +6,7 @@
 use std::path::Path;
 
 pub mod server;
+pub mod sim;
 
 use gridsync_core::{
     Author, Durability, IssueKind, Location, NewIssue, NewMeeting, RecordId, Reporter, Role,
