@@ -8,6 +8,7 @@ mod convergence;
 mod crash;
 mod durability;
 mod records;
+mod scope_property;
 mod server;
 mod simulation;
 mod sync_protocol;
