@@ -377,6 +377,18 @@ fn is_corruption(e: &sled::Error) -> bool {
     )
 }
 
+/// sled reports a held file lock as an `Other` I/O error whose message
+/// names the lock (wrapping the `WouldBlock` from the OS).
+fn is_lock_contention(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().starts_with("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
 fn move_aside(path: &Path, reason: String) -> Error {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
     let mut target = path.as_os_str().to_owned();
@@ -428,9 +440,7 @@ impl Store {
                     Ok(Err(e)) if is_corruption(&e) => {
                         return Err(move_aside(&config.path, e.to_string()));
                     }
-                    Ok(Err(sled::Error::Io(e)))
-                        if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 =>
-                    {
+                    Ok(Err(e)) if is_lock_contention(&e) && attempts < 100 => {
                         // sled releases its file lock when the last handle to
                         // the file is dropped, and some are dropped only by
                         // epoch-based deferred clean-up: help it along.
