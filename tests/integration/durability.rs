@@ -49,12 +49,17 @@ fn acknowledged_writes_survive_sigkill() {
                 }
             }
         });
-        // Wait until the store is open, then let it write for a while.
+        // Wait until the store is open and a first write was acknowledged
+        // (a busy machine may be slow to get there), then let it write for
+        // a random while before the kill.
         let first = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("writer started");
         assert_eq!(first, "ready");
-        std::thread::sleep(Duration::from_millis(50 + rng.next(400)));
+        let first_ack = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a first acknowledged write");
+        std::thread::sleep(Duration::from_millis(rng.next(400)));
         let pid = child.id() as i32;
         let rc = unsafe_kill(pid);
         assert_eq!(rc, 0, "kill failed");
@@ -62,7 +67,7 @@ fn acknowledged_writes_survive_sigkill() {
         assert!(!status.success());
         reader.join().unwrap();
 
-        let lines: Vec<String> = rx.try_iter().collect();
+        let lines: Vec<String> = std::iter::once(first_ack).chain(rx.try_iter()).collect();
         let before = acked.len();
         for line in &lines {
             let parts: Vec<&str> = line.split(' ').collect();
