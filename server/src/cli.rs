@@ -30,6 +30,21 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
+/// The first line `gridsync serve` prints: where it listens and where its
+/// data is.
+pub fn banner(addr: &std::net::SocketAddr, data_dir: &std::path::Path) -> String {
+    format!(
+        "gridsync serving on http://{addr} with data in {}",
+        data_dir.display()
+    )
+}
+
+/// The listening address in a [`banner`] line (for scripts and tests that
+/// start the server on port 0).
+pub fn address_in_banner(line: &str) -> Option<&str> {
+    line.split("http://").nth(1)?.split_whitespace().next()
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -58,11 +73,7 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        println!(
-            "gridsync serving on http://{} with data in {}",
-            listener.local_addr()?,
-            config.data_dir.display()
-        );
+        println!("{}", banner(&listener.local_addr()?, &config.data_dir));
         if std::env::var_os("GRIDSYNC_ADMIN_TOKEN").is_none() {
             println!(
                 "admin token in {}",
@@ -93,5 +104,16 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_banner_address_round_trips() {
+        let addr: std::net::SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        let line = super::banner(&addr, std::path::Path::new("data dir"));
+        assert_eq!(super::address_in_banner(&line), Some("127.0.0.1:4321"));
+        assert_eq!(super::address_in_banner("no address here"), None);
     }
 }

@@ -30,10 +30,7 @@ fn serve_answers_healthz_and_stops_on_sigterm() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let banner = lines.next().unwrap().unwrap();
-    let addr = banner
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
+    let addr = gridsync_server::cli::address_in_banner(&banner)
         .unwrap()
         .to_owned();
     assert!(

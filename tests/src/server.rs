@@ -75,10 +75,7 @@ impl TestServer {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let banner = lines.next().unwrap().unwrap();
-        let addr = banner
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
+        let addr = gridsync_server::cli::address_in_banner(&banner)
             .unwrap()
             .to_owned();
         // Keep draining stdout so the child never blocks on it.
