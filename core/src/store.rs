@@ -337,6 +337,45 @@ pub struct Store {
     writer: Mutex<Writer>,
     index: RwLock<Index>,
     flush_gate: FlushGate,
+    #[cfg(feature = "failpoints")]
+    crash: failpoint::Crash,
+}
+
+/// A simulated crash for tests (feature `failpoints`): after a chosen
+/// number of further writes to sled, every write and flush fails as if the
+/// process had died there. What sled already holds stays, which is the
+/// state a real crash at that point can leave (sled recovers a prefix of
+/// its atomic batches); the caller drops the store and reopens it.
+#[cfg(feature = "failpoints")]
+mod failpoint {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub(super) struct Crash(AtomicU64);
+
+    impl Default for Crash {
+        fn default() -> Self {
+            Crash(AtomicU64::new(u64::MAX))
+        }
+    }
+
+    impl Crash {
+        pub(super) fn arm(&self, writes: u64) {
+            self.0.store(writes, Ordering::SeqCst);
+        }
+
+        /// Counts one write; false once the crash has happened.
+        pub(super) fn pass(&self) -> bool {
+            let left = self.0.load(Ordering::SeqCst);
+            if left == u64::MAX {
+                return true;
+            }
+            if left == 0 {
+                return false;
+            }
+            self.0.store(left - 1, Ordering::SeqCst);
+            true
+        }
+    }
 }
 
 /// Group commit: writers take a ticket after their batch is applied; one
@@ -405,6 +444,25 @@ fn move_aside(path: &Path, reason: String) -> Error {
 }
 
 impl Store {
+    /// Test hook (feature `failpoints`): the store "crashes" after `writes`
+    /// more writes to sled; every later write or flush fails with an I/O
+    /// error. Drop the store and reopen it to model a restart.
+    #[cfg(feature = "failpoints")]
+    pub fn crash_after_writes(&self, writes: u64) {
+        self.crash.arm(writes);
+    }
+
+    /// Every write to sled passes here first (a no-op unless the
+    /// `failpoints` feature is on and a crash is armed).
+    #[inline]
+    fn write_point(&self) -> Result<()> {
+        #[cfg(feature = "failpoints")]
+        if !self.crash.pass() {
+            return Err(Error::Io(std::io::Error::other("simulated crash")));
+        }
+        Ok(())
+    }
+
     /// Opens (or creates) the store at `config.path`.
     ///
     /// If sled reports the files as corrupt, the directory is renamed to
@@ -517,6 +575,8 @@ impl Store {
             }),
             index: RwLock::new(Index::default()),
             flush_gate: FlushGate::default(),
+            #[cfg(feature = "failpoints")]
+            crash: Default::default(),
         };
         store.load_index()?;
         store.lock().synced_blobs = store.blob_names();
@@ -791,6 +851,7 @@ impl Store {
             w.cache.put(id, loaded);
             return Ok(Written { id, seq: None });
         };
+        self.write_point()?;
         self.db.apply_batch(batch)?;
         w.next_seq += 1;
         self.index_mut().insert(meta);
@@ -946,6 +1007,7 @@ impl Store {
     }
 
     fn flush_now(&self) -> Result<()> {
+        self.write_point()?;
         self.db.flush()?;
         if self.durability == Durability::Fsync {
             if let Some(f) = &self.data_file {
@@ -1153,6 +1215,102 @@ impl Store {
         Ok(self.index_read().corrupt.iter().copied().collect())
     }
 
+    /// Checks the store against its own invariants, loading every record:
+    /// each log entry's change bytes are the changes its hashes name, and
+    /// the record holds them; every change of a record is in the log (the
+    /// feed devices pull), unless the record was imported whole or the log
+    /// was truncated; every index entry is what its document derives.
+    /// Returns the problems found, empty when the store is consistent.
+    /// For crash tests and operators; costs a full read of the store.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        use std::collections::HashSet;
+        let mut problems = Vec::new();
+        let trusted = ForeignLimits {
+            max_bytes: usize::MAX,
+            max_changes: usize::MAX,
+            max_ops_per_change: usize::MAX,
+            max_deps: usize::MAX,
+            ..ForeignLimits::default()
+        };
+        // Per record: the hashes the log names, and whether it was imported
+        // whole (an entry without hashes).
+        let mut logged: BTreeMap<RecordId, (HashSet<ChangeHash>, bool)> = BTreeMap::new();
+        let records: BTreeSet<RecordId> = self.record_ids()?.into_iter().collect();
+        for entry in self.log_since(0, usize::MAX)? {
+            let slot = logged.entry(entry.id).or_default();
+            if entry.hashes.is_empty() {
+                slot.1 = true;
+            }
+            slot.0.extend(entry.hashes.iter().copied());
+            if entry.hashes.is_empty() && entry.changes.is_empty() {
+                continue;
+            }
+            match foreign::parse_changes(entry.id, &entry.changes, &trusted) {
+                Ok(changes) => {
+                    let mut got: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+                    let mut want = entry.hashes.clone();
+                    got.sort();
+                    want.sort();
+                    if got != want {
+                        problems.push(format!(
+                            "log entry {} ({}): its bytes hold {} changes, its hashes name {}",
+                            entry.seq,
+                            entry.id,
+                            got.len(),
+                            want.len()
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!(
+                    "log entry {} ({}): unreadable change bytes: {e}",
+                    entry.seq, entry.id
+                )),
+            }
+        }
+        // Sequences start at 1; a higher floor means the log was truncated.
+        let whole_log = self.log_floor()? <= 1;
+        for id in &records {
+            let id = *id;
+            let Some(indexed) = self.meta(id)? else {
+                problems.push(format!("{id}: stored but not indexed"));
+                continue;
+            };
+            let checked = self.with_doc(id, |d| {
+                let hashes: HashSet<ChangeHash> =
+                    d.get_changes(&[]).iter().map(|c| c.hash()).collect();
+                (hashes, derive_meta(id, d, indexed.updated_at))
+            });
+            let (hashes, derived) = match checked {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(format!("{id}: unreadable: {e}"));
+                    continue;
+                }
+            };
+            match derived {
+                Ok(meta) if meta == indexed => {}
+                Ok(_) => problems.push(format!("{id}: the index disagrees with the document")),
+                Err(e) => problems.push(format!("{id}: no index entry derives: {e}")),
+            }
+            let (in_log, imported) = logged.remove(&id).unwrap_or_default();
+            let missing_in_doc = in_log.difference(&hashes).count();
+            if missing_in_doc > 0 {
+                problems.push(format!(
+                    "{id}: the log names {missing_in_doc} changes the record lacks"
+                ));
+            }
+            if whole_log && !imported {
+                let missing_in_log = hashes.difference(&in_log).count();
+                if missing_in_log > 0 {
+                    problems.push(format!(
+                        "{id}: {missing_in_log} changes are in the record but not in the log"
+                    ));
+                }
+            }
+        }
+        Ok(problems)
+    }
+
     // ------------------------------------------------------------ sync support
 
     /// The record's current heads.
@@ -1272,6 +1430,7 @@ impl Store {
             key(P_LOG, &seq.to_be_bytes()),
             bincode::encode_to_vec(&entry, bincode_config()).map_err(encode_err)?,
         );
+        self.write_point()?;
         self.db.apply_batch(batch)?;
         w.next_seq += 1;
         self.index_mut().insert(meta);
@@ -1541,6 +1700,7 @@ impl Store {
             let (k, _) = item?;
             batch.remove(k);
         }
+        self.write_point()?;
         self.db.apply_batch(batch)?;
         w.cache.pop(&id);
         self.index_mut().remove(id);
@@ -1573,6 +1733,7 @@ impl Store {
 
     /// Like [`Store::set_sync_state`] but not yet durable.
     pub fn set_sync_state_unflushed(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.write_point()?;
         self.db.insert(sync_state_key(name), value)?;
         Ok(())
     }
@@ -1658,6 +1819,7 @@ impl Store {
                 }
             }
         }
+        self.write_point()?;
         self.db.apply_batch(batch)?;
         Ok(())
     }
@@ -1666,6 +1828,7 @@ impl Store {
     /// push sends its whole history (after the server reported missing
     /// dependencies).
     pub fn forget_server_heads(&self, id: RecordId) -> Result<()> {
+        self.write_point()?;
         self.db.remove(key(P_SERVER_HEADS, id.as_bytes()))?;
         self.make_durable()
     }
@@ -1710,6 +1873,7 @@ impl Store {
             batch.remove(k);
             n += 1;
         }
+        self.write_point()?;
         self.db.apply_batch(batch)?;
         drop(_w);
         self.make_durable()?;

@@ -714,6 +714,7 @@ impl<'a> Client<'a> {
         // store: a crash or a lost round must not forget them, since the
         // cursor moves past the entries that asked for them.
         let mut wants = self.ids(WANT_STATE)?;
+        let mut drops = self.ids(DROP_STATE)?;
         for pulled in &response.records {
             let id = RecordId::from_bytes(pulled.id);
             let merged = match &pulled.body {
@@ -729,6 +730,10 @@ impl<'a> Client<'a> {
                     if matches!(pulled.body, Body::Snapshot { .. }) {
                         wants.retain(|w| w != &pulled.id);
                     }
+                    // The server sends only what is in the device's scope
+                    // now: a drop kept from an earlier move out (the
+                    // device still had edits to upload) no longer holds.
+                    drops.retain(|d| d != &pulled.id);
                 }
                 Err(Error::MissingDependencies { .. }) => {
                     if !wants.contains(&pulled.id) {
@@ -738,7 +743,6 @@ impl<'a> Client<'a> {
                 Err(e) => self.report.failed.push((id, e.code().to_owned())),
             }
         }
-        let mut drops = self.ids(DROP_STATE)?;
         for id in &response.drop {
             wants.retain(|w| w != id);
             if !drops.contains(id) {

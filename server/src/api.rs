@@ -95,6 +95,31 @@ impl From<IdentityError> for AppError {
     }
 }
 
+/// A JSON request body whose rejections (not JSON, wrong shape, wrong
+/// content type) leave as `{"code": "invalid_json", ...}` like every other
+/// error, instead of axum's plain-text bodies.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(AppError::new(
+                rejection.status(),
+                "invalid_json",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
 /// Maps a core error to a response: the caller's mistakes are 4xx with
 /// their code; the server's own failures are a bare 500.
 fn core_error(e: gridsync_core::Error) -> AppError {
@@ -245,7 +270,7 @@ struct EnrollRequest {
 
 async fn enroll(
     State(state): State<AppState>,
-    Json(req): Json<EnrollRequest>,
+    ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let actor = parse_actor(&req.actor)?;
     let identity = state.identity.clone();
@@ -305,7 +330,7 @@ async fn admin_do<T: Send + 'static>(
 async fn add_street(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(street): Json<Street>,
+    ApiJson(street): ApiJson<Street>,
 ) -> Result<StatusCode, AppError> {
     admin_do(&state, &headers, move |i| i.add_street(street)).await?;
     Ok(StatusCode::CREATED)
@@ -314,7 +339,7 @@ async fn add_street(
 async fn add_community(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(community): Json<Community>,
+    ApiJson(community): ApiJson<Community>,
 ) -> Result<StatusCode, AppError> {
     admin_do(&state, &headers, move |i| i.add_community(community)).await?;
     Ok(StatusCode::CREATED)
@@ -323,7 +348,7 @@ async fn add_community(
 async fn add_grid(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(grid): Json<Grid>,
+    ApiJson(grid): ApiJson<Grid>,
 ) -> Result<StatusCode, AppError> {
     admin_do(&state, &headers, move |i| i.add_grid(grid)).await?;
     Ok(StatusCode::CREATED)
@@ -332,7 +357,7 @@ async fn add_grid(
 async fn add_worker(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(worker): Json<Worker>,
+    ApiJson(worker): ApiJson<Worker>,
 ) -> Result<StatusCode, AppError> {
     admin_do(&state, &headers, move |i| i.add_worker(worker)).await?;
     Ok(StatusCode::CREATED)
@@ -346,7 +371,7 @@ struct EnrollmentReq {
 async fn create_enrollment(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(req): Json<EnrollmentReq>,
+    ApiJson(req): ApiJson<EnrollmentReq>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let (code, expires_at) = admin_do(&state, &headers, move |i| {
         i.create_enrollment(&req.worker, now_ms())
@@ -398,7 +423,7 @@ async fn move_record(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(req): Json<MoveReq>,
+    ApiJson(req): ApiJson<MoveReq>,
 ) -> Result<StatusCode, AppError> {
     admin(&state, &headers)?;
     let id: RecordId = id.parse().map_err(core_error)?;

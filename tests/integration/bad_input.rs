@@ -414,3 +414,39 @@ fn automerge_panics_on_hostile_changes_are_caught_and_change_nothing() {
         .unwrap();
     assert_eq!(a.issue(id).unwrap().title, "改过的标题");
 }
+
+#[test]
+fn verify_reports_a_change_missing_from_the_log_and_a_torn_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = {
+        let store = open_store(dir.path(), "D1");
+        let a = store.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+        add_note(&store, a, &worker(1), "记录");
+        let b = store.create_issue(&worker(1), new_issue(2, 1, 1)).unwrap();
+        assert_eq!(store.verify().unwrap(), Vec::<String>::new());
+        (a, b)
+    };
+    {
+        let db = sled::open(dir.path()).unwrap();
+        // Lose the log entry of the note (the second entry of the log).
+        let (k, _) = db.scan_prefix(b"l").nth(1).unwrap().unwrap();
+        db.remove(k).unwrap();
+        let mut k = vec![b'd'];
+        k.extend_from_slice(b.as_bytes());
+        let mut snap = db.get(&k).unwrap().unwrap().to_vec();
+        snap.truncate(snap.len() / 2);
+        db.insert(&k, snap).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open_store(dir.path(), "D1");
+    let problems = store.verify().unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with(&format!("{a}")) && problems[0].contains("not in the log"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with(&format!("{b}")) && problems[1].contains("unreadable"),
+        "{problems:?}"
+    );
+}

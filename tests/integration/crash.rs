@@ -152,3 +152,155 @@ fn a_device_killed_mid_sync_resumes_without_loss() {
     );
     assert_eq!(source.store.count(&Query::issues()).unwrap(), 121);
 }
+
+/// One device of the load test: writes and syncs in a loop until told to
+/// stop, recording which notes a completed sync acknowledged.
+struct Loader {
+    device: TestDevice,
+    grid: u32,
+    /// Every note written, and the ones a completed sync acknowledged.
+    written: Vec<(gridsync_core::RecordId, String)>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(gridsync_core::RecordId, String)>>>,
+    failed_syncs: usize,
+}
+
+impl Loader {
+    fn run(
+        mut self,
+        n: usize,
+        url: &std::sync::RwLock<String>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Self {
+        let mut own = Vec::new();
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            i += 1;
+            if own.is_empty() || i % 4 == 0 {
+                let issue = new_issue(n * 10_000 + i, 1, self.grid);
+                own.push(
+                    self.device
+                        .store
+                        .create_issue(&worker(n as u32), issue)
+                        .unwrap(),
+                );
+            }
+            let id = own[i % own.len()];
+            let text = format!("device {n} note {i}");
+            add_note(&self.device.store, id, &worker(n as u32), &text);
+            self.written.push((id, text));
+            let upto = self.written.len();
+            let target = url.read().unwrap().clone();
+            let result = gridsync_core::sync::Client::new(&self.device.store)
+                .page_bytes(8 * 1024)
+                .run(|req| gridsync_core::http::post_sync(&target, &self.device.token, &req));
+            match result {
+                // Everything written before the sync began is on the server.
+                Ok(_) => self
+                    .acked
+                    .lock()
+                    .unwrap()
+                    .extend(self.written[..upto].iter().cloned()),
+                Err(_) => {
+                    self.failed_syncs += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        self
+    }
+}
+
+#[test]
+fn the_server_killed_repeatedly_under_load_from_ten_devices_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, RwLock};
+    const KILLS: u64 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let mut server = TestServer::spawn(SERVER, &data, "127.0.0.1:0");
+    server.setup_org();
+    let url = Arc::new(RwLock::new(server.url.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..10usize)
+        .map(|n| {
+            let (worker_id, grid) = if n % 2 == 0 { ("w1", 1) } else { ("w2", 2) };
+            let loader = Loader {
+                device: server.enroll(worker_id, &dir.path().join(format!("d{n}"))),
+                grid,
+                written: Vec::new(),
+                acked: acked.clone(),
+                failed_syncs: 0,
+            };
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || loader.run(n, &url, &stop))
+        })
+        .collect();
+    let mut checked = 0;
+    for kill in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(400 + 150 * kill));
+        server.kill();
+        // With the server dead, its store on disk must hold every
+        // acknowledged note, and its change log must match its records.
+        let acknowledged = acked.lock().unwrap().clone();
+        {
+            let store =
+                Store::open(gridsync_core::StoreConfig::new(data.join("store"), "SRV")).unwrap();
+            assert_eq!(
+                store.verify().unwrap(),
+                Vec::<String>::new(),
+                "after kill {kill}"
+            );
+            for (id, text) in &acknowledged {
+                let v = store
+                    .issue(*id)
+                    .unwrap_or_else(|e| panic!("kill {kill}: acknowledged record {id} lost: {e}"));
+                let n = v.timeline.iter().filter(|t| &t.text == text).count();
+                assert_eq!(
+                    n, 1,
+                    "kill {kill}: acknowledged note {text:?} on the server {n} times"
+                );
+            }
+        }
+        checked += acknowledged.len();
+        server = TestServer::spawn(SERVER, &data, "127.0.0.1:0");
+        *url.write().unwrap() = server.url.clone();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let loaders: Vec<Loader> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let failed: usize = loaders.iter().map(|l| l.failed_syncs).sum();
+    assert!(failed > 0, "no kill landed during a sync");
+    assert!(checked > 0, "nothing was acknowledged before the kills");
+    // Everyone syncs over a healthy server; then every note ever written
+    // is on the server exactly once, and devices of a grid agree.
+    let mut loaders = loaders;
+    for _ in 0..2 {
+        for l in &mut loaders {
+            l.device.url = server.url.clone();
+            l.device.sync().unwrap();
+        }
+    }
+    let store_dir = data.join("store");
+    server.kill();
+    let store = Store::open(gridsync_core::StoreConfig::new(store_dir, "SRV")).unwrap();
+    assert_eq!(store.verify().unwrap(), Vec::<String>::new());
+    let mut notes = 0;
+    for l in &loaders {
+        assert!(l.device.store.pending().unwrap().is_empty());
+        for (id, text) in &l.written {
+            let v = store.issue(*id).unwrap();
+            let n = v.timeline.iter().filter(|t| &t.text == text).count();
+            assert_eq!(n, 1, "note {text:?} on the server {n} times");
+            notes += 1;
+        }
+        for id in l.device.store.record_ids().unwrap() {
+            let mut a = l.device.store.heads(id).unwrap();
+            let mut b = store.heads(id).unwrap();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "a device and the server differ on {id}");
+        }
+    }
+    eprintln!("{KILLS} kills, {failed} interrupted syncs, {checked} acknowledged notes checked, {notes} notes in all");
+}

@@ -7,6 +7,7 @@ mod bad_input;
 mod convergence;
 mod crash;
 mod durability;
+mod fuzz_replay;
 mod records;
 mod scope_property;
 mod server;

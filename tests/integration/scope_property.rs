@@ -1,7 +1,10 @@
 //! Scope as a property: random organisation trees, worker assignments,
-//! records (some written outside the writer's scope) and office moves.
-//! After syncing, each device holds exactly the records its worker may
-//! see, and every out-of-scope write was refused with nothing applied.
+//! records (some written outside the writer's scope), office moves and
+//! device revocations. Devices authenticate with enrolled tokens as they
+//! do over HTTP. After syncing, each device holds exactly the records its
+//! worker may see; every out-of-scope write was refused with nothing
+//! applied; a revoked device's every request is refused, changes nothing,
+//! and it receives nothing after its revocation.
 
 use gridsync_core::{Location, RecordId, RecordScope, Store};
 use gridsync_server::identity::{Community, Grid, Identity, Street, Worker};
@@ -18,6 +21,9 @@ struct Plan {
     records: Vec<(usize, usize, bool)>,
     /// (record index, place index) per office move.
     moves: Vec<(usize, usize)>,
+    /// Per worker: revoke its device before this record is written (an
+    /// index past the last record revokes it after all of them).
+    revoke_at: Vec<Option<usize>>,
 }
 
 fn plan() -> impl Strategy<Value = Plan> {
@@ -36,12 +42,17 @@ fn plan() -> impl Strategy<Value = Plan> {
                 1..12,
             );
             let moves = proptest::collection::vec((0usize..12, 0usize..12), 0..4);
-            (Just(tree), workers, records, moves).prop_map(|(tree, workers, records, moves)| Plan {
-                tree,
-                workers,
-                records,
-                moves,
-            })
+            let revoke_at =
+                proptest::collection::vec(proptest::option::weighted(0.3, 0usize..13), 4);
+            (Just(tree), workers, records, moves, revoke_at).prop_map(
+                |(tree, workers, records, moves, revoke_at)| Plan {
+                    tree,
+                    workers,
+                    records,
+                    moves,
+                    revoke_at,
+                },
+            )
         },
     )
 }
@@ -109,12 +120,43 @@ proptest! {
 
         let server = temp_store("SRV");
         let devices: Vec<Store> = (0..plan.workers.len()).map(|w| temp_store(&format!("D{w}"))).collect();
-        let sync = |w: usize| {
-            let may = |s: &RecordScope| scopes[w].allows(s);
-            let peer = gridsync_core::sync::Peer { actor: devices[w].actor(), may_access: &may };
+        // Each device enrolls with a one-time code, as over HTTP.
+        let enrolled: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(w, d)| {
+                let (code, _) = identity.create_enrollment(&format!("w{w}"), 0).unwrap();
+                identity.enroll(&code, d.actor(), 0).unwrap()
+            })
+            .collect();
+        // What the server's sync endpoint does: authenticate the token,
+        // look up the worker's scope, serve.
+        let sync = |w: usize| -> Result<gridsync_core::sync::SyncReport, String> {
             gridsync_core::sync::Client::new(&devices[w])
-                .run(|req| gridsync_core::sync::serve_bytes(&server, &peer, &req, &Default::default()))
-                .unwrap()
+                .run(|req| {
+                    let device = identity.authenticate(&enrolled[w].token).map_err(|e| {
+                        gridsync_core::Error::Rejected { status: 403, code: "revoked".into(), message: e.to_string() }
+                    })?;
+                    let scope = identity.scope_of(&device.worker).unwrap();
+                    let actor = gridsync_core::ActorId::from(device.actor.as_slice());
+                    let may = |s: &RecordScope| scope.allows(s);
+                    let peer = gridsync_core::sync::Peer { actor: &actor, may_access: &may };
+                    gridsync_core::sync::serve_bytes(&server, &peer, &req, &Default::default())
+                })
+                .map_err(|e| e.to_string())
+        };
+        let mut revoked = vec![false; devices.len()];
+        // Per revoked device: what it held when revoked.
+        let mut held_at_revocation: Vec<Vec<RecordId>> = vec![Vec::new(); devices.len()];
+        let mut written_after: Vec<Vec<RecordId>> = vec![Vec::new(); devices.len()];
+        let revoke_due = |n: usize, revoked: &mut Vec<bool>, held: &mut Vec<Vec<RecordId>>| {
+            for w in 0..devices.len() {
+                if !revoked[w] && plan.revoke_at[w].is_some_and(|at| at <= n) {
+                    identity.revoke(&enrolled[w].device_id).unwrap();
+                    revoked[w] = true;
+                    held[w] = devices[w].record_ids().unwrap();
+                }
+            }
         };
 
         // Records written by devices, some at places outside their scope or
@@ -122,6 +164,7 @@ proptest! {
         let mut refused: Vec<(usize, RecordId)> = Vec::new();
         let mut accepted: Vec<RecordId> = Vec::new();
         for (n, (writer, place, valid)) in plan.records.iter().enumerate() {
+            revoke_due(n, &mut revoked, &mut held_at_revocation);
             let w = writer % devices.len();
             let scope = if *valid {
                 places[place % places.len()].clone()
@@ -132,7 +175,14 @@ proptest! {
             issue.location = Location { street: scope.street.clone(), community: scope.community.clone(), grid: scope.grid.clone(), ..Location::default() };
             let id = devices[w].create_issue(&worker(w as u32), issue).unwrap();
             let before = fingerprint(&server);
-            let report = sync(w);
+            if revoked[w] {
+                let refused = sync(w);
+                prop_assert!(refused.as_ref().is_err_and(|e| e.contains("revoked")), "{:?}", refused.map(|r| r.pushed));
+                prop_assert_eq!(fingerprint(&server), before, "a revoked device changed the server");
+                written_after[w].push(id);
+                continue;
+            }
+            let report = sync(w).unwrap();
             if scopes[w].allows(&scope) {
                 prop_assert!(!report.refused.iter().any(|r| r.0 == id), "{:?}", report.refused);
                 accepted.push(id);
@@ -152,12 +202,29 @@ proptest! {
             let id = accepted[record % accepted.len()];
             server.move_record(id, &office(), &places[place % places.len()]).unwrap();
         }
+        revoke_due(usize::MAX, &mut revoked, &mut held_at_revocation);
         for _ in 0..2 {
-            for w in 0..devices.len() {
-                sync(w);
+            for (w, is_revoked) in revoked.iter().enumerate() {
+                let before = fingerprint(&server);
+                match sync(w) {
+                    Ok(_) => prop_assert!(!is_revoked, "a revoked device synced"),
+                    Err(e) => {
+                        prop_assert!(is_revoked, "device {} failed to sync: {}", w, e);
+                        prop_assert_eq!(fingerprint(&server), before);
+                    }
+                }
             }
         }
         for (w, device) in devices.iter().enumerate() {
+            if revoked[w] {
+                // Nothing received after the revocation; what it wrote
+                // since stays with it, unsynced.
+                let mut expected = held_at_revocation[w].clone();
+                expected.extend(&written_after[w]);
+                expected.sort();
+                prop_assert_eq!(device.record_ids().unwrap(), expected, "revoked device {}", w);
+                continue;
+            }
             let mut expected: Vec<RecordId> = server
                 .record_ids()
                 .unwrap()

@@ -56,6 +56,16 @@ fn a_run_exercises_every_fault() {
         "{stats:?}"
     );
     assert!(
+        stats.device_crashes_in_ops > 0
+            && stats.device_crashes_in_sync > 0
+            && stats.server_crashes > 0,
+        "a crash kind never happened: {stats:?}"
+    );
+    assert!(
+        stats.reordered > 0 && stats.offline_periods > 0,
+        "{stats:?}"
+    );
+    assert!(
         stats.conflicts_seen > 0,
         "no status or register conflict arose: {stats:?}"
     );

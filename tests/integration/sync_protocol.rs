@@ -222,6 +222,44 @@ fn a_record_moved_away_is_dropped_after_its_edits_are_uploaded() {
 }
 
 #[test]
+fn a_record_moved_back_before_its_drop_is_kept() {
+    // Found by the simulation (seed 20069 with 12 devices): a drop kept
+    // back because the device still had edits to upload outlived the
+    // record's move back into its grid, and removed it later.
+    let server = temp_store("SRV");
+    let device = temp_store("D1");
+    let id = device.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    sync_in_process(&device, &server, &["G1"]);
+    add_note(&device, id, &worker(1), "first");
+    server
+        .move_record(id, &office(), &RecordScope::new("S1", "C1", "G2"))
+        .unwrap();
+    let g1 = |s: &RecordScope| s.grid == "G1";
+    let peer = Peer {
+        actor: device.actor(),
+        may_access: &g1,
+    };
+    let mut client = Client::new(&device);
+    let request = client.make_request().unwrap();
+    // A second edit while the round is in flight: still pending after it.
+    add_note(&device, id, &worker(1), "second");
+    let response = sync::serve_bytes(&server, &peer, &request, &ServerLimits::default()).unwrap();
+    client.apply_response(&response).unwrap();
+    assert!(device.meta(id).unwrap().is_some(), "kept: edits to upload");
+    // The office moves it back before the device syncs again.
+    server
+        .move_record(id, &office(), &RecordScope::new("S1", "C1", "G1"))
+        .unwrap();
+    sync_in_process(&device, &server, &["G1"]);
+    sync_in_process(&device, &server, &["G1"]);
+    assert!(device.pending().unwrap().is_empty());
+    let v = device.issue(id).expect("the record is the device's again");
+    assert_eq!(v.location.grid, "G1");
+    assert_eq!(v.timeline.len(), 2);
+    assert_eq!(device.heads(id).unwrap(), server.heads(id).unwrap());
+}
+
+#[test]
 fn a_record_moved_in_arrives_whole() {
     let server = temp_store("SRV");
     let d1 = temp_store("D1");

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+pub mod fuzz;
 pub mod server;
 pub mod sim;
 

@@ -3,16 +3,23 @@
 //!
 //! Each step, chosen by the seed, is a domain operation on a device
 //! (records, notes, text edits, conflicting status changes, meetings with
-//! action items), an office move on the server, a device restart, or a
-//! sync round over a network that may lose the request, lose the response,
-//! or deliver the request twice. After the steps, every device syncs over a
-//! clean network until nothing moves, and the run checks that:
+//! action items), an office move on the server, a device restart, a device
+//! going offline for a while, or a sync round over a network that may
+//! lose the request, lose the response, deliver the request twice, or hold
+//! a request back and deliver it later, after newer ones (reordering).
+//! Crashes: a device may crash in the middle of a domain operation or of a
+//! sync round, and the server in the middle of serving a request; the
+//! crash is injected at a random write to sled (`Store::crash_after_writes`,
+//! feature `failpoints`) and the store is then reopened from disk.
+//! After the steps, every device syncs over a clean network until nothing
+//! moves, and the run checks that:
 //!
 //! * every device holds exactly the server's records in its scope;
 //! * devices agree with the server on every record they hold (heads, view,
-//!   derived status and conflicts);
-//! * every write a device saw acknowledged, and every write at all, reached
-//!   the server (no note is lost or duplicated).
+//!   derived status and conflicts) and on query results for their grids;
+//! * every write a device saw acknowledged reached the server exactly once
+//!   (no note is lost or duplicated), and a write cut short by a crash
+//!   reached it at most once.
 //!
 //! `cargo run -p gridsync-tests --bin gridsync-sim -- --seeds 1000` soaks;
 //! a failure prints the one line that reproduces it.
@@ -23,10 +30,10 @@ use std::path::{Path, PathBuf};
 use gridsync_core::sync::{self, Client, Peer, ServerLimits};
 use gridsync_core::{
     ActionStatus, Durability, IssueOp, IssueStatus, MeetingOp, NewActionItem, RecordId,
-    RecordScope, Status, Store, StoreConfig,
+    RecordScope, Status, Store, StoreConfig, TimelineKind,
 };
 
-use crate::{add_note, new_issue, new_meeting, office, worker};
+use crate::{new_issue, new_meeting, office, worker};
 
 /// A small deterministic generator (SplitMix64).
 #[derive(Clone, Debug)]
@@ -72,6 +79,16 @@ pub struct SimStats {
     pub lost_responses: usize,
     pub duplicated: usize,
     pub restarts: usize,
+    /// Devices crashed in the middle of a domain operation.
+    pub device_crashes_in_ops: usize,
+    /// Devices crashed in the middle of a sync round.
+    pub device_crashes_in_sync: usize,
+    /// Server crashes in the middle of serving a request.
+    pub server_crashes: usize,
+    /// Requests held back and delivered after newer ones.
+    pub reordered: usize,
+    /// Times a device went offline for a while.
+    pub offline_periods: usize,
     pub moves: usize,
     pub records: usize,
     /// Records showing a status or register conflict after sync rounds
@@ -85,17 +102,28 @@ fn scope_of(grid: &str) -> RecordScope {
     RecordScope::new("S1", "C1", grid)
 }
 
+/// A store that can be restarted: a device, or the server.
 struct Device {
     dir: PathBuf,
     code: String,
     store: Option<Store>,
     /// Grids this device may access (all three for an office device).
     grids: Vec<&'static str>,
+    /// No sync before this step.
+    offline_until: usize,
 }
 
 impl Device {
     fn store(&self) -> &Store {
         self.store.as_ref().expect("device store is open")
+    }
+
+    /// Closes the store (after a crash, whatever sled already holds is what
+    /// a real crash there could leave) and opens it again from disk.
+    fn restart(&mut self) -> Result<(), String> {
+        self.store = None;
+        self.store = Some(reopen(&self.dir, &self.code)?);
+        Ok(())
     }
 
     fn allows(&self, s: &RecordScope) -> bool {
@@ -129,11 +157,37 @@ fn reopen(dir: &Path, code: &str) -> Result<Store, String> {
     Err(last)
 }
 
+/// Whether an error is the crash a test injected.
+fn crashed(e: &gridsync_core::Error) -> bool {
+    matches!(e, gridsync_core::Error::Io(io) if io.to_string() == "simulated crash")
+}
+
+/// Arms a crash in the next operation on `store` with probability
+/// `percent`, at one of its first `within` writes. Returns whether armed.
+fn maybe_arm(store: &Store, rng: &mut Rng, percent: u64, within: usize) -> bool {
+    if rng.chance(percent) {
+        store.crash_after_writes(rng.below(within) as u64);
+        true
+    } else {
+        false
+    }
+}
+
+fn disarm(store: &Store) {
+    store.crash_after_writes(u64::MAX);
+}
+
 /// Runs one seeded simulation in `dir`.
 pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String> {
     let mut rng = Rng::new(seed);
     let mut stats = SimStats::default();
-    let server = open(&dir.join("server"), "SRV")?;
+    let mut server = Device {
+        store: Some(open(&dir.join("server"), "SRV")?),
+        dir: dir.join("server"),
+        code: "SRV".into(),
+        grids: GRIDS.to_vec(),
+        offline_until: 0,
+    };
     let mut devices: Vec<Device> = (0..config.devices)
         .map(|i| {
             let grids = if i % 4 == 3 {
@@ -148,6 +202,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                 dir,
                 code,
                 grids,
+                offline_until: 0,
             })
         })
         .collect::<Result<_, String>>()?;
@@ -156,6 +211,10 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
     let mut records: Vec<(RecordId, bool)> = Vec::new(); // (id, is_meeting)
     let mut notes: BTreeMap<RecordId, Vec<String>> = BTreeMap::new();
     let mut items: BTreeMap<RecordId, RecordId> = BTreeMap::new(); // meeting -> action item
+                                                                   // Notes whose write was cut short by a crash: on the server at most once.
+    let mut maybe_notes: BTreeMap<RecordId, Vec<String>> = BTreeMap::new();
+    // Requests held back by the network: (device, request bytes).
+    let mut delayed: Vec<(usize, Vec<u8>)> = Vec::new();
 
     for step in 0..config.steps {
         let d = rng.below(devices.len());
@@ -165,37 +224,51 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                 let dev = &devices[d];
                 let grid = dev.grids[rng.below(dev.grids.len())];
                 let g: u32 = grid[1..].parse().unwrap_or(1);
-                if rng.chance(20) {
-                    let id = dev
-                        .store()
-                        .create_meeting(&office(), new_meeting(1, g, Vec::new()))
-                        .map_err(|e| format!("step {step}: create meeting: {e}"))?;
+                let armed = maybe_arm(dev.store(), &mut rng, 3, 3);
+                let created = if rng.chance(20) {
                     let item = RecordId::new();
                     dev.store()
-                        .update_meeting(
-                            id,
-                            &office(),
-                            MeetingOp::AddActionItem {
-                                item,
-                                new: NewActionItem {
-                                    text: "跟进".into(),
-                                    issue_id: None,
-                                    owner_party: "物业".into(),
-                                    due: None,
+                        .create_meeting(&office(), new_meeting(1, g, Vec::new()))
+                        .and_then(|id| {
+                            dev.store().update_meeting(
+                                id,
+                                &office(),
+                                MeetingOp::AddActionItem {
+                                    item,
+                                    new: NewActionItem {
+                                        text: "跟进".into(),
+                                        issue_id: None,
+                                        owner_party: "物业".into(),
+                                        due: None,
+                                    },
                                 },
-                            },
-                        )
-                        .map_err(|e| format!("step {step}: add action item: {e}"))?;
-                    items.insert(id, item);
-                    records.push((id, true));
+                            )
+                        })
+                        .map(|w| {
+                            items.insert(w.id, item);
+                            (w.id, true)
+                        })
                 } else {
-                    let id = dev
-                        .store()
+                    dev.store()
                         .create_issue(&worker(d as u32), new_issue(step, 1, g))
-                        .map_err(|e| format!("step {step}: create issue: {e}"))?;
-                    records.push((id, false));
-                }
+                        .map(|id| (id, false))
+                };
                 stats.ops += 1;
+                match created {
+                    Ok(record) => {
+                        records.push(record);
+                        if armed {
+                            disarm(dev.store());
+                        }
+                    }
+                    // A record cut short by a crash may or may not exist;
+                    // it is not tracked (nothing acknowledged it).
+                    Err(e) if crashed(&e) => {
+                        devices[d].restart()?;
+                        stats.device_crashes_in_ops += 1;
+                    }
+                    Err(e) => return Err(format!("step {step}: create: {e}")),
+                }
             }
             // An edit on a record the device holds.
             8..=54 => {
@@ -218,6 +291,8 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                 let (id, is_meeting) = held[pick];
                 stats.ops += 1;
                 let who = worker(d as u32);
+                let armed = maybe_arm(store, &mut rng, 3, 3);
+                let mut note = None;
                 let result = if is_meeting {
                     let item = items[&id];
                     let to = ActionStatus::ALL[rng.below(ActionStatus::ALL.len())];
@@ -250,9 +325,15 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                     match rng.below(6) {
                         0 | 1 => {
                             let text = format!("note {seed}-{step}");
-                            add_note(store, id, &who, &text);
-                            notes.entry(id).or_default().push(text);
-                            Ok(gridsync_core::Written { id, seq: None })
+                            note = Some(text.clone());
+                            store.update_issue(
+                                id,
+                                &who,
+                                IssueOp::AddTimeline {
+                                    kind: TimelineKind::Note,
+                                    text,
+                                },
+                            )
                         }
                         2 => {
                             // Mostly a move the workflow allows from here.
@@ -303,12 +384,26 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                         }
                     }
                 };
+                if armed {
+                    disarm(store);
+                }
                 match result {
-                    Ok(_)
-                    | Err(
+                    Ok(_) => {
+                        if let Some(text) = note {
+                            notes.entry(id).or_default().push(text);
+                        }
+                    }
+                    Err(
                         gridsync_core::Error::IllegalTransition { .. }
                         | gridsync_core::Error::NoConflict(_),
                     ) => {}
+                    Err(e) if crashed(&e) => {
+                        if let Some(text) = note {
+                            maybe_notes.entry(id).or_default().push(text);
+                        }
+                        devices[d].restart()?;
+                        stats.device_crashes_in_ops += 1;
+                    }
                     Err(e) => return Err(format!("step {step}: edit on device {d}: {e}")),
                 }
             }
@@ -317,7 +412,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                 let known: Vec<RecordId> = records
                     .iter()
                     .map(|r| r.0)
-                    .filter(|id| server.meta(*id).ok().flatten().is_some())
+                    .filter(|id| server.store().meta(*id).ok().flatten().is_some())
                     .collect();
                 if known.is_empty() {
                     continue;
@@ -325,21 +420,54 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                 let id = known[rng.below(known.len())];
                 let to = scope_of(GRIDS[rng.below(GRIDS.len())]);
                 server
+                    .store()
                     .move_record(id, &office(), &to)
                     .map_err(|e| format!("step {step}: move: {e}"))?;
                 stats.moves += 1;
             }
             // A device restart (its store closed and reopened from disk).
             59..=63 => {
-                let dev = &mut devices[d];
-                dev.store = None;
-                dev.store = Some(reopen(&dev.dir, &dev.code)?);
+                devices[d].restart()?;
                 stats.restarts += 1;
+            }
+            // The device goes out of signal for a while.
+            64..=65 => {
+                devices[d].offline_until = step + 1 + rng.below(config.steps / 5 + 1);
+                stats.offline_periods += 1;
+            }
+            // A request the network held back arrives now, after newer
+            // ones; nobody is waiting for its answer any more.
+            66..=67 => {
+                if delayed.is_empty() {
+                    continue;
+                }
+                let (from, request) = delayed.swap_remove(rng.below(delayed.len()));
+                let dev = &devices[from];
+                let allow = |s: &RecordScope| dev.allows(s);
+                let peer = Peer {
+                    actor: dev.store().actor(),
+                    may_access: &allow,
+                };
+                sync::serve_bytes(server.store(), &peer, &request, &ServerLimits::default())
+                    .map_err(|e| format!("step {step}: late request of device {from}: {e}"))?;
+                stats.reordered += 1;
             }
             // A sync round, over a network that may fail.
             _ => {
-                sync_round(&server, &devices[d], &mut rng, &mut stats, true)
-                    .map_err(|e| format!("step {step}: sync of device {d}: {e}"))?;
+                if devices[d].offline_until > step {
+                    continue;
+                }
+                sync_round(
+                    &mut server,
+                    &mut devices[d],
+                    &mut rng,
+                    &mut stats,
+                    Some(Faults {
+                        delayed: &mut delayed,
+                        device: d,
+                    }),
+                )
+                .map_err(|e| format!("step {step}: sync of device {d}: {e}"))?;
             }
         }
     }
@@ -350,60 +478,105 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
             .iter()
             .map(|d| crate::fingerprint(d.store()))
             .collect();
-        let server_before = crate::fingerprint(&server);
-        for d in &devices {
-            sync_round(&server, d, &mut rng, &mut stats, false)?;
+        let server_before = crate::fingerprint(server.store());
+        for d in &mut devices {
+            sync_round(&mut server, d, &mut rng, &mut stats, None)?;
         }
         let after: Vec<_> = devices
             .iter()
             .map(|d| crate::fingerprint(d.store()))
             .collect();
-        if before == after && server_before == crate::fingerprint(&server) {
+        if before == after && server_before == crate::fingerprint(server.store()) {
             break;
         }
     }
-    check(&server, &devices, &records, &notes, &mut stats)?;
+    check(
+        server.store(),
+        &devices,
+        &records,
+        &notes,
+        &maybe_notes,
+        &mut stats,
+    )?;
     Ok(stats)
 }
 
-/// One sync of a device until it has nothing left, with faults if asked.
+/// The network's and the machines' misbehaviour during a sync round.
+struct Faults<'a> {
+    /// Where held-back requests go.
+    delayed: &'a mut Vec<(usize, Vec<u8>)>,
+    /// The syncing device's index.
+    device: usize,
+}
+
+/// One sync of a device until it has nothing left, with faults if asked:
+/// requests lost, held back or delivered twice, responses lost, the device
+/// or the server crashing part-way (then restarted from disk).
 fn sync_round(
-    server: &Store,
-    dev: &Device,
+    server: &mut Device,
+    dev: &mut Device,
     rng: &mut Rng,
     stats: &mut SimStats,
-    faults: bool,
+    mut faults: Option<Faults<'_>>,
 ) -> Result<(), String> {
-    let allow = |s: &RecordScope| dev.allows(s);
-    let peer = Peer {
-        actor: dev.store().actor(),
-        may_access: &allow,
-    };
     let limits = ServerLimits::default();
     let page = if rng.chance(50) { 2048 } else { 1 << 20 };
     let mut client = Client::new(dev.store()).page_bytes(page);
+    let fault = |rng: &mut Rng, percent: u64, on: bool| on && rng.chance(percent);
+    let on = faults.is_some();
     for _ in 0..1000 {
-        let request = client.make_request().map_err(|e| e.to_string())?;
-        if faults && rng.chance(10) {
+        let device_armed = on && maybe_arm(dev.store(), rng, 8, 8);
+        let request = match client.make_request() {
+            Ok(r) => r,
+            Err(e) if crashed(&e) => return crash_device(dev, stats),
+            Err(e) => return Err(e.to_string()),
+        };
+        if fault(rng, 8, on) {
             stats.lost_requests += 1;
-            return Ok(());
+            return settle(dev, device_armed);
         }
-        let mut response =
-            sync::serve_bytes(server, &peer, &request, &limits).map_err(|e| e.to_string())?;
-        if faults && rng.chance(10) {
+        if let Some(f) = faults.as_mut().filter(|_| rng.chance(4)) {
+            f.delayed.push((f.device, request));
+            return settle(dev, device_armed);
+        }
+        let allow = |s: &RecordScope| dev.allows(s);
+        let peer = Peer {
+            actor: dev.store().actor(),
+            may_access: &allow,
+        };
+        let server_armed = on && maybe_arm(server.store(), rng, 6, 4);
+        let mut served = sync::serve_bytes(server.store(), &peer, &request, &limits);
+        if served.is_ok() && fault(rng, 8, on) {
             // The request arrives twice; the device sees the second answer.
             stats.duplicated += 1;
-            response =
-                sync::serve_bytes(server, &peer, &request, &limits).map_err(|e| e.to_string())?;
+            served = sync::serve_bytes(server.store(), &peer, &request, &limits);
         }
-        if faults && rng.chance(10) {
+        let response = match served {
+            Ok(r) => r,
+            Err(e) if crashed(&e) => {
+                // The server died part-way; the device sees no answer.
+                server.restart()?;
+                stats.server_crashes += 1;
+                return settle(dev, device_armed);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if server_armed {
+            disarm(server.store());
+        }
+        if fault(rng, 8, on) {
             stats.lost_responses += 1;
-            return Ok(());
+            return settle(dev, device_armed);
         }
         stats.syncs += 1;
-        let more = client
-            .apply_response(&response)
-            .map_err(|e| e.to_string())?;
+        let more = match client.apply_response(&response) {
+            Ok(more) => more,
+            Err(e) if crashed(&e) => return crash_device(dev, stats),
+            Err(e) => return Err(e.to_string()),
+        };
+        if device_armed {
+            disarm(dev.store());
+        }
         stats.conflicts_seen += dev
             .store()
             .count(&gridsync_core::Query::default().conflict(true))
@@ -426,14 +599,42 @@ fn sync_round(
     ))
 }
 
+/// Ends a round early: a crash armed on the device and not reached is
+/// called off.
+fn settle(dev: &Device, armed: bool) -> Result<(), String> {
+    if armed {
+        disarm(dev.store());
+    }
+    Ok(())
+}
+
+fn crash_device(dev: &mut Device, stats: &mut SimStats) -> Result<(), String> {
+    dev.restart()?;
+    stats.device_crashes_in_sync += 1;
+    Ok(())
+}
+
 fn check(
     server: &Store,
     devices: &[Device],
     records: &[(RecordId, bool)],
     notes: &BTreeMap<RecordId, Vec<String>>,
+    maybe_notes: &BTreeMap<RecordId, Vec<String>>,
     stats: &mut SimStats,
 ) -> Result<(), String> {
     stats.records = server.len().map_err(|e| e.to_string())?;
+    // Each store is consistent with itself (log, documents, index).
+    for (name, store) in std::iter::once(("server".to_string(), server)).chain(
+        devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("device {i}"), d.store())),
+    ) {
+        let problems = store.verify().map_err(|e| e.to_string())?;
+        if !problems.is_empty() {
+            return Err(format!("{name} is inconsistent: {problems:?}"));
+        }
+    }
     // Every record and every note reached the server, exactly once.
     for (id, is_meeting) in records {
         if *is_meeting {
@@ -449,6 +650,14 @@ fn check(
             let n = v.timeline.iter().filter(|t| &t.text == text).count();
             if n != 1 {
                 return Err(format!("note {text:?} on {id} is on the server {n} times"));
+            }
+        }
+        for text in maybe_notes.get(id).into_iter().flatten() {
+            let n = v.timeline.iter().filter(|t| &t.text == text).count();
+            if n > 1 {
+                return Err(format!(
+                    "note {text:?} on {id}, cut short by a crash, is on the server {n} times"
+                ));
             }
         }
     }
@@ -470,30 +679,51 @@ fn check(
         }
         let held = store.record_ids().map_err(|e| e.to_string())?;
         if held != expected {
+            let explain = |id: &RecordId| {
+                let log: Vec<String> = server
+                    .log_since(0, usize::MAX)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| e.id == *id)
+                    .map(|e| {
+                        let moved = e
+                            .moved_from
+                            .map(|m| format!("move from {} ", m.grid))
+                            .unwrap_or_default();
+                        let mine = if e.from.as_ref() == Some(store.actor()) {
+                            "mine"
+                        } else {
+                            ""
+                        };
+                        format!("{}:{moved}{mine}", e.seq)
+                    })
+                    .collect();
+                format!(
+                    "{id} log {log:?} cursor {:?} (server scope {:?}, device scope {:?}, pending {}, \
+                     want-list bytes {:?}, drop-list bytes {:?})",
+                    Client::new(store).cursor(),
+                    server.scope_of(*id).ok().flatten().map(|s| s.grid),
+                    store.scope_of(*id).ok().flatten().map(|s| s.grid),
+                    store
+                        .pending()
+                        .map(|p| p.iter().any(|p| p.id == *id))
+                        .unwrap_or(false),
+                    store.sync_state("want_snapshots").ok().flatten().map(|d| d.len()),
+                    store.sync_state("drops").ok().flatten().map(|d| d.len()),
+                )
+            };
             let extra: Vec<String> = held
                 .iter()
                 .filter(|id| !expected.contains(id))
-                .map(|id| {
-                    let log: Vec<String> = server
-                        .log_since(0, usize::MAX)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|e| e.id == *id)
-                        .map(|e| format!("{}:{}{}", e.seq, e.moved_from.map(|m| format!("move from {} ", m.grid)).unwrap_or_default(), if e.from.as_ref() == Some(store.actor()) { "mine" } else { "" }))
-                        .collect();
-                    format!(
-                        "{id} log {log:?} cursor {:?} (server scope {:?}, device scope {:?}, pending {}, drops {:?})",
-                        Client::new(store).cursor(),
-                        server.scope_of(*id).ok().flatten().map(|s| s.grid),
-                        store.scope_of(*id).ok().flatten().map(|s| s.grid),
-                        store.pending().map(|p| p.iter().any(|p| p.id == *id)).unwrap_or(false),
-                        store.sync_state("drops").ok().flatten().map(|d| d.len()),
-                    )
-
-                })
+                .map(explain)
+                .collect();
+            let missing: Vec<String> = expected
+                .iter()
+                .filter(|id| !held.contains(id))
+                .map(explain)
                 .collect();
             return Err(format!(
-                "device {i} (grids {:?}) holds {} records, its scope has {}; extra: {extra:?}",
+                "device {i} (grids {:?}) holds {} records, its scope has {}; extra: {extra:?}; missing: {missing:?}",
                 d.grids,
                 held.len(),
                 expected.len()
@@ -534,6 +764,27 @@ fn check(
                 != server.meta(id).ok().flatten().map(|m| m.scope())
             {
                 return Err(format!("device {i} indexes {id} under another scope"));
+            }
+        }
+        // Query results: the same answers from the device as from the
+        // server, for each of its grids.
+        for grid in &d.grids {
+            for q in [
+                gridsync_core::Query::issues().grid(*grid).open(true),
+                gridsync_core::Query::default().grid(*grid).conflict(true),
+                gridsync_core::Query::meetings().grid(*grid),
+            ] {
+                let on_device = store.list(&q).map_err(|e| e.to_string())?;
+                let on_server = server.list(&q).map_err(|e| e.to_string())?;
+                if on_device != on_server {
+                    return Err(format!(
+                        "device {i} answers {q:?} differently from the server"
+                    ));
+                }
+            }
+            let q = gridsync_core::Query::default().grid(*grid);
+            if store.count_by_status(&q).ok() != server.count_by_status(&q).ok() {
+                return Err(format!("device {i} counts statuses in {grid} differently"));
             }
         }
     }
