@@ -38,7 +38,8 @@ pub const MAX_TEXT: usize = 128 * 1_024;
 
 /// A register value as read from a document. Several of them are returned
 /// when a register holds concurrent different values.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(untagged)]
 pub enum Value {
     Null,
     Str(String),
@@ -130,7 +131,7 @@ impl From<bool> for Value {
 /// A register whose concurrent writers disagree. Automerge shows one value
 /// by a fixed rule (the highest operation id), identical on every replica;
 /// all values stay visible here until someone writes the field again.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RegisterConflict {
     /// The field's key in the document, such as `title` or `action_items/…/text`.
     pub field: String,
@@ -165,9 +166,39 @@ macro_rules! string_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        $crate::doc::serde_by_name!($name, |v: $name| v.as_str(), $name::parse);
     };
 }
 pub(crate) use string_enum;
+
+/// JSON (and any serde format) for a closed set of names: the stored name
+/// as a string; an unknown name is an error that lists the known ones.
+macro_rules! serde_by_name {
+    ($name:ty, $as_str:expr, $parse:expr) => {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                let as_str = $as_str;
+                serializer.serialize_str(as_str(*self))
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> std::result::Result<Self, D::Error> {
+                let name = String::deserialize(deserializer)?;
+                let parse = $parse;
+                parse(&name)
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown name {name:?}")))
+            }
+        }
+    };
+}
+pub(crate) use serde_by_name;
 
 // ---------------------------------------------------------------- reading
 

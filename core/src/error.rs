@@ -16,6 +16,11 @@ pub enum Error {
     #[error("record {0} not found")]
     NotFound(RecordId),
 
+    /// A record with this id is already in the store (creation under a
+    /// caller-chosen id).
+    #[error("record {0} already exists")]
+    Exists(RecordId),
+
     /// The record exists but is of the other kind (an issue asked for as a
     /// meeting, say).
     #[error("record {id} is a {actual}, not a {expected}")]
@@ -138,6 +143,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::NotFound(_) => "not_found",
+            Error::Exists(_) => "exists",
             Error::WrongKind { .. } => "wrong_kind",
             Error::IllegalTransition { .. } => "illegal_transition",
             Error::InvalidInput { .. } => "invalid_input",

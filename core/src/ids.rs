@@ -65,6 +65,23 @@ impl FromStr for RecordId {
     }
 }
 
+impl serde::Serialize for RecordId {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RecordId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a record id (UUID)")))
+    }
+}
+
 /// The two kinds of record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RecordKind {
@@ -153,3 +170,6 @@ impl Author {
         }
     }
 }
+
+crate::doc::serde_by_name!(Role, |v: Role| v.as_str(), Role::parse);
+crate::doc::serde_by_name!(RecordKind, |v: RecordKind| v.as_str(), RecordKind::parse);

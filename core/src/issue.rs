@@ -91,7 +91,7 @@ string_enum! {
 
 /// Everything needed to record a new issue. The store adds the id, the case
 /// number, the author, the device and the time.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewIssue {
     pub source: Source,
     /// The 12345 work-order number, when the case came from the hotline.
@@ -112,7 +112,13 @@ pub struct NewIssue {
 }
 
 /// A typed operation on an issue. Each one is one Automerge transaction.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(
+    tag = "op",
+    content = "args",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 #[non_exhaustive]
 pub enum IssueOp {
     SetTitle(String),
@@ -194,7 +200,7 @@ impl IssueOp {
 }
 
 /// A return visit to be recorded.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewReturnVisit {
     /// Whether the resident was reached.
     pub reached: bool,
@@ -205,7 +211,7 @@ pub struct NewReturnVisit {
 }
 
 /// A timeline entry as read.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct TimelineEntry {
     pub id: EntryId,
     pub kind: Option<TimelineKind>,
@@ -216,7 +222,7 @@ pub struct TimelineEntry {
 }
 
 /// A return visit as read.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ReturnVisit {
     pub id: EntryId,
     pub reached: bool,
@@ -228,7 +234,7 @@ pub struct ReturnVisit {
 }
 
 /// A deadline change as read.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct DeadlineChange {
     pub id: EntryId,
     pub due: i64,
@@ -238,14 +244,14 @@ pub struct DeadlineChange {
 }
 
 /// A status event with whether it was applied.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct TransitionView {
     pub event: Event,
     pub applied: bool,
 }
 
 /// The typed read view of an issue, derived fields included.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct IssueView {
     pub id: RecordId,
     pub case_no: String,

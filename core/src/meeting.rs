@@ -62,7 +62,7 @@ string_enum! {
 
 /// Everything needed to convene a meeting. The store adds id, number,
 /// author, device and time.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewMeeting {
     pub topic: String,
     pub level: MeetingLevel,
@@ -80,7 +80,7 @@ pub struct NewMeeting {
 }
 
 /// A person at the table.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewAttendee {
     pub role: AttendeeRole,
     pub organisation: String,
@@ -92,7 +92,7 @@ pub struct NewAttendee {
 }
 
 /// An attendee as read.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Attendee {
     pub id: EntryId,
     pub role: Option<AttendeeRole>,
@@ -104,7 +104,7 @@ pub struct Attendee {
 }
 
 /// A text entry in a meeting log (agreement, legal guidance).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LogText {
     pub id: EntryId,
     pub text: String,
@@ -113,7 +113,7 @@ pub struct LogText {
 }
 
 /// A measure to be agreed.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewActionItem {
     pub text: String,
     pub issue_id: Option<RecordId>,
@@ -122,7 +122,13 @@ pub struct NewActionItem {
 }
 
 /// A typed operation on a meeting. Each one is one Automerge transaction.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(
+    tag = "op",
+    content = "args",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 #[non_exhaustive]
 pub enum MeetingOp {
     SetTopic(String),
@@ -215,7 +221,7 @@ impl MeetingOp {
 }
 
 /// An action item as read, with its derived status.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ActionItem {
     pub id: RecordId,
     pub text: String,
@@ -234,7 +240,7 @@ pub struct ActionItem {
 }
 
 /// The typed read view of a meeting.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct MeetingView {
     pub id: RecordId,
     pub meeting_no: String,

@@ -19,7 +19,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 /// A position with its accuracy in metres.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Geo {
     pub lat: f64,
     pub lon: f64,
@@ -29,7 +29,7 @@ pub struct Geo {
 /// Where a record belongs and where the matter is. `street`, `community`
 /// and `grid` are the record's scope: they decide which devices and office
 /// roles see it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Location {
     pub street: String,
     pub community: String,
@@ -42,7 +42,7 @@ pub struct Location {
 
 /// The resident who raised the matter. Personal data: shown only to roles
 /// that need it and never logged.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reporter {
     pub name: String,
     pub phone: String,
@@ -51,7 +51,7 @@ pub struct Reporter {
 }
 
 /// A reference to a file that travels separately from the record.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AttachmentRef {
     /// Hex SHA-256 of the content.
     pub hash: String,
@@ -62,7 +62,7 @@ pub struct AttachmentRef {
 }
 
 /// An attachment as stored in a record's log.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Attachment {
     pub id: EntryId,
     pub file: AttachmentRef,

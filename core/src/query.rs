@@ -19,8 +19,9 @@ use crate::workflow::{IssueStatus, Status};
 /// It is derived from the document, so every replica holding the same
 /// changes derives the same meta (`updated_at` is the latest change time,
 /// a device clock: for display and sorting only).
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize)]
 pub struct RecordMeta {
+    #[serde(serialize_with = "id_as_text")]
     pub id: [u8; 16],
     pub kind: String,
     /// Case number or meeting number.
@@ -46,7 +47,19 @@ pub struct RecordMeta {
     /// A status or register conflict awaits review.
     pub conflict: bool,
     /// Meetings: the issues they discuss (the only place the link is written).
+    #[serde(serialize_with = "ids_as_text")]
     pub linked_issues: Vec<[u8; 16]>,
+}
+
+fn id_as_text<S: serde::Serializer>(id: &[u8; 16], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(&RecordId::from_bytes(*id))
+}
+
+fn ids_as_text<S: serde::Serializer>(
+    ids: &[[u8; 16]],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(ids.iter().map(|id| RecordId::from_bytes(*id).to_string()))
 }
 
 impl RecordMeta {
@@ -122,7 +135,9 @@ impl RecordMeta {
 
 /// Where a record belongs: the three levels that decide who may see and
 /// write it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, serde::Serialize,
+)]
 pub struct RecordScope {
     pub street: String,
     pub community: String,
@@ -291,7 +306,7 @@ impl Query {
 }
 
 /// One page of results and the total that matched.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Page {
     pub items: Vec<RecordMeta>,
     pub total: usize,

@@ -654,6 +654,14 @@ impl Store {
     /// Records a new issue and returns its id.
     pub fn create_issue(&self, author: &Author, new: NewIssue) -> Result<RecordId> {
         let id = RecordId::new();
+        self.create_issue_with_id(id, author, new)?;
+        Ok(id)
+    }
+
+    /// Records a new issue under an id the caller chose, for example one
+    /// derived from a 12345 work-order number so that intake is
+    /// idempotent. Refused with [`Error::Exists`] if the store holds it.
+    pub fn create_issue_with_id(&self, id: RecordId, author: &Author, new: NewIssue) -> Result<()> {
         self.create(
             id,
             RecordKind::Issue,
@@ -664,7 +672,7 @@ impl Store {
                 issue::create(tx, ctx, id, &case_no, &new)
             },
         )?;
-        Ok(id)
+        Ok(())
     }
 
     /// Convenes a new meeting and returns its id.
@@ -713,6 +721,9 @@ impl Store {
         F: FnOnce(&mut Transaction<'_>, Ctx<'_>, u64) -> Result<()>,
     {
         let mut w = self.lock();
+        if self.index_read().records.contains_key(&id) {
+            return Err(Error::Exists(id));
+        }
         let n = match self.db.get(key(P_META, counter))? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()
@@ -1169,6 +1180,15 @@ impl Store {
     /// One page of records matching `q`.
     pub fn list(&self, q: &Query) -> Result<Page> {
         Ok(query::run(q, self.index_read().records.values()))
+    }
+
+    /// Like [`Store::list`], over only the records `keep` accepts (an
+    /// office user's scope, say), before sorting and paging.
+    pub fn list_where(&self, q: &Query, keep: impl Fn(&RecordMeta) -> bool) -> Result<Page> {
+        Ok(query::run(
+            q,
+            self.index_read().records.values().filter(|m| keep(m)),
+        ))
     }
 
     /// How many records match `q` (paging ignored).

@@ -235,7 +235,7 @@ impl Status for ActionStatus {
 
 /// Identifies a log entry: the device (Automerge actor, hex) that wrote it
 /// and that device's sequence number within the record.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct EntryId {
     pub dev: String,
     pub n: u64,
@@ -250,7 +250,7 @@ pub fn clock_covers(clock: &Clock, id: &EntryId) -> bool {
 }
 
 /// One status change as stored in a record's transition log.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Event {
     pub id: EntryId,
     /// Stored as text so that an event from a newer app with an unknown
@@ -281,14 +281,14 @@ impl Event {
 }
 
 /// One side of a status conflict.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Candidate<S> {
     pub status: S,
     pub events: Vec<EntryId>,
 }
 
 /// Why the derived status is disputed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StatusConflict<S> {
     /// The statuses the latest concurrent events lead to, least final
     /// first. More than one means the authors disagree.
@@ -611,3 +611,14 @@ mod tests {
         assert!(d.status == Reported || d.status == Draft);
     }
 }
+
+crate::doc::serde_by_name!(
+    IssueStatus,
+    |v: IssueStatus| v.as_str(),
+    <IssueStatus as Status>::parse
+);
+crate::doc::serde_by_name!(
+    ActionStatus,
+    |v: ActionStatus| v.as_str(),
+    <ActionStatus as Status>::parse
+);

@@ -120,9 +120,35 @@ where
     }
 }
 
+/// Query parameters whose rejections leave as `{"code": "invalid_query"}`.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, AppError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(AppError::new(
+                rejection.status(),
+                "invalid_query",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
 /// Maps a core error to a response: the caller's mistakes are 4xx with
 /// their code; the server's own failures are a bare 500.
-fn core_error(e: gridsync_core::Error) -> AppError {
+pub(crate) fn core_error(e: gridsync_core::Error) -> AppError {
     use gridsync_core::Error as E;
     let status = match &e {
         E::Wire(_)
@@ -133,6 +159,7 @@ fn core_error(e: gridsync_core::Error) -> AppError {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::Exists(_) => StatusCode::CONFLICT,
         E::OutOfScope { .. } => StatusCode::FORBIDDEN,
         E::ScopeChange { .. }
         | E::WrongKind { .. }
@@ -161,6 +188,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices", get(list_devices))
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/v1/admin/records/{id}/move", post(move_record))
+        .route("/v1/admin/office-users", post(create_office_user))
+        .merge(crate::office::routes())
         .with_state(state)
 }
 
@@ -176,7 +205,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -196,7 +225,7 @@ fn now_ms() -> i64 {
 
 /// Runs blocking work (sled, Automerge) off the async runtime. A panic is
 /// caught and becomes a 500; the store's own guards keep the data intact.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, AppError> {
     match tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f))).await {
@@ -378,6 +407,26 @@ async fn create_enrollment(
     })
     .await?;
     Ok(Json(json!({ "code": code, "expires_at": expires_at })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfficeUserReq {
+    worker: String,
+    /// office, community, street, hotline or department.
+    role: Role,
+}
+
+async fn create_office_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<OfficeUserReq>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let (id, token) = admin_do(&state, &headers, move |i| {
+        i.create_office_user(&req.worker, req.role, now_ms())
+    })
+    .await?;
+    Ok(Json(json!({ "id": id, "token": token })))
 }
 
 async fn list_devices(

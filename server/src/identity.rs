@@ -60,6 +60,8 @@ const P_WORKER: u8 = b'w';
 const P_DEVICE: u8 = b'd';
 const P_ENROLL: u8 = b'e';
 const P_COUNTER: u8 = b'n';
+const P_OFFICE: u8 = b'o';
+const P_OFFICE_COUNTER: u8 = b'N';
 
 /// How long an enrollment code stays valid.
 pub const ENROLLMENT_TTL_MS: i64 = 24 * 3_600_000;
@@ -117,6 +119,19 @@ pub struct Device {
     pub revoked: bool,
     pub enrolled_at: i64,
     pub last_sync_at: Option<i64>,
+}
+
+/// An office user's login: a worker (whose scope it gets) acting in an
+/// office role, with a bearer token for the office API and dashboard.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct OfficeUser {
+    pub id: String,
+    pub worker: String,
+    /// A `gridsync_core::Role` name.
+    pub role: String,
+    token_digest: [u8; 32],
+    pub revoked: bool,
+    pub created_at: i64,
 }
 
 #[derive(Clone, Debug, Encode, Decode)]
@@ -370,16 +385,7 @@ impl Identity {
                 actor.to_hex_string(),
             ));
         }
-        let n = self
-            .db
-            .update_and_fetch([P_COUNTER], |old| {
-                let n = old
-                    .and_then(|o| <[u8; 8]>::try_from(o).ok())
-                    .map_or(0, u64::from_be_bytes);
-                Some((n + 1).to_be_bytes().to_vec())
-            })?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(1, u64::from_be_bytes);
+        let n = self.next_number(P_COUNTER)?;
         let device_id = format!("dev-{n}");
         let device_code = format!("D{n:04}");
         let secret = secret()?;
@@ -406,29 +412,102 @@ impl Identity {
     /// The device a bearer token belongs to. Refuses unknown, malformed and
     /// revoked tokens.
     pub fn authenticate(&self, token: &str) -> Result<Device> {
-        let mut parts = token.splitn(3, '.');
-        let (Some("gs1"), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(IdentityError::Unauthorized);
-        };
-        let Some(secret) = unhex(secret).filter(|s| s.len() == 32) else {
-            return Err(IdentityError::Unauthorized);
-        };
-        if check_id("device id", id).is_err() {
-            return Err(IdentityError::Unauthorized);
-        }
-        let Some(device) = self.get::<Device>(P_DEVICE, id)? else {
-            // Spend the same work as a real check.
-            let _ = constant_time_eq(&digest(&secret), &[0; 32]);
-            return Err(IdentityError::Unauthorized);
-        };
-        if !constant_time_eq(&digest(&secret), &device.token_digest) {
-            return Err(IdentityError::Unauthorized);
-        }
+        let device: Device =
+            self.check_token(token, "gs1", P_DEVICE, |d: &Device| &d.token_digest)?;
         if device.revoked {
             return Err(IdentityError::Revoked);
         }
         Ok(device)
+    }
+
+    /// The office user a bearer token belongs to.
+    pub fn authenticate_office(&self, token: &str) -> Result<OfficeUser> {
+        let user: OfficeUser =
+            self.check_token(token, "gso1", P_OFFICE, |u: &OfficeUser| &u.token_digest)?;
+        if user.revoked {
+            return Err(IdentityError::Revoked);
+        }
+        Ok(user)
+    }
+
+    /// Parses `<scheme>.<id>.<secret hex>`, loads the holder and compares
+    /// the secret's digest in constant time.
+    fn check_token<T: Decode<()>>(
+        &self,
+        token: &str,
+        scheme: &str,
+        prefix: u8,
+        digest_of: impl Fn(&T) -> &[u8; 32],
+    ) -> Result<T> {
+        let mut parts = token.splitn(3, '.');
+        let (Some(s), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(IdentityError::Unauthorized);
+        };
+        if s != scheme {
+            return Err(IdentityError::Unauthorized);
+        }
+        let Some(secret) = unhex(secret).filter(|s| s.len() == 32) else {
+            return Err(IdentityError::Unauthorized);
+        };
+        if check_id("token id", id).is_err() {
+            return Err(IdentityError::Unauthorized);
+        }
+        let Some(holder) = self.get::<T>(prefix, id)? else {
+            // Spend the same work as a real check.
+            let _ = constant_time_eq(&digest(&secret), &[0; 32]);
+            return Err(IdentityError::Unauthorized);
+        };
+        if !constant_time_eq(&digest(&secret), digest_of(&holder)) {
+            return Err(IdentityError::Unauthorized);
+        }
+        Ok(holder)
+    }
+
+    /// The next number of a counter (1, 2, …), atomically.
+    fn next_number(&self, counter: u8) -> Result<u64> {
+        Ok(self
+            .db
+            .update_and_fetch([counter], |old| {
+                let n = old
+                    .and_then(|o| <[u8; 8]>::try_from(o).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some((n + 1).to_be_bytes().to_vec())
+            })?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(1, u64::from_be_bytes))
+    }
+
+    /// Creates an office login for a worker acting in `role` and returns
+    /// its id and bearer token (shown once; only its digest is kept).
+    pub fn create_office_user(
+        &self,
+        worker: &str,
+        role: gridsync_core::Role,
+        now: i64,
+    ) -> Result<(String, String)> {
+        if self.worker(worker)?.is_none() {
+            return Err(IdentityError::Unknown("worker", worker.to_owned()));
+        }
+        if role == gridsync_core::Role::GridWorker {
+            return Err(IdentityError::Invalid(
+                "role",
+                "grid workers use devices, not office logins".into(),
+            ));
+        }
+        let n = self.next_number(P_OFFICE_COUNTER)?;
+        let id = format!("off-{n}");
+        let secret = secret()?;
+        let user = OfficeUser {
+            id: id.clone(),
+            worker: worker.to_owned(),
+            role: role.as_str().to_owned(),
+            token_digest: digest(&secret),
+            revoked: false,
+            created_at: now,
+        };
+        self.db.insert(key(P_OFFICE, &id), encode(&user)?)?;
+        self.db.flush()?;
+        Ok((id.clone(), format!("gso1.{id}.{}", hex(&secret))))
     }
 
     /// Revokes a device: its token stops working at once.
@@ -453,6 +532,11 @@ impl Identity {
 
     /// Whether (street, community, grid) is a real place in the tree.
     pub fn is_place(&self, s: &RecordScope) -> Result<bool> {
+        if s.grid.is_empty() {
+            // Community level: dispatched to a community, not yet to a grid.
+            let community = self.get::<Community>(P_COMMUNITY, &s.community)?;
+            return Ok(community.is_some_and(|c| c.street == s.street));
+        }
         let Some(grid) = self.get::<Grid>(P_GRID, &s.grid)? else {
             return Ok(false);
         };
@@ -470,6 +554,8 @@ impl Identity {
         let grids = self.grids()?;
         let communities = self.communities()?;
         Ok(Scope {
+            // Every grid, and every community itself (grid ""): records
+            // dispatched to a community before a grid is chosen.
             tree: communities
                 .iter()
                 .flat_map(|c| {
@@ -477,6 +563,7 @@ impl Identity {
                         .iter()
                         .filter(|g| g.community == c.id)
                         .map(|g| RecordScope::new(&c.street, &c.id, &g.id))
+                        .chain(std::iter::once(RecordScope::new(&c.street, &c.id, "")))
                         .collect::<Vec<_>>()
                 })
                 .collect(),

@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod identity;
 pub mod metrics;
+pub mod office;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

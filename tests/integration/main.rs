@@ -8,6 +8,7 @@ mod convergence;
 mod crash;
 mod durability;
 mod fuzz_replay;
+mod office;
 mod records;
 mod scope_property;
 mod server;

@@ -253,10 +253,12 @@ pub fn foreign_changes(data: &[u8]) {
     }
 }
 
-/// The JSON endpoints of the office API, as (method path, needs an id).
-/// The first byte of an input picks one; bit 0x80 of the second byte swaps
-/// the id in the path for a well-formed unknown one.
-pub const OFFICE_ROUTES: [&str; 8] = [
+/// The endpoints that take JSON bodies: enrollment, administration and
+/// the office API. The first byte of an input picks one; bit 0x80 of the
+/// second byte swaps the id in the path for a well-formed unknown one.
+/// Office routes are called with an office token, the rest with the admin
+/// token.
+pub const OFFICE_ROUTES: [&str; 12] = [
     "/v1/enroll",
     "/v1/admin/streets",
     "/v1/admin/communities",
@@ -265,6 +267,10 @@ pub const OFFICE_ROUTES: [&str; 8] = [
     "/v1/admin/enrollments",
     "/v1/admin/devices/{id}/revoke",
     "/v1/admin/records/{id}/move",
+    "/v1/admin/office-users",
+    "/v1/office/work-orders",
+    "/v1/office/issues/{id}/ops",
+    "/v1/office/meetings/{id}/ops",
 ];
 
 const ADMIN_TOKEN: &str = "fuzz-admin-token";
@@ -273,6 +279,8 @@ struct Office {
     runtime: tokio::runtime::Runtime,
     app: axum::Router,
     record: RecordId,
+    meeting: RecordId,
+    office_token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -292,10 +300,12 @@ fn office_server() -> &'static Office {
             .enable_all()
             .build()
             .unwrap();
-        let office = Office {
+        let mut office = Office {
             app: gridsync_server::app(state),
             runtime,
             record: fx.record(RecordKind::Issue, "G1"),
+            meeting: fx.record(RecordKind::Meeting, "G1"),
+            office_token: String::new(),
             _dir: dir,
         };
         for (route, body) in [
@@ -308,6 +318,13 @@ fn office_server() -> &'static Office {
             let (status, _) = office.post(route, body.as_bytes());
             assert!(status < 300, "fixture set-up {route}: {status}");
         }
+        let (status, body) = office.post(
+            "/v1/admin/office-users",
+            br#"{"worker":"w1","role":"office"}"#,
+        );
+        assert_eq!(status, 200, "fixture set-up: an office login");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        office.office_token = body["token"].as_str().unwrap().to_owned();
         office
     })
 }
@@ -315,9 +332,14 @@ fn office_server() -> &'static Office {
 impl Office {
     fn post(&self, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         use tower::ServiceExt;
+        let token = if path.starts_with("/v1/office/") {
+            &self.office_token
+        } else {
+            ADMIN_TOKEN
+        };
         let request = axum::http::Request::post(path)
             .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("authorization", format!("Bearer {token}"))
             .body(axum::body::Body::from(body.to_vec()))
             .unwrap();
         self.runtime.block_on(async {
@@ -338,10 +360,12 @@ pub fn office_json(data: &[u8]) {
     };
     let office = office_server();
     let template = OFFICE_ROUTES[*route as usize % OFFICE_ROUTES.len()];
-    let id = if flags & 0x80 == 0 {
-        office.record.to_string()
-    } else {
+    let id = if flags & 0x80 != 0 {
         RecordId::from_bytes([0x42; 16]).to_string()
+    } else if template.contains("meetings") {
+        office.meeting.to_string()
+    } else {
+        office.record.to_string()
     };
     let path = template.replace("{id}", &id);
     let (status, bytes) = office.post(&path, body);
@@ -544,7 +568,7 @@ pub fn write_seeds(fixture_path: &Path, out: &Path) -> std::io::Result<usize> {
     )?;
 
     // office_json: a valid body for every route.
-    let bodies: [&str; 8] = [
+    let bodies: [&str; 12] = [
         r#"{"code":"ABCD-EFGH","actor":"00112233445566778899aabbccddeeff"}"#,
         r#"{"id":"S2","name":"和平街道"}"#,
         r#"{"id":"C2","street":"S1"}"#,
@@ -553,6 +577,10 @@ pub fn write_seeds(fixture_path: &Path, out: &Path) -> std::io::Result<usize> {
         r#"{"worker":"w1"}"#,
         "{}",
         r#"{"street":"S1","community":"C1","grid":"G2","by":"office-1"}"#,
+        r#"{"worker":"w1","role":"department"}"#,
+        r#"{"work_order_no":"12345-1","category":"c","kind":"complaint","urgency":"red","title":"t","reporter":{"name":"n","phone":"1","anonymous":false,"may_call_back":true},"street":"S1","community":"C1","grid":"G1"}"#,
+        r#"{"op":"transition","args":{"to":"accepted","reason":""}}"#,
+        r#"{"op":"add_agreement","args":"ok"}"#,
     ];
     for (i, body) in bodies.iter().enumerate() {
         put(

@@ -65,14 +65,28 @@ impl TestServer {
 
     /// Starts the real `gridsync serve` as a child process.
     pub fn spawn(exe: &str, data_dir: &Path, listen: &str) -> TestServer {
-        let mut child = Command::new(exe)
+        Self::spawn_logging(exe, data_dir, listen, None)
+    }
+
+    /// Like [`TestServer::spawn`]; with `log`, the server logs at debug
+    /// level into that file.
+    pub fn spawn_logging(
+        exe: &str,
+        data_dir: &Path,
+        listen: &str,
+        log: Option<&Path>,
+    ) -> TestServer {
+        let mut command = Command::new(exe);
+        command
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .env("GRIDSYNC_ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .env("RUST_LOG", if log.is_some() { "debug" } else { "warn" })
+            .stdout(Stdio::piped());
+        if let Some(path) = log {
+            command.stderr(std::fs::File::create(path).unwrap());
+        }
+        let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let banner = lines.next().unwrap().unwrap();
         let addr = gridsync_server::cli::address_in_banner(&banner)
@@ -167,6 +181,31 @@ impl TestServer {
         ));
     }
 
+    /// Creates an office login for `worker` in `role`; returns its token.
+    pub fn office_token(&self, worker: &str, role: &str) -> String {
+        let (status, body) = self.admin(
+            "/v1/admin/office-users",
+            serde_json::json!({"worker": worker, "role": role}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// GETs `path` with an office token.
+    pub fn office_get(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        get_json(&format!("{}{path}", self.url), Some(token))
+    }
+
+    /// POSTs JSON to `path` with an office token.
+    pub fn office_post(
+        &self,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        post_json(&format!("{}{path}", self.url), Some(token), body)
+    }
+
     /// Enrolls a new device of `worker` with a store in `dir`.
     pub fn enroll(&self, worker: &str, dir: &Path) -> TestDevice {
         let (status, body) = self.admin(
@@ -240,6 +279,25 @@ pub fn post_json(
         req = req.header("Authorization", format!("Bearer {b}"));
     }
     let mut resp = req.send(body.to_string()).unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// GETs JSON, returns status and body (any status).
+pub fn get_json(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(b) = bearer {
+        req = req.header("Authorization", format!("Bearer {b}"));
+    }
+    let mut resp = req.call().unwrap();
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap_or_default();
     (

@@ -1,0 +1,527 @@
+//! The office API (`/v1/office/…`): what the 12345 hotline centre and the
+//! community offices use. Work-order intake, lists and reads of issues and
+//! meetings within the user's scope, a record's timeline, status history
+//! and open conflicts, and office actions as the same typed operations the
+//! devices use, authored by the office user on the server's store (they
+//! reach devices through the feed like any change).
+//!
+//! Authentication is an office token (`gso1.…`, see
+//! `POST /v1/admin/office-users`). Reporter names and phone numbers are
+//! shown only to roles that call residents back (office, community,
+//! hotline); street and department users see the case without them.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gridsync_core::{
+    Author, IssueKind, IssueOp, IssueStatus, IssueView, Location, MeetingOp, NewIssue, Query,
+    RecordId, RecordMeta, RecordScope, Reporter, Role, Sort, Source, Urgency,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::api::{bearer, blocking, core_error, ApiJson, ApiQuery, AppError, AppState};
+use crate::identity::Scope;
+
+/// The office routes (merged into the main router).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/office/me", get(me))
+        .route("/v1/office/work-orders", post(intake))
+        .route("/v1/office/issues", get(list_issues))
+        .route("/v1/office/issues/{id}", get(get_issue))
+        .route("/v1/office/issues/{id}/timeline", get(issue_timeline))
+        .route("/v1/office/issues/{id}/history", get(issue_history))
+        .route("/v1/office/issues/{id}/conflicts", get(issue_conflicts))
+        .route("/v1/office/issues/{id}/ops", post(issue_op))
+        .route("/v1/office/meetings", get(list_meetings))
+        .route("/v1/office/meetings/{id}", get(get_meeting))
+        .route("/v1/office/meetings/{id}/ops", post(meeting_op))
+}
+
+/// The authenticated office user.
+struct OfficeCtx {
+    author: Author,
+    scope: Scope,
+}
+
+impl OfficeCtx {
+    fn sees_personal_data(&self) -> bool {
+        matches!(
+            self.author.role,
+            Role::Office | Role::Community | Role::Hotline
+        )
+    }
+}
+
+fn office_user(state: &AppState, token: &str) -> Result<OfficeCtx, AppError> {
+    let user = state.identity.authenticate_office(token)?;
+    let scope = state.identity.scope_of(&user.worker)?;
+    let role = Role::parse(&user.role).unwrap_or(Role::Office);
+    Ok(OfficeCtx {
+        author: Author::new(user.worker, role),
+        scope,
+    })
+}
+
+/// Runs `f` off the async runtime with the caller's office identity.
+async fn as_office<T: Send + 'static>(
+    state: &AppState,
+    headers: &HeaderMap,
+    f: impl FnOnce(&AppState, OfficeCtx) -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    let token = bearer(headers)?.to_owned();
+    let state = state.clone();
+    blocking(move || {
+        let ctx = office_user(&state, &token)?;
+        f(&state, ctx)
+    })
+    .await
+}
+
+fn parse_id(id: &str) -> Result<RecordId, AppError> {
+    id.parse()
+        .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", "not a record id"))
+}
+
+/// The record's index entry, if it exists and lies in the user's scope.
+/// Records outside it are "not found", so ids do not leak.
+fn visible(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<RecordMeta, AppError> {
+    match state.store.meta(id).map_err(core_error)? {
+        Some(meta) if ctx.scope.allows(&meta.scope()) => Ok(meta),
+        _ => Err(core_error(gridsync_core::Error::NotFound(id))),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, AppError> {
+    serde_json::to_value(value).map_err(|e| {
+        tracing::error!(error = %e, "serialising a view");
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request",
+        )
+    })
+}
+
+fn issue_json(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<Value, AppError> {
+    let view = state.store.issue(id).map_err(core_error)?;
+    let overdue = view.is_overdue(chrono::Utc::now().timestamp_millis());
+    let mut value = to_json(&view)?;
+    value["overdue"] = json!(overdue);
+    value["meetings"] = to_json(&state.store.meetings_for_issue(id).map_err(core_error)?)?;
+    if !ctx.sees_personal_data() {
+        value["reporter"] = Value::Null;
+    }
+    Ok(value)
+}
+
+async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, AppError> {
+    as_office(&state, &headers, |_, ctx| {
+        Ok(Json(json!({
+            "user": ctx.author.user,
+            "role": ctx.author.role,
+            "sees_personal_data": ctx.sees_personal_data(),
+        })))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- lists
+
+/// Filters, paging and sorting of a list, as query parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    street: Option<String>,
+    community: Option<String>,
+    grid: Option<String>,
+    /// One status, or several separated by commas.
+    status: Option<String>,
+    open: Option<bool>,
+    overdue: Option<bool>,
+    conflict: Option<bool>,
+    assignee: Option<String>,
+    /// `updated` (default), `deadline` or `created`.
+    sort: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// The most records one page returns.
+pub const MAX_PAGE: usize = 500;
+
+impl ListParams {
+    fn query(self, mut q: Query) -> Result<Query, AppError> {
+        let bad = |what: &str| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", what);
+        q.street = self.street;
+        q.community = self.community;
+        q.grid = self.grid;
+        q.statuses = self
+            .status
+            .map(|s| s.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        q.open = self.open;
+        q.overdue = self.overdue;
+        q.conflict = self.conflict;
+        q.assignee = self.assignee;
+        q.sort = match self.sort.as_deref() {
+            None | Some("updated") => Sort::UpdatedDesc,
+            Some("deadline") => Sort::DeadlineAsc,
+            Some("created") => Sort::CreatedAsc,
+            Some(_) => return Err(bad("sort is one of updated, deadline, created")),
+        };
+        q.offset = self.offset.unwrap_or(0);
+        q.limit = self.limit.unwrap_or(50);
+        if q.limit > MAX_PAGE {
+            return Err(bad("limit is at most 500"));
+        }
+        Ok(q)
+    }
+}
+
+fn list(state: &AppState, ctx: &OfficeCtx, q: Query) -> Result<Json<Value>, AppError> {
+    let now = q.now;
+    let page = state
+        .store
+        .list_where(&q, |m| ctx.scope.allows(&m.scope()))
+        .map_err(core_error)?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|m| {
+            let mut v = to_json(m)?;
+            v["overdue"] = json!(m.is_overdue(now));
+            Ok(v)
+        })
+        .collect::<Result<_, AppError>>()?;
+    Ok(Json(json!({ "total": page.total, "items": items })))
+}
+
+async fn list_issues(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<Value>, AppError> {
+    as_office(&state, &headers, move |state, ctx| {
+        list(state, &ctx, params.query(Query::issues())?)
+    })
+    .await
+}
+
+async fn list_meetings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<Value>, AppError> {
+    as_office(&state, &headers, move |state, ctx| {
+        list(state, &ctx, params.query(Query::meetings())?)
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- reads
+
+async fn get_issue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let id = parse_id(&id)?;
+    as_office(&state, &headers, move |state, ctx| {
+        visible(state, &ctx, id)?;
+        Ok(Json(issue_json(state, &ctx, id)?))
+    })
+    .await
+}
+
+/// Reads one issue visible to the user and answers with what `f` makes
+/// of its view.
+async fn read_issue(
+    state: AppState,
+    headers: HeaderMap,
+    id: String,
+    f: fn(IssueView) -> Result<Value, AppError>,
+) -> Result<Json<Value>, AppError> {
+    let id = parse_id(&id)?;
+    as_office(&state, &headers, move |state, ctx| {
+        visible(state, &ctx, id)?;
+        let view = state.store.issue(id).map_err(core_error)?;
+        Ok(Json(f(view)?))
+    })
+    .await
+}
+
+/// Timeline entries, return visits, deadline changes, attachments and
+/// status events of an issue, oldest first, as one list.
+async fn issue_timeline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    read_issue(state, headers, id, |v| {
+        let mut items: Vec<(i64, Value)> = Vec::new();
+        let mut add = |at: i64, kind: &str, entry: Value| {
+            items.push((at, json!({"type": kind, "entry": entry})));
+        };
+        for t in &v.timeline {
+            add(t.at, "timeline", to_json(t)?);
+        }
+        for r in &v.return_visits {
+            add(r.at, "return_visit", to_json(r)?);
+        }
+        for d in &v.deadline_changes {
+            add(d.at, "deadline_change", to_json(d)?);
+        }
+        for a in &v.attachments {
+            add(a.at, "attachment", to_json(a)?);
+        }
+        for t in &v.transitions {
+            add(t.event.at, "status", to_json(t)?);
+        }
+        items.sort_by_key(|(at, _)| *at);
+        let items: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
+        Ok(json!({ "id": v.id, "items": items }))
+    })
+    .await
+}
+
+async fn issue_history(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    read_issue(state, headers, id, |v| {
+        Ok(json!({
+            "id": v.id,
+            "status": v.status,
+            "transitions": to_json(&v.transitions)?,
+        }))
+    })
+    .await
+}
+
+async fn issue_conflicts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    read_issue(state, headers, id, |v| {
+        Ok(json!({
+            "id": v.id,
+            "status": v.status,
+            "status_conflict": to_json(&v.status_conflict)?,
+            "register_conflicts": to_json(&v.register_conflicts)?,
+        }))
+    })
+    .await
+}
+
+async fn get_meeting(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let id = parse_id(&id)?;
+    as_office(&state, &headers, move |state, ctx| {
+        visible(state, &ctx, id)?;
+        Ok(Json(to_json(
+            &state.store.meeting(id).map_err(core_error)?,
+        )?))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- actions
+
+async fn issue_op(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(op): ApiJson<IssueOp>,
+) -> Result<Json<Value>, AppError> {
+    let id = parse_id(&id)?;
+    as_office(&state, &headers, move |state, ctx| {
+        visible(state, &ctx, id)?;
+        if matches!(op, IssueOp::SetReporter(_)) && !ctx.sees_personal_data() {
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this role may not change the reporter's personal data",
+            ));
+        }
+        state
+            .store
+            .update_issue(id, &ctx.author, op)
+            .map_err(core_error)?;
+        Ok(Json(issue_json(state, &ctx, id)?))
+    })
+    .await
+}
+
+async fn meeting_op(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(op): ApiJson<MeetingOp>,
+) -> Result<Json<Value>, AppError> {
+    let id = parse_id(&id)?;
+    as_office(&state, &headers, move |state, ctx| {
+        visible(state, &ctx, id)?;
+        state
+            .store
+            .update_meeting(id, &ctx.author, op)
+            .map_err(core_error)?;
+        Ok(Json(to_json(
+            &state.store.meeting(id).map_err(core_error)?,
+        )?))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- intake
+
+/// A 12345 work order, dispatched to a community or to one of its grids.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkOrder {
+    /// The hotline's work-order number; intake is idempotent on it.
+    work_order_no: String,
+    category: String,
+    kind: IssueKind,
+    urgency: Urgency,
+    title: String,
+    /// The resident's own words.
+    #[serde(default)]
+    statement: String,
+    #[serde(default)]
+    description: String,
+    reporter: Reporter,
+    street: String,
+    community: String,
+    /// Omitted: the case goes to the community, which picks a grid.
+    #[serde(default)]
+    grid: String,
+    #[serde(default)]
+    address: String,
+    /// The hotline's deadline, milliseconds since the Unix epoch; without
+    /// it the urgency's hours apply.
+    deadline: Option<i64>,
+}
+
+/// The record id of a work order: derived from its number, so that the
+/// same work order sent twice (a retry, a replay) is the same record.
+pub fn work_order_id(number: &str) -> RecordId {
+    let digest = Sha256::new_with_prefix(b"gridsync work order\0")
+        .chain_update(number.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    // A UUID of version 8 (custom) and the RFC 4122 variant.
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    RecordId::from_bytes(bytes)
+}
+
+async fn intake(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(order): ApiJson<WorkOrder>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    as_office(&state, &headers, move |state, ctx| {
+        let bad = |what: String| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", what);
+        let number = order.work_order_no.trim().to_owned();
+        if number.is_empty() || number.len() > 64 {
+            return Err(bad("work_order_no must be 1 to 64 bytes".into()));
+        }
+        let place = RecordScope::new(&order.street, &order.community, &order.grid);
+        if !state.identity.is_place(&place)? {
+            return Err(bad(format!(
+                "{}/{}/{} is not a place in the organisation tree",
+                order.street, order.community, order.grid
+            )));
+        }
+        if !ctx.scope.allows(&place) {
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                "out_of_scope",
+                "the place is outside this user's scope",
+            ));
+        }
+        let id = work_order_id(&number);
+        let new = NewIssue {
+            source: Source::Hotline12345,
+            external_ref: Some(number),
+            original_statement: order.statement,
+            capture_geo: None,
+            title: order.title,
+            kind: order.kind,
+            category: order.category,
+            urgency: order.urgency,
+            reporter: order.reporter,
+            location: Location {
+                street: order.street,
+                community: order.community,
+                grid: order.grid,
+                address: order.address,
+                ..Location::default()
+            },
+            description: order.description,
+            report: true,
+        };
+        let created = match state.store.create_issue_with_id(id, &ctx.author, new) {
+            Ok(()) => true,
+            Err(gridsync_core::Error::Exists(_)) => false,
+            Err(e) => return Err(core_error(e)),
+        };
+        // Accept and dispatch. On a retry after a crash part-way, the steps
+        // still missing are done now; a case already further along (or
+        // moved on by people) is left alone.
+        let step = |to: IssueStatus| {
+            state
+                .store
+                .update_issue(
+                    id,
+                    &ctx.author,
+                    IssueOp::Transition {
+                        to,
+                        reason: "12345 work order".into(),
+                    },
+                )
+                .map_err(core_error)
+        };
+        let view = state.store.issue(id).map_err(core_error)?;
+        if view.deadline_changes.is_empty() {
+            if let Some(due) = order.deadline {
+                state
+                    .store
+                    .update_issue(
+                        id,
+                        &ctx.author,
+                        IssueOp::ChangeDeadline {
+                            due,
+                            reason: "12345 deadline".into(),
+                        },
+                    )
+                    .map_err(core_error)?;
+            }
+        }
+        let mut status = view.status;
+        if status == IssueStatus::Reported {
+            step(IssueStatus::Accepted)?;
+            status = IssueStatus::Accepted;
+        }
+        if status == IssueStatus::Accepted {
+            step(IssueStatus::Dispatched)?;
+        }
+        let code = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok((code, Json(issue_json(state, &ctx, id)?)))
+    })
+    .await
+}
