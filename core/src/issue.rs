@@ -606,11 +606,14 @@ pub(crate) struct IssueSummary {
     pub category: String,
     pub kind: Option<IssueKind>,
     pub created_at: i64,
+    pub facts: crate::query::Facts,
 }
 
 pub(crate) fn summary<R: ReadDoc>(d: &R) -> IssueSummary {
     let f = Fields::read(d, &ROOT);
-    let derived = workflow::derive::<IssueStatus>(&doc::events(d, &f, "transitions"));
+    let events = doc::events(d, &f, "transitions");
+    let derived = workflow::derive::<IssueStatus>(&events);
+    let facts = facts(d, &f, &events, &derived);
     let last_due = doc::log(d, &f, "deadline_changes")
         .iter()
         .rev()
@@ -629,7 +632,77 @@ pub(crate) fn summary<R: ReadDoc>(d: &R) -> IssueSummary {
         category: f.string("category"),
         kind: f.str("kind").and_then(|k| IssueKind::parse(&k)),
         created_at,
+        facts,
     }
+}
+
+/// The figures' facts of an issue (see [`crate::query::Facts`]).
+fn facts<R: ReadDoc>(
+    d: &R,
+    f: &Fields,
+    events: &[Event],
+    derived: &workflow::Derived<IssueStatus>,
+) -> crate::query::Facts {
+    let applied = || {
+        events
+            .iter()
+            .zip(&derived.applied)
+            .filter(|(_, a)| **a)
+            .map(|(e, _)| e)
+    };
+    let first = |to: IssueStatus| {
+        applied()
+            .filter(|e| e.to == to.as_str())
+            .map(|e| e.at)
+            .min()
+    };
+    let count = |to: IssueStatus| applied().filter(|e| e.to == to.as_str()).count() as u32;
+    let mut facts = crate::query::Facts {
+        source: f.string("source"),
+        lead_unit: f.string("lead_unit"),
+        address: f.string("address").trim().to_owned(),
+        dispatched_at: first(IssueStatus::Dispatched),
+        signed_at: first(IssueStatus::SignedFor),
+        handled_at: first(IssueStatus::Handled),
+        closed_at: applied()
+            .filter(|e| e.to == IssueStatus::Closed.as_str())
+            .map(|e| e.at)
+            .max(),
+        returns: count(IssueStatus::Returned),
+        reopens: count(IssueStatus::Reopened),
+        ..Default::default()
+    };
+    if let Some(conflict) = &derived.conflict {
+        facts.conflict_since = conflict
+            .candidates
+            .iter()
+            .flat_map(|c| &c.events)
+            .chain(&conflict.not_applied)
+            .filter_map(|id| events.iter().find(|e| &e.id == id))
+            .map(|e| e.at)
+            .min();
+    }
+    let mut visits: Vec<(i64, bool, bool)> = Vec::new();
+    for e in doc::log(d, f, "return_visits") {
+        let reached = e.bool("reached").unwrap_or(false);
+        match e.str("satisfaction").and_then(|s| Satisfaction::parse(&s)) {
+            Some(Satisfaction::Satisfied) => facts.satisfied += 1,
+            Some(Satisfaction::BasicallySatisfied) => facts.basically_satisfied += 1,
+            Some(Satisfaction::Dissatisfied) => facts.dissatisfied += 1,
+            None => {}
+        }
+        if reached {
+            visits.push((
+                e.time("at").unwrap_or(0),
+                e.bool("resolved").unwrap_or(false),
+                true,
+            ));
+        }
+    }
+    visits.sort();
+    facts.visit_reached = !visits.is_empty();
+    facts.visit_resolved = visits.last().is_some_and(|v| v.1);
+    facts
 }
 
 /// Reads the full view of an issue document.

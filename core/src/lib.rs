@@ -50,6 +50,7 @@ pub struct ReadmeDoctests;
 
 pub mod doc;
 mod error;
+pub mod figures;
 pub mod foreign;
 #[cfg(feature = "http")]
 pub mod http;

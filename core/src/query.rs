@@ -12,7 +12,7 @@ use bincode::{Decode, Encode};
 use crate::ids::{RecordId, RecordKind};
 use crate::issue::{self, IssueSummary};
 use crate::meeting::MeetingView;
-use crate::workflow::{IssueStatus, Status};
+use crate::workflow::{ActionStatus, IssueStatus, Status};
 
 /// What lists and counts know about a record without loading it.
 ///
@@ -49,6 +49,55 @@ pub struct RecordMeta {
     /// Meetings: the issues they discuss (the only place the link is written).
     #[serde(serialize_with = "ids_as_text")]
     pub linked_issues: Vec<[u8; 16]>,
+    /// What the figures need, so that they never load documents.
+    pub facts: Facts,
+}
+
+/// What the office figures need of a record, derived from its document
+/// with its index entry. Times are the authors' device clocks (ms), which
+/// the design reserves for display and figures; causality never uses them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode, serde::Serialize)]
+pub struct Facts {
+    // ---- issues
+    /// The channel (`Source` name).
+    pub source: String,
+    /// The responsible department.
+    pub lead_unit: String,
+    /// The address text, for repeat complaints.
+    pub address: String,
+    /// First applied move to dispatched.
+    pub dispatched_at: Option<i64>,
+    /// First applied move to signed for.
+    pub signed_at: Option<i64>,
+    /// First applied move to handled.
+    pub handled_at: Option<i64>,
+    /// Latest applied move to closed.
+    pub closed_at: Option<i64>,
+    /// Applied moves to returned.
+    pub returns: u32,
+    /// Applied moves to reopened.
+    pub reopens: u32,
+    /// Some return visit reached the resident.
+    pub visit_reached: bool,
+    /// The latest return visit that reached the resident says resolved.
+    pub visit_resolved: bool,
+    /// Return visits by the resident's verdict.
+    pub satisfied: u32,
+    pub basically_satisfied: u32,
+    pub dissatisfied: u32,
+    /// While a status conflict is open: the earliest time among the
+    /// conflicting events.
+    pub conflict_since: Option<i64>,
+    // ---- meetings
+    pub level: String,
+    pub format: String,
+    pub held_at: Option<i64>,
+    pub action_items: u32,
+    /// Action items with a due date.
+    pub actions_due: u32,
+    pub actions_verified: u32,
+    /// Verified no later than their due date.
+    pub actions_verified_on_time: u32,
 }
 
 fn id_as_text<S: serde::Serializer>(id: &[u8; 16], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -106,6 +155,7 @@ impl RecordMeta {
             updated_at,
             conflict: v.conflict,
             linked_issues: Vec::new(),
+            facts: v.facts.clone(),
         }
     }
 
@@ -129,8 +179,35 @@ impl RecordMeta {
             updated_at,
             conflict: v.has_conflict(),
             linked_issues: v.issue_ids.iter().map(|i| *i.as_bytes()).collect(),
+            facts: meeting_facts(v),
         }
     }
+}
+
+fn meeting_facts(v: &MeetingView) -> Facts {
+    let mut f = Facts {
+        level: v.level.map(|l| l.as_str().to_owned()).unwrap_or_default(),
+        format: v.format.map(|x| x.as_str().to_owned()).unwrap_or_default(),
+        held_at: v.held_at,
+        ..Facts::default()
+    };
+    for item in &v.action_items {
+        f.action_items += 1;
+        f.actions_due += u32::from(item.due.is_some());
+        if item.status == ActionStatus::Verified {
+            f.actions_verified += 1;
+            let verified_at = item
+                .transitions
+                .iter()
+                .filter(|e| e.to == ActionStatus::Verified.as_str())
+                .map(|e| e.at)
+                .max();
+            if let (Some(at), Some(due)) = (verified_at, item.due) {
+                f.actions_verified_on_time += u32::from(at <= due);
+            }
+        }
+    }
+    f
 }
 
 /// Where a record belongs: the three levels that decide who may see and

@@ -1182,6 +1182,18 @@ impl Store {
         Ok(query::run(q, self.index_read().records.values()))
     }
 
+    /// The office figures over the records `keep` accepts, grouped (see
+    /// [`crate::figures`]). Reads only the in-memory index.
+    pub fn figures(
+        &self,
+        by: crate::figures::GroupBy,
+        keep: impl Fn(&RecordMeta) -> bool,
+        now: i64,
+    ) -> crate::figures::Figures {
+        let index = self.index_read();
+        crate::figures::compute(index.records.values().filter(|m| keep(m)), by, now)
+    }
+
     /// Like [`Store::list`], over only the records `keep` accepts (an
     /// office user's scope, say), before sorting and paging.
     pub fn list_where(&self, q: &Query, keep: impl Fn(&RecordMeta) -> bool) -> Result<Page> {

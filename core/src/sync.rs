@@ -68,7 +68,9 @@ use crate::query::{RecordMeta, RecordScope};
 use crate::store::{Ack, Incoming, Store};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: the index entry sent with a whole record carries the
+/// figures' facts (`RecordMeta::facts`).
+pub const PROTOCOL_VERSION: u16 = 2;
 const MAGIC: &[u8; 4] = b"GSYN";
 /// The largest message either side decodes.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
@@ -854,7 +856,7 @@ mod tests {
             decode_request(&wrong),
             Err(Error::UnsupportedVersion {
                 got: 99,
-                supported: 1
+                supported: PROTOCOL_VERSION
             })
         ));
         assert!(matches!(decode_request(b"GSYN"), Err(Error::Wire(_))));
@@ -874,7 +876,8 @@ mod tests {
     #[test]
     fn a_huge_declared_length_is_refused_without_allocating_it() {
         // A push whose change vector claims 2^60 bytes.
-        let mut bytes = b"GSYN\x00\x01".to_vec();
+        let mut bytes = b"GSYN".to_vec();
+        bytes.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
         bytes.push(2); // Cursor::Log
         bytes.push(0);
         bytes.push(1); // one push
@@ -909,7 +912,7 @@ mod tests {
             .collect();
         assert_eq!(
             hex,
-            "4753594e0001\
+            "4753594e0002\
              01010101010101010101010101010101\
              01\
              01020202020202020202020202020202020c6f75745f6f665f73636f7065016d\
@@ -917,6 +920,67 @@ mod tests {
              00\
              0102fb2c01\
              01"
+            .replace(char::is_whitespace, "")
+        );
+    }
+
+    #[test]
+    fn a_whole_record_on_the_wire_is_stable() {
+        // Whole records carry their index entry (`RecordMeta`, facts
+        // included): changing either changes the protocol.
+        let meta = RecordMeta {
+            id: [4; 16],
+            kind: "issue".into(),
+            number: "D1-1".into(),
+            title: "t".into(),
+            street: "S".into(),
+            community: "C".into(),
+            grid: "G".into(),
+            status: "closed".into(),
+            open: false,
+            deadline: Some(5),
+            assignee: None,
+            urgency: Some("red".into()),
+            category: "c".into(),
+            issue_kind: None,
+            created_at: 1,
+            updated_at: 2,
+            conflict: false,
+            linked_issues: vec![],
+            facts: crate::query::Facts {
+                source: "s".into(),
+                dispatched_at: Some(3),
+                returns: 1,
+                satisfied: 2,
+                ..Default::default()
+            },
+        };
+        let response = SyncResponse {
+            records: vec![Pulled {
+                id: [4; 16],
+                body: Body::Snapshot {
+                    bytes: vec![0xCD],
+                    meta: Box::new(meta),
+                },
+            }],
+            ..SyncResponse::default()
+        };
+        let hex: String = encode_response(&response)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "4753594e0002\
+             0000\
+             01\
+             04040404040404040404040404040404\
+             01\
+             01cd\
+             04040404040404040404040404040404\
+             0569737375650444312d31017401530143014706636c6f73656400010a00010372656401630002040000\
+             0173000001060000000100000002000000000000000000000000\
+             00"
             .replace(char::is_whitespace, "")
         );
     }

@@ -190,7 +190,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/records/{id}/move", post(move_record))
         .route("/v1/admin/office-users", post(create_office_user))
         .merge(crate::office::routes())
+        .fallback(no_route)
         .with_state(state)
+}
+
+/// Unknown paths get a JSON error like everything else.
+async fn no_route() -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint")
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -556,17 +556,18 @@ impl Identity {
         Ok(Scope {
             // Every grid, and every community itself (grid ""): records
             // dispatched to a community before a grid is chosen.
-            tree: communities
-                .iter()
-                .flat_map(|c| {
-                    grids
-                        .iter()
-                        .filter(|g| g.community == c.id)
-                        .map(|g| RecordScope::new(&c.street, &c.id, &g.id))
-                        .chain(std::iter::once(RecordScope::new(&c.street, &c.id, "")))
-                        .collect::<Vec<_>>()
-                })
-                .collect(),
+            tree: {
+                let mut tree: std::collections::HashMap<String, Vec<(String, String)>> =
+                    Default::default();
+                for c in &communities {
+                    let pair = (c.street.clone(), c.id.clone());
+                    for g in grids.iter().filter(|g| g.community == c.id) {
+                        tree.entry(g.id.clone()).or_default().push(pair.clone());
+                    }
+                    tree.entry(String::new()).or_default().push(pair);
+                }
+                tree
+            },
             grids: w.grids.into_iter().collect(),
             communities: w.communities.into_iter().collect(),
             streets: w.streets.into_iter().collect(),
@@ -579,18 +580,41 @@ impl Identity {
 /// its levels must be assigned to the worker.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope {
-    tree: BTreeSet<RecordScope>,
+    /// Every real place: per grid id (`""` for community level), the
+    /// (street, community) pairs it sits under, so that a check needs no
+    /// allocation.
+    tree: std::collections::HashMap<String, Vec<(String, String)>>,
     grids: BTreeSet<String>,
     communities: BTreeSet<String>,
     streets: BTreeSet<String>,
 }
 
 impl Scope {
+    /// Every place (grid, or community itself) in the tree this scope
+    /// covers.
+    pub fn places(&self) -> impl Iterator<Item = RecordScope> + '_ {
+        self.tree
+            .iter()
+            .flat_map(|(grid, pairs)| {
+                pairs
+                    .iter()
+                    .map(move |(street, community)| RecordScope::new(street, community, grid))
+            })
+            .filter(|s| self.allows(s))
+    }
+
     pub fn allows(&self, s: &RecordScope) -> bool {
-        self.tree.contains(s)
-            && (self.grids.contains(&s.grid)
-                || self.communities.contains(&s.community)
-                || self.streets.contains(&s.street))
+        self.allows_place(&s.street, &s.community, &s.grid)
+    }
+
+    /// [`Scope::allows`] without building a `RecordScope`.
+    pub fn allows_place(&self, street: &str, community: &str, grid: &str) -> bool {
+        self.tree
+            .get(grid)
+            .is_some_and(|pairs| pairs.iter().any(|(s, c)| s == street && c == community))
+            && (self.grids.contains(grid)
+                || self.communities.contains(community)
+                || self.streets.contains(street))
     }
 }
 

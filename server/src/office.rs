@@ -36,6 +36,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/office/issues/{id}/history", get(issue_history))
         .route("/v1/office/issues/{id}/conflicts", get(issue_conflicts))
         .route("/v1/office/issues/{id}/ops", post(issue_op))
+        .route("/v1/office/figures", get(figures))
+        .route("/v1/office/devices", get(devices))
         .route("/v1/office/meetings", get(list_meetings))
         .route("/v1/office/meetings/{id}", get(get_meeting))
         .route("/v1/office/meetings/{id}/ops", post(meeting_op))
@@ -48,6 +50,11 @@ struct OfficeCtx {
 }
 
 impl OfficeCtx {
+    /// Whether the record lies in the user's scope.
+    fn sees(&self, m: &RecordMeta) -> bool {
+        self.scope.allows_place(&m.street, &m.community, &m.grid)
+    }
+
     fn sees_personal_data(&self) -> bool {
         matches!(
             self.author.role,
@@ -90,7 +97,7 @@ fn parse_id(id: &str) -> Result<RecordId, AppError> {
 /// Records outside it are "not found", so ids do not leak.
 fn visible(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<RecordMeta, AppError> {
     match state.store.meta(id).map_err(core_error)? {
-        Some(meta) if ctx.scope.allows(&meta.scope()) => Ok(meta),
+        Some(meta) if ctx.sees(&meta) => Ok(meta),
         _ => Err(core_error(gridsync_core::Error::NotFound(id))),
     }
 }
@@ -186,7 +193,7 @@ fn list(state: &AppState, ctx: &OfficeCtx, q: Query) -> Result<Json<Value>, AppE
     let now = q.now;
     let page = state
         .store
-        .list_where(&q, |m| ctx.scope.allows(&m.scope()))
+        .list_where(&q, |m| ctx.sees(m))
         .map_err(core_error)?;
     let items: Vec<Value> = page
         .items
@@ -218,6 +225,96 @@ async fn list_meetings(
 ) -> Result<Json<Value>, AppError> {
     as_office(&state, &headers, move |state, ctx| {
         list(state, &ctx, params.query(Query::meetings())?)
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- figures
+
+/// What a figures table covers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FigureParams {
+    /// street, community (default), grid, category, department, channel
+    /// or month.
+    by: Option<gridsync_core::figures::GroupBy>,
+    street: Option<String>,
+    community: Option<String>,
+    grid: Option<String>,
+    /// Records created at or after this time (ms since the epoch).
+    from: Option<i64>,
+    /// Records created before this time.
+    to: Option<i64>,
+    /// A device counts as not synced after this many hours (default 24).
+    stale_hours: Option<i64>,
+}
+
+/// A device is "not synced" after this long without a sync, by default.
+const STALE_HOURS: i64 = 24;
+
+async fn figures(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<FigureParams>,
+) -> Result<Json<Value>, AppError> {
+    as_office(&state, &headers, move |state, ctx| {
+        let now = chrono::Utc::now().timestamp_millis();
+        let keep = |m: &RecordMeta| {
+            ctx.sees(m)
+                && p.street.as_ref().is_none_or(|s| *s == m.street)
+                && p.community.as_ref().is_none_or(|c| *c == m.community)
+                && p.grid.as_ref().is_none_or(|g| *g == m.grid)
+                && p.from.is_none_or(|f| m.created_at >= f)
+                && p.to.is_none_or(|t| m.created_at < t)
+        };
+        let table = state.store.figures(p.by.unwrap_or_default(), keep, now);
+        let devices = device_rows(state, &ctx, now, p.stale_hours.unwrap_or(STALE_HOURS))?;
+        let not_synced = devices.iter().filter(|d| d["stale"] == true).count();
+        let mut out = to_json(&table)?;
+        out["devices"] = json!({ "total": devices.len(), "not_synced": not_synced });
+        Ok(Json(out))
+    })
+    .await
+}
+
+/// The devices whose worker works somewhere in the user's scope, with
+/// their last sync.
+fn device_rows(
+    state: &AppState,
+    ctx: &OfficeCtx,
+    now: i64,
+    stale_hours: i64,
+) -> Result<Vec<Value>, AppError> {
+    let mut rows = Vec::new();
+    for d in state.identity.devices()? {
+        let theirs = state.identity.scope_of(&d.worker)?;
+        if !theirs.places().any(|p| ctx.scope.allows(&p)) {
+            continue;
+        }
+        let stale = !d.revoked
+            && d.last_sync_at
+                .is_none_or(|at| now - at > stale_hours.saturating_mul(3_600_000));
+        rows.push(json!({
+            "id": d.id,
+            "worker": d.worker,
+            "code": d.code,
+            "revoked": d.revoked,
+            "enrolled_at": d.enrolled_at,
+            "last_sync_at": d.last_sync_at,
+            "stale": stale,
+        }));
+    }
+    Ok(rows)
+}
+
+async fn devices(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    as_office(&state, &headers, move |state, ctx| {
+        let now = chrono::Utc::now().timestamp_millis();
+        let rows = device_rows(state, &ctx, now, STALE_HOURS)?;
+        Ok(Json(json!({ "at": now, "items": rows })))
     })
     .await
 }

@@ -454,6 +454,10 @@ fn main() {
     ] {
         assert!(server.admin(path, body).0 < 300);
     }
+    for g in 101..100 + grids {
+        let body = serde_json::json!({"id": format!("G{g}"), "community": "C1"});
+        assert!(server.admin("/v1/admin/grids", body).0 < 300);
+    }
     let t = Instant::now();
     let d = server.enroll("w100", &tmp.path().join("bigdev"));
     let r = d.sync().unwrap();
@@ -473,6 +477,48 @@ fn main() {
             idle / 1024,
             r.pulled,
             fmt(grid_sync)
+        ),
+    ));
+
+    // ------------------------------------------- figures at 100k
+    assert!(
+        server
+            .admin(
+                "/v1/admin/workers",
+                serde_json::json!({"id": "office1", "communities": ["C1"]})
+            )
+            .0
+            < 300
+    );
+    let token = server.office_token("office1", "office");
+    let timed = |path: &str| {
+        let mut times = Vec::new();
+        let mut body = serde_json::Value::Null;
+        for _ in 0..11 {
+            let t = Instant::now();
+            let (status, b) = server.office_get(&token, path);
+            times.push(t.elapsed());
+            assert_eq!(status, 200, "{b}");
+            body = b;
+        }
+        (median(times), body)
+    };
+    let (figures, body) = timed("/v1/office/figures?by=grid");
+    assert_eq!(body["total"]["issues"].as_u64(), Some(big as u64));
+    let (by_month, _) = timed("/v1/office/figures?by=month");
+    let (scan, page) = timed("/v1/office/issues?limit=1");
+    assert_eq!(page["total"].as_u64(), Some(big as u64));
+    rows.push(Row(
+        format!("office figures, {big} issues, by grid (HTTP)"),
+        fmt(figures),
+        format!(
+            "one list query over the same index: {} · limit 200 ms",
+            fmt(scan)
+        ),
+        format!(
+            "{:.1}× the list; by month {}",
+            figures.as_secs_f64() / scan.as_secs_f64(),
+            fmt(by_month)
         ),
     ));
     server.kill();

@@ -362,3 +362,53 @@ fn office_tokens_are_checked() {
         assert!(answer["code"].is_string());
     }
 }
+
+#[test]
+fn figures_and_devices_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let office_token = server.office_token("office", "office");
+    for (no, grid) in [
+        ("12345-0101", "G1"),
+        ("12345-0102", "G1"),
+        ("12345-0103", "G2"),
+    ] {
+        let (status, _) = server.office_post(
+            &office_token,
+            "/v1/office/work-orders",
+            work_order(no, Some(grid)),
+        );
+        assert_eq!(status, 201);
+    }
+    let synced = server.enroll("w1", &dir.path().join("a"));
+    let _never = server.enroll("w2", &dir.path().join("b"));
+    synced.sync().unwrap();
+    let (status, f) = server.office_get(&office_token, "/v1/office/figures?by=grid");
+    assert_eq!(status, 200, "{f}");
+    assert_eq!(f["group_by"], "grid");
+    assert_eq!(f["total"]["issues"], 3);
+    assert_eq!(f["total"]["response"]["denominator"], 3, "all dispatched");
+    assert_eq!(
+        f["total"]["response"]["numerator"], 0,
+        "none signed for yet"
+    );
+    let rows: Vec<(&str, u64)> = f["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["group"].as_str().unwrap(), r["issues"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rows, [("G1", 2), ("G2", 1)]);
+    assert_eq!(f["devices"]["total"], 2);
+    assert_eq!(f["devices"]["not_synced"], 1);
+    let (_, f) = server.office_get(&office_token, "/v1/office/figures?grid=G2&by=category");
+    assert_eq!(f["total"]["issues"], 1);
+    let (_, devices) = server.office_get(&office_token, "/v1/office/devices");
+    assert_eq!(devices["items"].as_array().unwrap().len(), 2);
+    let (status, body) = server.office_get(&office_token, "/v1/office/figures?by=colour");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+}

@@ -1,0 +1,247 @@
+//! `server/openapi.json` against the server: every route the server
+//! defines is documented and every documented route exists; every
+//! documented operation, called for real, answers with a documented status
+//! and a body that matches the documented schema.
+
+use gridsync_tests::server::{get_json, post_json, TestServer, ADMIN};
+use gridsync_tests::*;
+use serde_json::{json, Value};
+
+const SPEC: &str = include_str!("../../server/openapi.json");
+const SOURCES: [&str; 2] = [
+    include_str!("../../server/src/api.rs"),
+    include_str!("../../server/src/office.rs"),
+];
+
+fn spec() -> Value {
+    serde_json::from_str(SPEC).expect("openapi.json parses")
+}
+
+/// Resolves `{"$ref": "#/components/schemas/X"}`.
+fn resolve<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.trim_start_matches("#/components/schemas/");
+            &spec["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+/// A small JSON Schema check (type, required, properties, items, enum,
+/// oneOf, additionalProperties: false): enough for this API's documents.
+fn check(spec: &Value, schema: &Value, value: &Value, at: &str, problems: &mut Vec<String>) {
+    let schema = resolve(spec, schema);
+    if let Some(options) = schema["oneOf"].as_array() {
+        let fits = options.iter().any(|o| {
+            let mut p = Vec::new();
+            check(spec, o, value, at, &mut p);
+            p.is_empty()
+        });
+        if !fits {
+            problems.push(format!("{at}: fits none of oneOf"));
+        }
+        return;
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    if !types.is_empty() {
+        let actual = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        let ok = types.contains(&actual) || (actual == "integer" && types.contains(&"number"));
+        if !ok {
+            problems.push(format!("{at}: is {actual}, documented {types:?}"));
+            return;
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            problems.push(format!("{at}: {value} not in {allowed:?}"));
+        }
+    }
+    if let Value::Object(map) = value {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            let name = r.as_str().unwrap();
+            if !map.contains_key(name) {
+                problems.push(format!("{at}: lacks required {name}"));
+            }
+        }
+        for (name, sub) in schema["properties"].as_object().into_iter().flatten() {
+            if let Some(v) = map.get(name) {
+                check(spec, sub, v, &format!("{at}.{name}"), problems);
+            }
+        }
+        if schema["additionalProperties"] == json!(false) {
+            for name in map.keys() {
+                if schema["properties"].get(name).is_none() {
+                    problems.push(format!("{at}: undocumented property {name}"));
+                }
+            }
+        }
+    }
+    if let (Value::Array(items), Some(item)) = (value, schema.get("items")) {
+        for (i, v) in items.iter().enumerate() {
+            check(spec, item, v, &format!("{at}[{i}]"), problems);
+        }
+    }
+}
+
+#[test]
+fn every_route_is_documented_and_every_documented_route_exists() {
+    let spec = spec();
+    let documented: std::collections::BTreeSet<String> =
+        spec["paths"].as_object().unwrap().keys().cloned().collect();
+    let mut defined = std::collections::BTreeSet::new();
+    for source in SOURCES {
+        for piece in source.split(".route(\"").skip(1) {
+            defined.insert(piece.split('"').next().unwrap().to_owned());
+        }
+    }
+    assert!(defined.len() > 20, "{defined:?}");
+    assert_eq!(
+        defined, documented,
+        "routes in server/src vs server/openapi.json"
+    );
+}
+
+#[test]
+fn every_documented_operation_answers_as_documented() {
+    let spec = spec();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let office_token = server.office_token("office", "office");
+    let device = server.enroll("w1", &dir.path().join("d"));
+    let issue = device
+        .store
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    let meeting = device
+        .store
+        .create_meeting(&office(), new_meeting(1, 1, vec![issue]))
+        .unwrap();
+    device.sync().unwrap();
+    let victim = server.enroll("w2", &dir.path().join("v"));
+    let (_, enrollment) = server.admin("/v1/admin/enrollments", json!({"worker": "w2"}));
+
+    // A real request for each operation: (method, path template) → body.
+    let body_for = |method: &str, path: &str| -> Option<Value> {
+        Some(match (method, path) {
+            ("post", "/v1/enroll") => {
+                json!({"code": enrollment["code"], "actor": "00ff00ff00ff00ff"})
+            }
+            ("post", "/v1/admin/streets") => json!({"id": "S9"}),
+            ("post", "/v1/admin/communities") => json!({"id": "C9", "street": "S1"}),
+            ("post", "/v1/admin/grids") => json!({"id": "G9", "community": "C1"}),
+            ("post", "/v1/admin/workers") => json!({"id": "w9", "grids": ["G1"]}),
+            ("post", "/v1/admin/enrollments") => json!({"worker": "w1"}),
+            ("post", "/v1/admin/records/{id}/move") => {
+                json!({"street": "S1", "community": "C1", "grid": "G1"})
+            }
+            ("post", "/v1/admin/office-users") => json!({"worker": "w1", "role": "street"}),
+            ("post", "/v1/office/work-orders") => json!({
+                "work_order_no": "12345-77", "category": "c", "kind": "demand", "urgency": "blue",
+                "title": "t", "street": "S1", "community": "C1", "grid": "G2",
+                "reporter": {"name": "n", "phone": "1", "anonymous": false, "may_call_back": false}
+            }),
+            ("post", "/v1/office/issues/{id}/ops") => {
+                json!({"op": "add_tag", "args": "复杂纠纷"})
+            }
+            ("post", "/v1/office/meetings/{id}/ops") => {
+                json!({"op": "add_agreement", "args": "物业七日内维修"})
+            }
+            ("post", "/v1/admin/devices/{id}/revoke") => json!({}),
+            _ => return None,
+        })
+    };
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for (template, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let id = if template.contains("meetings") {
+                meeting.to_string()
+            } else if template.contains("devices") {
+                victim.id.clone()
+            } else {
+                issue.to_string()
+            };
+            let path = template.replace("{id}", &id);
+            let url = format!("{}{path}", server.url);
+            let token = match op["security"][0].as_object().and_then(|s| s.keys().next()) {
+                Some(s) if s == "officeToken" => Some(office_token.as_str()),
+                Some(s) if s == "adminToken" => Some(ADMIN),
+                Some(s) if s == "deviceToken" => Some(device.token.as_str()),
+                _ => None,
+            };
+            let (status, body) = match (method.as_str(), template.as_str()) {
+                ("get", "/metrics") => {
+                    let (status, _) = get_json(&url, None);
+                    (status, Value::Null)
+                }
+                ("post", "/v1/sync") => {
+                    let (status, _) = gridsync_tests::server::post_raw(
+                        &server.url,
+                        token,
+                        &gridsync_core::sync::Client::new(&device.store)
+                            .make_request()
+                            .unwrap(),
+                    );
+                    (status, Value::Null)
+                }
+                ("get", _) => get_json(&url, token),
+                ("post", _) => post_json(&url, token, body_for(method, template).unwrap()),
+                _ => panic!("undocumented method {method}"),
+            };
+            checked += 1;
+            let Some(response) = op["responses"].get(status.to_string()) else {
+                problems.push(format!(
+                    "{method} {template}: status {status} undocumented ({body})"
+                ));
+                continue;
+            };
+            if let Some(schema) = response["content"]["application/json"].get("schema") {
+                check(
+                    &spec,
+                    schema,
+                    &body,
+                    &format!("{method} {template}"),
+                    &mut problems,
+                );
+            }
+            if !(200..300).contains(&status) {
+                problems.push(format!(
+                    "{method} {template}: the example failed with {status} {body}"
+                ));
+            }
+        }
+    }
+    assert_eq!(checked, 26, "one operation per documented path");
+    assert!(problems.is_empty(), "{problems:#?}");
+    // Errors, too, are documented JSON.
+    let (status, body) = get_json(
+        &format!("{}/v1/office/issues/nope", server.url),
+        Some(&office_token),
+    );
+    assert_eq!(status, 400);
+    let mut problems = Vec::new();
+    check(
+        &spec,
+        &json!({"$ref": "#/components/schemas/Error"}),
+        &body,
+        "error",
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let (status, body) = get_json(&format!("{}/v1/nothing-here", server.url), None);
+    assert_eq!((status, body["code"].as_str()), (404, Some("no_route")));
+}
