@@ -393,6 +393,12 @@ struct FlushState {
     flushing: bool,
 }
 
+impl AsRef<Store> for Store {
+    fn as_ref(&self) -> &Store {
+        self
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -1015,6 +1021,17 @@ impl Store {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// Flushes to disk whatever the configured durability: for bulk loads
+    /// that write with `Durability::None` and make it all durable at the end.
+    pub fn flush(&self) -> Result<()> {
+        self.write_point()?;
+        self.db.flush()?;
+        if let Some(f) = &self.data_file {
+            f.sync_data()?;
+        }
+        Ok(())
     }
 
     fn flush_now(&self) -> Result<()> {

@@ -567,14 +567,18 @@ struct InFlight {
 }
 
 /// The device side of the protocol over a store.
-pub struct Client<'a> {
-    store: &'a Store,
+///
+/// `S` is how the client holds the store: `&Store` for a sync run on the
+/// stack, `Arc<Store>` for a client kept across calls (the bindings'
+/// make-request / apply-response form).
+pub struct Client<S: AsRef<Store>> {
+    store: S,
     page_bytes: u32,
     in_flight: Vec<InFlight>,
     report: SyncReport,
 }
 
-impl std::fmt::Debug for Client<'_> {
+impl<S: AsRef<Store>> std::fmt::Debug for Client<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("report", &self.report)
@@ -582,8 +586,8 @@ impl std::fmt::Debug for Client<'_> {
     }
 }
 
-impl<'a> Client<'a> {
-    pub fn new(store: &'a Store) -> Self {
+impl<S: AsRef<Store>> Client<S> {
+    pub fn new(store: S) -> Self {
         Client {
             store,
             page_bytes: DEFAULT_PAGE_BYTES,
@@ -600,7 +604,7 @@ impl<'a> Client<'a> {
 
     /// The device's saved cursor.
     pub fn cursor(&self) -> Result<Cursor> {
-        match self.store.sync_state(CURSOR_STATE)? {
+        match self.store.as_ref().sync_state(CURSOR_STATE)? {
             None => Ok(Cursor::Start),
             Some(bytes) => bincode::decode_from_slice::<Cursor, _>(&bytes, config())
                 .map(|(c, _)| c)
@@ -614,21 +618,21 @@ impl<'a> Client<'a> {
         let mut pushes = Vec::new();
         let mut size = 0usize;
         self.in_flight.clear();
-        for pending in self.store.pending()? {
+        for pending in self.store.as_ref().pending()? {
             if size >= self.page_bytes as usize && !pushes.is_empty() {
                 break;
             }
             let id = pending.id;
-            let heads = match self.store.heads(id) {
+            let heads = match self.store.as_ref().heads(id) {
                 Ok(h) => h,
                 // Removed or unreadable locally: nothing to push.
                 Err(_) => continue,
             };
-            let known = self.store.server_heads(id)?;
+            let known = self.store.as_ref().server_heads(id)?;
             // Only this device's own changes: everything else it holds came
             // from the server, and the server takes no change authored by
             // another device.
-            let changes = self.store.own_changes_since(id, &known)?;
+            let changes = self.store.as_ref().own_changes_since(id, &known)?;
             if changes.is_empty() {
                 continue;
             }
@@ -646,6 +650,7 @@ impl<'a> Client<'a> {
         let cursor = self.cursor()?;
         let holdings = if cursor == Cursor::Start {
             self.store
+                .as_ref()
                 .record_ids()?
                 .iter()
                 .map(|id| *id.as_bytes())
@@ -689,12 +694,12 @@ impl<'a> Client<'a> {
         // Acknowledgements and merged records become durable in one flush
         // below; only then is the cursor moved (and flushed), so a crash can
         // never leave a cursor past records that were not saved.
-        self.store.acknowledge_all_unflushed(&acks)?;
+        self.store.as_ref().acknowledge_all_unflushed(&acks)?;
         for refusal in &response.refused {
             let id = RecordId::from_bytes(refusal.id);
             if refusal.code == "missing_dependencies" {
                 // The server lacks history we thought it had: send it all.
-                self.store.forget_server_heads(id)?;
+                self.store.as_ref().forget_server_heads(id)?;
             }
             self.report
                 .refused
@@ -720,9 +725,13 @@ impl<'a> Client<'a> {
         for pulled in &response.records {
             let id = RecordId::from_bytes(pulled.id);
             let merged = match &pulled.body {
-                Body::Changes(bytes) => self.store.apply_changes_unflushed(id, bytes, &incoming),
+                Body::Changes(bytes) => self
+                    .store
+                    .as_ref()
+                    .apply_changes_unflushed(id, bytes, &incoming),
                 Body::Snapshot { bytes, meta } => {
                     self.store
+                        .as_ref()
                         .import_record_unflushed(id, bytes, (**meta).clone())
                 }
             };
@@ -753,12 +762,16 @@ impl<'a> Client<'a> {
         }
         self.set_ids(WANT_STATE, &wants)?;
         self.set_ids(DROP_STATE, &drops)?;
-        self.store.make_durable()?;
+        self.store.as_ref().make_durable()?;
 
         // Drop what left the scope, unless it still has edits to upload.
         let mut kept = Vec::new();
         for id in drops {
-            if self.store.remove_record(RecordId::from_bytes(id))? {
+            if self
+                .store
+                .as_ref()
+                .remove_record(RecordId::from_bytes(id))?
+            {
                 self.report.dropped += 1;
             } else {
                 kept.push(id);
@@ -769,10 +782,11 @@ impl<'a> Client<'a> {
         if let Some(cursor) = &response.cursor {
             let encoded = bincode::encode_to_vec(cursor, config())
                 .map_err(|e| Error::Metadata(e.to_string()))?;
-            self.store.set_sync_state(CURSOR_STATE, &encoded)?;
+            self.store.as_ref().set_sync_state(CURSOR_STATE, &encoded)?;
         }
         let pushes_left = self
             .store
+            .as_ref()
             .pending()?
             .iter()
             .any(|p| !self.report.refused.iter().any(|(id, _, _)| *id == p.id));
@@ -780,7 +794,7 @@ impl<'a> Client<'a> {
     }
 
     fn ids(&self, name: &str) -> Result<Vec<[u8; 16]>> {
-        match self.store.sync_state(name)? {
+        match self.store.as_ref().sync_state(name)? {
             None => Ok(Vec::new()),
             Some(bytes) => bincode::decode_from_slice::<Vec<[u8; 16]>, _>(&bytes, config())
                 .map(|(v, _)| v)
@@ -791,7 +805,12 @@ impl<'a> Client<'a> {
     fn set_ids(&self, name: &str, ids: &[[u8; 16]]) -> Result<()> {
         let encoded =
             bincode::encode_to_vec(ids, config()).map_err(|e| Error::Metadata(e.to_string()))?;
-        self.store.set_sync_state_unflushed(name, &encoded)
+        self.store.as_ref().set_sync_state_unflushed(name, &encoded)
+    }
+
+    /// What the client did so far.
+    pub fn report(&self) -> &SyncReport {
+        &self.report
     }
 
     /// The progress so far.

@@ -1,26 +1,832 @@
 //! # gridsync-ffi
 //!
-//! The core exposed to Kotlin and Swift apps. This crate holds thin
-//! wrappers only: each function delegates to `gridsync-core` in a few lines.
-//! The UniFFI surface is built with the mobile-bindings work; until then it
-//! offers the version and a health check of the core that the bindings
-//! will wrap.
+//! The core exposed to Kotlin and Swift (and Python) through UniFFI
+//! proc-macros. Wrappers only: every exported function converts its
+//! arguments, calls `gridsync-core` and converts the answer.
+//!
+//! * Errors cross as one flat [`GridsyncError`] with the core's stable code
+//!   and a message; a panic inside a call is caught here and returned as
+//!   code `panic` (it never unwinds into the app).
+//! * [`GridStore`] and [`SyncSession`] are safe to share between threads.
+//! * `GridStore::enroll` and `GridStore::sync` do network I/O and **block**
+//!   the calling thread: call them from a background thread (a Kotlin
+//!   coroutine on `Dispatchers.IO`, a Swift `Task.detached`). Everything
+//!   else is local and fast; writes wait for the disk (fsync).
+//! * Apps with their own HTTP stack use [`SyncSession`]: `make_request()`
+//!   bytes go in a `POST /v1/sync` body (`Authorization: Bearer <token>`,
+//!   `Content-Type: application/octet-stream`), the answer's bytes go to
+//!   `apply_response()`, until it returns false.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use gridsync_core::sync::{Client, Progress, SyncReport};
+use gridsync_core::{
+    Author, IssueKind, IssueOp, IssueStatus, IssueView, Location, MeetingOp, NewIssue,
+    NewReturnVisit, Query, RecordId, Reporter, Role, Satisfaction, Sort, Source, Status, Store,
+    StoreConfig, TimelineKind, Urgency, Value,
+};
+
+uniffi::setup_scaffolding!();
+
+// ------------------------------------------------------------ errors
+
+/// Every failure, with the core's stable code (`not_found`,
+/// `illegal_transition`, `out_of_scope`, `rejected`, `transport`, …) and a
+/// message for logs.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum GridsyncError {
+    #[error("{code}: {message}")]
+    Failed { code: String, message: String },
+}
+
+impl GridsyncError {
+    fn new(code: &str, message: impl Into<String>) -> Self {
+        GridsyncError::Failed {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<gridsync_core::Error> for GridsyncError {
+    fn from(e: gridsync_core::Error) -> Self {
+        GridsyncError::new(e.code(), e.to_string())
+    }
+}
+
+type Result<T, E = GridsyncError> = std::result::Result<T, E>;
+
+/// Runs one exported call; a panic becomes an error with code `panic`.
+fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(GridsyncError::new("panic", "gridsync failed internally")))
+}
+
+fn invalid(field: &str, value: &str) -> GridsyncError {
+    GridsyncError::new("invalid_input", format!("unknown {field} {value:?}"))
+}
+
+fn id(text: &str) -> Result<RecordId> {
+    Ok(text.parse()?)
+}
+
+fn parse<T>(field: &str, value: &str, f: impl Fn(&str) -> Option<T>) -> Result<T> {
+    f(value).ok_or_else(|| invalid(field, value))
+}
+
+// ------------------------------------------------------------ records
+
+/// Who performs an operation.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct AuthorRecord {
+    pub user: String,
+    /// grid_worker, community, street, hotline, department or office.
+    pub role: String,
+}
+
+impl AuthorRecord {
+    fn author(&self) -> Result<Author> {
+        Ok(Author::new(
+            &self.user,
+            parse("role", &self.role, Role::parse)?,
+        ))
+    }
+}
+
+/// A resident who reported a matter (personal data).
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct ReporterRecord {
+    pub name: String,
+    pub phone: String,
+    pub anonymous: bool,
+    pub may_call_back: bool,
+}
+
+/// A new issue as a grid worker records it.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct NewIssueRecord {
+    pub title: String,
+    /// demand, complaint, hidden_danger, dispute, consultation, suggestion.
+    pub kind: String,
+    pub category: String,
+    /// red, yellow or blue.
+    pub urgency: String,
+    /// grid_patrol, hotline_12345, cloud_council, walk_in or meeting.
+    pub source: String,
+    pub external_ref: Option<String>,
+    pub original_statement: String,
+    pub description: String,
+    pub reporter: ReporterRecord,
+    pub street: String,
+    pub community: String,
+    pub grid: String,
+    pub building: String,
+    pub address: String,
+    /// File it as reported at once; otherwise it stays a draft.
+    pub report: bool,
+}
+
+/// A typed operation on an issue. The full set (every `IssueOp`) is also
+/// accepted as JSON by [`GridStore::update_issue_json`].
+#[derive(Clone, Debug, uniffi::Enum)]
+pub enum IssueOperation {
+    SetTitle {
+        title: String,
+    },
+    SetAssignee {
+        assignee: Option<String>,
+    },
+    EditDescription {
+        text: String,
+    },
+    AddNote {
+        text: String,
+    },
+    AddVisit {
+        text: String,
+    },
+    AddTag {
+        tag: String,
+    },
+    AddReturnVisit {
+        reached: bool,
+        resolved: bool,
+        /// satisfied, basically_satisfied or dissatisfied.
+        satisfaction: Option<String>,
+        note: String,
+    },
+    ChangeDeadline {
+        due: i64,
+        reason: String,
+    },
+    Transition {
+        to: String,
+        reason: String,
+    },
+    ResolveStatusConflict {
+        to: String,
+        reason: String,
+    },
+}
+
+impl IssueOperation {
+    fn op(self) -> Result<IssueOp> {
+        let status = |s: &str| parse("status", s, <IssueStatus as Status>::parse);
+        Ok(match self {
+            IssueOperation::SetTitle { title } => IssueOp::SetTitle(title),
+            IssueOperation::SetAssignee { assignee } => IssueOp::SetAssignee(assignee),
+            IssueOperation::EditDescription { text } => IssueOp::EditDescription(text),
+            IssueOperation::AddNote { text } => IssueOp::AddTimeline {
+                kind: TimelineKind::Note,
+                text,
+            },
+            IssueOperation::AddVisit { text } => IssueOp::AddTimeline {
+                kind: TimelineKind::Visit,
+                text,
+            },
+            IssueOperation::AddTag { tag } => IssueOp::AddTag(tag),
+            IssueOperation::AddReturnVisit {
+                reached,
+                resolved,
+                satisfaction,
+                note,
+            } => IssueOp::AddReturnVisit(NewReturnVisit {
+                reached,
+                resolved,
+                satisfaction: satisfaction
+                    .map(|s| parse("satisfaction", &s, Satisfaction::parse))
+                    .transpose()?,
+                note,
+            }),
+            IssueOperation::ChangeDeadline { due, reason } => {
+                IssueOp::ChangeDeadline { due, reason }
+            }
+            IssueOperation::Transition { to, reason } => IssueOp::Transition {
+                to: status(&to)?,
+                reason,
+            },
+            IssueOperation::ResolveStatusConflict { to, reason } => {
+                IssueOp::ResolveStatusConflict {
+                    to: status(&to)?,
+                    reason,
+                }
+            }
+        })
+    }
+}
+
+/// A timeline entry.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct TimelineRecord {
+    pub kind: String,
+    pub text: String,
+    pub by: String,
+    pub at: i64,
+}
+
+/// A status event and whether it took effect.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct TransitionRecord {
+    pub from: String,
+    pub to: String,
+    pub by: String,
+    pub role: String,
+    pub reason: String,
+    pub at: i64,
+    pub applied: bool,
+}
+
+/// A register two people changed to different values concurrently.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct RegisterConflictRecord {
+    pub field: String,
+    pub values: Vec<String>,
+}
+
+/// An issue as the app shows it.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct IssueRecord {
+    pub id: String,
+    pub case_no: String,
+    pub external_ref: Option<String>,
+    pub title: String,
+    pub kind: String,
+    pub category: String,
+    pub urgency: String,
+    pub status: String,
+    /// The statuses in dispute (least final first); empty when none.
+    pub status_candidates: Vec<String>,
+    pub register_conflicts: Vec<RegisterConflictRecord>,
+    pub street: String,
+    pub community: String,
+    pub grid: String,
+    pub address: String,
+    pub description: String,
+    pub reporter: ReporterRecord,
+    pub assignee: Option<String>,
+    pub effective_deadline: Option<i64>,
+    pub overdue: bool,
+    pub tags: Vec<String>,
+    pub timeline: Vec<TimelineRecord>,
+    pub transitions: Vec<TransitionRecord>,
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::Str(s) => s.clone(),
+        Value::Int(i) | Value::Time(i) => i.to_string(),
+        Value::F64(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+    }
+}
+
+impl From<IssueView> for IssueRecord {
+    fn from(v: IssueView) -> Self {
+        let now = chrono_now();
+        IssueRecord {
+            id: v.id.to_string(),
+            overdue: v.is_overdue(now),
+            case_no: v.case_no,
+            external_ref: v.external_ref,
+            title: v.title,
+            kind: v.kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+            category: v.category,
+            urgency: v.urgency.map(|u| u.as_str().to_owned()).unwrap_or_default(),
+            status: v.status.as_str().to_owned(),
+            status_candidates: v
+                .status_conflict
+                .map(|c| {
+                    c.candidates
+                        .iter()
+                        .map(|c| c.status.as_str().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            register_conflicts: v
+                .register_conflicts
+                .iter()
+                .map(|c| RegisterConflictRecord {
+                    field: c.field.clone(),
+                    values: c.values.iter().map(value_text).collect(),
+                })
+                .collect(),
+            street: v.location.street,
+            community: v.location.community,
+            grid: v.location.grid,
+            address: v.location.address,
+            description: v.description,
+            reporter: ReporterRecord {
+                name: v.reporter.name,
+                phone: v.reporter.phone,
+                anonymous: v.reporter.anonymous,
+                may_call_back: v.reporter.may_call_back,
+            },
+            assignee: v.assignee,
+            effective_deadline: v.effective_deadline,
+            tags: v.tags.into_iter().collect(),
+            timeline: v
+                .timeline
+                .into_iter()
+                .map(|t| TimelineRecord {
+                    kind: t.kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+                    text: t.text,
+                    by: t.by,
+                    at: t.at,
+                })
+                .collect(),
+            transitions: v
+                .transitions
+                .into_iter()
+                .map(|t| TransitionRecord {
+                    from: t.event.from,
+                    to: t.event.to,
+                    by: t.event.by,
+                    role: t.event.role,
+                    reason: t.event.reason,
+                    at: t.event.at,
+                    applied: t.applied,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Which records to list. Empty fields do not filter.
+#[derive(Clone, Debug, Default, uniffi::Record)]
+pub struct ListQuery {
+    /// issue or meeting.
+    pub kind: Option<String>,
+    pub grid: Option<String>,
+    pub status: Option<String>,
+    pub open: Option<bool>,
+    pub overdue: Option<bool>,
+    pub conflict: Option<bool>,
+    /// updated (default), deadline or created.
+    pub sort: Option<String>,
+    pub offset: u32,
+    /// 0 means 50.
+    pub limit: u32,
+}
+
+/// One line of a list.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct Summary {
+    pub id: String,
+    pub kind: String,
+    pub number: String,
+    pub title: String,
+    pub grid: String,
+    pub status: String,
+    pub open: bool,
+    pub deadline: Option<i64>,
+    pub conflict: bool,
+    pub updated_at: i64,
+}
+
+/// A page of a list and how many records matched in all.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct SummaryPage {
+    pub total: u64,
+    pub items: Vec<Summary>,
+}
+
+/// A push the server refused; its local changes stay pending.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct Refusal {
+    pub id: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct SyncReportRecord {
+    pub rounds: u32,
+    pub pushed: u32,
+    pub accepted: u32,
+    pub pulled: u32,
+    pub dropped: u32,
+    pub refused: Vec<Refusal>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl From<SyncReport> for SyncReportRecord {
+    fn from(r: SyncReport) -> Self {
+        SyncReportRecord {
+            rounds: count(r.rounds),
+            pushed: count(r.pushed),
+            accepted: count(r.accepted),
+            pulled: count(r.pulled),
+            dropped: count(r.dropped),
+            refused: r
+                .refused
+                .into_iter()
+                .map(|(id, code, message)| Refusal {
+                    id: id.to_string(),
+                    code,
+                    message,
+                })
+                .collect(),
+            bytes_sent: r.bytes_sent as u64,
+            bytes_received: r.bytes_received as u64,
+        }
+    }
+}
+
+/// Progress of a running sync.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct SyncProgress {
+    pub rounds: u32,
+    pub pushed: u32,
+    pub pulled: u32,
+    pub bytes_received: u64,
+}
+
+impl From<&Progress> for SyncProgress {
+    fn from(p: &Progress) -> Self {
+        SyncProgress {
+            rounds: count(p.rounds),
+            pushed: count(p.pushed),
+            pulled: count(p.pulled),
+            bytes_received: p.bytes_received as u64,
+        }
+    }
+}
+
+/// The device's identity after enrollment. Reopen the store with
+/// `device_code` so new case numbers carry it.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct EnrollmentRecord {
+    pub device_id: String,
+    pub device_code: String,
+    pub token: String,
+}
+
+// ------------------------------------------------------------ callbacks
+
+/// Called after every round of a sync.
+#[uniffi::export(callback_interface)]
+pub trait ProgressListener: Send + Sync {
+    fn on_progress(&self, progress: SyncProgress);
+}
+
+/// Called when a sync brought changes to records, with their ids, so the
+/// UI can refresh. Called on the thread that ran the sync.
+#[uniffi::export(callback_interface)]
+pub trait ChangeListener: Send + Sync {
+    fn on_change(&self, ids: Vec<String>);
+}
+
+// ------------------------------------------------------------ the store
+
+/// A device's store of issues and meetings.
+#[derive(uniffi::Object)]
+pub struct GridStore {
+    store: Arc<Store>,
+    listeners: Mutex<Vec<Box<dyn ChangeListener>>>,
+}
+
+impl GridStore {
+    /// Runs `f`, then tells the listeners which records changed from
+    /// elsewhere meanwhile.
+    fn notifying<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let before = self.store.log_head()?;
+        let out = f();
+        let mut ids: Vec<String> = self
+            .store
+            .log_since(before, usize::MAX)?
+            .into_iter()
+            .filter(|e| e.origin == gridsync_core::store::Origin::Remote)
+            .map(|e| e.id.to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if !ids.is_empty() {
+            let listeners = self
+                .listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for l in listeners.iter() {
+                l.on_change(ids.clone());
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for GridStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GridStore")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+#[uniffi::export]
+impl GridStore {
+    /// Opens (or creates) the store in the directory `path`. Before
+    /// enrollment any short code will do; afterwards use the one the
+    /// server assigned.
+    #[uniffi::constructor]
+    pub fn open(path: String, device_code: String) -> Result<Arc<Self>> {
+        guard(|| {
+            let store = Store::open(StoreConfig::new(path, device_code))?;
+            Ok(Arc::new(GridStore {
+                store: Arc::new(store),
+                listeners: Mutex::new(Vec::new()),
+            }))
+        })
+    }
+
+    /// The store's Automerge actor, hex (what enrollment registers).
+    pub fn actor(&self) -> String {
+        self.store.actor().to_hex_string()
+    }
+
+    pub fn device_code(&self) -> String {
+        self.store.device_code().to_owned()
+    }
+
+    /// Enrolls this store with a one-time code. **Blocks** on the network.
+    pub fn enroll(&self, url: String, code: String) -> Result<EnrollmentRecord> {
+        guard(|| {
+            let e = gridsync_core::http::enroll(&url, &code, &self.store)?;
+            Ok(EnrollmentRecord {
+                device_id: e.device_id,
+                device_code: e.device_code,
+                token: e.token,
+            })
+        })
+    }
+
+    /// Records a new issue; returns its id.
+    pub fn create_issue(&self, author: AuthorRecord, new: NewIssueRecord) -> Result<String> {
+        guard(|| {
+            let issue = NewIssue {
+                source: parse("source", &new.source, Source::parse)?,
+                external_ref: new.external_ref,
+                original_statement: new.original_statement,
+                capture_geo: None,
+                title: new.title,
+                kind: parse("kind", &new.kind, IssueKind::parse)?,
+                category: new.category,
+                urgency: parse("urgency", &new.urgency, Urgency::parse)?,
+                reporter: Reporter {
+                    name: new.reporter.name,
+                    phone: new.reporter.phone,
+                    anonymous: new.reporter.anonymous,
+                    may_call_back: new.reporter.may_call_back,
+                },
+                location: Location {
+                    street: new.street,
+                    community: new.community,
+                    grid: new.grid,
+                    building: new.building,
+                    address: new.address,
+                    geo: None,
+                },
+                description: new.description,
+                report: new.report,
+            };
+            Ok(self
+                .store
+                .create_issue(&author.author()?, issue)?
+                .to_string())
+        })
+    }
+
+    /// Applies a typed operation to an issue.
+    pub fn update_issue(&self, id: String, author: AuthorRecord, op: IssueOperation) -> Result<()> {
+        guard(|| {
+            self.store
+                .update_issue(self::id(&id)?, &author.author()?, op.op()?)?;
+            Ok(())
+        })
+    }
+
+    /// Applies any `IssueOp` given as JSON: `{"op": "set_urgency", "args": "red"}`.
+    pub fn update_issue_json(&self, id: String, author: AuthorRecord, op: String) -> Result<()> {
+        guard(|| {
+            let op: IssueOp = serde_json::from_str(&op)
+                .map_err(|e| GridsyncError::new("invalid_json", e.to_string()))?;
+            self.store
+                .update_issue(self::id(&id)?, &author.author()?, op)?;
+            Ok(())
+        })
+    }
+
+    /// Convenes a meeting from its JSON description (`NewMeeting`); returns
+    /// its id.
+    pub fn create_meeting_json(&self, author: AuthorRecord, meeting: String) -> Result<String> {
+        guard(|| {
+            let new = serde_json::from_str(&meeting)
+                .map_err(|e| GridsyncError::new("invalid_json", e.to_string()))?;
+            Ok(self
+                .store
+                .create_meeting(&author.author()?, new)?
+                .to_string())
+        })
+    }
+
+    /// Applies any `MeetingOp` given as JSON.
+    pub fn update_meeting_json(&self, id: String, author: AuthorRecord, op: String) -> Result<()> {
+        guard(|| {
+            let op: MeetingOp = serde_json::from_str(&op)
+                .map_err(|e| GridsyncError::new("invalid_json", e.to_string()))?;
+            self.store
+                .update_meeting(self::id(&id)?, &author.author()?, op)?;
+            Ok(())
+        })
+    }
+
+    /// An issue with everything the app shows.
+    pub fn issue(&self, id: String) -> Result<IssueRecord> {
+        guard(|| Ok(self.store.issue(self::id(&id)?)?.into()))
+    }
+
+    /// A meeting's full view, as JSON.
+    pub fn meeting_json(&self, id: String) -> Result<String> {
+        guard(|| {
+            let view = self.store.meeting(self::id(&id)?)?;
+            serde_json::to_string(&view).map_err(|e| GridsyncError::new("internal", e.to_string()))
+        })
+    }
+
+    /// Lists records with filters, sorting and paging.
+    pub fn list(&self, query: ListQuery) -> Result<SummaryPage> {
+        guard(|| {
+            let mut q = match query.kind.as_deref() {
+                None => Query::default(),
+                Some("issue") => Query::issues(),
+                Some("meeting") => Query::meetings(),
+                Some(other) => return Err(invalid("kind", other)),
+            };
+            q.grid = query.grid;
+            q.statuses = query.status.into_iter().collect();
+            q.open = query.open;
+            q.overdue = query.overdue;
+            q.conflict = query.conflict;
+            q.sort = match query.sort.as_deref() {
+                None | Some("updated") => Sort::UpdatedDesc,
+                Some("deadline") => Sort::DeadlineAsc,
+                Some("created") => Sort::CreatedAsc,
+                Some(other) => return Err(invalid("sort", other)),
+            };
+            q.offset = query.offset as usize;
+            q.limit = if query.limit == 0 {
+                50
+            } else {
+                query.limit as usize
+            };
+            let page = self.store.list(&q)?;
+            Ok(SummaryPage {
+                total: page.total as u64,
+                items: page
+                    .items
+                    .into_iter()
+                    .map(|m| Summary {
+                        id: m.record_id().to_string(),
+                        kind: m.kind,
+                        number: m.number,
+                        title: m.title,
+                        grid: m.grid,
+                        status: m.status,
+                        open: m.open,
+                        deadline: m.deadline,
+                        conflict: m.conflict,
+                        updated_at: m.updated_at,
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    /// Records with local changes the server has not acknowledged.
+    pub fn pending_count(&self) -> Result<u64> {
+        guard(|| Ok(self.store.pending()?.len() as u64))
+    }
+
+    /// Syncs with the server until nothing is left. **Blocks** on the
+    /// network; `progress` is called after every round.
+    pub fn sync(
+        &self,
+        url: String,
+        token: String,
+        progress: Option<Box<dyn ProgressListener>>,
+    ) -> Result<SyncReportRecord> {
+        guard(|| {
+            self.notifying(|| {
+                let report = Client::new(&*self.store).run_with_progress(
+                    |req| gridsync_core::http::post_sync(&url, &token, &req),
+                    |p| {
+                        if let Some(l) = &progress {
+                            l.on_progress(p.into());
+                        }
+                    },
+                )?;
+                Ok(report.into())
+            })
+        })
+    }
+
+    /// A sync driven by the app's own HTTP stack.
+    pub fn sync_session(self: Arc<Self>) -> Arc<SyncSession> {
+        Arc::new(SyncSession {
+            client: Mutex::new(Client::new(self.store.clone())),
+            store: self,
+        })
+    }
+
+    /// Registers a listener for records changed by syncs.
+    pub fn add_change_listener(&self, listener: Box<dyn ChangeListener>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(listener);
+    }
+}
+
+/// One sync, one request at a time, over the app's own transport.
+#[derive(uniffi::Object)]
+pub struct SyncSession {
+    store: Arc<GridStore>,
+    client: Mutex<Client<Arc<Store>>>,
+}
+
+impl std::fmt::Debug for SyncSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncSession").finish_non_exhaustive()
+    }
+}
+
+#[uniffi::export]
+impl SyncSession {
+    /// The next request's body.
+    pub fn make_request(&self) -> Result<Vec<u8>> {
+        guard(|| {
+            let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+            Ok(client.make_request()?)
+        })
+    }
+
+    /// Applies the server's answer; true if another round is needed.
+    pub fn apply_response(&self, response: Vec<u8>) -> Result<bool> {
+        guard(|| {
+            self.store.notifying(|| {
+                let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+                Ok(client.apply_response(&response)?)
+            })
+        })
+    }
+
+    /// What the session did so far.
+    pub fn report(&self) -> SyncReportRecord {
+        let client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        client.report().clone().into()
+    }
+}
 
 /// The library version, for apps to log.
+#[uniffi::export]
 pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_owned()
 }
 
 /// The on-disk store format this library reads and writes.
+#[uniffi::export]
 pub fn store_format() -> u64 {
     gridsync_core::store::STORE_FORMAT
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn reports_version_and_format() {
-        assert_eq!(super::version(), env!("CARGO_PKG_VERSION"));
-        assert_eq!(super::store_format(), gridsync_core::store::STORE_FORMAT);
+        assert_eq!(version(), env!("CARGO_PKG_VERSION"));
+        assert_eq!(store_format(), gridsync_core::store::STORE_FORMAT);
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error() {
+        let r: Result<()> = guard(|| panic!("boom"));
+        match r {
+            Err(GridsyncError::Failed { code, .. }) => assert_eq!(code, "panic"),
+            Ok(()) => panic!("no error"),
+        }
     }
 }

@@ -190,6 +190,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/records/{id}/move", post(move_record))
         .route("/v1/admin/office-users", post(create_office_user))
         .merge(crate::office::routes())
+        .merge(crate::dashboard::routes())
         .fallback(no_route)
         .with_state(state)
 }

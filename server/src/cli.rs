@@ -6,6 +6,7 @@ use crate::Config;
 
 /// Usage text.
 pub const USAGE: &str = "usage: gridsync serve [--data-dir DIR] [--listen ADDR]
+       gridsync demo --data-dir DIR [--issues N]   (seed a demo district)
   environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_ADMIN_TOKEN,
                RUST_LOG (default info), GRIDSYNC_LOG_FORMAT=json";
 
@@ -16,6 +17,13 @@ pub fn main(args: &[String]) -> i32 {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("gridsync: {e:#}");
+                1
+            }
+        },
+        Some("demo") => match demo(&args[1..]) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("gridsync demo: {e:#}");
                 1
             }
         },
@@ -57,6 +65,40 @@ fn init_logging() {
     } else {
         let _ = builder.try_init();
     }
+}
+
+fn demo(args: &[String]) -> anyhow::Result<()> {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let Some(dir) = value("--data-dir") else {
+        anyhow::bail!("--data-dir DIR is required\n{USAGE}");
+    };
+    let issues = match value("--issues") {
+        Some(n) => n.parse().context("--issues takes a number")?,
+        None => 3000,
+    };
+    let dir = std::path::PathBuf::from(dir);
+    println!(
+        "seeding a demo district of {issues} cases into {} …",
+        dir.display()
+    );
+    let seeded = crate::demo::seed(&dir, issues)?;
+    println!(
+        "done: {} cases, {} council meetings, {} status conflicts",
+        seeded.issues, seeded.meetings, seeded.conflicts
+    );
+    println!(
+        "\nstart the server:\n  gridsync serve --data-dir {}",
+        dir.display()
+    );
+    println!("then open http://127.0.0.1:8787/ and log in with an office token:");
+    for (user, role, token) in &seeded.logins {
+        println!("  {role:<10} ({user}): {token}");
+    }
+    Ok(())
 }
 
 fn serve(args: &[String]) -> anyhow::Result<()> {

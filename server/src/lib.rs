@@ -10,6 +10,8 @@
 
 pub mod api;
 pub mod cli;
+pub mod dashboard;
+pub mod demo;
 pub mod identity;
 pub mod metrics;
 pub mod office;

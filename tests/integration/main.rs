@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod browser;
 mod convergence;
 mod crash;
 mod durability;

@@ -412,3 +412,46 @@ fn figures_and_devices_over_http() {
         (400, Some("invalid_query"))
     );
 }
+
+#[test]
+fn the_demo_seeds_a_whole_district_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let seeded = gridsync_server::demo::seed(&data, 300).unwrap();
+    assert_eq!(seeded.issues, 300);
+    assert!(seeded.meetings > 0 && seeded.conflicts > 0, "{seeded:?}");
+    assert_eq!(seeded.logins.len(), 3);
+    let again = gridsync_server::demo::seed(&data, 10).unwrap_err();
+    assert!(again.to_string().contains("fresh directory"), "{again}");
+    let server = TestServer::start(&data);
+    let token = &seeded.logins[0].2;
+    let (status, f) = server.office_get(token, "/v1/office/figures?by=community");
+    assert_eq!(status, 200, "{f}");
+    assert_eq!(f["total"]["issues"], 300);
+    assert_eq!(f["rows"].as_array().unwrap().len(), 3);
+    assert!(f["total"]["open_conflicts"].as_u64().unwrap() > 0);
+    assert!(f["total"]["overdue"].as_u64().unwrap() > 0);
+    assert!(f["total"]["meetings"].as_u64().unwrap() > 0);
+    // Every state of the workflow occurs.
+    let (_, page) = server.office_get(token, "/v1/office/issues?limit=500");
+    let states: std::collections::BTreeSet<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["status"].as_str().unwrap())
+        .collect();
+    for s in [
+        "reported",
+        "accepted",
+        "dispatched",
+        "in_progress",
+        "closed",
+        "reopened",
+    ] {
+        assert!(states.contains(s), "no {s} case in {states:?}");
+    }
+    // A grid worker's device receives its grid.
+    let device = server.enroll("w-C01-G1", &dir.path().join("d"));
+    let report = device.sync().unwrap();
+    assert!(report.pulled > 0);
+}

@@ -1,0 +1,188 @@
+"""gridsync-ffi from Python: two device stores record issues offline, sync
+through a real server this test starts, converge, see a status conflict,
+have an out-of-scope write refused and get error codes.
+
+Run by ffi/test-bindings after ffi/generate (needs the server binary and
+the generated module on PYTHONPATH, and the library next to it)."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import gridsync_ffi as g
+
+SERVER = os.environ["GRIDSYNC_SERVER_BIN"]
+ADMIN = "python-binding-test-admin"
+
+
+def post(url, body, token):
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(req) as r:
+            text = r.read().decode()
+            return r.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode() or "null")
+
+
+def start_server(data):
+    env = dict(os.environ, GRIDSYNC_ADMIN_TOKEN=ADMIN, RUST_LOG="warn")
+    proc = subprocess.Popen(
+        [SERVER, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
+        stdout=subprocess.PIPE, env=env, text=True,
+    )
+    banner = proc.stdout.readline()
+    url = "http://" + banner.split("http://")[1].split()[0]
+    return proc, url
+
+
+def author(user):
+    return g.AuthorRecord(user=user, role="grid_worker")
+
+
+def new_issue(title, grid):
+    return g.NewIssueRecord(
+        title=title, kind="complaint", category="facilities.lighting", urgency="yellow",
+        source="grid_patrol", external_ref=None, original_statement="楼道灯坏了",
+        description="居民反映楼道照明损坏", report=True,
+        reporter=g.ReporterRecord(name="张女士", phone="13800000000", anonymous=False, may_call_back=True),
+        street="S1", community="C1", grid=grid, building="3号楼", address="幸福路 12 号",
+    )
+
+
+class Changes(g.ChangeListener):
+    def __init__(self):
+        self.ids = []
+
+    def on_change(self, ids):
+        self.ids.extend(ids)
+
+
+class Progress(g.ProgressListener):
+    def __init__(self):
+        self.rounds = 0
+
+    def on_progress(self, progress):
+        self.rounds = progress.rounds
+
+
+def main():
+    tmp = tempfile.mkdtemp()
+    proc, url = start_server(os.path.join(tmp, "server"))
+    try:
+        for path, body in [
+            ("/v1/admin/streets", {"id": "S1"}),
+            ("/v1/admin/communities", {"id": "C1", "street": "S1"}),
+            ("/v1/admin/grids", {"id": "G1", "community": "C1"}),
+            ("/v1/admin/grids", {"id": "G2", "community": "C1"}),
+            ("/v1/admin/workers", {"id": "w1", "grids": ["G1"]}),
+        ]:
+            status, answer = post(url + path, body, ADMIN)
+            assert status < 300, (path, status, answer)
+
+        def device(name):
+            store = g.GridStore.open(os.path.join(tmp, name), "NEW")
+            _, code = post(url + "/v1/admin/enrollments", {"worker": "w1"}, ADMIN)
+            enrolled = store.enroll(url, code["code"])
+            # Reopen with the code the server assigned.
+            del store
+            return g.GridStore.open(os.path.join(tmp, name), enrolled.device_code), enrolled.token
+
+        a, token_a = device("a")
+        b, token_b = device("b")
+        assert a.device_code() != b.device_code()
+
+        # Offline work on both.
+        ia = a.create_issue(author("w1"), new_issue("楼道灯不亮", "G1"))
+        ib = b.create_issue(author("w1"), new_issue("垃圾清运不及时", "G1"))
+        outside = a.create_issue(author("w1"), new_issue("别的网格", "G2"))
+        a.update_issue(ia, author("w1"), g.IssueOperation.ADD_NOTE(text="已上门核实"))
+        changes = Changes()
+        b.add_change_listener(changes)
+
+        progress = Progress()
+        report = a.sync(url, token_a, progress)
+        assert progress.rounds >= 1
+        refused = {r.id: r.code for r in report.refused}
+        assert refused == {outside: "out_of_scope"}, refused
+        b.sync(url, token_b, None)
+        a.sync(url, token_a, None)
+        assert ia in changes.ids, changes.ids
+        # Convergence: the same records and views on both (the refused one
+        # stays on a, pending).
+        ids_a = {s.id for s in a.list(g.ListQuery(kind="issue", grid="G1", status=None, open=None,
+                                                 overdue=None, conflict=None, sort=None, offset=0, limit=0)).items}
+        ids_b = {s.id for s in b.list(g.ListQuery(kind="issue", grid=None, status=None, open=None,
+                                                 overdue=None, conflict=None, sort=None, offset=0, limit=0)).items}
+        assert ids_a == ids_b == {ia, ib}, (ids_a, ids_b)
+        assert a.issue(ia) == b.issue(ia)
+        assert b.issue(ia).timeline[0].text == "已上门核实"
+        assert a.pending_count() == 1  # the refused record
+
+        # A status conflict: a and b move the same case differently offline.
+        for to in ["accepted", "dispatched"]:
+            a.update_issue(ia, author("w1"), g.IssueOperation.TRANSITION(to=to, reason=""))
+        a.sync(url, token_a, None)
+        b.sync(url, token_b, None)
+        a.update_issue(ia, author("w1"), g.IssueOperation.TRANSITION(to="signed_for", reason=""))
+        b.update_issue(ia, author("w1"), g.IssueOperation.TRANSITION(to="returned", reason="不属本网格"))
+        a.sync(url, token_a, None)
+        b.sync(url, token_b, None)
+        a.sync(url, token_a, None)
+        va, vb = a.issue(ia), b.issue(ia)
+        assert va.status_candidates == vb.status_candidates == ["signed_for", "returned"], va.status_candidates
+        assert va == vb
+        b.update_issue(ia, author("w1"), g.IssueOperation.RESOLVE_STATUS_CONFLICT(to="signed_for", reason="核实"))
+        b.sync(url, token_b, None)
+        a.sync(url, token_a, None)
+        assert a.issue(ia).status == "signed_for" and a.issue(ia).status_candidates == []
+
+        # Errors cross as one enum with a code.
+        for call, code in [
+            (lambda: a.issue("0190f0f0-0000-7000-8000-000000000000"), "not_found"),
+            (lambda: a.update_issue(ia, author("w1"), g.IssueOperation.TRANSITION(to="flying", reason="")), "invalid_input"),
+            (lambda: a.update_issue(ia, author("w1"), g.IssueOperation.TRANSITION(to="draft", reason="")), "illegal_transition"),
+            (lambda: a.update_issue_json(ia, author("w1"), "{not json"), "invalid_json"),
+            (lambda: a.sync(url, "gs1.dev-1." + "00" * 32, None), "rejected"),
+            (lambda: a.issue("not-an-id"), "invalid_input"),
+        ]:
+            try:
+                call()
+            except g.GridsyncError.Failed as e:
+                assert e.code == code, (e.code, code, e.message)
+            else:
+                raise AssertionError(f"no error, expected {code}")
+
+        # The transport-neutral form, over urllib.
+        session = b.sync_session()
+        while True:
+            req = urllib.request.Request(
+                url + "/v1/sync", data=session.make_request(),
+                headers={"Authorization": f"Bearer {token_b}", "Content-Type": "application/octet-stream"})
+            with urllib.request.urlopen(req) as r:
+                if not session.apply_response(r.read()):
+                    break
+        assert session.report().rounds >= 1
+
+        # Per-call overhead, for the record.
+        t = time.perf_counter()
+        for _ in range(1000):
+            g.version()
+        trivial = (time.perf_counter() - t) / 1000
+        print(f"python: trivial call {trivial * 1e6:.1f} µs")
+        print("python bindings: ok")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
