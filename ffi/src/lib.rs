@@ -33,18 +33,19 @@ uniffi::setup_scaffolding!();
 
 /// Every failure, with the core's stable code (`not_found`,
 /// `illegal_transition`, `out_of_scope`, `rejected`, `transport`, …) and a
-/// message for logs.
+/// human-readable reason for logs. (The field is not called `message`:
+/// Kotlin exceptions already have one, which UniFFI fills with both.)
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum GridsyncError {
-    #[error("{code}: {message}")]
-    Failed { code: String, message: String },
+    #[error("{code}: {reason}")]
+    Failed { code: String, reason: String },
 }
 
 impl GridsyncError {
     fn new(code: &str, message: impl Into<String>) -> Self {
         GridsyncError::Failed {
             code: code.to_owned(),
-            message: message.into(),
+            reason: message.into(),
         }
     }
 }

@@ -138,7 +138,7 @@ def main():
         b.sync(url, token_b, None)
         a.sync(url, token_a, None)
         va, vb = a.issue(ia), b.issue(ia)
-        assert va.status_candidates == vb.status_candidates == ["signed_for", "returned"], va.status_candidates
+        assert va.status_candidates == vb.status_candidates == ["returned", "signed_for"], va.status_candidates
         assert va == vb
         b.update_issue(ia, author("w1"), g.IssueOperation.RESOLVE_STATUS_CONFLICT(to="signed_for", reason="核实"))
         b.sync(url, token_b, None)
@@ -157,7 +157,7 @@ def main():
             try:
                 call()
             except g.GridsyncError.Failed as e:
-                assert e.code == code, (e.code, code, e.message)
+                assert e.code == code, (e.code, code, e.reason)
             else:
                 raise AssertionError(f"no error, expected {code}")
 

@@ -101,6 +101,14 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a line for whoever started the server; a closed stdout (the
+/// parent stopped reading) is not the server's failure, so it is ignored
+/// instead of panicking as `println!` would.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 fn serve(args: &[String]) -> anyhow::Result<()> {
     let config = Config::from_args(args, |k| std::env::var(k).ok())
         .map_err(|e| anyhow::anyhow!("{e}\n{USAGE}"))?;
@@ -115,15 +123,15 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        println!("{}", banner(&listener.local_addr()?, &config.data_dir));
+        say(&banner(&listener.local_addr()?, &config.data_dir));
         if std::env::var_os("GRIDSYNC_ADMIN_TOKEN").is_none() {
-            println!(
+            say(&format!(
                 "admin token in {}",
                 config.data_dir.join("admin-token").display()
-            );
+            ));
         }
         crate::run(listener, state, shutdown_signal()).await?;
-        println!("gridsync stopped");
+        say("gridsync stopped");
         anyhow::Ok(())
     })
 }

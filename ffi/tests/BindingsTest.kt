@@ -1,0 +1,171 @@
+// gridsync-ffi from Kotlin on the JVM (JNA): two device stores record
+// issues offline, sync through a real server this test starts, converge,
+// see a status conflict, have an out-of-scope write refused and get error
+// codes; then the per-call overhead is measured. Run by ffi/test-bindings.
+
+import uniffi.gridsync_ffi.*
+import java.net.HttpURLConnection
+import java.net.URI
+import java.nio.file.Files
+
+const val ADMIN = "kotlin-binding-test-admin"
+
+interface CLib : com.sun.jna.Library {
+    fun getpid(): Int
+}
+
+fun check(ok: Boolean, what: () -> String) {
+    if (!ok) throw AssertionError(what())
+}
+
+fun post(url: String, body: String, token: String): Pair<Int, String> {
+    val c = URI(url).toURL().openConnection() as HttpURLConnection
+    c.requestMethod = "POST"
+    c.doOutput = true
+    c.setRequestProperty("Content-Type", "application/json")
+    c.setRequestProperty("Authorization", "Bearer $token")
+    c.outputStream.use { it.write(body.toByteArray()) }
+    val status = c.responseCode
+    val text = (if (status < 400) c.inputStream else c.errorStream)?.bufferedReader()?.readText() ?: ""
+    return status to text
+}
+
+fun field(json: String, name: String): String =
+    Regex("\"$name\":\"([^\"]*)\"").find(json)?.groupValues?.get(1) ?: error("no $name in $json")
+
+fun author() = AuthorRecord(user = "w1", role = "grid_worker")
+
+fun newIssue(title: String, grid: String) = NewIssueRecord(
+    title = title, kind = "complaint", category = "facilities.lighting", urgency = "yellow",
+    source = "grid_patrol", externalRef = null, originalStatement = "楼道灯坏了",
+    description = "居民反映楼道照明损坏", report = true,
+    reporter = ReporterRecord(name = "张女士", phone = "13800000000", anonymous = false, mayCallBack = true),
+    street = "S1", community = "C1", grid = grid, building = "3号楼", address = "幸福路 12 号",
+)
+
+fun allIssues(s: GridStore) =
+    s.list(ListQuery(kind = "issue", grid = null, status = null, open = null, overdue = null,
+        conflict = null, sort = null, offset = 0u, limit = 0u)).items.map { it.id }.toSet()
+
+fun expectCode(code: String, call: () -> Unit) {
+    try {
+        call()
+    } catch (e: GridsyncException.Failed) {
+        check(e.code == code) { "expected $code, got ${e.code}: ${e.reason}" }
+        return
+    }
+    throw AssertionError("no error, expected $code")
+}
+
+fun main() {
+    val tmp = Files.createTempDirectory("gridsync-kt").toFile()
+    val server = ProcessBuilder(System.getenv("GRIDSYNC_SERVER_BIN"), "serve", "--listen", "127.0.0.1:0",
+        "--data-dir", tmp.resolve("server").path)
+    server.environment()["GRIDSYNC_ADMIN_TOKEN"] = ADMIN
+    server.environment()["RUST_LOG"] = "warn"
+    server.redirectError(ProcessBuilder.Redirect.INHERIT)
+    val proc = server.start()
+    try {
+        val banner = proc.inputStream.bufferedReader().readLine()
+        val url = "http://" + banner.substringAfter("http://").substringBefore(" ")
+        for ((path, body) in listOf(
+            "/v1/admin/streets" to """{"id":"S1"}""",
+            "/v1/admin/communities" to """{"id":"C1","street":"S1"}""",
+            "/v1/admin/grids" to """{"id":"G1","community":"C1"}""",
+            "/v1/admin/grids" to """{"id":"G2","community":"C1"}""",
+            "/v1/admin/workers" to """{"id":"w1","grids":["G1"]}""",
+        )) {
+            val (status, text) = post(url + path, body, ADMIN)
+            check(status < 300) { "$path: $status $text" }
+        }
+        fun device(name: String): Pair<GridStore, String> {
+            val dir = tmp.resolve(name).path
+            val (_, text) = post("$url/v1/admin/enrollments", """{"worker":"w1"}""", ADMIN)
+            val first = GridStore.open(dir, "NEW")
+            val enrolled = first.enroll(url, field(text, "code"))
+            first.close()
+            return GridStore.open(dir, enrolled.deviceCode) to enrolled.token
+        }
+        val (a, tokenA) = device("a")
+        val (b, tokenB) = device("b")
+
+        val ia = a.createIssue(author(), newIssue("楼道灯不亮", "G1"))
+        val ib = b.createIssue(author(), newIssue("垃圾清运不及时", "G1"))
+        val outside = a.createIssue(author(), newIssue("别的网格", "G2"))
+        a.updateIssue(ia, author(), IssueOperation.AddNote("已上门核实"))
+        val changed = mutableListOf<String>()
+        b.addChangeListener(object : ChangeListener {
+            override fun onChange(ids: List<String>) { synchronized(changed) { changed.addAll(ids) } }
+        })
+        var rounds = 0u
+        val report = a.sync(url, tokenA, object : ProgressListener {
+            override fun onProgress(progress: SyncProgress) { rounds = progress.rounds }
+        })
+        check(rounds >= 1u) { "progress reported" }
+        check(report.refused.map { it.id to it.code } == listOf(outside to "out_of_scope")) { "refused: ${report.refused}" }
+        b.sync(url, tokenB, null)
+        a.sync(url, tokenA, null)
+        check(ia in changed) { "change listener: $changed" }
+        check(allIssues(b) == setOf(ia, ib)) { "b holds ${allIssues(b)}" }
+        check(allIssues(a) == setOf(ia, ib, outside)) { "a holds ${allIssues(a)}" }
+        check(a.issue(ia) == b.issue(ia)) { "views differ" }
+        check(a.pendingCount() == 1uL) { "the refused record stays pending" }
+
+        // A status conflict.
+        for (to in listOf("accepted", "dispatched")) a.updateIssue(ia, author(), IssueOperation.Transition(to, ""))
+        a.sync(url, tokenA, null); b.sync(url, tokenB, null)
+        a.updateIssue(ia, author(), IssueOperation.Transition("signed_for", ""))
+        b.updateIssue(ia, author(), IssueOperation.Transition("returned", "不属本网格"))
+        a.sync(url, tokenA, null); b.sync(url, tokenB, null); a.sync(url, tokenA, null)
+        check(a.issue(ia).statusCandidates == listOf("returned", "signed_for")) { "conflict: ${a.issue(ia).statusCandidates}" }
+        check(a.issue(ia) == b.issue(ia)) { "views differ in conflict" }
+        a.updateIssue(ia, author(), IssueOperation.ResolveStatusConflict("signed_for", "核实"))
+        a.sync(url, tokenA, null); b.sync(url, tokenB, null)
+        check(b.issue(ia).status == "signed_for" && b.issue(ia).statusCandidates.isEmpty()) { "settled" }
+
+        // Error codes.
+        expectCode("not_found") { a.issue("0190f0f0-0000-7000-8000-000000000000") }
+        expectCode("illegal_transition") { a.updateIssue(ia, author(), IssueOperation.Transition("draft", "")) }
+        expectCode("invalid_input") { a.updateIssue(ia, author(), IssueOperation.Transition("flying", "")) }
+        expectCode("rejected") { a.sync(url, "gs1.dev-1." + "00".repeat(32), null) }
+
+        // One store shared by four threads.
+        val before = a.list(ListQuery(kind = "issue", grid = null, status = null, open = null,
+            overdue = null, conflict = null, sort = null, offset = 0u, limit = 1u)).total
+        val threads = (1..4).map { t ->
+            Thread { for (i in 0 until 10) a.createIssue(author(), newIssue("线程 $t-$i", "G1")) }
+        }
+        threads.forEach { it.start() }
+        threads.forEach { it.join() }
+        val after = a.list(ListQuery(kind = "issue", grid = null, status = null, open = null,
+            overdue = null, conflict = null, sort = null, offset = 0u, limit = 1u)).total
+        check(after == before + 40uL) { "threads: $before -> $after" }
+
+        // Per-call overhead from Kotlin (medians of 7 batches).
+        fun perCall(n: Int, f: () -> Unit): Double {
+            repeat(n) { f() }
+            val times = (1..7).map {
+                val t = System.nanoTime()
+                repeat(n) { f() }
+                (System.nanoTime() - t).toDouble() / n
+            }.sorted()
+            return times[3] / 1000.0
+        }
+        for (i in 0 until 60) a.createIssue(author(), newIssue("批量 $i", "G1"))
+        val q = ListQuery(kind = "issue", grid = null, status = null, open = null, overdue = null,
+            conflict = null, sort = null, offset = 0u, limit = 50u)
+        val trivial = perCall(20000) { version() }
+        // The floor of any JNA binding: libc's getpid through JNA.
+        val libc = com.sun.jna.Native.load("c", CLib::class.java)
+        val jnaFloor = perCall(20000) { libc.getpid() }
+        val list50 = perCall(200) { a.list(q) }
+        val create = perCall(20) { a.createIssue(author(), newIssue("计时", "G1")) }
+        println(("kotlin per call: trivial %.2f µs (JNA floor, libc getpid: %.2f µs), " +
+            "list of 50 %.1f µs, one create %.1f µs").format(trivial, jnaFloor, list50, create))
+        a.close(); b.close()
+        println("kotlin bindings: ok")
+    } finally {
+        proc.destroy()
+        proc.waitFor()
+    }
+}
