@@ -189,6 +189,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/v1/admin/records/{id}/move", post(move_record))
         .route("/v1/admin/office-users", post(create_office_user))
+        .route(
+            "/v1/admin/office-users/{id}/revoke",
+            post(revoke_office_user),
+        )
         .merge(crate::office::routes())
         .merge(crate::dashboard::routes())
         .fallback(no_route)
@@ -459,6 +463,15 @@ async fn revoke_device(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     admin_do(&state, &headers, move |i| i.revoke(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn revoke_office_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    admin_do(&state, &headers, move |i| i.revoke_office_user(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

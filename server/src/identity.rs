@@ -39,7 +39,7 @@ impl std::fmt::Display for IdentityError {
             IdentityError::Exists(what, id) => write!(f, "{what} {id:?} exists already"),
             IdentityError::Invalid(what, why) => write!(f, "invalid {what}: {why}"),
             IdentityError::Unauthorized => f.write_str("unknown or invalid credentials"),
-            IdentityError::Revoked => f.write_str("this device has been revoked"),
+            IdentityError::Revoked => f.write_str("these credentials have been revoked"),
             IdentityError::Storage(_) => f.write_str("storage error"),
         }
     }
@@ -517,6 +517,17 @@ impl Identity {
         };
         d.revoked = true;
         self.db.insert(key(P_DEVICE, device_id), encode(&d)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Revokes an office login: its token stops working at once.
+    pub fn revoke_office_user(&self, id: &str) -> Result<()> {
+        let Some(mut u) = self.get::<OfficeUser>(P_OFFICE, id)? else {
+            return Err(IdentityError::Unknown("office user", id.to_owned()));
+        };
+        u.revoked = true;
+        self.db.insert(key(P_OFFICE, id), encode(&u)?)?;
         self.db.flush()?;
         Ok(())
     }

@@ -351,6 +351,14 @@ fn office_tokens_are_checked() {
         assert_eq!(got, status, "{token:?}: {body}");
         assert_eq!(body["code"], "unauthorized");
     }
+    // A revoked login stops working at once.
+    let (_, me) = server.office_get(&office_token, "/v1/office/me");
+    assert_eq!(me["user"], "office");
+    let id = office_token.split('.').nth(1).unwrap();
+    let (status, _) = server.admin(&format!("/v1/admin/office-users/{id}/revoke"), json!({}));
+    assert_eq!(status, 204);
+    let (status, body) = server.office_get(&office_token, "/v1/office/me");
+    assert_eq!((status, body["code"].as_str()), (403, Some("revoked")));
     // Grid workers have devices, not office logins; unknown workers none.
     for body in [
         json!({"worker": "w1", "role": "grid_worker"}),

@@ -166,6 +166,7 @@ fn every_documented_operation_answers_as_documented() {
                 json!({"op": "add_agreement", "args": "物业七日内维修"})
             }
             ("post", "/v1/admin/devices/{id}/revoke") => json!({}),
+            ("post", "/v1/admin/office-users/{id}/revoke") => json!({}),
             _ => return None,
         })
     };
@@ -177,6 +178,8 @@ fn every_documented_operation_answers_as_documented() {
                 meeting.to_string()
             } else if template.contains("devices") {
                 victim.id.clone()
+            } else if template.contains("office-users") {
+                "off-2".to_owned() // made by the office-users example just before
             } else {
                 issue.to_string()
             };
@@ -230,7 +233,7 @@ fn every_documented_operation_answers_as_documented() {
             }
         }
     }
-    assert_eq!(checked, 29, "one operation per documented path");
+    assert_eq!(checked, 30, "one operation per documented path");
     assert!(problems.is_empty(), "{problems:#?}");
     // Errors, too, are documented JSON.
     let (status, body) = get_json(
