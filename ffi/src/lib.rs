@@ -285,7 +285,7 @@ fn value_text(v: &Value) -> String {
 
 impl From<IssueView> for IssueRecord {
     fn from(v: IssueView) -> Self {
-        let now = chrono_now();
+        let now = now_ms();
         IssueRecord {
             id: v.id.to_string(),
             overdue: v.is_overdue(now),
@@ -354,7 +354,7 @@ impl From<IssueView> for IssueRecord {
     }
 }
 
-fn chrono_now() -> i64 {
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -31,11 +31,17 @@ pub struct Seeded {
     pub logins: Vec<(String, String, String)>,
 }
 
-/// A small deterministic generator, so every demo district is the same.
-struct Rng(u64);
+/// A small deterministic generator (SplitMix64), so every demo district
+/// is the same; the test simulation uses it too.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -43,11 +49,18 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+    /// A number in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
 
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
+    /// One of `items` (not empty).
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
 }
@@ -155,7 +168,7 @@ pub fn seed(data_dir: &Path, issues: usize) -> anyhow::Result<Seeded> {
     phone_config.temporary = true;
     let phone = Store::open(phone_config)?;
 
-    let mut rng = Rng(12345);
+    let mut rng = Rng::new(12345);
     let hotline = Author::new("street-office", Role::Hotline);
     let office = Author::new("street-office", Role::Office);
     let mut made = Vec::new();
