@@ -35,18 +35,23 @@ fn simulation_seeds_250_to_499() {
 
 #[test]
 fn a_run_exercises_every_fault() {
-    // Guards the simulation itself: a run that injects no faults, moves or
-    // restarts would pass without testing anything.
-    let dir = tempfile::tempdir().unwrap();
-    let stats = sim::run(
-        7,
-        SimConfig {
-            devices: 8,
-            steps: 300,
-        },
-        dir.path(),
-    )
-    .unwrap();
+    // Guards the simulation itself: runs that inject no faults, moves or
+    // restarts would pass without testing anything. Four seeds together
+    // must show every kind.
+    let mut stats = sim::SimStats::default();
+    for seed in 7..11 {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sim::run(
+            seed,
+            SimConfig {
+                devices: 8,
+                steps: 300,
+            },
+            dir.path(),
+        )
+        .unwrap();
+        stats.add(&s);
+    }
     assert!(
         stats.lost_requests > 0 && stats.lost_responses > 0 && stats.duplicated > 0,
         "{stats:?}"
@@ -62,7 +67,7 @@ fn a_run_exercises_every_fault() {
         "a crash kind never happened: {stats:?}"
     );
     assert!(
-        stats.reordered > 0 && stats.offline_periods > 0,
+        stats.reordered > 0 && stats.offline_periods > 0 && stats.duplicated_responses > 0,
         "{stats:?}"
     );
     assert!(

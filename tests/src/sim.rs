@@ -5,8 +5,9 @@
 //! (records, notes, text edits, conflicting status changes, meetings with
 //! action items), an office move on the server, a device restart, a device
 //! going offline for a while, or a sync round over a network that may
-//! lose the request, lose the response, deliver the request twice, or hold
-//! a request back and deliver it later, after newer ones (reordering).
+//! lose the request, lose the response, deliver the request twice, deliver
+//! a response twice, or hold a request back and deliver it later, after
+//! newer ones (reordering).
 //! Crashes: a device may crash in the middle of a domain operation or of a
 //! sync round, and the server in the middle of serving a request; the
 //! crash is injected at a random write to sled (`Store::crash_after_writes`,
@@ -61,6 +62,8 @@ pub struct SimStats {
     pub server_crashes: usize,
     /// Requests held back and delivered after newer ones.
     pub reordered: usize,
+    /// Responses a device applied twice.
+    pub duplicated_responses: usize,
     /// Times a device went offline for a while.
     pub offline_periods: usize,
     pub moves: usize,
@@ -68,6 +71,27 @@ pub struct SimStats {
     /// Records showing a status or register conflict after sync rounds
     /// (summed over rounds).
     pub conflicts_seen: usize,
+}
+
+impl SimStats {
+    /// Adds another run's counts to these.
+    pub fn add(&mut self, o: &SimStats) {
+        self.ops += o.ops;
+        self.syncs += o.syncs;
+        self.lost_requests += o.lost_requests;
+        self.lost_responses += o.lost_responses;
+        self.duplicated += o.duplicated;
+        self.restarts += o.restarts;
+        self.device_crashes_in_ops += o.device_crashes_in_ops;
+        self.device_crashes_in_sync += o.device_crashes_in_sync;
+        self.server_crashes += o.server_crashes;
+        self.reordered += o.reordered;
+        self.duplicated_responses += o.duplicated_responses;
+        self.offline_periods += o.offline_periods;
+        self.moves += o.moves;
+        self.records += o.records;
+        self.conflicts_seen += o.conflicts_seen;
+    }
 }
 
 const GRIDS: [&str; 3] = ["G1", "G2", "G3"];
@@ -548,6 +572,15 @@ fn sync_round(
             Err(e) if crashed(&e) => return crash_device(dev, stats),
             Err(e) => return Err(e.to_string()),
         };
+        if fault(rng, 3, on) {
+            // The same answer arrives twice (a retrying proxy, say).
+            stats.duplicated_responses += 1;
+            match client.apply_response(&response) {
+                Ok(_) => {}
+                Err(e) if crashed(&e) => return crash_device(dev, stats),
+                Err(e) => return Err(format!("a repeated response: {e}")),
+            }
+        }
         if device_armed {
             disarm(dev.store());
         }
