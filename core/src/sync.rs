@@ -906,6 +906,14 @@ mod tests {
         assert!(matches!(decode_request(&bytes), Err(Error::Wire(_))));
     }
 
+    /// A response's wire bytes as hex, for the format snapshots below.
+    fn encoded_hex(response: &SyncResponse) -> String {
+        encode_response(response)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     #[test]
     fn the_wire_format_is_stable() {
         // A snapshot of the encoding: a change here breaks every deployed
@@ -925,12 +933,8 @@ mod tests {
             cursor: Some(Cursor::Log(300)),
             more: true,
         };
-        let hex: String = encode_response(&response)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         assert_eq!(
-            hex,
+            encoded_hex(&response),
             "4753594e0002\
              01010101010101010101010101010101\
              01\
@@ -984,12 +988,8 @@ mod tests {
             }],
             ..SyncResponse::default()
         };
-        let hex: String = encode_response(&response)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         assert_eq!(
-            hex,
+            encoded_hex(&response),
             "4753594e0002\
              0000\
              01\
