@@ -47,6 +47,25 @@ pub enum Error {
         max: usize,
     },
 
+    /// The author's role may not perform this action (see
+    /// [`crate::policy`]). Nothing was written.
+    #[error("the {role} role may not {action}")]
+    Forbidden {
+        action: crate::policy::Action,
+        role: crate::ids::Role,
+    },
+
+    /// Foreign changes that claim an author, role or device other than the
+    /// one the server knows the sender to be, or that rewrite what others
+    /// wrote. Nothing was applied.
+    #[error("changes to record {id} were refused: {reason}")]
+    Unauthentic { id: RecordId, reason: String },
+
+    /// A work order whose number is already taken by a case with
+    /// different content. Nothing was written.
+    #[error("work order {number} was already taken in with different content")]
+    WorkOrderMismatch { number: String },
+
     /// A conflict resolution that names nothing that is in conflict.
     #[error("no open conflict on {0}")]
     NoConflict(String),
@@ -119,6 +138,11 @@ pub enum Error {
     #[error("sync transport failed: {0}")]
     Transport(String),
 
+    /// Sync rounds stopped making progress (nothing pushed, pulled or
+    /// moved); the message names the records that could not be merged.
+    #[error("sync stopped: {0}")]
+    Stalled(String),
+
     /// The server refused the whole sync request.
     #[error("the server refused the sync ({status} {code}): {message}")]
     Rejected {
@@ -149,6 +173,9 @@ impl Error {
             Error::InvalidInput { .. } => "invalid_input",
             Error::FieldTooLong { .. } => "field_too_long",
             Error::NoConflict(_) => "no_conflict",
+            Error::Forbidden { .. } => "forbidden",
+            Error::Unauthentic { .. } => "unauthentic",
+            Error::WorkOrderMismatch { .. } => "work_order_mismatch",
             Error::MalformedChanges { .. } => "malformed_changes",
             Error::MissingDependencies { .. } => "missing_dependencies",
             Error::MergePanicked(_) => "merge_panicked",
@@ -162,6 +189,7 @@ impl Error {
             Error::Wire(_) => "malformed_message",
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::Transport(_) => "transport",
+            Error::Stalled(_) => "stalled",
             Error::Rejected { .. } => "rejected",
             Error::Storage(_) => "storage",
             Error::Io(_) => "io",

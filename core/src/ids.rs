@@ -154,6 +154,28 @@ impl Role {
     }
 }
 
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+
+    /// Parses a role name; an unknown name is an error, never a default
+    /// (a role that cannot be read grants nothing).
+    fn from_str(s: &str) -> Result<Self> {
+        Role::parse(s).ok_or_else(|| Error::InvalidInput {
+            field: "role",
+            reason: format!(
+                "unknown role; one of {}",
+                Role::ALL.map(Role::as_str).join(", ")
+            ),
+        })
+    }
+}
+
 /// Who performs an operation: a user id and the role they act in. The
 /// device is not part of it; it is the store's Automerge actor.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

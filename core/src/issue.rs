@@ -505,6 +505,7 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &IssueOp) -> 
         }
         IssueOp::ChangeDeadline { due, reason } => {
             check_len("deadline.reason", reason, MAX_NOTE)?;
+            crate::intake::check_deadline("due", *due, ctx.now)?;
             let (id, _) = doc::next_entry(tx, ctx.dev)?;
             let item = doc::append_entry(tx, &ROOT, "deadline_changes", &id)?;
             tx.put(&item, "due", ScalarValue::Timestamp(*due))

@@ -48,6 +48,7 @@
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod audit;
 pub mod doc;
 mod error;
 pub mod figures;
@@ -55,9 +56,11 @@ pub mod foreign;
 #[cfg(feature = "http")]
 pub mod http;
 mod ids;
+pub mod intake;
 pub mod issue;
 pub mod meeting;
 mod model;
+pub mod policy;
 pub mod query;
 pub mod store;
 pub mod sync;
@@ -68,6 +71,7 @@ pub use doc::{RegisterConflict, Value};
 pub use error::{Error, Result};
 pub use foreign::ForeignLimits;
 pub use ids::{Author, RecordId, RecordKind, Role};
+pub use intake::{Intake, Taker, WorkOrder};
 pub use issue::{
     IssueKind, IssueOp, IssueView, NewIssue, NewReturnVisit, Relation, Resolution, Satisfaction,
     TimelineKind, Urgency,

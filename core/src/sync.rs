@@ -25,12 +25,13 @@
 //! ```
 //! use gridsync_core::sync::{self, Client, Peer, ServerLimits};
 //! use gridsync_core::{RecordScope, Store, StoreConfig};
-//! # use gridsync_core::{Author, Role};
+//! use gridsync_core::{Author, Role};
 //! # fn main() -> gridsync_core::Result<()> {
 //! # let dir = tempfile::tempdir()?;
 //! let server = Store::open(StoreConfig::new(dir.path().join("server"), "SRV"))?;
 //! let phone = Store::open(StoreConfig::new(dir.path().join("phone"), "P1"))?;
-//! # let worker = Author::new("w1", Role::GridWorker);
+//! // The worker the phone is enrolled for, as the server knows them.
+//! let worker = Author::new("w1", Role::GridWorker);
 //! # let id = phone.create_issue(&worker, gridsync_core::NewIssue {
 //! #     source: gridsync_core::Source::GridPatrol, external_ref: None,
 //! #     original_statement: String::new(), capture_geo: None, title: "t".into(),
@@ -42,7 +43,7 @@
 //!
 //! // The server side: who is asking, and what they may read and write.
 //! let in_g1 = |s: &RecordScope| s.grid == "G1";
-//! let peer = Peer { actor: phone.actor(), may_access: &in_g1 };
+//! let peer = Peer { actor: phone.actor(), author: &worker, may_access: &in_g1, known_through: 0 };
 //!
 //! // The device side drives rounds until nothing is left; the transport is
 //! // any function from request bytes to response bytes (HTTP in real life).
@@ -58,13 +59,13 @@
 
 use std::collections::BTreeMap;
 
-use automerge::{ActorId, ChangeHash};
+use automerge::ChangeHash;
 use bincode::{Decode, Encode};
 
 use crate::error::{Error, Result};
 use crate::foreign::ForeignLimits;
 use crate::ids::RecordId;
-use crate::query::{RecordMeta, RecordScope};
+use crate::query::RecordMeta;
 use crate::store::{Ack, Incoming, Store};
 
 /// The protocol version this build speaks.
@@ -87,6 +88,18 @@ pub enum Cursor {
     Snapshots { after: [u8; 16], then: u64 },
     /// Has everything in its scope up to this log sequence.
     Log(u64),
+}
+
+impl Cursor {
+    /// The log position the device has everything up to: moves at or
+    /// before it are known to it.
+    pub fn position(&self) -> u64 {
+        match self {
+            Cursor::Start => 0,
+            Cursor::Snapshots { then, .. } => *then,
+            Cursor::Log(seq) => *seq,
+        }
+    }
 }
 
 /// A device's request.
@@ -234,20 +247,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse> {
 
 // ------------------------------------------------------------------ server
 
-/// Who is asking: the device's Automerge actor (every pushed change must be
-/// its own) and the scopes it may read and write.
-pub struct Peer<'a> {
-    pub actor: &'a ActorId,
-    pub may_access: &'a dyn Fn(&RecordScope) -> bool,
-}
-
-impl std::fmt::Debug for Peer<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer")
-            .field("actor", &self.actor)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::audit::Peer;
 
 /// Caps the server puts on one request.
 #[derive(Clone, Debug)]
@@ -314,8 +314,8 @@ pub fn serve(
     };
     let incoming = Incoming {
         limits: &foreign,
-        from: Some(peer.actor),
-        admit: Some(peer.may_access),
+        peer: Some(peer),
+        known_through: peer.known_through,
     };
     // Records this request created on the server: everything the server
     // has of them came from this device, so they need not go back to it.
@@ -560,6 +560,19 @@ const CURSOR_STATE: &str = "cursor";
 const WANT_STATE: &str = "want_snapshots";
 const DROP_STATE: &str = "drops";
 
+/// Whether the server has told this device to drop the record (it moved
+/// out of the device's scope): the device keeps it only until its earlier
+/// edits are uploaded, and takes no new ones, which the server would
+/// refuse (see `audit` and the move rule in ARCHITECTURE.md).
+pub(crate) fn is_leaving(store: &Store, id: RecordId) -> Result<bool> {
+    Ok(match store.sync_state(DROP_STATE)? {
+        None => false,
+        Some(bytes) => bincode::decode_from_slice::<Vec<[u8; 16]>, _>(&bytes, config())
+            .map(|(ids, _)| ids.contains(id.as_bytes()))
+            .unwrap_or(false),
+    })
+}
+
 struct InFlight {
     id: RecordId,
     upto: u64,
@@ -618,8 +631,15 @@ impl<S: AsRef<Store>> Client<S> {
         let mut pushes = Vec::new();
         let mut size = 0usize;
         self.in_flight.clear();
-        for pending in self.store.as_ref().pending()? {
-            if size >= self.page_bytes as usize && !pushes.is_empty() {
+        // Records that left this device's scope go first and all at once:
+        // the server takes what the device wrote before it learned of the
+        // move only in the first request after it did (see `Peer`).
+        let leaving = self.ids(DROP_STATE)?;
+        let mut pending = self.store.as_ref().pending()?;
+        pending.sort_by_key(|p| !leaving.contains(p.id.as_bytes()));
+        for pending in pending {
+            let urgent = leaving.contains(pending.id.as_bytes());
+            if !urgent && size >= self.page_bytes as usize && !pushes.is_empty() {
                 break;
             }
             let id = pending.id;
@@ -714,8 +734,8 @@ impl<S: AsRef<Store>> Client<S> {
         };
         let incoming = Incoming {
             limits: &trusted,
-            from: None,
-            admit: None,
+            peer: None,
+            known_through: 0,
         };
         // Records to ask for whole, and records to drop, are kept in the
         // store: a crash or a lost round must not forget them, since the
@@ -835,7 +855,14 @@ impl<S: AsRef<Store>> Client<S> {
         mut transport: impl FnMut(Vec<u8>) -> Result<Vec<u8>>,
         mut progress: impl FnMut(&Progress),
     ) -> Result<SyncReport> {
-        // A generous bound: every round moves at least one page or one push.
+        // A round makes progress when the cursor moves or a push is
+        // accepted, a record merged or dropped. Rounds that change none of
+        // these would repeat forever (a record whose server copy cannot be
+        // merged, asked for again and again): after a few, stop with an
+        // error that names the records.
+        const STALLED_ROUNDS: usize = 3;
+        let mut last = None;
+        let mut stalled = 0;
         for _ in 0..100_000 {
             let request = self.make_request()?;
             let response = transport(request)?;
@@ -844,6 +871,30 @@ impl<S: AsRef<Store>> Client<S> {
             if !more {
                 break;
             }
+            let now = (
+                self.cursor()?,
+                self.report.accepted,
+                self.report.pulled,
+                self.report.dropped,
+            );
+            if last.as_ref() == Some(&now) {
+                stalled += 1;
+                if stalled >= STALLED_ROUNDS {
+                    let failed: Vec<String> = self
+                        .report
+                        .failed
+                        .iter()
+                        .map(|(id, code)| format!("{id} ({code})"))
+                        .collect();
+                    return Err(Error::Stalled(format!(
+                        "{STALLED_ROUNDS} rounds made no progress; records that could not be merged: {}",
+                        if failed.is_empty() { "none".to_owned() } else { failed.join(", ") }
+                    )));
+                }
+            } else {
+                stalled = 0;
+            }
+            last = Some(now);
         }
         Ok(std::mem::take(&mut self.report))
     }

@@ -604,7 +604,7 @@ impl GridStore {
             };
             Ok(self
                 .store
-                .create_issue(&author.author()?, issue)?
+                .report_issue(&author.author()?, issue)?
                 .to_string())
         })
     }
@@ -613,7 +613,7 @@ impl GridStore {
     pub fn update_issue(&self, id: String, author: AuthorRecord, op: IssueOperation) -> Result<()> {
         guard(|| {
             self.store
-                .update_issue(self::id(&id)?, &author.author()?, op.op()?)?;
+                .act_on_issue(self::id(&id)?, &author.author()?, op.op()?)?;
             Ok(())
         })
     }
@@ -624,7 +624,7 @@ impl GridStore {
             let op: IssueOp = serde_json::from_str(&op)
                 .map_err(|e| GridsyncError::new("invalid_json", e.to_string()))?;
             self.store
-                .update_issue(self::id(&id)?, &author.author()?, op)?;
+                .act_on_issue(self::id(&id)?, &author.author()?, op)?;
             Ok(())
         })
     }
@@ -637,7 +637,7 @@ impl GridStore {
                 .map_err(|e| GridsyncError::new("invalid_json", e.to_string()))?;
             Ok(self
                 .store
-                .create_meeting(&author.author()?, new)?
+                .convene_meeting(&author.author()?, new)?
                 .to_string())
         })
     }
@@ -648,7 +648,7 @@ impl GridStore {
             let op: MeetingOp = serde_json::from_str(&op)
                 .map_err(|e| GridsyncError::new("invalid_json", e.to_string()))?;
             self.store
-                .update_meeting(self::id(&id)?, &author.author()?, op)?;
+                .act_on_meeting(self::id(&id)?, &author.author()?, op)?;
             Ok(())
         })
     }

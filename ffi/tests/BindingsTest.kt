@@ -74,6 +74,7 @@ fun main() {
             "/v1/admin/grids" to """{"id":"G1","community":"C1"}""",
             "/v1/admin/grids" to """{"id":"G2","community":"C1"}""",
             "/v1/admin/workers" to """{"id":"w1","grids":["G1"]}""",
+            "/v1/admin/workers" to """{"id":"clerk","communities":["C1"]}""",
         )) {
             val (status, text) = post(url + path, body, ADMIN)
             check(status < 300) { "$path: $status $text" }
@@ -111,8 +112,16 @@ fun main() {
         check(a.issue(ia) == b.issue(ia)) { "views differ" }
         check(a.pendingCount() == 1uL) { "the refused record stays pending" }
 
+        // Accepting is the office's: the phone refuses it, the office does it.
+        expectCode("forbidden") { a.updateIssue(ia, author(), IssueOperation.Transition("accepted", "")) }
+        val (_, officeUser) = post("$url/v1/admin/office-users", """{"worker":"clerk","role":"community"}""", ADMIN)
+        for (to in listOf("accepted", "dispatched")) {
+            val (status, text) = post("$url/v1/office/issues/$ia/ops",
+                """{"op":"transition","args":{"to":"$to","reason":""}}""", field(officeUser, "token"))
+            check(status == 200) { "office $to: $status $text" }
+        }
+
         // A status conflict.
-        for (to in listOf("accepted", "dispatched")) a.updateIssue(ia, author(), IssueOperation.Transition(to, ""))
         a.sync(url, tokenA, null); b.sync(url, tokenB, null)
         a.updateIssue(ia, author(), IssueOperation.Transition("signed_for", ""))
         b.updateIssue(ia, author(), IssueOperation.Transition("returned", "不属本网格"))

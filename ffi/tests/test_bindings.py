@@ -84,6 +84,7 @@ def main():
             ("/v1/admin/grids", {"id": "G1", "community": "C1"}),
             ("/v1/admin/grids", {"id": "G2", "community": "C1"}),
             ("/v1/admin/workers", {"id": "w1", "grids": ["G1"]}),
+            ("/v1/admin/workers", {"id": "clerk", "communities": ["C1"]}),
         ]:
             status, answer = post(url + path, body, ADMIN)
             assert status < 300, (path, status, answer)
@@ -127,9 +128,20 @@ def main():
         assert b.issue(ia).timeline[0].text == "已上门核实"
         assert a.pending_count() == 1  # the refused record
 
-        # A status conflict: a and b move the same case differently offline.
+        # Accepting is the office's: the phone refuses it before writing,
+        # and the office does it through its API.
+        try:
+            a.update_issue(ia, author("w1"), g.IssueOperation.TRANSITION(to="accepted", reason=""))
+            raise AssertionError("a grid worker accepted a case")
+        except g.GridsyncError.Failed as e:
+            assert e.code == "forbidden", e.code
+        _, office = post(url + "/v1/admin/office-users", {"worker": "clerk", "role": "community"}, ADMIN)
         for to in ["accepted", "dispatched"]:
-            a.update_issue(ia, author("w1"), g.IssueOperation.TRANSITION(to=to, reason=""))
+            status, answer = post(url + f"/v1/office/issues/{ia}/ops",
+                                  {"op": "transition", "args": {"to": to, "reason": ""}}, office["token"])
+            assert status == 200, (status, answer)
+
+        # A status conflict: a and b move the same case differently offline.
         a.sync(url, token_a, None)
         b.sync(url, token_b, None)
         a.update_issue(ia, author("w1"), g.IssueOperation.TRANSITION(to="signed_for", reason=""))

@@ -33,6 +33,8 @@ pub struct AppState {
     pub limits: ServerLimits,
     /// SHA-256 of the admin token.
     pub admin_digest: [u8; 32],
+    /// Requests in flight per caller (see `gate`).
+    pub slots: Arc<crate::gate::Slots>,
 }
 
 /// An error response with a stable code.
@@ -50,6 +52,11 @@ impl AppError {
             code,
             message: message.into(),
         }
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 
     fn internal() -> Self {
@@ -86,6 +93,7 @@ impl From<IdentityError> for AppError {
             IdentityError::Invalid(..) => (StatusCode::BAD_REQUEST, "invalid_input"),
             IdentityError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             IdentityError::Revoked => (StatusCode::FORBIDDEN, "revoked"),
+            IdentityError::UnknownRole => (StatusCode::FORBIDDEN, "unknown_role"),
             IdentityError::Storage(detail) => {
                 tracing::error!(error = %detail, "identity storage error");
                 return AppError::internal();
@@ -109,9 +117,16 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AppError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(AppError::new(
+        let announced = crate::gate::announced_length(req.headers());
+        let deadline = crate::gate::body_deadline(announced);
+        match tokio::time::timeout(deadline, Json::<T>::from_request(req, state)).await {
+            Err(_) => Err(AppError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body arrived too slowly",
+            )),
+            Ok(Ok(Json(value))) => Ok(ApiJson(value)),
+            Ok(Err(rejection)) => Err(AppError::new(
                 rejection.status(),
                 "invalid_json",
                 rejection.body_text(),
@@ -159,8 +174,8 @@ pub(crate) fn core_error(e: gridsync_core::Error) -> AppError {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         E::NotFound(_) => StatusCode::NOT_FOUND,
-        E::Exists(_) => StatusCode::CONFLICT,
-        E::OutOfScope { .. } => StatusCode::FORBIDDEN,
+        E::Exists(_) | E::WorkOrderMismatch { .. } => StatusCode::CONFLICT,
+        E::OutOfScope { .. } | E::Forbidden { .. } | E::Unauthentic { .. } => StatusCode::FORBIDDEN,
         E::ScopeChange { .. }
         | E::WrongKind { .. }
         | E::IllegalTransition { .. }
@@ -248,10 +263,19 @@ pub(crate) async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn sync_round(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn sync_round(State(state): State<AppState>, req: axum::extract::Request) -> Response {
     let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let announced = crate::gate::announced_length(&parts.headers);
+    let body = match crate::gate::read_body(body, announced).await {
+        Ok(body) => body,
+        Err(e) => {
+            state.metrics.sync_failed(0, e.code, started.elapsed());
+            return e.into_response();
+        }
+    };
     let bytes_in = body.len();
-    let result = sync_inner(&state, &headers, body).await;
+    let result = sync_inner(&state, &parts.headers, body).await;
     match result {
         Ok((bytes, stats)) => {
             for reason in &stats.refusals {
@@ -289,13 +313,22 @@ async fn sync_inner(
         let scope = identity.scope_of(&device.worker)?;
         let actor = ActorId::from(device.actor.as_slice());
         let may = |s: &RecordScope| scope.allows(s);
+        // A device acts for its enrolled worker, in the grid worker's role;
+        // office roles act through office logins.
+        let author = Author::new(device.worker.clone(), Role::GridWorker);
         let peer = Peer {
             actor: &actor,
+            author: &author,
             may_access: &may,
+            known_through: identity.known_through(&device.id)?,
         };
         let request = sync::decode_request(&body).map_err(core_error)?;
+        let position = request.cursor.position();
         let (response, stats) = sync::serve(&store, &peer, request, &limits).map_err(core_error)?;
+        // After the merges are durable: a request whose answer is lost
+        // still counts as the device's claim to know up to its cursor.
         identity.touch(&device.id, now_ms())?;
+        identity.record_position(&device.id, position)?;
         Ok((sync::encode_response(&response), stats))
     })
     .await
@@ -314,7 +347,20 @@ async fn enroll(
 ) -> Result<Json<serde_json::Value>, AppError> {
     let actor = parse_actor(&req.actor)?;
     let identity = state.identity.clone();
-    let enrolled = blocking(move || Ok(identity.enroll(&req.code, &actor, now_ms())?)).await?;
+    let store = state.store.clone();
+    let enrolled = blocking(move || {
+        if actor == *store.actor() {
+            // The server's own actor writes office actions and intake.
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                "exists",
+                "this actor is taken",
+            ));
+        }
+        let head = store.log_head().map_err(core_error)?;
+        Ok(identity.enroll(&req.code, &actor, now_ms(), head)?)
+    })
+    .await?;
     Ok(Json(json!({
         "device_id": enrolled.device_id,
         "device_code": enrolled.device_code,
@@ -322,8 +368,15 @@ async fn enroll(
     })))
 }
 
+/// A device store's actor: exactly 16 bytes as 32 lowercase hex digits,
+/// the form `Store::actor` has (no signs, no upper case, no other length,
+/// so one actor has one spelling).
 fn parse_actor(hex: &str) -> Result<ActorId, AppError> {
-    let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0 && (2..=64).contains(&hex.len()))
+    let canonical = hex.len() == 32
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let bytes: Option<Vec<u8>> = canonical
         .then(|| {
             (0..hex.len())
                 .step_by(2)
@@ -335,12 +388,12 @@ fn parse_actor(hex: &str) -> Result<ActorId, AppError> {
         AppError::new(
             StatusCode::BAD_REQUEST,
             "invalid_input",
-            "actor must be 1 to 32 bytes of hex",
+            "actor must be 32 lowercase hex digits (16 bytes)",
         )
     })
 }
 
-fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+pub(crate) fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     let token = bearer(headers)?;
     let digest: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
         token.as_bytes(),

@@ -113,6 +113,11 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
     let config = Config::from_args(args, |k| std::env::var(k).ok())
         .map_err(|e| anyhow::anyhow!("{e}\n{USAGE}"))?;
     init_logging();
+    // Residents' names and phone numbers live in the data directory:
+    // whatever the caller's umask, what the server creates is its owner's
+    // only (directories 0700, files 0600).
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let token = crate::admin_token(&config.data_dir, |k| std::env::var(k).ok())?;

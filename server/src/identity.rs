@@ -29,6 +29,9 @@ pub enum IdentityError {
     Unauthorized,
     /// The device was revoked.
     Revoked,
+    /// An office login whose stored role is not one this build knows: it
+    /// grants nothing.
+    UnknownRole,
     Storage(String),
 }
 
@@ -40,6 +43,9 @@ impl std::fmt::Display for IdentityError {
             IdentityError::Invalid(what, why) => write!(f, "invalid {what}: {why}"),
             IdentityError::Unauthorized => f.write_str("unknown or invalid credentials"),
             IdentityError::Revoked => f.write_str("these credentials have been revoked"),
+            IdentityError::UnknownRole => {
+                f.write_str("this login's role is not known; it grants nothing")
+            }
             IdentityError::Storage(_) => f.write_str("storage error"),
         }
     }
@@ -62,6 +68,11 @@ const P_ENROLL: u8 = b'e';
 const P_COUNTER: u8 = b'n';
 const P_OFFICE: u8 = b'o';
 const P_OFFICE_COUNTER: u8 = b'N';
+/// Device id → the record store's log head when it enrolled (u64, big-endian).
+const P_DEVICE_SEQ: u8 = b'q';
+/// Device id → the highest cursor position it has claimed in a served
+/// request (u64, big-endian).
+const P_DEVICE_POSITION: u8 = b'p';
 
 /// How long an enrollment code stays valid.
 pub const ENROLLMENT_TTL_MS: i64 = 24 * 3_600_000;
@@ -138,6 +149,14 @@ pub struct OfficeUser {
 struct Enrollment {
     worker: String,
     expires_at: i64,
+}
+
+impl OfficeUser {
+    /// The login's role. A stored name this build does not know fails
+    /// closed: it never falls back to a role that sees more.
+    pub fn role(&self) -> Result<gridsync_core::Role> {
+        gridsync_core::Role::parse(&self.role).ok_or(IdentityError::UnknownRole)
+    }
 }
 
 /// What a device receives when it enrolls.
@@ -365,7 +384,11 @@ impl Identity {
     /// Redeems an enrollment code: registers the device with its store's
     /// actor and returns its id, device code and bearer token. The code
     /// works once.
-    pub fn enroll(&self, code: &str, actor: &ActorId, now: i64) -> Result<Enrolled> {
+    ///
+    /// `log_head` is the record store's log head now: moves at or before it
+    /// happened before the device existed, so it may never write to the
+    /// records they took away (see `gridsync_core::audit::Peer`).
+    pub fn enroll(&self, code: &str, actor: &ActorId, now: i64, log_head: u64) -> Result<Enrolled> {
         if code.len() != 64 {
             return Err(IdentityError::Unauthorized);
         }
@@ -399,13 +422,57 @@ impl Identity {
             enrolled_at: now,
             last_sync_at: None,
         };
-        self.db
-            .insert(key(P_DEVICE, &device_id), encode(&device)?)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(key(P_DEVICE, &device_id), encode(&device)?);
+        batch.insert(key(P_DEVICE_SEQ, &device_id), &log_head.to_be_bytes());
+        self.db.apply_batch(batch)?;
         self.db.flush()?;
         Ok(Enrolled {
             token: format!("gs1.{device_id}.{}", hex(&secret)),
             device_id,
             device_code,
+        })
+    }
+
+    /// The record store's log head when the device enrolled (0 for devices
+    /// enrolled before this was recorded).
+    pub fn enrolled_seq(&self, device_id: &str) -> Result<u64> {
+        self.read_u64(P_DEVICE_SEQ, device_id)
+    }
+
+    /// Moves at or before this record-log position are known to the
+    /// device: the larger of its enrollment position and the highest cursor
+    /// it claimed in an earlier served request (see
+    /// `gridsync_core::audit::Peer::known_through`).
+    pub fn known_through(&self, device_id: &str) -> Result<u64> {
+        Ok(self
+            .enrolled_seq(device_id)?
+            .max(self.read_u64(P_DEVICE_POSITION, device_id)?))
+    }
+
+    /// Records the cursor position of a request just served (kept as the
+    /// maximum, so it never moves back).
+    pub fn record_position(&self, device_id: &str, position: u64) -> Result<()> {
+        self.db
+            .fetch_and_update(key(P_DEVICE_POSITION, device_id), |old| {
+                let old = old
+                    .and_then(|v| v.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                Some(old.max(position).to_be_bytes().to_vec())
+            })?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn read_u64(&self, prefix: u8, id: &str) -> Result<u64> {
+        Ok(match self.db.get(key(prefix, id))? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| IdentityError::Storage("bad stored position".into()))?,
+            ),
+            None => 0,
         })
     }
 
@@ -667,13 +734,43 @@ mod tests {
     }
 
     #[test]
+    fn a_login_whose_role_cannot_be_read_grants_nothing() {
+        let (_dir, id) = setup();
+        let (office_id, token) = id
+            .create_office_user("w1", gridsync_core::Role::Street, 0)
+            .unwrap();
+        let user = id.authenticate_office(&token).unwrap();
+        assert_eq!(user.role().unwrap(), gridsync_core::Role::Street);
+        // A stored role this build does not know (written by a newer
+        // release, or damaged): no fallback to a role that sees more.
+        let mut stored: OfficeUser = id.get(P_OFFICE, &office_id).unwrap().unwrap();
+        stored.role = "superuser".into();
+        id.db
+            .insert(key(P_OFFICE, &office_id), encode(&stored).unwrap())
+            .unwrap();
+        let user = id.authenticate_office(&token).unwrap();
+        assert!(matches!(user.role(), Err(IdentityError::UnknownRole)));
+    }
+
+    #[test]
+    fn the_log_position_a_device_claimed_never_moves_back() {
+        let (_dir, id) = setup();
+        let (code, _) = id.create_enrollment("w1", 0).unwrap();
+        let device = id.enroll(&code, &ActorId::random(), 1, 7).unwrap();
+        assert_eq!(id.known_through(&device.device_id).unwrap(), 7);
+        id.record_position(&device.device_id, 20).unwrap();
+        id.record_position(&device.device_id, 3).unwrap();
+        assert_eq!(id.known_through(&device.device_id).unwrap(), 20);
+    }
+
+    #[test]
     fn enrollment_is_one_time_and_tokens_authenticate() {
         let (_dir, id) = setup();
         let (code, _) = id.create_enrollment("w1", 0).unwrap();
         let actor = ActorId::random();
-        let enrolled = id.enroll(&code, &actor, 1).unwrap();
+        let enrolled = id.enroll(&code, &actor, 1, 0).unwrap();
         assert!(matches!(
-            id.enroll(&code, &ActorId::random(), 1),
+            id.enroll(&code, &ActorId::random(), 1, 0),
             Err(IdentityError::Unauthorized)
         ));
         let device = id.authenticate(&enrolled.token).unwrap();
@@ -712,7 +809,7 @@ mod tests {
         let (_dir, id) = setup();
         let (code, expires) = id.create_enrollment("w1", 0).unwrap();
         assert!(matches!(
-            id.enroll(&code, &ActorId::random(), expires + 1),
+            id.enroll(&code, &ActorId::random(), expires + 1, 0),
             Err(IdentityError::Unauthorized)
         ));
     }

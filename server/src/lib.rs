@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod dashboard;
 pub mod demo;
+pub mod gate;
 pub mod identity;
 pub mod metrics;
 pub mod office;
@@ -45,6 +46,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests served at once; more wait.
 pub const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl Config {
     /// Defaults, overridden by `GRIDSYNC_DATA_DIR` / `GRIDSYNC_LISTEN`, then
@@ -123,12 +128,15 @@ pub fn open(data_dir: &Path, admin_token: &str) -> anyhow::Result<AppState> {
     let store = Store::open(StoreConfig::new(data_dir.join("store"), "SRV"))?;
     let identity = identity::Identity::open(&data_dir.join("identity"))
         .map_err(|e| anyhow::anyhow!("opening the identity database: {e}"))?;
+    // Residents' data: the whole data directory is its owner's only.
+    gridsync_core::store::make_private(data_dir)?;
     Ok(AppState {
         store: Arc::new(store),
         identity: Arc::new(identity),
         metrics: Arc::default(),
         limits: ServerLimits::default(),
         admin_digest: Sha256::digest(admin_token.as_bytes()).into(),
+        slots: Arc::default(),
     })
 }
 
@@ -142,12 +150,16 @@ pub fn app(state: AppState) -> Router {
     use tower_http::timeout::TimeoutLayer;
     use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
+    let gate = axum::middleware::from_fn_with_state(state.clone(), gate::gate);
     api::router(state)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(api::MAX_BODY_BYTES))
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             MAX_CONCURRENT_REQUESTS,
         ))
+        // Outside the concurrency limit: a caller without valid credentials
+        // is turned away before it holds a slot or sends a body.
+        .layer(gate)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -177,10 +189,54 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
     let store = state.store.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let app = app(state);
+    let mut builder = Builder::new(TokioExecutor::new());
+    // Headers must arrive in time: a client that opens connections and
+    // trickles bytes holds nothing for long.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: wait, then go on.
+                        tracing::warn!(error = %e, "accepting a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(app.clone());
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight at shutdown");
+    }
     store
         .make_durable()
         .map_err(|e| std::io::Error::other(e.to_string()))

@@ -6,21 +6,23 @@
 //! reach devices through the feed like any change).
 //!
 //! Authentication is an office token (`gso1.…`, see
-//! `POST /v1/admin/office-users`). Reporter names and phone numbers are
-//! shown only to roles that call residents back (office, community,
-//! hotline); street and department users see the case without them.
+//! `POST /v1/admin/office-users`). What a role may do and see is decided in
+//! core (`gridsync_core::policy`): every action goes through the store's
+//! checked entry points (`act_on_issue`, `act_on_meeting`, `intake`) and
+//! every record shown goes through `policy::present_issue` /
+//! `present_meeting`. This module translates; it does not decide.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gridsync_core::policy;
 use gridsync_core::{
-    Author, IssueKind, IssueOp, IssueStatus, IssueView, Location, MeetingOp, NewIssue, Query,
-    RecordId, RecordMeta, RecordScope, Reporter, Role, Sort, Source, Urgency,
+    Author, Intake, IssueOp, IssueView, MeetingOp, Query, RecordId, RecordMeta, Sort, Taker,
+    WorkOrder,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::api::{bearer, blocking, core_error, ApiJson, ApiQuery, AppError, AppState};
 use crate::identity::Scope;
@@ -55,18 +57,16 @@ impl OfficeCtx {
         self.scope.allows_place(&m.street, &m.community, &m.grid)
     }
 
-    fn sees_personal_data(&self) -> bool {
-        matches!(
-            self.author.role,
-            Role::Office | Role::Community | Role::Hotline
-        )
+    /// The issue as this user's role may see it.
+    fn present(&self, view: IssueView) -> IssueView {
+        policy::present_issue(view, self.author.role)
     }
 }
 
 fn office_user(state: &AppState, token: &str) -> Result<OfficeCtx, AppError> {
     let user = state.identity.authenticate_office(token)?;
+    let role = user.role()?;
     let scope = state.identity.scope_of(&user.worker)?;
-    let role = Role::parse(&user.role).unwrap_or(Role::Office);
     Ok(OfficeCtx {
         author: Author::new(user.worker, role),
         scope,
@@ -114,12 +114,14 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, AppError> {
 }
 
 fn issue_json(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<Value, AppError> {
-    let view = state.store.issue(id).map_err(core_error)?;
+    let view = ctx.present(state.store.issue(id).map_err(core_error)?);
     let overdue = view.is_overdue(chrono::Utc::now().timestamp_millis());
     let mut value = to_json(&view)?;
     value["overdue"] = json!(overdue);
     value["meetings"] = to_json(&state.store.meetings_for_issue(id).map_err(core_error)?)?;
-    if !ctx.sees_personal_data() {
+    if !policy::sees_personal_data(ctx.author.role) {
+        // Emptied by the policy; shown as absent so no client mistakes an
+        // empty name for an anonymous resident.
         value["reporter"] = Value::Null;
     }
     Ok(value)
@@ -130,7 +132,7 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Va
         Ok(Json(json!({
             "user": ctx.author.user,
             "role": ctx.author.role,
-            "sees_personal_data": ctx.sees_personal_data(),
+            "sees_personal_data": policy::sees_personal_data(ctx.author.role),
         })))
     })
     .await
@@ -346,7 +348,7 @@ async fn read_issue(
     as_office(&state, &headers, move |state, ctx| {
         visible(state, &ctx, id)?;
         let view = state.store.issue(id).map_err(core_error)?;
-        Ok(Json(f(view)?))
+        Ok(Json(f(ctx.present(view))?))
     })
     .await
 }
@@ -424,11 +426,17 @@ async fn get_meeting(
     let id = parse_id(&id)?;
     as_office(&state, &headers, move |state, ctx| {
         visible(state, &ctx, id)?;
-        Ok(Json(to_json(
-            &state.store.meeting(id).map_err(core_error)?,
-        )?))
+        meeting_json(state, &ctx, id)
     })
     .await
+}
+
+fn meeting_json(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<Json<Value>, AppError> {
+    let view = state.store.meeting(id).map_err(core_error)?;
+    Ok(Json(to_json(&policy::present_meeting(
+        view,
+        ctx.author.role,
+    ))?))
 }
 
 // ---------------------------------------------------------------- actions
@@ -442,16 +450,9 @@ async fn issue_op(
     let id = parse_id(&id)?;
     as_office(&state, &headers, move |state, ctx| {
         visible(state, &ctx, id)?;
-        if matches!(op, IssueOp::SetReporter(_)) && !ctx.sees_personal_data() {
-            return Err(AppError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this role may not change the reporter's personal data",
-            ));
-        }
         state
             .store
-            .update_issue(id, &ctx.author, op)
+            .act_on_issue(id, &ctx.author, op)
             .map_err(core_error)?;
         Ok(Json(issue_json(state, &ctx, id)?))
     })
@@ -469,156 +470,47 @@ async fn meeting_op(
         visible(state, &ctx, id)?;
         state
             .store
-            .update_meeting(id, &ctx.author, op)
+            .act_on_meeting(id, &ctx.author, op)
             .map_err(core_error)?;
-        Ok(Json(to_json(
-            &state.store.meeting(id).map_err(core_error)?,
-        )?))
+        meeting_json(state, &ctx, id)
     })
     .await
 }
 
 // ---------------------------------------------------------------- intake
 
-/// A 12345 work order, dispatched to a community or to one of its grids.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkOrder {
-    /// The hotline's work-order number; intake is idempotent on it.
-    work_order_no: String,
-    category: String,
-    kind: IssueKind,
-    urgency: Urgency,
-    title: String,
-    /// The resident's own words.
-    #[serde(default)]
-    statement: String,
-    #[serde(default)]
-    description: String,
-    reporter: Reporter,
-    street: String,
-    community: String,
-    /// Omitted: the case goes to the community, which picks a grid.
-    #[serde(default)]
-    grid: String,
-    #[serde(default)]
-    address: String,
-    /// The hotline's deadline, milliseconds since the Unix epoch; without
-    /// it the urgency's hours apply.
-    deadline: Option<i64>,
-}
-
-/// The record id of a work order: derived from its number, so that the
-/// same work order sent twice (a retry, a replay) is the same record.
-pub fn work_order_id(number: &str) -> RecordId {
-    let digest = Sha256::new_with_prefix(b"gridsync work order\0")
-        .chain_update(number.as_bytes())
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    // A UUID of version 8 (custom) and the RFC 4122 variant.
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    RecordId::from_bytes(bytes)
-}
-
+/// Takes a 12345 work order in (`gridsync_core::intake` decides):
+/// 201 with the new case, 200 with the case a repeat of the same order
+/// made, 409 `work_order_mismatch` for a number taken by another order or
+/// by a case outside the caller's scope.
 async fn intake(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(order): ApiJson<WorkOrder>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     as_office(&state, &headers, move |state, ctx| {
-        let bad = |what: String| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", what);
-        let number = order.work_order_no.trim().to_owned();
-        if number.is_empty() || number.len() > 64 {
-            return Err(bad("work_order_no must be 1 to 64 bytes".into()));
-        }
-        let place = RecordScope::new(&order.street, &order.community, &order.grid);
+        let place = order.place();
         if !state.identity.is_place(&place)? {
-            return Err(bad(format!(
-                "{}/{}/{} is not a place in the organisation tree",
-                order.street, order.community, order.grid
-            )));
-        }
-        if !ctx.scope.allows(&place) {
             return Err(AppError::new(
-                StatusCode::FORBIDDEN,
-                "out_of_scope",
-                "the place is outside this user's scope",
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                format!(
+                    "{}/{}/{} is not a place in the organisation tree",
+                    order.street, order.community, order.grid
+                ),
             ));
         }
-        let id = work_order_id(&number);
-        let new = NewIssue {
-            source: Source::Hotline12345,
-            external_ref: Some(number),
-            original_statement: order.statement,
-            capture_geo: None,
-            title: order.title,
-            kind: order.kind,
-            category: order.category,
-            urgency: order.urgency,
-            reporter: order.reporter,
-            location: Location {
-                street: order.street,
-                community: order.community,
-                grid: order.grid,
-                address: order.address,
-                ..Location::default()
-            },
-            description: order.description,
-            report: true,
+        let may = |s: &gridsync_core::RecordScope| ctx.scope.allows(s);
+        let taker = Taker {
+            author: &ctx.author,
+            may_access: &may,
         };
-        let created = match state.store.create_issue_with_id(id, &ctx.author, new) {
-            Ok(()) => true,
-            Err(gridsync_core::Error::Exists(_)) => false,
-            Err(e) => return Err(core_error(e)),
+        let done = state.store.intake(&order, taker).map_err(core_error)?;
+        let code = match done {
+            Intake::Created(_) => StatusCode::CREATED,
+            Intake::Existing(_) => StatusCode::OK,
         };
-        // Accept and dispatch. On a retry after a crash part-way, the steps
-        // still missing are done now; a case already further along (or
-        // moved on by people) is left alone.
-        let step = |to: IssueStatus| {
-            state
-                .store
-                .update_issue(
-                    id,
-                    &ctx.author,
-                    IssueOp::Transition {
-                        to,
-                        reason: "12345 work order".into(),
-                    },
-                )
-                .map_err(core_error)
-        };
-        let view = state.store.issue(id).map_err(core_error)?;
-        if view.deadline_changes.is_empty() {
-            if let Some(due) = order.deadline {
-                state
-                    .store
-                    .update_issue(
-                        id,
-                        &ctx.author,
-                        IssueOp::ChangeDeadline {
-                            due,
-                            reason: "12345 deadline".into(),
-                        },
-                    )
-                    .map_err(core_error)?;
-            }
-        }
-        let mut status = view.status;
-        if status == IssueStatus::Reported {
-            step(IssueStatus::Accepted)?;
-            status = IssueStatus::Accepted;
-        }
-        if status == IssueStatus::Accepted {
-            step(IssueStatus::Dispatched)?;
-        }
-        let code = if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        Ok((code, Json(issue_json(state, &ctx, id)?)))
+        Ok((code, Json(issue_json(state, &ctx, done.id())?)))
     })
     .await
 }

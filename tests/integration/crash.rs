@@ -106,7 +106,7 @@ fn a_device_killed_mid_sync_resumes_without_loss() {
     let victim = server.enroll("w1", &dir.path().join("victim"));
     let local = victim
         .store
-        .create_issue(&worker(2), new_issue(500, 1, 1))
+        .create_issue(&worker(1), new_issue(500, 1, 1))
         .unwrap();
     let code = victim.store.device_code().to_owned();
     let token = victim.token.clone();
@@ -180,13 +180,13 @@ impl Loader {
                 own.push(
                     self.device
                         .store
-                        .create_issue(&worker(n as u32), issue)
+                        .create_issue(&worker(self.grid), issue)
                         .unwrap(),
                 );
             }
             let id = own[i % own.len()];
             let text = format!("device {n} note {i}");
-            add_note(&self.device.store, id, &worker(n as u32), &text);
+            add_note(&self.device.store, id, &worker(self.grid), &text);
             self.written.push((id, text));
             let upto = self.written.len();
             let target = url.read().unwrap().clone();

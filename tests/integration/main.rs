@@ -17,3 +17,4 @@ mod scope_property;
 mod server;
 mod simulation;
 mod sync_protocol;
+mod trust;

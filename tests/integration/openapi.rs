@@ -133,7 +133,7 @@ fn every_documented_operation_answers_as_documented() {
         .unwrap();
     let meeting = device
         .store
-        .create_meeting(&office(), new_meeting(1, 1, vec![issue]))
+        .create_meeting(&worker(1), new_meeting(1, 1, vec![issue]))
         .unwrap();
     device.sync().unwrap();
     let victim = server.enroll("w2", &dir.path().join("v"));
@@ -143,7 +143,7 @@ fn every_documented_operation_answers_as_documented() {
     let body_for = |method: &str, path: &str| -> Option<Value> {
         Some(match (method, path) {
             ("post", "/v1/enroll") => {
-                json!({"code": enrollment["code"], "actor": "00ff00ff00ff00ff"})
+                json!({"code": enrollment["code"], "actor": "00ff00ff00ff00ff00ff00ff00ff00ff"})
             }
             ("post", "/v1/admin/streets") => json!({"id": "S9"}),
             ("post", "/v1/admin/communities") => json!({"id": "C9", "street": "S1"}),

@@ -572,10 +572,17 @@ fn scope_is_fixed_at_creation_and_moved_only_by_the_office() {
     // The server admits the record only into a scope the pusher may write.
     let bytes = device.changes_since(id, &[]).unwrap();
     let only_g2 = |s: &RecordScope| s.grid == "G2";
+    let author = worker(1);
+    let peer = gridsync_core::sync::Peer {
+        actor: device.actor(),
+        author: &author,
+        may_access: &only_g2,
+        known_through: 0,
+    };
     let incoming = Incoming {
         limits: &Default::default(),
-        from: Some(device.actor()),
-        admit: Some(&only_g2),
+        peer: Some(&peer),
+        known_through: 0,
     };
     let err = server
         .apply_changes_unflushed(id, &bytes, &incoming)
@@ -583,8 +590,12 @@ fn scope_is_fixed_at_creation_and_moved_only_by_the_office() {
     assert_eq!(err.code(), "out_of_scope");
     assert!(server.is_empty().unwrap());
     let only_g1 = |s: &RecordScope| s.grid == "G1";
+    let peer = gridsync_core::sync::Peer {
+        may_access: &only_g1,
+        ..peer
+    };
     let incoming = Incoming {
-        admit: Some(&only_g1),
+        peer: Some(&peer),
         ..incoming
     };
     server
@@ -602,8 +613,12 @@ fn scope_is_fixed_at_creation_and_moved_only_by_the_office() {
     automerge::transaction::Transactable::put(&mut doc, automerge::ROOT, "grid", "G2").unwrap();
     let hostile = doc.save_after(&heads);
     let allow_all = |_: &RecordScope| true;
+    let peer = gridsync_core::sync::Peer {
+        may_access: &allow_all,
+        ..peer
+    };
     let incoming = Incoming {
-        admit: Some(&allow_all),
+        peer: Some(&peer),
         ..incoming
     };
     let before = server.heads(id).unwrap();

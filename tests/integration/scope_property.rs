@@ -126,7 +126,7 @@ proptest! {
             .enumerate()
             .map(|(w, d)| {
                 let (code, _) = identity.create_enrollment(&format!("w{w}"), 0).unwrap();
-                identity.enroll(&code, d.actor(), 0).unwrap()
+                identity.enroll(&code, d.actor(), 0, 0).unwrap()
             })
             .collect();
         // What the server's sync endpoint does: authenticate the token,
@@ -140,7 +140,7 @@ proptest! {
                     let scope = identity.scope_of(&device.worker).unwrap();
                     let actor = gridsync_core::ActorId::from(device.actor.as_slice());
                     let may = |s: &RecordScope| scope.allows(s);
-                    let peer = gridsync_core::sync::Peer { actor: &actor, may_access: &may };
+                    let peer = gridsync_core::sync::Peer { actor: &actor, author: &gridsync_core::Author::new(device.worker.clone(), gridsync_core::Role::GridWorker), may_access: &may, known_through: 0 };
                     gridsync_core::sync::serve_bytes(&server, &peer, &req, &Default::default())
                 })
                 .map_err(|e| e.to_string())

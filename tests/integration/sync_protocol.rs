@@ -12,13 +12,13 @@ fn three_devices_converge_through_the_server() {
     let grids = ["G1"];
     // Device 0 records two issues and syncs; the others pull them.
     let a = devices[0]
-        .create_issue(&worker(0), new_issue(1, 1, 1))
+        .create_issue(&staff(0), new_issue(1, 1, 1))
         .unwrap();
     let b = devices[0]
-        .create_issue(&worker(0), new_issue(2, 1, 1))
+        .create_issue(&staff(0), new_issue(2, 1, 1))
         .unwrap();
-    for d in &devices {
-        sync_in_process(d, &server, &grids);
+    for (i, d) in devices.iter().enumerate() {
+        sync_in_process_as(d, &server, &grids, &staff(i as u32));
     }
     for d in &devices {
         assert_eq!(d.len().unwrap(), 2);
@@ -27,7 +27,7 @@ fn three_devices_converge_through_the_server() {
     devices[0]
         .update_issue(
             a,
-            &worker(0),
+            &staff(0),
             IssueOp::Transition {
                 to: IssueStatus::Accepted,
                 reason: String::new(),
@@ -37,7 +37,7 @@ fn three_devices_converge_through_the_server() {
     devices[1]
         .update_issue(
             a,
-            &worker(1),
+            &staff(1),
             IssueOp::Transition {
                 to: IssueStatus::Rejected,
                 reason: String::new(),
@@ -47,7 +47,7 @@ fn three_devices_converge_through_the_server() {
     devices[2]
         .update_issue(
             a,
-            &worker(2),
+            &staff(2),
             IssueOp::Transition {
                 to: IssueStatus::InProgress,
                 reason: String::new(),
@@ -55,16 +55,16 @@ fn three_devices_converge_through_the_server() {
         )
         .unwrap();
     for (i, d) in devices.iter().enumerate() {
-        add_note(d, b, &worker(i as u32), &format!("走访记录 {i}"));
+        add_note(d, b, &staff(i as u32), &format!("走访记录 {i}"));
         let mut text = d.issue(b).unwrap().description;
         text.push_str(&format!("补充{i}。"));
-        d.update_issue(b, &worker(i as u32), IssueOp::EditDescription(text))
+        d.update_issue(b, &staff(i as u32), IssueOp::EditDescription(text))
             .unwrap();
     }
     // Sync in different orders, twice around.
     for order in [[2, 0, 1], [1, 2, 0]] {
         for i in order {
-            sync_in_process(&devices[i], &server, &grids);
+            sync_in_process_as(&devices[i], &server, &grids, &staff(i as u32));
         }
     }
     let expected = all_issue_views(&server);
@@ -91,7 +91,7 @@ fn a_device_never_receives_or_writes_another_grids_records() {
     let mine = g1.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
     let theirs = g2.create_issue(&worker(2), new_issue(2, 1, 2)).unwrap();
     let r1 = sync_in_process(&g1, &server, &["G1"]);
-    let r2 = sync_in_process(&g2, &server, &["G2"]);
+    let r2 = sync_in_process_as(&g2, &server, &["G2"], &worker(2));
     assert_eq!((r1.accepted, r2.accepted), (1, 1));
     sync_in_process(&g1, &server, &["G1"]);
     assert_eq!(g1.record_ids().unwrap(), vec![mine]);
@@ -124,7 +124,9 @@ fn a_lost_response_is_retried_without_loss_or_duplication() {
     let may = |s: &RecordScope| s.grid == "G1";
     let peer = Peer {
         actor: device.actor(),
+        author: &worker(1),
         may_access: &may,
+        known_through: 0,
     };
     let limits = ServerLimits::default();
 
@@ -160,12 +162,14 @@ fn a_new_device_gets_snapshots_in_pages_then_follows_the_log() {
     // A new device with a local unsynced record and a tiny page size.
     let second = temp_store("D2");
     let local = second
-        .create_issue(&worker(2), new_issue(99, 1, 1))
+        .create_issue(&worker(1), new_issue(99, 1, 1))
         .unwrap();
     let may = |s: &RecordScope| s.grid == "G1";
     let peer = Peer {
         actor: second.actor(),
+        author: &worker(1),
         may_access: &may,
+        known_through: 0,
     };
     let mut rounds = 0;
     let mut cursors = Vec::new();
@@ -237,7 +241,9 @@ fn a_record_moved_back_before_its_drop_is_kept() {
     let g1 = |s: &RecordScope| s.grid == "G1";
     let peer = Peer {
         actor: device.actor(),
+        author: &worker(1),
         may_access: &g1,
+        known_through: 0,
     };
     let mut client = Client::new(&device);
     let request = client.make_request().unwrap();
@@ -267,7 +273,7 @@ fn a_record_moved_in_arrives_whole() {
     let id = d1.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
     add_note(&d1, id, &worker(1), "note");
     sync_in_process(&d1, &server, &["G1"]);
-    sync_in_process(&d2, &server, &["G2"]);
+    sync_in_process_as(&d2, &server, &["G2"], &worker(2));
     assert!(d2.is_empty().unwrap());
     server
         .move_record(id, &office(), &RecordScope::new("S1", "C1", "G2"))
@@ -289,7 +295,9 @@ fn forged_changes_from_another_device_are_refused() {
     let may = |_: &RecordScope| true;
     let peer = Peer {
         actor: forger.actor(),
+        author: &worker(1),
         may_access: &may,
+        known_through: 0,
     };
     let request = sync::encode_request(&sync::SyncRequest {
         cursor: Cursor::Log(0),
@@ -346,10 +354,16 @@ fn a_record_may_not_grow_beyond_the_document_cap() {
         ..ForeignLimits::default()
     };
     let all = |_: &RecordScope| true;
+    let peer = Peer {
+        actor: device.actor(),
+        author: &worker(1),
+        may_access: &all,
+        known_through: 0,
+    };
     let incoming = Incoming {
         limits: &tight,
-        from: None,
-        admit: Some(&all),
+        peer: Some(&peer),
+        known_through: 0,
     };
     let err = server
         .apply_changes_unflushed(id, &bytes, &incoming)
@@ -388,7 +402,7 @@ fn concurrent_register_edits_show_as_a_conflict_after_sync() {
     sync_in_process(&b, &server, &["G1"]);
     a.update_issue(id, &worker(1), IssueOp::SetTitle("甲".into()))
         .unwrap();
-    b.update_issue(id, &worker(2), IssueOp::SetTitle("乙".into()))
+    b.update_issue(id, &worker(1), IssueOp::SetTitle("乙".into()))
         .unwrap();
     sync_in_process(&a, &server, &["G1"]);
     sync_in_process(&b, &server, &["G1"]);

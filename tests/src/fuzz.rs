@@ -35,7 +35,7 @@ use gridsync_core::{
     RecordMeta, RecordScope, Store, StoreConfig, TimelineKind,
 };
 
-use crate::{new_issue, new_meeting, office, worker};
+use crate::{new_issue, new_meeting, office};
 
 /// For a fuzz target's `init`: libFuzzer's hook aborts on every panic,
 /// even one the code under test contains on purpose (the store runs
@@ -176,14 +176,23 @@ fn all_records_read(store: &Store) {
     }
 }
 
+/// The worker the fixture's device writes as (the committed fixture's
+/// records were made under this name).
+fn fixture_author() -> gridsync_core::Author {
+    gridsync_core::Author::new("worker-1", gridsync_core::Role::GridWorker)
+}
+
 /// The server answers one sync request from the G1 device.
 pub fn sync_request(data: &[u8]) {
     let fx = fixture();
     let server = fx.server();
     let before = state(&server);
+    let author = fixture_author();
     let peer = Peer {
         actor: &fx.device_actor,
+        author: &author,
         may_access: &in_g1,
+        known_through: 0,
     };
     match sync::serve_bytes(&server, &peer, data, &ServerLimits::default()) {
         Err(_) => assert_eq!(
@@ -246,11 +255,17 @@ pub fn foreign_changes(data: &[u8]) {
         actor: as_server.then(|| fx.device_actor.clone()),
         ..ForeignLimits::default()
     };
-    let admit: &dyn Fn(&RecordScope) -> bool = &in_g1;
+    let author = fixture_author();
+    let peer = Peer {
+        actor: &fx.device_actor,
+        author: &author,
+        may_access: &in_g1,
+        known_through: 0,
+    };
     let incoming = Incoming {
         limits: &limits,
-        from: as_server.then_some(&fx.device_actor),
-        admit: as_server.then_some(admit),
+        peer: as_server.then_some(&peer),
+        known_through: 0,
     };
     let before = state(&store);
     let scope_before = store.scope_of(id).unwrap();
@@ -433,30 +448,41 @@ pub fn write_seeds(fixture_path: &Path, out: &Path) -> std::io::Result<usize> {
     let d2 = temp("D2");
     let sync_as = |device: &Store, grid: &'static str| {
         let may = move |s: &RecordScope| s.grid == grid;
+        let author = fixture_author();
         let peer = Peer {
             actor: device.actor(),
+            author: &author,
             may_access: &may,
+            known_through: 0,
         };
         Client::new(device)
             .run(|req| sync::serve_bytes(&server, &peer, &req, &ServerLimits::default()))
             .unwrap();
     };
     // The fixture: issues and a meeting in G1, an issue in G2.
-    let i1 = d1.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
-    d1.create_issue(&worker(1), new_issue(2, 1, 1)).unwrap();
+    let i1 = d1
+        .create_issue(&fixture_author(), new_issue(1, 1, 1))
+        .unwrap();
+    d1.create_issue(&fixture_author(), new_issue(2, 1, 1))
+        .unwrap();
     let meeting = d1
         .create_meeting(&office(), new_meeting(1, 1, vec![i1]))
         .unwrap();
     d1.update_issue(
         i1,
-        &worker(1),
+        &fixture_author(),
         IssueOp::AddTimeline {
             kind: TimelineKind::Note,
             text: "上门核实".into(),
         },
     )
     .unwrap();
-    let g2 = d2.create_issue(&worker(2), new_issue(3, 1, 2)).unwrap();
+    let g2 = d2
+        .create_issue(
+            &gridsync_core::Author::new("worker-2", gridsync_core::Role::GridWorker),
+            new_issue(3, 1, 2),
+        )
+        .unwrap();
     sync_as(&d1, "G1");
     sync_as(&d2, "G2");
     sync_as(&d1, "G1");
@@ -487,14 +513,14 @@ pub fn write_seeds(fixture_path: &Path, out: &Path) -> std::io::Result<usize> {
     let heads = server.heads(i1).unwrap();
     d1.update_issue(
         i1,
-        &worker(1),
+        &fixture_author(),
         IssueOp::Transition {
             to: IssueStatus::Accepted,
             reason: String::new(),
         },
     )
     .unwrap();
-    d1.update_issue(i1, &worker(1), IssueOp::SetTitle("楼道灯".into()))
+    d1.update_issue(i1, &fixture_author(), IssueOp::SetTitle("楼道灯".into()))
         .unwrap();
     let edits = d1.changes_since(i1, &heads).unwrap();
     put(
@@ -545,15 +571,21 @@ pub fn write_seeds(fixture_path: &Path, out: &Path) -> std::io::Result<usize> {
         &[&[1u8][..], &chain].concat(),
     )?;
     // A new record from scratch, and edits to another grid's record.
-    let fresh = d1.create_issue(&worker(1), new_issue(4, 1, 1)).unwrap();
+    let fresh = d1
+        .create_issue(&fixture_author(), new_issue(4, 1, 1))
+        .unwrap();
     put(
         "foreign_changes",
         "new-record",
         &[&[3u8][..], &d1.changes_since(fresh, &[]).unwrap()].concat(),
     )?;
     let g2_heads = server.heads(g2).unwrap();
-    d2.update_issue(g2, &worker(2), IssueOp::SetTitle("别的网格".into()))
-        .unwrap();
+    d2.update_issue(
+        g2,
+        &gridsync_core::Author::new("worker-2", gridsync_core::Role::GridWorker),
+        IssueOp::SetTitle("别的网格".into()),
+    )
+    .unwrap();
     put(
         "foreign_changes",
         "other-grid",

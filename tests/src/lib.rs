@@ -14,9 +14,17 @@ use gridsync_core::{
     Source, Store, StoreConfig, Urgency,
 };
 
-/// A grid worker author.
+/// A grid worker author: `w{n}`, the worker id the test organisation
+/// gives the worker of grid `G{n}` (see `server::TestServer::setup_org`),
+/// so that a device enrolled for that worker writes as it.
 pub fn worker(n: u32) -> Author {
-    Author::new(format!("worker-{n}"), Role::GridWorker)
+    Author::new(format!("w{n}"), Role::GridWorker)
+}
+
+/// A community office worker `w{n}` (a role that may accept, reject and
+/// handle), for devices that act for community staff in process.
+pub fn staff(n: u32) -> Author {
+    Author::new(format!("w{n}"), Role::Community)
 }
 
 /// An office author.
@@ -55,12 +63,14 @@ pub fn new_issue(i: usize, c: u32, g: u32) -> NewIssue {
     let kinds = IssueKind::ALL;
     let urgencies = Urgency::ALL;
     NewIssue {
+        // Phones record patrol findings and walk-ins; 12345 work orders
+        // come in through the server's intake only.
         source: if i % 3 == 0 {
-            Source::Hotline12345
+            Source::WalkIn
         } else {
             Source::GridPatrol
         },
-        external_ref: (i % 3 == 0).then(|| format!("12345-2026-{i:07}")),
+        external_ref: None,
         original_statement: "楼道灯坏了很久了，晚上根本看不见路。".into(),
         capture_geo: None,
         title: format!("楼道照明损坏 #{i}"),
@@ -187,11 +197,23 @@ pub fn sync_in_process(
     server: &Store,
     grids: &[&str],
 ) -> gridsync_core::sync::SyncReport {
+    sync_in_process_as(device, server, grids, &worker(1))
+}
+
+/// Like [`sync_in_process`], for a device enrolled for `author`.
+pub fn sync_in_process_as(
+    device: &Store,
+    server: &Store,
+    grids: &[&str],
+    author: &Author,
+) -> gridsync_core::sync::SyncReport {
     use gridsync_core::sync::{self, Client, Peer, ServerLimits};
     let may = |s: &gridsync_core::RecordScope| grids.contains(&s.grid.as_str());
     let peer = Peer {
         actor: device.actor(),
+        author,
         may_access: &may,
+        known_through: 0,
     };
     Client::new(device)
         .run(|req| sync::serve_bytes(server, &peer, &req, &ServerLimits::default()))

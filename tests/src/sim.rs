@@ -109,6 +109,11 @@ struct Device {
     grids: Vec<&'static str>,
     /// No sync before this step.
     offline_until: usize,
+    /// Who the device is enrolled for (the server: the office).
+    author: gridsync_core::Author,
+    /// The highest cursor position the server has seen this device claim
+    /// (what the server keeps per device; see `Peer::known_through`).
+    claimed: std::cell::Cell<u64>,
 }
 
 impl Device {
@@ -175,6 +180,11 @@ fn disarm(store: &Store) {
     store.crash_after_writes(u64::MAX);
 }
 
+/// The cursor position a request claims.
+fn position_of(request: &[u8]) -> u64 {
+    sync::decode_request(request).map_or(0, |r| r.cursor.position())
+}
+
 /// Runs one seeded simulation in `dir`.
 pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String> {
     let mut rng = Rng::new(seed);
@@ -185,6 +195,8 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
         code: "SRV".into(),
         grids: GRIDS.to_vec(),
         offline_until: 0,
+        author: office(),
+        claimed: Default::default(),
     };
     let mut devices: Vec<Device> = (0..config.devices)
         .map(|i| {
@@ -201,6 +213,8 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                 code,
                 grids,
                 offline_until: 0,
+                author: worker(i as u32),
+                claimed: Default::default(),
             })
         })
         .collect::<Result<_, String>>()?;
@@ -226,11 +240,11 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                 let created = if rng.chance(20) {
                     let item = RecordId::new();
                     dev.store()
-                        .create_meeting(&office(), new_meeting(1, g, Vec::new()))
+                        .convene_meeting(&dev.author, new_meeting(1, g, Vec::new()))
                         .and_then(|id| {
-                            dev.store().update_meeting(
+                            dev.store().act_on_meeting(
                                 id,
-                                &office(),
+                                &dev.author,
                                 MeetingOp::AddActionItem {
                                     item,
                                     new: NewActionItem {
@@ -248,7 +262,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                         })
                 } else {
                     dev.store()
-                        .create_issue(&worker(d as u32), new_issue(step, 1, g))
+                        .report_issue(&dev.author, new_issue(step, 1, g))
                         .map(|id| (id, false))
                 };
                 stats.ops += 1;
@@ -288,19 +302,19 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                 };
                 let (id, is_meeting) = held[pick];
                 stats.ops += 1;
-                let who = worker(d as u32);
+                let who = devices[d].author.clone();
                 let armed = maybe_arm(store, &mut rng, 3, 3);
                 let mut note = None;
                 let result = if is_meeting {
                     let item = items[&id];
                     let to = ActionStatus::ALL[rng.below(ActionStatus::ALL.len())];
                     match rng.below(3) {
-                        0 => store.update_meeting(
+                        0 => store.act_on_meeting(
                             id,
                             &who,
                             MeetingOp::AddAgreement(format!("共识 {step}")),
                         ),
-                        1 => store.update_meeting(
+                        1 => store.act_on_meeting(
                             id,
                             &who,
                             MeetingOp::TransitionAction {
@@ -309,7 +323,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                                 reason: String::new(),
                             },
                         ),
-                        _ => store.update_meeting(
+                        _ => store.act_on_meeting(
                             id,
                             &who,
                             MeetingOp::ResolveActionConflict {
@@ -324,7 +338,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                         0 | 1 => {
                             let text = format!("note {seed}-{step}");
                             note = Some(text.clone());
-                            store.update_issue(
+                            store.act_on_issue(
                                 id,
                                 &who,
                                 IssueOp::AddTimeline {
@@ -349,7 +363,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                             } else {
                                 IssueStatus::ALL[rng.below(IssueStatus::ALL.len())]
                             };
-                            store.update_issue(
+                            store.act_on_issue(
                                 id,
                                 &who,
                                 IssueOp::Transition {
@@ -360,7 +374,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                         }
                         3 => {
                             let to = IssueStatus::ALL[rng.below(IssueStatus::ALL.len())];
-                            store.update_issue(
+                            store.act_on_issue(
                                 id,
                                 &who,
                                 IssueOp::ResolveStatusConflict {
@@ -369,7 +383,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                                 },
                             )
                         }
-                        4 => store.update_issue(
+                        4 => store.act_on_issue(
                             id,
                             &who,
                             IssueOp::SetTitle(format!("标题 {}", rng.below(3))),
@@ -378,7 +392,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                             let mut text =
                                 store.issue(id).map(|v| v.description).unwrap_or_default();
                             text.insert_str(0, &format!("[{step}]"));
-                            store.update_issue(id, &who, IssueOp::EditDescription(text))
+                            store.act_on_issue(id, &who, IssueOp::EditDescription(text))
                         }
                     }
                 };
@@ -391,9 +405,15 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                             notes.entry(id).or_default().push(text);
                         }
                     }
+                    // Moves the workflow or the worker's role does not allow
+                    // are refused on the phone, before anything is written.
                     Err(
                         gridsync_core::Error::IllegalTransition { .. }
-                        | gridsync_core::Error::NoConflict(_),
+                        | gridsync_core::Error::NoConflict(_)
+                        | gridsync_core::Error::Forbidden { .. }
+                        // Moved out of the device's grid: kept only until
+                        // its earlier edits are uploaded.
+                        | gridsync_core::Error::OutOfScope { .. },
                     ) => {}
                     Err(e) if crashed(&e) => {
                         if let Some(text) = note {
@@ -442,12 +462,17 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                 let (from, request) = delayed.swap_remove(rng.below(delayed.len()));
                 let dev = &devices[from];
                 let allow = |s: &RecordScope| dev.allows(s);
+                let author = dev.author.clone();
                 let peer = Peer {
                     actor: dev.store().actor(),
+                    author: &author,
                     may_access: &allow,
+                    known_through: dev.claimed.get(),
                 };
                 sync::serve_bytes(server.store(), &peer, &request, &ServerLimits::default())
                     .map_err(|e| format!("step {step}: late request of device {from}: {e}"))?;
+                dev.claimed
+                    .set(dev.claimed.get().max(position_of(&request)));
                 stats.reordered += 1;
             }
             // A sync round, over a network that may fail.
@@ -538,9 +563,12 @@ fn sync_round(
             return settle(dev, device_armed);
         }
         let allow = |s: &RecordScope| dev.allows(s);
+        let author = dev.author.clone();
         let peer = Peer {
             actor: dev.store().actor(),
+            author: &author,
             may_access: &allow,
+            known_through: dev.claimed.get(),
         };
         let server_armed = on && maybe_arm(server.store(), rng, 6, 4);
         let mut served = sync::serve_bytes(server.store(), &peer, &request, &limits);
@@ -550,7 +578,11 @@ fn sync_round(
             served = sync::serve_bytes(server.store(), &peer, &request, &limits);
         }
         let response = match served {
-            Ok(r) => r,
+            Ok(r) => {
+                dev.claimed
+                    .set(dev.claimed.get().max(position_of(&request)));
+                r
+            }
             Err(e) if crashed(&e) => {
                 // The server died part-way; the device sees no answer.
                 server.restart()?;

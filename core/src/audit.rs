@@ -1,0 +1,423 @@
+//! The server's check of a device's changes against who the device is.
+//!
+//! A device's changes are Automerge operations, and Automerge lets their
+//! author write anything: another user's name into `by`, the office role
+//! into a status event, a second value onto `grid`, an edit to someone
+//! else's note. The server therefore reads the record before and after a
+//! push and compares them, slot by slot (every scalar, by its path in the
+//! document), and refuses the push unless:
+//!
+//! * fixed fields (id, case number, creator, device, source, the resident's
+//!   words…) are written only when the record is created, and then name
+//!   the sender as creator and device;
+//! * the scope (street, community, grid) is written only at creation;
+//! * log entries are only appended, never changed or removed, and every new
+//!   entry carries the sender's device id, the sender's user in `by`, and
+//!   (status events) the sender's role;
+//! * only the sender's own key of the record's clock moves;
+//! * every action the changes perform (a status move, a deadline change, a
+//!   return visit, a new reporter, supervision…) is one the sender's role
+//!   may perform ([`crate::policy`]).
+//!
+//! The rules read the document, not the operations, so they hold whatever
+//! way the bytes were produced.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::{ActorId, Automerge, ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
+
+use crate::error::{Error, Result};
+use crate::ids::{Author, RecordId, RecordKind};
+use crate::policy::{self, Action};
+use crate::query::RecordScope;
+use crate::workflow::{ActionStatus, IssueStatus, Status};
+
+/// Who is sending changes, as the server knows them: the device's actor,
+/// the enrolled worker and role, what the worker may read and write, and
+/// where the device stood in the feed when it enrolled.
+pub struct Peer<'a> {
+    pub actor: &'a ActorId,
+    /// The worker the device is enrolled for, in the worker's role.
+    pub author: &'a Author,
+    pub may_access: &'a dyn Fn(&RecordScope) -> bool,
+    /// Moves at or before this log position are known to the device: the
+    /// larger of the server's log head when it enrolled and the highest
+    /// cursor of its earlier requests (kept by the server, never taken
+    /// from the request being served). A record moved out of the device's
+    /// scope takes its writes only while the move is after this position,
+    /// so a device may upload, in its first request after it learns of a
+    /// move, what it wrote before, and nothing in any later one.
+    pub known_through: u64,
+}
+
+impl std::fmt::Debug for Peer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("actor", &self.actor)
+            .field("author", &self.author)
+            .field("known_through", &self.known_through)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Root fields written once, at creation.
+const FIXED: &[&str] = &[
+    "schema",
+    "type",
+    "id",
+    "case_no",
+    "meeting_no",
+    "external_ref",
+    "source",
+    "original_statement",
+    "capture_lat",
+    "capture_lon",
+    "capture_acc",
+    "created_at",
+    "created_by",
+    "device",
+    "intake_digest",
+];
+
+/// Root fields that place the record; only an office move changes them.
+const SCOPE: &[&str] = &["street", "community", "grid"];
+
+/// A document read flat: every scalar by its path, with all its values
+/// (several when concurrent writers disagree).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Ledger {
+    slots: BTreeMap<String, Vec<String>>,
+}
+
+impl Ledger {
+    pub(crate) fn read(doc: &Automerge) -> Ledger {
+        let mut ledger = Ledger::default();
+        ledger.walk(doc, &ROOT, String::new());
+        ledger
+    }
+
+    fn walk(&mut self, doc: &Automerge, obj: &ObjId, path: String) {
+        let join = |seg: &str| {
+            if path.is_empty() {
+                seg.to_owned()
+            } else {
+                format!("{path}/{seg}")
+            }
+        };
+        match doc.object_type(obj) {
+            Ok(ObjType::Map) | Ok(ObjType::Table) => {
+                for key in doc.keys(obj) {
+                    self.read_values(doc, doc.get_all(obj, key.as_str()), join(&key));
+                }
+            }
+            Ok(ObjType::List) => {
+                for i in 0..doc.length(obj) {
+                    let values = doc.get_all(obj, i);
+                    // A log entry is a map carrying its id (`dev`, `n`): its
+                    // path segment is that id, so it does not depend on the
+                    // entry's position in the list.
+                    let seg = match values.as_ref().ok().and_then(|v| v.first()) {
+                        Some((automerge::Value::Object(ObjType::Map), child)) => {
+                            entry_id(doc, child).unwrap_or_else(|| format!("#{i}"))
+                        }
+                        _ => format!("#{i}"),
+                    };
+                    self.read_values(doc, values, join(&seg));
+                }
+            }
+            // Text (description, agenda, minutes) is prose anyone may edit.
+            _ => {}
+        }
+    }
+
+    fn read_values(
+        &mut self,
+        doc: &Automerge,
+        values: std::result::Result<Vec<(automerge::Value<'_>, ObjId)>, automerge::AutomergeError>,
+        path: String,
+    ) {
+        let Ok(values) = values else { return };
+        let mut scalars = Vec::new();
+        for (k, (value, id)) in values.into_iter().enumerate() {
+            match value {
+                automerge::Value::Scalar(s) => scalars.push(render(&s)),
+                automerge::Value::Object(_) => {
+                    let p = if k == 0 {
+                        path.clone()
+                    } else {
+                        format!("{path}~{k}")
+                    };
+                    self.walk(doc, &id, p);
+                }
+            }
+        }
+        if !scalars.is_empty() {
+            scalars.sort();
+            self.slots.insert(path, scalars);
+        }
+    }
+
+    fn values(&self, path: &str) -> Option<&Vec<String>> {
+        self.slots.get(path)
+    }
+
+    /// Whether any slot lies under `prefix` (an object that existed).
+    fn has_under(&self, prefix: &str) -> bool {
+        let start = format!("{prefix}/");
+        self.slots
+            .range(start.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&start))
+    }
+
+    /// The direct scalar fields of the object at `prefix`.
+    fn fields(&self, prefix: &str) -> BTreeMap<&str, &Vec<String>> {
+        let start = format!("{prefix}/");
+        self.slots
+            .range(start.clone()..)
+            .take_while(|(k, _)| k.starts_with(&start))
+            .filter_map(|(k, v)| {
+                let rest = &k[start.len()..];
+                (!rest.contains('/')).then_some((rest, v))
+            })
+            .collect()
+    }
+}
+
+fn entry_id(doc: &Automerge, obj: &ObjId) -> Option<String> {
+    let dev = match doc.get(obj, "dev").ok()?? {
+        (automerge::Value::Scalar(s), _) => match s.as_ref() {
+            ScalarValue::Str(s) => s.to_string(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let n = match doc.get(obj, "n").ok()?? {
+        (automerge::Value::Scalar(s), _) => match s.as_ref() {
+            ScalarValue::Int(n) => *n,
+            ScalarValue::Uint(n) => i64::try_from(*n).ok()?,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    // `/` would break paths; such an id is not one gridsync writes.
+    (!dev.contains('/')).then(|| format!("@{dev}:{n}"))
+}
+
+fn render(s: &ScalarValue) -> String {
+    match s {
+        ScalarValue::Str(s) => s.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Checks what a push changed in record `id` (`before` is `None` for a new
+/// record) against who sent it.
+pub(crate) fn check(
+    id: RecordId,
+    kind: RecordKind,
+    before: Option<&Ledger>,
+    after_doc: &Automerge,
+    peer: &Peer<'_>,
+) -> Result<()> {
+    let after = Ledger::read(after_doc);
+    let empty = Ledger::default();
+    let old = before.unwrap_or(&empty);
+    let created = before.is_none();
+    let user = peer.author.user.as_str();
+    let actor_hex = peer.actor.to_hex_string();
+    let refuse = |reason: String| Error::Unauthentic { id, reason };
+    let edit = match kind {
+        RecordKind::Issue => Action::Edit,
+        RecordKind::Meeting => Action::EditMeeting,
+    };
+
+    let mut actions: BTreeSet<Action> = BTreeSet::new();
+    let mut new_entries: BTreeSet<String> = BTreeSet::new();
+    if created {
+        actions.insert(match kind {
+            RecordKind::Issue => Action::Report,
+            RecordKind::Meeting => Action::ConveneMeeting,
+        });
+        if after.values("source").map(Vec::as_slice) == Some(&["hotline_12345".to_owned()]) {
+            // A 12345 work order comes in through intake, not from a phone.
+            actions.insert(Action::Intake);
+        }
+    }
+
+    let changed: BTreeSet<&String> = old
+        .slots
+        .iter()
+        .filter(|(k, v)| after.slots.get(*k) != Some(v))
+        .map(|(k, _)| k)
+        .chain(
+            after
+                .slots
+                .iter()
+                .filter(|(k, v)| old.slots.get(*k) != Some(v))
+                .map(|(k, _)| k),
+        )
+        .collect();
+
+    for path in changed {
+        let segs: Vec<&str> = path.split('/').collect();
+        if let Some(i) = segs.iter().position(|s| s.starts_with('@')) {
+            let entry = segs[..=i].join("/");
+            if old.has_under(&entry) || old.slots.contains_key(&entry) {
+                return Err(refuse(format!(
+                    "log entries are append-only ({} was changed)",
+                    segs[..i].join("/")
+                )));
+            }
+            new_entries.insert(entry);
+            continue;
+        }
+        let key = segs[0];
+        match (key, segs.len()) {
+            (_, 1) if FIXED.contains(&key) || SCOPE.contains(&key) => {
+                if !created && SCOPE.contains(&key) {
+                    return Err(Error::ScopeChange { id });
+                }
+                if !created {
+                    return Err(refuse(format!("{key} is fixed after creation")));
+                }
+                let values = after.values(key).map(Vec::as_slice).unwrap_or_default();
+                if values.len() > 1 {
+                    return Err(refuse(format!("{key} holds several values")));
+                }
+                let expect = match key {
+                    "created_by" => Some(user),
+                    "device" => Some(actor_hex.as_str()),
+                    _ => None,
+                };
+                if let Some(expect) = expect {
+                    if values != [expect.to_owned()] {
+                        return Err(refuse(format!("{key} does not name the sender")));
+                    }
+                }
+            }
+            (
+                "reporter_name" | "reporter_phone" | "reporter_anonymous" | "reporter_callback",
+                1,
+            ) => {
+                if !created {
+                    actions.insert(Action::ChangeReporter);
+                }
+            }
+            ("assignee" | "lead_unit", 1) | ("assist_units", _) => {
+                actions.insert(Action::Assign);
+            }
+            ("clock", 2) if segs[1] == actor_hex => {}
+            ("clock", _) => {
+                return Err(refuse("the changes move another device's clock".into()));
+            }
+            ("action_items", 3) => {
+                let item = segs[..2].join("/");
+                let field = segs[2];
+                let item_is_new = !old.has_under(&item);
+                match field {
+                    "created_by" if item_is_new => {
+                        if after.values(path).map(Vec::as_slice) != Some(&[user.to_owned()]) {
+                            return Err(refuse(
+                                "an action item's creator is not the sender".into(),
+                            ));
+                        }
+                    }
+                    "verified_by" => {
+                        let old_values = old.values(path).cloned().unwrap_or_default();
+                        let added = after
+                            .values(path)
+                            .into_iter()
+                            .flatten()
+                            .filter(|v| !old_values.contains(v));
+                        for v in added {
+                            if v != user {
+                                return Err(refuse("verified_by does not name the sender".into()));
+                            }
+                        }
+                        actions.insert(Action::VerifyAction);
+                    }
+                    "id" | "created_by" | "created_at" | "issue_id" if !item_is_new => {
+                        return Err(refuse(format!("action item {field} is fixed")));
+                    }
+                    _ => {
+                        actions.insert(Action::EditMeeting);
+                    }
+                }
+            }
+            _ => {
+                actions.insert(edit);
+            }
+        }
+    }
+
+    for entry in &new_entries {
+        let fields = after.fields(entry);
+        let one = |k: &str| {
+            fields
+                .get(k)
+                .and_then(|v| (v.len() == 1).then(|| v[0].as_str()))
+        };
+        if one("dev") != Some(actor_hex.as_str()) {
+            return Err(refuse("a new log entry carries another device's id".into()));
+        }
+        for k in ["by", "created_by"] {
+            if fields.contains_key(k) && one(k) != Some(user) {
+                return Err(refuse(format!(
+                    "a new log entry names another user in {k} (the device is enrolled for {user})"
+                )));
+            }
+        }
+        let segs: Vec<&str> = entry.split('/').collect();
+        let list = segs[segs.len() - 2];
+        let in_action_item = segs.first() == Some(&"action_items");
+        match list {
+            "transitions" => {
+                if one("role") != Some(peer.author.role.as_str()) {
+                    return Err(refuse(format!(
+                        "a status event claims a role other than {}",
+                        peer.author.role
+                    )));
+                }
+                let to = one("to").unwrap_or_default();
+                if in_action_item {
+                    match ActionStatus::parse(to) {
+                        Some(s) => actions.insert(Action::reaching_action_status(s)),
+                        None => return Err(refuse("an unknown action item status".into())),
+                    };
+                } else {
+                    match IssueStatus::parse(to) {
+                        Some(s) => {
+                            actions.insert(Action::reaching(s));
+                            if s == IssueStatus::Closed {
+                                let view = crate::issue::read(after_doc, id);
+                                policy::check_close(&view, one("reason").unwrap_or_default())?;
+                            }
+                        }
+                        None => return Err(refuse("an unknown status".into())),
+                    };
+                }
+            }
+            "timeline" if one("kind") == Some("supervision") => {
+                actions.insert(Action::Supervise);
+            }
+            "timeline" | "attachments" if kind == RecordKind::Issue => {
+                actions.insert(Action::Note);
+            }
+            "deadline_changes" => {
+                actions.insert(Action::ExtendDeadline);
+            }
+            "return_visits" => {
+                actions.insert(Action::RecordReturnVisit);
+            }
+            _ => {
+                actions.insert(edit);
+            }
+        }
+    }
+
+    for action in actions {
+        policy::check(peer.author.role, action)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! 12345 work-order intake: a hotline work order becomes a case, created,
+//! accepted and dispatched in one durable write.
+//!
+//! * **Idempotent without a lookup table.** The case's id is derived from
+//!   the work-order number with a key only the server holds
+//!   ([`Store::intake`] keeps it in the store's local metadata), so the same
+//!   order sent twice is the same record, and no device can create a record
+//!   under a work order's id before the order arrives (devices also create
+//!   records only under ids of their own kind, UUID v7; work orders' ids are
+//!   version 8).
+//! * **Scoped.** The order's place must be one the caller may write. A
+//!   number already taken is answered with the existing case only when the
+//!   order is the same (its digest, kept in the record, matches) and the
+//!   case lies in the caller's scope; otherwise it is refused with
+//!   [`Error::WorkOrderMismatch`], which says nothing about the case.
+//! * **Checked.** A title and a category are required, and a deadline must
+//!   lie within [`DEADLINE_PAST_MS`] before and [`DEADLINE_FUTURE_MS`] after
+//!   now.
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::ids::{Author, RecordId};
+use crate::issue::{IssueKind, NewIssue, Urgency};
+use crate::model::{Location, Reporter, Source};
+use crate::query::RecordScope;
+
+/// How far in the past a deadline may lie (a late intake of an old order).
+pub const DEADLINE_PAST_MS: i64 = 365 * 86_400_000;
+/// How far in the future a deadline may lie.
+pub const DEADLINE_FUTURE_MS: i64 = 5 * 365 * 86_400_000;
+
+/// Refuses a deadline that is not within years of now.
+pub fn check_deadline(field: &'static str, due: i64, now: i64) -> Result<()> {
+    let earliest = now.saturating_sub(DEADLINE_PAST_MS);
+    let latest = now.saturating_add(DEADLINE_FUTURE_MS);
+    if (earliest..=latest).contains(&due) {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput {
+            field,
+            reason: "must lie between one year ago and five years ahead".into(),
+        })
+    }
+}
+
+/// A 12345 work order, dispatched to a community or to one of its grids.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkOrder {
+    /// The hotline's work-order number; intake is idempotent on it.
+    pub work_order_no: String,
+    pub category: String,
+    pub kind: IssueKind,
+    pub urgency: Urgency,
+    pub title: String,
+    /// The resident's own words.
+    #[serde(default)]
+    pub statement: String,
+    #[serde(default)]
+    pub description: String,
+    pub reporter: Reporter,
+    pub street: String,
+    pub community: String,
+    /// Empty: the case goes to the community, which picks a grid.
+    #[serde(default)]
+    pub grid: String,
+    #[serde(default)]
+    pub address: String,
+    /// The hotline's deadline, milliseconds since the Unix epoch; without
+    /// it the urgency's hours apply.
+    pub deadline: Option<i64>,
+}
+
+/// What intake did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intake {
+    /// A new case.
+    Created(RecordId),
+    /// The same order was taken in before; this is its case.
+    Existing(RecordId),
+}
+
+impl Intake {
+    pub fn id(self) -> RecordId {
+        match self {
+            Intake::Created(id) | Intake::Existing(id) => id,
+        }
+    }
+}
+
+impl WorkOrder {
+    /// The number as stored (surrounding spaces removed).
+    pub fn number(&self) -> &str {
+        self.work_order_no.trim()
+    }
+
+    /// The place the order is sent to.
+    pub fn place(&self) -> RecordScope {
+        RecordScope::new(&self.street, &self.community, &self.grid)
+    }
+
+    /// Checks what must hold before anything is written.
+    pub fn validate(&self, now: i64) -> Result<()> {
+        let number = self.number();
+        if number.is_empty() || number.len() > 64 {
+            return Err(Error::InvalidInput {
+                field: "work_order_no",
+                reason: "must be 1 to 64 bytes".into(),
+            });
+        }
+        for (field, value) in [
+            ("title", &self.title),
+            ("category", &self.category),
+            ("street", &self.street),
+            ("community", &self.community),
+        ] {
+            if value.trim().is_empty() {
+                return Err(Error::InvalidInput {
+                    field,
+                    reason: "must not be empty".into(),
+                });
+            }
+        }
+        if let Some(due) = self.deadline {
+            check_deadline("deadline", due, now)?;
+        }
+        Ok(())
+    }
+
+    /// A digest of everything the order says, kept in the case so a repeat
+    /// can be told from a different order under the same number.
+    pub fn digest(&self) -> String {
+        // serde_json of a struct is deterministic (fields in declaration
+        // order); the number is normalised first.
+        let mut order = self.clone();
+        order.work_order_no = self.number().to_owned();
+        let json = serde_json::to_vec(&order).unwrap_or_default();
+        let digest = Sha256::new_with_prefix(b"gridsync work order digest\0")
+            .chain_update(&json)
+            .finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The new case the order becomes.
+    pub(crate) fn new_issue(&self) -> NewIssue {
+        NewIssue {
+            source: Source::Hotline12345,
+            external_ref: Some(self.number().to_owned()),
+            original_statement: self.statement.clone(),
+            capture_geo: None,
+            title: self.title.clone(),
+            kind: self.kind,
+            category: self.category.clone(),
+            urgency: self.urgency,
+            reporter: self.reporter.clone(),
+            location: Location {
+                street: self.street.clone(),
+                community: self.community.clone(),
+                grid: self.grid.clone(),
+                address: self.address.clone(),
+                ..Location::default()
+            },
+            description: self.description.clone(),
+            report: true,
+        }
+    }
+}
+
+/// The record id of a work order: a keyed digest of its number, so that
+/// the same order is the same record and nobody without the key can
+/// produce the id in advance.
+pub fn work_order_id(key: &[u8; 32], number: &str) -> RecordId {
+    let digest = Sha256::new_with_prefix(b"gridsync work order\0")
+        .chain_update(key)
+        .chain_update(number.trim().as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    // A UUID of version 8 (custom) and the RFC 4122 variant.
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    RecordId::from_bytes(bytes)
+}
+
+/// Who takes an order in and where they may put it.
+#[derive(Clone, Copy)]
+pub struct Taker<'a> {
+    pub author: &'a Author,
+    pub may_access: &'a dyn Fn(&RecordScope) -> bool,
+}
+
+impl std::fmt::Debug for Taker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Taker")
+            .field("author", self.author)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,481 @@
+//! Who may do what, and who sees what: the one place these are decided.
+//!
+//! Every path that changes a record asks [`check`] (office actions through
+//! [`Store::act_on_issue`](crate::Store::act_on_issue) and friends, device
+//! pushes through the server's audit of foreign changes, see
+//! [`crate::audit`]), and every path that shows a record to an office role
+//! goes through [`present_issue`] / [`present_meeting`]. The server, the
+//! dashboard and the FFI translate these answers; they do not decide.
+//!
+//! # Who may do what
+//!
+//! The matrix follows the office practice in the design notes: the
+//! hotline takes work orders in and closes the loop with the resident;
+//! community and street offices accept, dispatch (community staff to one of
+//! their grids), supervise, extend deadlines and close; grid workers and
+//! departments handle (sign for, work on, finish, hand back) but neither
+//! accept nor close; only those who call residents back change the
+//! reporter. The table is [`allowed`]; `ARCHITECTURE.md` prints it.
+//!
+//! Two rules go beyond the table: nobody closes a case whose latest
+//! return visit that reached the resident was dissatisfied without giving
+//! a reason ([`check_close`]), and settling a status conflict counts as the
+//! move to the status chosen (a grid worker may settle on "returned", not
+//! on "closed").
+//!
+//! # Who sees what
+//!
+//! Residents' personal data — the reporter's name and phone, register
+//! conflicts over them, and attendees' names and contacts — is shown to the
+//! roles that call residents back ([`sees_personal_data`]). Everyone else
+//! gets the record with those fields emptied and a flag saying so.
+
+use crate::doc::Value;
+use crate::error::{Error, Result};
+use crate::ids::Role;
+use crate::issue::{IssueOp, IssueView, Satisfaction};
+use crate::meeting::{AttendeeRole, MeetingOp, MeetingView};
+use crate::workflow::{ActionStatus, IssueStatus};
+
+/// Something a person does to a record, as the permission matrix knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Record a new case (or file a draft).
+    Report,
+    /// Take a 12345 work order in.
+    Intake,
+    Accept,
+    Reject,
+    Dispatch,
+    SignFor,
+    /// Work on the case (from signed for, reopened, or self-handled from
+    /// reported).
+    Start,
+    /// Mark it handled, awaiting the return visit.
+    Handle,
+    /// Hand it back for re-dispatch.
+    Return,
+    Close,
+    Reopen,
+    /// Move it to another grid, community or street.
+    Move,
+    Supervise,
+    ExtendDeadline,
+    RecordReturnVisit,
+    ChangeReporter,
+    /// Set the assignee, lead unit or assisting units.
+    Assign,
+    /// Edit the case's details (title, kind, category, urgency,
+    /// description, location details, tags, links, reply, resolution).
+    Edit,
+    /// Add a note, visit, call, reminder or attachment.
+    Note,
+    ConveneMeeting,
+    /// Edit a meeting: its details, attendees, agreements, legal guidance,
+    /// attachments, action items' text, owner and due dates.
+    EditMeeting,
+    /// Agree an action item.
+    AgreeAction,
+    /// Work on an action item: in progress, done (the owner's claim).
+    WorkAction,
+    /// Verify a done action item, or reopen it.
+    VerifyAction,
+    /// Cancel an action item or guide it to a legal channel.
+    CancelAction,
+}
+
+impl Action {
+    pub const ALL: [Action; 25] = [
+        Action::Report,
+        Action::Intake,
+        Action::Accept,
+        Action::Reject,
+        Action::Dispatch,
+        Action::SignFor,
+        Action::Start,
+        Action::Handle,
+        Action::Return,
+        Action::Close,
+        Action::Reopen,
+        Action::Move,
+        Action::Supervise,
+        Action::ExtendDeadline,
+        Action::RecordReturnVisit,
+        Action::ChangeReporter,
+        Action::Assign,
+        Action::Edit,
+        Action::Note,
+        Action::ConveneMeeting,
+        Action::EditMeeting,
+        Action::AgreeAction,
+        Action::WorkAction,
+        Action::VerifyAction,
+        Action::CancelAction,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Report => "report",
+            Action::Intake => "intake",
+            Action::Accept => "accept",
+            Action::Reject => "reject",
+            Action::Dispatch => "dispatch",
+            Action::SignFor => "sign_for",
+            Action::Start => "start",
+            Action::Handle => "handle",
+            Action::Return => "return",
+            Action::Close => "close",
+            Action::Reopen => "reopen",
+            Action::Move => "move",
+            Action::Supervise => "supervise",
+            Action::ExtendDeadline => "extend_deadline",
+            Action::RecordReturnVisit => "record_return_visit",
+            Action::ChangeReporter => "change_reporter",
+            Action::Assign => "assign",
+            Action::Edit => "edit",
+            Action::Note => "note",
+            Action::ConveneMeeting => "convene_meeting",
+            Action::EditMeeting => "edit_meeting",
+            Action::AgreeAction => "agree_action",
+            Action::WorkAction => "work_action",
+            Action::VerifyAction => "verify_action",
+            Action::CancelAction => "cancel_action",
+        }
+    }
+
+    /// The action that moves an issue to `to` (by a transition, or by
+    /// settling a conflict on it).
+    pub fn reaching(to: IssueStatus) -> Action {
+        match to {
+            IssueStatus::Draft | IssueStatus::Reported => Action::Report,
+            IssueStatus::Accepted => Action::Accept,
+            IssueStatus::Rejected => Action::Reject,
+            IssueStatus::Dispatched => Action::Dispatch,
+            IssueStatus::SignedFor => Action::SignFor,
+            IssueStatus::InProgress => Action::Start,
+            IssueStatus::Handled => Action::Handle,
+            IssueStatus::Returned => Action::Return,
+            IssueStatus::Closed => Action::Close,
+            IssueStatus::Reopened => Action::Reopen,
+        }
+    }
+
+    /// The action that moves an action item to `to`.
+    pub fn reaching_action_status(to: ActionStatus) -> Action {
+        match to {
+            ActionStatus::Proposed | ActionStatus::Agreed => Action::AgreeAction,
+            ActionStatus::InProgress | ActionStatus::Done => Action::WorkAction,
+            ActionStatus::Verified | ActionStatus::Reopened => Action::VerifyAction,
+            ActionStatus::Cancelled | ActionStatus::GuidedLegal => Action::CancelAction,
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The permission matrix: whether `role` may perform `action`.
+pub fn allowed(role: Role, action: Action) -> bool {
+    use Action::*;
+    use Role::*;
+    match action {
+        // Everyone records what they see and hear.
+        Note | Edit | EditMeeting | WorkAction => true,
+        Report => role != Department,
+        // The offices take work in, decide on it and close it.
+        Intake | Accept | Reject | Dispatch | Close | Reopen | ExtendDeadline
+        | RecordReturnVisit | VerifyAction | CancelAction => {
+            matches!(role, Community | Street | Hotline | Office)
+        }
+        // Those who handle a case: the grid, the community itself and the
+        // departments.
+        SignFor | Start | Handle | Return => {
+            matches!(role, GridWorker | Community | Department | Office)
+        }
+        Move => matches!(role, Community | Street | Office),
+        Supervise => matches!(role, Community | Street | Hotline | Office),
+        // Those who call residents back.
+        ChangeReporter => sees_personal_data(role),
+        Assign | ConveneMeeting | AgreeAction => role != Department,
+    }
+}
+
+/// Refuses `action` unless `role` may perform it.
+pub fn check(role: Role, action: Action) -> Result<()> {
+    if allowed(role, action) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden { action, role })
+    }
+}
+
+/// The actions an issue operation performs, given the case as it is.
+pub fn issue_op_actions(op: &IssueOp) -> Vec<Action> {
+    match op {
+        IssueOp::SetReporter(_) => vec![Action::ChangeReporter],
+        IssueOp::SetAssignee(_)
+        | IssueOp::SetLeadUnit(_)
+        | IssueOp::AddAssistUnit(_)
+        | IssueOp::RemoveAssistUnit(_) => vec![Action::Assign],
+        IssueOp::AddTimeline { kind, .. } => match kind {
+            crate::issue::TimelineKind::Supervision => vec![Action::Supervise],
+            _ => vec![Action::Note],
+        },
+        IssueOp::AddAttachment(_) => vec![Action::Note],
+        IssueOp::AddReturnVisit(_) => vec![Action::RecordReturnVisit],
+        IssueOp::ChangeDeadline { .. } => vec![Action::ExtendDeadline],
+        IssueOp::Transition { to, .. } | IssueOp::ResolveStatusConflict { to, .. } => {
+            vec![Action::reaching(*to)]
+        }
+        IssueOp::SetTitle(_)
+        | IssueOp::SetKind(_)
+        | IssueOp::SetCategory(_)
+        | IssueOp::SetUrgency(_)
+        | IssueOp::SetLocation(_)
+        | IssueOp::SetReplyToCitizen(_)
+        | IssueOp::SetResolution { .. }
+        | IssueOp::EditDescription(_)
+        | IssueOp::AddTag(_)
+        | IssueOp::RemoveTag(_)
+        | IssueOp::AddRelated(..)
+        | IssueOp::RemoveRelated(..) => vec![Action::Edit],
+    }
+}
+
+/// The actions a meeting operation performs.
+pub fn meeting_op_actions(op: &MeetingOp) -> Vec<Action> {
+    match op {
+        MeetingOp::TransitionAction { to, .. } | MeetingOp::ResolveActionConflict { to, .. } => {
+            vec![Action::reaching_action_status(*to)]
+        }
+        _ => vec![Action::EditMeeting],
+    }
+}
+
+/// Checks an issue operation against the matrix and the rules beyond it.
+pub fn check_issue_op(role: Role, view: &IssueView, op: &IssueOp) -> Result<()> {
+    for action in issue_op_actions(op) {
+        check(role, action)?;
+    }
+    if let IssueOp::Transition {
+        to: IssueStatus::Closed,
+        reason,
+    }
+    | IssueOp::ResolveStatusConflict {
+        to: IssueStatus::Closed,
+        reason,
+    } = op
+    {
+        check_close(view, reason)?;
+    }
+    Ok(())
+}
+
+/// Checks a meeting operation against the matrix.
+pub fn check_meeting_op(role: Role, op: &MeetingOp) -> Result<()> {
+    for action in meeting_op_actions(op) {
+        check(role, action)?;
+    }
+    Ok(())
+}
+
+/// Nobody closes a case whose latest return visit that reached the
+/// resident was dissatisfied without saying why.
+pub fn check_close(view: &IssueView, reason: &str) -> Result<()> {
+    let latest = view.return_visits.iter().rev().find(|v| v.reached);
+    let dissatisfied = latest.is_some_and(|v| v.satisfaction == Some(Satisfaction::Dissatisfied));
+    if dissatisfied && reason.trim().is_empty() {
+        return Err(Error::InvalidInput {
+            field: "reason",
+            reason: "the latest return visit was dissatisfied: closing needs a reason".into(),
+        });
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ personal data
+
+/// Whether `role` sees residents' personal data: the roles that call
+/// residents back (and the grid worker, whose phone recorded it).
+pub fn sees_personal_data(role: Role) -> bool {
+    matches!(
+        role,
+        Role::GridWorker | Role::Community | Role::Hotline | Role::Office
+    )
+}
+
+/// Register keys that hold personal data.
+const PERSONAL_REGISTERS: &[&str] = &["reporter_name", "reporter_phone"];
+
+fn is_personal_register(field: &str) -> bool {
+    PERSONAL_REGISTERS.contains(&field)
+        || field
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| PERSONAL_REGISTERS.contains(&last))
+}
+
+/// An issue as `role` may see it. Without access to personal data the
+/// reporter's name and phone are emptied, wherever they appear: the
+/// reporter, register conflicts over them, and any text that quotes them.
+pub fn present_issue(mut view: IssueView, role: Role) -> IssueView {
+    if sees_personal_data(role) {
+        return view;
+    }
+    let mut secrets: Vec<String> = Vec::new();
+    for value in [&view.reporter.name, &view.reporter.phone] {
+        if !value.trim().is_empty() {
+            secrets.push(value.clone());
+        }
+    }
+    for c in &view.register_conflicts {
+        if is_personal_register(&c.field) {
+            for v in &c.values {
+                if let Some(s) = v.as_str().filter(|s| !s.trim().is_empty()) {
+                    secrets.push(s.to_owned());
+                }
+            }
+        }
+    }
+    view.reporter.name.clear();
+    view.reporter.phone.clear();
+    for c in &mut view.register_conflicts {
+        if is_personal_register(&c.field) {
+            c.shown = Value::Null;
+            for v in &mut c.values {
+                *v = Value::Null;
+            }
+        }
+    }
+    let scrub = |text: &mut String| scrub_text(text, &secrets);
+    scrub(&mut view.original_statement);
+    scrub(&mut view.description);
+    scrub(&mut view.reply_to_citizen);
+    scrub(&mut view.resolution_summary);
+    for t in &mut view.timeline {
+        scrub(&mut t.text);
+    }
+    for r in &mut view.return_visits {
+        scrub(&mut r.note);
+    }
+    for d in &mut view.deadline_changes {
+        scrub(&mut d.reason);
+    }
+    for t in &mut view.transitions {
+        scrub(&mut t.event.reason);
+    }
+    view
+}
+
+/// A meeting as `role` may see it: without access to personal data,
+/// attendees' contacts are emptied, and so are the names of attendees who
+/// are residents (requesters); officials' and organisations' names stay.
+pub fn present_meeting(mut view: MeetingView, role: Role) -> MeetingView {
+    if sees_personal_data(role) {
+        return view;
+    }
+    let mut secrets = Vec::new();
+    for a in &mut view.attendees {
+        if !a.contact.trim().is_empty() {
+            secrets.push(std::mem::take(&mut a.contact));
+        }
+        a.contact.clear();
+        if matches!(a.role, Some(AttendeeRole::Requester) | None) {
+            if !a.name.trim().is_empty() {
+                secrets.push(std::mem::take(&mut a.name));
+            }
+            a.name.clear();
+        }
+    }
+    for c in &mut view.register_conflicts {
+        if is_personal_register(&c.field) {
+            c.shown = Value::Null;
+            c.values.iter_mut().for_each(|v| *v = Value::Null);
+        }
+    }
+    let scrub = |text: &mut String| scrub_text(text, &secrets);
+    scrub(&mut view.minutes);
+    scrub(&mut view.agenda);
+    for e in view
+        .agreements
+        .iter_mut()
+        .chain(view.legal_guidance.iter_mut())
+    {
+        scrub(&mut e.text);
+    }
+    view
+}
+
+/// Removes every occurrence of the given values from free text, and masks
+/// anything shaped like a mainland mobile number (11 digits starting with
+/// 1), which residents' numbers are.
+pub fn scrub_text(text: &mut String, secrets: &[String]) {
+    for s in secrets {
+        if s.chars().count() >= 2 && text.contains(s.as_str()) {
+            *text = text.replace(s.as_str(), "***");
+        }
+    }
+    if text.bytes().filter(u8::is_ascii_digit).count() >= 11 {
+        *text = mask_mobile_numbers(text);
+    }
+}
+
+fn mask_mobile_numbers(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let run = chars[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if run == 0 {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let digits: String = chars[i..i + run].iter().collect();
+        if run == 11 && digits.starts_with('1') {
+            out.push_str(&digits[..3]);
+            out.push_str("****");
+            out.push_str(&digits[7..]);
+        } else {
+            out.push_str(&digits);
+        }
+        i += run;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mobile_numbers_are_masked_in_free_text() {
+        let mut t = "请回电13812345678，座机 02512345678 与编号 123".to_owned();
+        scrub_text(&mut t, &[]);
+        assert_eq!(t, "请回电138****5678，座机 02512345678 与编号 123");
+    }
+
+    #[test]
+    fn quoted_personal_values_are_removed() {
+        let mut t = "王阿姨说楼道灯坏了".to_owned();
+        scrub_text(&mut t, &["王阿姨".to_owned()]);
+        assert_eq!(t, "***说楼道灯坏了");
+    }
+
+    #[test]
+    fn every_role_may_note_and_only_offices_close() {
+        for role in Role::ALL {
+            assert!(allowed(role, Action::Note));
+            assert_eq!(
+                allowed(role, Action::Close),
+                matches!(
+                    role,
+                    Role::Community | Role::Street | Role::Hotline | Role::Office
+                )
+            );
+        }
+    }
+}

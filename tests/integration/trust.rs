@@ -1,0 +1,929 @@
+//! The trust boundary: one regression test per attack that once got
+//! through (over real HTTP where the attack was over HTTP), the
+//! permission matrix on both paths, and personal data by role on every
+//! office read.
+
+use gridsync_core::sync::{self, Peer, ServerLimits};
+use gridsync_core::{
+    Author, IssueOp, IssueStatus, MeetingOp, NewAttendee, RecordId, RecordScope, Reporter, Role,
+    TimelineKind,
+};
+use gridsync_tests::server::{get_json, post_json, TestServer};
+use gridsync_tests::*;
+use serde_json::{json, Value};
+
+const PHONE: &str = "13912345678";
+const NAME: &str = "李先生";
+
+fn work_order(no: &str, community: &str, grid: &str) -> Value {
+    json!({
+        "work_order_no": no,
+        "category": "facilities.lighting",
+        "kind": "complaint",
+        "urgency": "yellow",
+        "title": "楼道灯不亮",
+        "statement": "三号楼楼道灯坏了一个月",
+        "reporter": {"name": NAME, "phone": PHONE, "anonymous": false, "may_call_back": true},
+        "street": "S1",
+        "community": community,
+        "grid": grid,
+        "address": "幸福路 12 号 3 号楼",
+        "deadline": chrono::Utc::now().timestamp_millis() + 86_400_000,
+    })
+}
+
+/// The test organisation plus a second community C2 (grid G3) with its
+/// own office worker `office2`.
+fn two_communities(server: &TestServer) {
+    server.setup_org();
+    for (path, body) in [
+        ("/v1/admin/communities", json!({"id": "C2", "street": "S1"})),
+        ("/v1/admin/grids", json!({"id": "G3", "community": "C2"})),
+        (
+            "/v1/admin/workers",
+            json!({"id": "office2", "communities": ["C2"]}),
+        ),
+    ] {
+        let (status, body) = server.admin(path, body);
+        assert!(status < 300, "{status} {body}");
+    }
+}
+
+#[test]
+fn intake_of_a_number_taken_elsewhere_reveals_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    two_communities(&server);
+    let c1 = server.office_token("office", "hotline");
+    let c2 = server.office_token("office2", "hotline");
+    let (status, body) = server.office_post(
+        &c1,
+        "/v1/office/work-orders",
+        work_order("12345-7001", "C1", "G1"),
+    );
+    assert_eq!(status, 201, "{body}");
+    let before = server.fingerprint();
+    // C2's hotline login sends the same number for its own place.
+    let (status, body) = server.office_post(
+        &c2,
+        "/v1/office/work-orders",
+        work_order("12345-7001", "C2", "G3"),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "work_order_mismatch");
+    let text = body.to_string();
+    assert!(!text.contains(PHONE) && !text.contains(NAME), "{text}");
+    // …or for C1's place, which is not its own.
+    let (status, body) = server.office_post(
+        &c2,
+        "/v1/office/work-orders",
+        work_order("12345-7001", "C1", "G1"),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.to_string().contains(PHONE));
+    assert_eq!(server.fingerprint(), before, "the C1 case was written to");
+}
+
+#[test]
+fn the_same_number_with_other_content_is_a_conflict_and_a_repeat_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let hotline = server.office_token("office", "hotline");
+    let order = work_order("12345-7002", "C1", "G1");
+    let (status, first) = server.office_post(&hotline, "/v1/office/work-orders", order.clone());
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = server.office_post(&hotline, "/v1/office/work-orders", order.clone());
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(first["id"], again["id"]);
+    let mut other = order;
+    other["title"] = json!("另一件事");
+    let before = server.fingerprint();
+    let (status, body) = server.office_post(&hotline, "/v1/office/work-orders", other);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("work_order_mismatch"))
+    );
+    assert_eq!(server.fingerprint(), before);
+}
+
+#[test]
+fn intake_refuses_unreasonable_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let hotline = server.office_token("office", "hotline");
+    let before = server.fingerprint();
+    for (n, (field, value)) in [
+        ("deadline", json!(i64::MIN)),
+        ("deadline", json!(-1)),
+        ("deadline", json!(0)),
+        ("deadline", json!(i64::MAX)),
+        ("title", json!("")),
+        ("title", json!("   ")),
+        ("category", json!("")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut order = work_order(&format!("12345-71{n:02}"), "C1", "G1");
+        order[field] = value.clone();
+        let (status, body) = server.office_post(&hotline, "/v1/office/work-orders", order);
+        assert_eq!(status, 400, "{field}={value}: {body}");
+        assert_eq!(body["code"], "invalid_input");
+    }
+    assert_eq!(server.fingerprint(), before);
+}
+
+#[test]
+fn a_phone_cannot_preempt_a_work_orders_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let phone = server.enroll("w1", &dir.path().join("phone"));
+    // The id the first release derived from the number alone (UUID v8).
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&sha2_prefix(b"gridsync work order\0", b"12345-7003")[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let forged = RecordId::from_bytes(bytes);
+    phone
+        .store
+        .create_issue_with_id(forged, &worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    let report = phone.sync().unwrap();
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert_eq!(report.refused[0].1, "unauthentic");
+    assert!(server
+        .store
+        .as_ref()
+        .unwrap()
+        .meta(forged)
+        .unwrap()
+        .is_none());
+    // The real order arrives and keeps its reporter and place.
+    let hotline = server.office_token("office", "hotline");
+    let (status, body) = server.office_post(
+        &hotline,
+        "/v1/office/work-orders",
+        work_order("12345-7003", "C1", "G1"),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["reporter"]["phone"], PHONE);
+    assert_ne!(body["id"], forged.to_string());
+}
+
+fn sha2_prefix(prefix: &[u8], data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::new_with_prefix(prefix)
+        .chain_update(data)
+        .finalize()
+        .to_vec()
+}
+
+#[test]
+fn a_phone_cannot_write_as_someone_else_or_beyond_its_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let phone = server.enroll("w1", &dir.path().join("phone"));
+    let id = phone
+        .store
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    assert!(phone.sync().unwrap().refused.is_empty());
+    let srv = server.store.as_ref().unwrap();
+    // The phone writes status events in the office's name, in another
+    // worker's name, and in its own name beyond its role; then notes the
+    // same way. Each is refused and the server's copy stays as it was.
+    let cases: Vec<(Author, IssueOp, &str)> = vec![
+        (
+            Author::new("office", Role::Office),
+            IssueOp::Transition {
+                to: IssueStatus::Accepted,
+                reason: String::new(),
+            },
+            "unauthentic",
+        ),
+        (
+            Author::new("w1", Role::Office),
+            IssueOp::Transition {
+                to: IssueStatus::Accepted,
+                reason: String::new(),
+            },
+            "unauthentic",
+        ),
+        (
+            worker(1),
+            IssueOp::Transition {
+                to: IssueStatus::Accepted,
+                reason: String::new(),
+            },
+            "forbidden",
+        ),
+        (
+            worker(2),
+            IssueOp::AddTimeline {
+                kind: TimelineKind::Note,
+                text: "冒名".into(),
+            },
+            "unauthentic",
+        ),
+        (
+            worker(1),
+            IssueOp::ChangeDeadline {
+                due: chrono::Utc::now().timestamp_millis() + 86_400_000,
+                reason: "延期".into(),
+            },
+            "forbidden",
+        ),
+    ];
+    for (n, (author, op, code)) in cases.into_iter().enumerate() {
+        let copy = dir.path().join(format!("copy{n}"));
+        let forger = server.enroll("w1", &copy);
+        forger.sync().unwrap();
+        let before = srv.heads(id).unwrap();
+        forger.store.update_issue(id, &author, op.clone()).unwrap();
+        let report = forger.sync().unwrap();
+        assert_eq!(report.refused.len(), 1, "{op:?}: {report:?}");
+        assert_eq!(report.refused[0].1, code, "{op:?}: {report:?}");
+        assert_eq!(srv.heads(id).unwrap(), before, "{op:?} reached the server");
+    }
+    // Its own note in its own name goes through.
+    phone
+        .store
+        .update_issue(
+            id,
+            &worker(1),
+            IssueOp::AddTimeline {
+                kind: TimelineKind::Visit,
+                text: "上门核实".into(),
+            },
+        )
+        .unwrap();
+    assert!(phone.sync().unwrap().refused.is_empty());
+}
+
+#[test]
+fn enrollment_refuses_the_servers_actor_and_other_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let (_, body) = server.admin("/v1/admin/enrollments", json!({"worker": "w1"}));
+    let code = body["code"].as_str().unwrap().to_owned();
+    let server_actor = server.store.as_ref().unwrap().actor().to_hex_string();
+    let enroll = |actor: &str| {
+        post_json(
+            &format!("{}/v1/enroll", server.url),
+            None,
+            json!({"code": code, "actor": actor}),
+        )
+    };
+    assert_eq!(enroll(&server_actor).0, 409);
+    for bad in [
+        "+1".to_owned(),
+        "01".to_owned(),
+        server_actor.to_uppercase(),
+        format!("{server_actor}00"),
+        format!("+{}", &server_actor[1..]),
+    ] {
+        let (status, body) = enroll(&bad);
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_input")),
+            "{bad}"
+        );
+    }
+    // The code was not used up by the refusals.
+    let fresh = gridsync_core::ActorId::random().to_hex_string();
+    assert_eq!(enroll(&fresh).0, 200);
+}
+
+#[test]
+fn writes_after_a_move_end_when_the_phone_learns_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let phone = server.enroll("w1", &dir.path().join("phone"));
+    let id = phone
+        .store
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    phone.sync().unwrap();
+    let note = |text: &str| IssueOp::AddTimeline {
+        kind: TimelineKind::Note,
+        text: text.into(),
+    };
+    // Written offline, before the move: it arrives.
+    phone
+        .store
+        .update_issue(id, &worker(1), note("搬走前写的"))
+        .unwrap();
+    let kept = phone.store.snapshot(id).unwrap();
+    let (status, _) = server.admin(
+        &format!("/v1/admin/records/{id}/move"),
+        json!({"street": "S1", "community": "C1", "grid": "G2"}),
+    );
+    assert_eq!(status, 204);
+    let report = phone.sync().unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+    assert_eq!(report.dropped, 1);
+    let srv = server.store.as_ref().unwrap();
+    assert!(srv
+        .issue(id)
+        .unwrap()
+        .timeline
+        .iter()
+        .any(|t| t.text == "搬走前写的"));
+    // The phone has learned of the move (its next request says so; that
+    // first request could still have carried what it wrote before); a
+    // write now is refused.
+    assert!(phone.sync().unwrap().refused.is_empty());
+    phone.store.apply_snapshot(id, &kept).unwrap();
+    phone
+        .store
+        .update_issue(id, &worker(1), note("知道后还写"))
+        .unwrap();
+    let before = srv.heads(id).unwrap();
+    let report = phone.sync().unwrap();
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert_eq!(report.refused[0].1, "out_of_scope");
+    // A phone enrolled after the move never writes to it.
+    let late = server.enroll("w1", &dir.path().join("late"));
+    late.store.apply_snapshot(id, &kept).unwrap();
+    late.store
+        .update_issue(id, &worker(1), note("后来的手机"))
+        .unwrap();
+    let report = late.sync().unwrap();
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert_eq!(report.refused[0].1, "out_of_scope");
+    assert_eq!(srv.heads(id).unwrap(), before);
+}
+
+#[test]
+fn a_phone_cannot_plant_a_second_value_on_its_records_place() {
+    let server = temp_store("SRV");
+    let d1 = temp_store("D1");
+    let d2 = temp_store("D2");
+    let id = d1.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    sync_in_process(&d1, &server, &["G1", "G2"]);
+    sync_in_process(&d2, &server, &["G1", "G2"]);
+    // The office moves the case to G2; a phone that has not seen the move
+    // writes G2 into the grid by hand, concurrently: the record would hold
+    // two values for its place (equal text, two writers) for good.
+    server
+        .move_record(id, &office(), &RecordScope::new("S1", "C1", "G2"))
+        .unwrap();
+    let mut doc = automerge::AutoCommit::load(&d2.snapshot(id).unwrap()).unwrap();
+    doc.set_actor(d2.actor().clone());
+    let heads = doc.get_heads();
+    automerge::transaction::Transactable::put(&mut doc, automerge::ROOT, "grid", "G2").unwrap();
+    let changes = doc.save_after(&heads);
+    assert!(!changes.is_empty());
+    let author = worker(1);
+    let both = |s: &RecordScope| s.grid == "G1" || s.grid == "G2";
+    let peer = Peer {
+        actor: d2.actor(),
+        author: &author,
+        may_access: &both,
+        known_through: 0,
+    };
+    let before = server.heads(id).unwrap();
+    let response = push_one(&server, &peer, sync::Cursor::Start, id, changes);
+    assert_eq!(response.refused.len(), 1, "{:?}", response.refused);
+    assert_eq!(response.refused[0].code, "scope_change");
+    assert_eq!(server.heads(id).unwrap(), before);
+    assert!(server.issue(id).unwrap().register_conflicts.is_empty());
+}
+
+#[test]
+fn an_empty_push_does_not_tell_which_records_exist_elsewhere() {
+    let server = temp_store("SRV");
+    let d2 = temp_store("D2");
+    let elsewhere = d2.create_issue(&worker(2), new_issue(1, 1, 2)).unwrap();
+    sync_in_process_as(&d2, &server, &["G2"], &worker(2));
+    let before = fingerprint(&server);
+    // The same device, now asking as if its scope were G1 only: pushes of
+    // nothing new, to a record of G2 and to an unknown id.
+    let author = worker(2);
+    let g1 = |s: &RecordScope| s.grid == "G1";
+    let peer = Peer {
+        actor: d2.actor(),
+        author: &author,
+        may_access: &g1,
+        known_through: 0,
+    };
+    for (id, changes) in [
+        (elsewhere, Vec::new()),
+        (elsewhere, server.changes_since(elsewhere, &[]).unwrap()),
+        (RecordId::new(), Vec::new()),
+    ] {
+        let response = push_one(
+            &server,
+            &peer,
+            sync::Cursor::Log(server.log_head().unwrap()),
+            id,
+            changes,
+        );
+        assert!(response.accepted.is_empty(), "{id}");
+        assert_eq!(response.refused.len(), 1);
+        // The same answer whether the record exists or not.
+        assert_eq!(response.refused[0].code, "out_of_scope", "{id}");
+    }
+    assert_eq!(fingerprint(&server), before);
+}
+
+/// Every (role, action) pair of the matrix, on both paths: as an office
+/// action on the server's store, and as a device's push served by the
+/// server for a device acting in that role.
+#[test]
+fn the_permission_matrix_holds_on_both_paths() {
+    use gridsync_core::policy::{allowed, Action};
+    let now = chrono::Utc::now().timestamp_millis();
+    // One operation per issue action, with the status it needs first.
+    let plan: Vec<(Action, Vec<IssueStatus>, IssueOp)> = vec![
+        (Action::Accept, vec![], t(IssueStatus::Accepted)),
+        (Action::Reject, vec![], t(IssueStatus::Rejected)),
+        (
+            Action::Dispatch,
+            vec![IssueStatus::Accepted],
+            t(IssueStatus::Dispatched),
+        ),
+        (
+            Action::SignFor,
+            vec![IssueStatus::Accepted, IssueStatus::Dispatched],
+            t(IssueStatus::SignedFor),
+        ),
+        (Action::Start, vec![], t(IssueStatus::InProgress)),
+        (
+            Action::Handle,
+            vec![IssueStatus::InProgress],
+            t(IssueStatus::Handled),
+        ),
+        (
+            Action::Return,
+            vec![IssueStatus::Accepted, IssueStatus::Dispatched],
+            t(IssueStatus::Returned),
+        ),
+        (
+            Action::Close,
+            vec![IssueStatus::InProgress, IssueStatus::Handled],
+            t(IssueStatus::Closed),
+        ),
+        (
+            Action::Reopen,
+            vec![IssueStatus::InProgress, IssueStatus::Handled],
+            t(IssueStatus::Reopened),
+        ),
+        (
+            Action::Supervise,
+            vec![],
+            IssueOp::AddTimeline {
+                kind: TimelineKind::Supervision,
+                text: "督办".into(),
+            },
+        ),
+        (
+            Action::ExtendDeadline,
+            vec![],
+            IssueOp::ChangeDeadline {
+                due: now + 86_400_000,
+                reason: "延期".into(),
+            },
+        ),
+        (
+            Action::RecordReturnVisit,
+            vec![],
+            IssueOp::AddReturnVisit(gridsync_core::NewReturnVisit {
+                reached: true,
+                resolved: true,
+                satisfaction: None,
+                note: String::new(),
+            }),
+        ),
+        (
+            Action::ChangeReporter,
+            vec![],
+            IssueOp::SetReporter(Reporter {
+                name: "王女士".into(),
+                ..Reporter::default()
+            }),
+        ),
+        (
+            Action::Assign,
+            vec![],
+            IssueOp::SetAssignee(Some("w9".into())),
+        ),
+        (Action::Edit, vec![], IssueOp::SetTitle("新标题".into())),
+        (
+            Action::Note,
+            vec![],
+            IssueOp::AddTimeline {
+                kind: TimelineKind::Note,
+                text: "记录".into(),
+            },
+        ),
+    ];
+    let office_author = Author::new("boss", Role::Office);
+    let all = |_: &RecordScope| true;
+    for role in Role::ALL {
+        let user = Author::new(format!("u-{}", role.as_str()), role);
+        for (action, setup, op) in &plan {
+            let expect = allowed(role, *action);
+            // Office path.
+            let server = temp_store("SRV");
+            let id = server
+                .create_issue(&office_author, new_issue(1, 1, 1))
+                .unwrap();
+            for to in setup {
+                server.update_issue(id, &office_author, t(*to)).unwrap();
+            }
+            let result = server.act_on_issue(id, &user, op.clone());
+            assert_eq!(
+                result.is_ok(),
+                expect,
+                "office path: {role} {action}: {result:?}"
+            );
+            if let Err(e) = result {
+                assert_eq!(e.code(), "forbidden", "{role} {action}");
+            }
+            // Device path: the device holds the case, acts, pushes.
+            let server = temp_store("SRV");
+            let device = temp_store("D1");
+            let id = server
+                .create_issue(&office_author, new_issue(1, 1, 1))
+                .unwrap();
+            for to in setup {
+                server.update_issue(id, &office_author, t(*to)).unwrap();
+            }
+            device
+                .apply_snapshot(id, &server.snapshot(id).unwrap())
+                .unwrap();
+            device.update_issue(id, &user, op.clone()).unwrap();
+            let peer = Peer {
+                actor: device.actor(),
+                author: &user,
+                may_access: &all,
+                known_through: 0,
+            };
+            let response = push_one(
+                &server,
+                &peer,
+                sync::Cursor::Log(server.log_head().unwrap()),
+                id,
+                device
+                    .own_changes_since(id, &server.heads(id).unwrap())
+                    .unwrap(),
+            );
+            assert_eq!(
+                response.accepted.len() == 1,
+                expect,
+                "device path: {role} {action}: {:?}",
+                response.refused
+            );
+            if !expect {
+                assert_eq!(response.refused[0].code, "forbidden", "{role} {action}");
+            }
+        }
+    }
+}
+
+/// Serves one request that pushes `changes` to record `id`, as `peer`.
+fn push_one(
+    server: &gridsync_core::Store,
+    peer: &Peer<'_>,
+    cursor: sync::Cursor,
+    id: RecordId,
+    changes: Vec<u8>,
+) -> sync::SyncResponse {
+    let request = sync::encode_request(&sync::SyncRequest {
+        cursor,
+        pushes: vec![sync::Push {
+            id: *id.as_bytes(),
+            changes,
+        }],
+        want_snapshots: Vec::new(),
+        holdings: Vec::new(),
+        page_bytes: 1 << 20,
+    });
+    sync::decode_response(
+        &sync::serve_bytes(server, peer, &request, &ServerLimits::default()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn t(to: IssueStatus) -> IssueOp {
+    IssueOp::Transition {
+        to,
+        reason: "理由".into(),
+    }
+}
+
+#[test]
+fn nobody_closes_a_dissatisfied_case_without_a_reason() {
+    let store = temp_store("SRV");
+    let office = Author::new("boss", Role::Office);
+    let id = store.create_issue(&office, new_issue(1, 1, 1)).unwrap();
+    for to in [IssueStatus::InProgress, IssueStatus::Handled] {
+        store.update_issue(id, &office, t(to)).unwrap();
+    }
+    store
+        .act_on_issue(
+            id,
+            &office,
+            IssueOp::AddReturnVisit(gridsync_core::NewReturnVisit {
+                reached: true,
+                resolved: false,
+                satisfaction: Some(gridsync_core::Satisfaction::Dissatisfied),
+                note: "不满意".into(),
+            }),
+        )
+        .unwrap();
+    let close = |reason: &str| IssueOp::Transition {
+        to: IssueStatus::Closed,
+        reason: reason.into(),
+    };
+    let err = store.act_on_issue(id, &office, close(" ")).unwrap_err();
+    assert_eq!(err.code(), "invalid_input");
+    store
+        .act_on_issue(id, &office, close("居民诉求超出政策范围，已解释"))
+        .unwrap();
+}
+
+/// Every office GET × every office role, on records with personal data in
+/// every field that can hold it (the reporter, a register conflict over
+/// the phone, a note quoting it, a meeting attendee's contact): the bytes
+/// of the answer hold the name and phone exactly when the role may see
+/// them.
+#[test]
+fn personal_data_reaches_only_the_roles_that_may_see_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let hotline = server.office_token("office", "hotline");
+    let (status, case) = server.office_post(
+        &hotline,
+        "/v1/office/work-orders",
+        work_order("12345-7100", "C1", "G1"),
+    );
+    assert_eq!(status, 201, "{case}");
+    let id: RecordId = case["id"].as_str().unwrap().parse().unwrap();
+    // A register conflict over the phone: the phone and the hotline change
+    // it concurrently.
+    let phone = server.enroll("w1", &dir.path().join("phone"));
+    phone.sync().unwrap();
+    let other_phone = "13700001111";
+    phone
+        .store
+        .update_issue(
+            id,
+            &worker(1),
+            IssueOp::SetReporter(Reporter {
+                name: NAME.into(),
+                phone: other_phone.into(),
+                anonymous: false,
+                may_call_back: true,
+            }),
+        )
+        .unwrap();
+    phone
+        .store
+        .update_issue(
+            id,
+            &worker(1),
+            IssueOp::AddTimeline {
+                kind: TimelineKind::Call,
+                text: format!("已回电 {PHONE}，{NAME}表示认可"),
+            },
+        )
+        .unwrap();
+    let (status, body) = server.office_post(
+        &hotline,
+        &format!("/v1/office/issues/{id}/ops"),
+        json!({"op": "set_reporter", "args": {"name": NAME, "phone": "13600002222", "anonymous": false, "may_call_back": true}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(phone.sync().unwrap().refused.is_empty());
+    let srv = server.store.as_ref().unwrap();
+    assert!(
+        !srv.issue(id).unwrap().register_conflicts.is_empty(),
+        "the fixture must hold a register conflict"
+    );
+    // A meeting with a resident attendee and a contact.
+    let meeting = phone
+        .store
+        .create_meeting(&worker(1), new_meeting(1, 1, vec![id]))
+        .unwrap();
+    phone
+        .store
+        .update_meeting(
+            meeting,
+            &worker(1),
+            MeetingOp::AddAttendee(NewAttendee {
+                role: gridsync_core::AttendeeRole::Requester,
+                organisation: "3号楼居民".into(),
+                name: NAME.into(),
+                contact: PHONE.into(),
+                attended: true,
+                online: false,
+            }),
+        )
+        .unwrap();
+    let report = phone.sync().unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+
+    let paths = [
+        "/v1/office/me".to_owned(),
+        "/v1/office/issues".to_owned(),
+        format!("/v1/office/issues/{id}"),
+        format!("/v1/office/issues/{id}/timeline"),
+        format!("/v1/office/issues/{id}/history"),
+        format!("/v1/office/issues/{id}/conflicts"),
+        "/v1/office/meetings".to_owned(),
+        format!("/v1/office/meetings/{meeting}"),
+        "/v1/office/figures".to_owned(),
+        "/v1/office/devices".to_owned(),
+    ];
+    for role in ["office", "community", "street", "hotline", "department"] {
+        let token = server.office_token("office", role);
+        let sees = gridsync_core::policy::sees_personal_data(role.parse().unwrap());
+        let mut seen_somewhere = false;
+        for path in &paths {
+            let (status, body) = get_json(&format!("{}{path}", server.url), Some(&token));
+            assert_eq!(status, 200, "{role} {path}: {body}");
+            let text = body.to_string();
+            for secret in [PHONE, NAME, other_phone, "13600002222"] {
+                if text.contains(secret) {
+                    assert!(sees, "{role} saw {secret} in {path}: {text}");
+                    seen_somewhere = true;
+                }
+            }
+        }
+        assert_eq!(seen_somewhere, sees, "{role}");
+    }
+}
+
+/// The real `gridsync serve`, started with the usual umask (022): every
+/// directory it made is 0700 and every file 0600, so no other local user
+/// can read residents' data. Device stores are made private too.
+#[cfg(unix)]
+#[test]
+fn the_data_directory_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    const SERVER: &str = env!("CARGO_BIN_EXE_gridsync-under-test");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let server = TestServer::spawn(SERVER, &data, "127.0.0.1:0");
+    server.setup_org();
+    let phone = server.enroll("w1", &dir.path().join("phone"));
+    phone
+        .store
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    phone.sync().unwrap();
+    let hotline = server.office_token("office", "hotline");
+    let (status, _) = server.office_post(
+        &hotline,
+        "/v1/office/work-orders",
+        work_order("12345-7200", "C1", "G1"),
+    );
+    assert_eq!(status, 201);
+    server.stop();
+    fn walk(path: &std::path::Path, seen: &mut usize) {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            for entry in std::fs::read_dir(path).unwrap() {
+                walk(&entry.unwrap().path(), seen);
+            }
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+            *seen += 1;
+        }
+    }
+    let mut files = 0;
+    walk(&data, &mut files);
+    assert!(files >= 4, "only {files} files checked");
+    // A device store is private from the moment it opens.
+    let mode = std::fs::metadata(phone.store.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+/// A phone restored from an old backup: the server holds a change under
+/// the phone's own actor that the phone lacks, so the server's copy of
+/// that record cannot be merged. The client stops with `stalled`, naming
+/// the record, instead of asking for it again round after round.
+#[test]
+fn a_client_that_cannot_progress_stops_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = temp_store("SRV");
+    let other = temp_store("D2");
+    let path = dir.path().join("phone");
+    let backup = dir.path().join("backup");
+    let phone = open_store(&path, "D1");
+    let id = phone.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    sync_in_process(&phone, &server, &["G1"]);
+    drop(phone);
+    copy_dir(&path, &backup);
+    let phone = open_store(&path, "D1");
+    add_note(&phone, id, &worker(1), "备份之后");
+    sync_in_process(&phone, &server, &["G1"]);
+    drop(phone);
+    sync_in_process(&other, &server, &["G1"]);
+    add_note(&other, id, &worker(1), "另一部手机");
+    sync_in_process(&other, &server, &["G1"]);
+    // Restore the old backup and write on it.
+    std::fs::remove_dir_all(&path).unwrap();
+    copy_dir(&backup, &path);
+    let phone = open_store(&path, "D1");
+    add_note(&phone, id, &worker(1), "恢复之后");
+    let author = worker(1);
+    let g1 = |s: &RecordScope| s.grid == "G1";
+    let peer = Peer {
+        actor: phone.actor(),
+        author: &author,
+        may_access: &g1,
+        known_through: 0,
+    };
+    let mut rounds = 0;
+    let result = gridsync_core::sync::Client::new(&phone).run(|req| {
+        rounds += 1;
+        sync::serve_bytes(&server, &peer, &req, &ServerLimits::default())
+    });
+    let err = result.expect_err("the client cannot merge the server's copy");
+    assert_eq!(err.code(), "stalled", "{err}");
+    assert!(err.to_string().contains(&id.to_string()), "{err}");
+    assert!(rounds < 10, "{rounds} rounds");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Seventy connections that send a sync body one byte at a time behind a
+/// bad token are answered 401 before their bodies arrive, hold nothing,
+/// and a real phone syncs meanwhile; a connection that never finishes its
+/// headers is closed.
+#[test]
+fn slow_bodies_behind_bad_tokens_are_turned_away_at_once() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let phone = server.enroll("w1", &dir.path().join("phone"));
+    phone
+        .store
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let bad = format!("gs1.{}.{}", phone.id, "00".repeat(32));
+    let mut slow: Vec<std::net::TcpStream> = (0..70)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "POST /v1/sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bad}\r\n\
+                 Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\nG"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    // The phone's sync goes through while they hang on.
+    let report = phone.sync().unwrap();
+    assert_eq!(report.accepted, 1);
+    for s in &mut slow {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 401", "{}", String::from_utf8_lossy(&head));
+    }
+    // Headers that never end: the server closes the connection.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(b"POST /v1/sync HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stalled
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}
