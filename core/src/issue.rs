@@ -301,7 +301,53 @@ pub struct IssueView {
     pub supervised: bool,
 }
 
+/// One entry of a case's combined timeline: notes, visits, return visits,
+/// deadline changes, attachments and status events in one list.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "type", content = "entry", rename_all = "snake_case")]
+pub enum TimelineItem<'a> {
+    Timeline(&'a TimelineEntry),
+    ReturnVisit(&'a ReturnVisit),
+    DeadlineChange(&'a DeadlineChange),
+    Attachment(&'a Attachment),
+    Status(&'a TransitionView),
+}
+
+impl TimelineItem<'_> {
+    /// The author's clock when the entry was written (display order only).
+    pub fn at(&self) -> i64 {
+        match self {
+            TimelineItem::Timeline(e) => e.at,
+            TimelineItem::ReturnVisit(e) => e.at,
+            TimelineItem::DeadlineChange(e) => e.at,
+            TimelineItem::Attachment(e) => e.at,
+            TimelineItem::Status(e) => e.event.at,
+        }
+    }
+}
+
 impl IssueView {
+    /// Everything that happened to the case as one list, oldest first by
+    /// the authors' clocks (entries at the same time keep the order of
+    /// the kinds above, so every replica shows the same list).
+    pub fn combined_timeline(&self) -> Vec<TimelineItem<'_>> {
+        let mut items: Vec<TimelineItem<'_>> = self
+            .timeline
+            .iter()
+            .map(TimelineItem::Timeline)
+            .chain(self.return_visits.iter().map(TimelineItem::ReturnVisit))
+            .chain(
+                self.deadline_changes
+                    .iter()
+                    .map(TimelineItem::DeadlineChange),
+            )
+            .chain(self.attachments.iter().map(TimelineItem::Attachment))
+            .chain(self.transitions.iter().map(TimelineItem::Status))
+            .collect();
+        items.sort_by_key(TimelineItem::at);
+        items
+    }
+
     /// Whether the case is past its deadline and still awaits handling.
     pub fn is_overdue(&self, now: i64) -> bool {
         is_overdue(self.status, self.effective_deadline, now)

@@ -74,7 +74,7 @@ pub use ids::{Author, RecordId, RecordKind, Role};
 pub use intake::{Intake, Taker, WorkOrder};
 pub use issue::{
     IssueKind, IssueOp, IssueView, NewIssue, NewReturnVisit, Relation, Resolution, Satisfaction,
-    TimelineKind, Urgency,
+    TimelineItem, TimelineKind, Urgency,
 };
 pub use meeting::{
     ActionItem, AttendeeRole, MeetingFormat, MeetingLevel, MeetingOp, MeetingOutcome, MeetingView,

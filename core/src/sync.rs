@@ -589,6 +589,9 @@ pub struct Client<S: AsRef<Store>> {
     page_bytes: u32,
     in_flight: Vec<InFlight>,
     report: SyncReport,
+    /// Records this client changed (merged into, created or dropped) and
+    /// not yet handed out by [`Client::take_changed`].
+    changed: std::collections::BTreeSet<RecordId>,
 }
 
 impl<S: AsRef<Store>> std::fmt::Debug for Client<S> {
@@ -606,7 +609,15 @@ impl<S: AsRef<Store>> Client<S> {
             page_bytes: DEFAULT_PAGE_BYTES,
             in_flight: Vec::new(),
             report: SyncReport::default(),
+            changed: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// The records that responses applied so far changed on this device
+    /// (new changes merged, records received or dropped), each once; the
+    /// list starts empty again. What an app's change listeners are told.
+    pub fn take_changed(&mut self) -> Vec<RecordId> {
+        std::mem::take(&mut self.changed).into_iter().collect()
     }
 
     /// Sets the page size asked of the server and used for pushes.
@@ -756,7 +767,10 @@ impl<S: AsRef<Store>> Client<S> {
                 }
             };
             match merged {
-                Ok(_) => {
+                Ok(merged) => {
+                    if merged.new_changes > 0 || merged.created {
+                        self.changed.insert(id);
+                    }
                     self.report.pulled += 1;
                     if matches!(pulled.body, Body::Snapshot { .. }) {
                         wants.retain(|w| w != &pulled.id);
@@ -793,6 +807,7 @@ impl<S: AsRef<Store>> Client<S> {
                 .remove_record(RecordId::from_bytes(id))?
             {
                 self.report.dropped += 1;
+                self.changed.insert(RecordId::from_bytes(id));
             } else {
                 kept.push(id);
             }

@@ -501,20 +501,10 @@ pub struct GridStore {
 }
 
 impl GridStore {
-    /// Runs `f`, then tells the listeners which records changed from
-    /// elsewhere meanwhile.
-    fn notifying<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let before = self.store.log_head()?;
-        let out = f();
-        let mut ids: Vec<String> = self
-            .store
-            .log_since(before, usize::MAX)?
-            .into_iter()
-            .filter(|e| e.origin == gridsync_core::store::Origin::Remote)
-            .map(|e| e.id.to_string())
-            .collect();
-        ids.sort();
-        ids.dedup();
+    /// Tells the listeners which records a sync changed (as the core
+    /// client reports them).
+    fn notify(&self, changed: Vec<RecordId>) {
+        let ids: Vec<String> = changed.iter().map(RecordId::to_string).collect();
         if !ids.is_empty() {
             let listeners = self
                 .listeners
@@ -524,7 +514,6 @@ impl GridStore {
                 l.on_change(ids.clone());
             }
         }
-        out
     }
 }
 
@@ -729,17 +718,18 @@ impl GridStore {
         progress: Option<Box<dyn ProgressListener>>,
     ) -> Result<SyncReportRecord> {
         guard(|| {
-            self.notifying(|| {
-                let report = Client::new(&*self.store).run_with_progress(
-                    |req| gridsync_core::http::post_sync(&url, &token, &req),
-                    |p| {
-                        if let Some(l) = &progress {
-                            l.on_progress(p.into());
-                        }
-                    },
-                )?;
-                Ok(report.into())
-            })
+            let mut client = Client::new(&*self.store);
+            let report = client.run_with_progress(
+                |req| gridsync_core::http::post_sync(&url, &token, &req),
+                |p| {
+                    if let Some(l) = &progress {
+                        l.on_progress(p.into());
+                    }
+                },
+            );
+            // What was merged before a failure is there too.
+            self.notify(client.take_changed());
+            Ok(report?.into())
         })
     }
 
@@ -786,10 +776,12 @@ impl SyncSession {
     /// Applies the server's answer; true if another round is needed.
     pub fn apply_response(&self, response: Vec<u8>) -> Result<bool> {
         guard(|| {
-            self.store.notifying(|| {
-                let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
-                Ok(client.apply_response(&response)?)
-            })
+            let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+            let more = client.apply_response(&response);
+            let changed = client.take_changed();
+            drop(client);
+            self.store.notify(changed);
+            Ok(more?)
         })
     }
 

@@ -361,28 +361,7 @@ async fn issue_timeline(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
     read_issue(state, headers, id, |v| {
-        let mut items: Vec<(i64, Value)> = Vec::new();
-        let mut add = |at: i64, kind: &str, entry: Value| {
-            items.push((at, json!({"type": kind, "entry": entry})));
-        };
-        for t in &v.timeline {
-            add(t.at, "timeline", to_json(t)?);
-        }
-        for r in &v.return_visits {
-            add(r.at, "return_visit", to_json(r)?);
-        }
-        for d in &v.deadline_changes {
-            add(d.at, "deadline_change", to_json(d)?);
-        }
-        for a in &v.attachments {
-            add(a.at, "attachment", to_json(a)?);
-        }
-        for t in &v.transitions {
-            add(t.event.at, "status", to_json(t)?);
-        }
-        items.sort_by_key(|(at, _)| *at);
-        let items: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
-        Ok(json!({ "id": v.id, "items": items }))
+        Ok(json!({ "id": v.id, "items": to_json(&v.combined_timeline())? }))
     })
     .await
 }

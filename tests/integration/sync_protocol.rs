@@ -417,3 +417,31 @@ fn concurrent_register_edits_show_as_a_conflict_after_sync() {
         );
     }
 }
+
+#[test]
+fn the_client_reports_which_records_a_sync_changed() {
+    let server = temp_store("SRV");
+    let a = temp_store("A");
+    let b = temp_store("B");
+    let id = a.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    a.create_issue(&worker(1), new_issue(2, 1, 1)).unwrap();
+    sync_in_process(&a, &server, &["G1"]);
+    sync_in_process(&b, &server, &["G1"]);
+    add_note(&a, id, &worker(1), "新进展");
+    sync_in_process(&a, &server, &["G1"]);
+    let author = worker(1);
+    let g1 = |s: &RecordScope| s.grid == "G1";
+    let peer = Peer {
+        actor: b.actor(),
+        author: &author,
+        may_access: &g1,
+        known_through: 0,
+    };
+    let mut client = Client::new(&b);
+    client
+        .run(|req| sync::serve_bytes(&server, &peer, &req, &ServerLimits::default()))
+        .unwrap();
+    // Only the record another device changed, once.
+    assert_eq!(client.take_changed(), vec![id]);
+    assert!(client.take_changed().is_empty());
+}
