@@ -69,7 +69,30 @@ pub struct WorkOrder {
     pub address: String,
     /// The hotline's deadline, milliseconds since the Unix epoch; without
     /// it the urgency's hours apply.
+    #[serde(default, deserialize_with = "integral")]
     pub deadline: Option<i64>,
+}
+
+/// An optional integer that may be written as a JSON number with a zero
+/// fraction (`1.0`), which JSON Schema counts as an integer too.
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<i64>, D::Error> {
+    use serde::Deserialize;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => {
+            if let Some(i) = n.as_i64() {
+                return Ok(Some(i));
+            }
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => {
+                    Ok(Some(f as i64))
+                }
+                _ => Err(serde::de::Error::custom(
+                    "expected an integer (milliseconds)",
+                )),
+            }
+        }
+    }
 }
 
 /// What intake did.

@@ -135,6 +135,79 @@ where
     }
 }
 
+/// A JSON body that is read (content type checked, within its deadline)
+/// but parsed only when the handler asks: a handler first settles that the
+/// record exists and is the caller's, so an operation on a record that is
+/// not there is 404 whatever its body says.
+#[derive(Debug)]
+pub struct LaterJson<T> {
+    bytes: axum::body::Bytes,
+    kind: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: serde::de::DeserializeOwned> LaterJson<T> {
+    /// Parses the body: 400 when it is not JSON, 422 when it is JSON of
+    /// the wrong shape (as axum's own `Json` answers, in our JSON errors).
+    pub fn parse(&self) -> Result<T, AppError> {
+        serde_json::from_slice(&self.bytes).map_err(|e| {
+            let status = if e.is_data() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            AppError::new(
+                status,
+                "invalid_json",
+                format!("the JSON body does not fit: {e}"),
+            )
+        })
+    }
+}
+
+impl<T, S> axum::extract::FromRequest<S> for LaterJson<T>
+where
+    T: 'static,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                let v = v.trim();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        if !json {
+            return Err(AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_json",
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let deadline = crate::gate::body_deadline(crate::gate::announced_length(req.headers()));
+        match tokio::time::timeout(deadline, Bytes::from_request(req, state)).await {
+            Err(_) => Err(AppError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body arrived too slowly",
+            )),
+            Ok(Err(rejection)) => Err(AppError::new(
+                rejection.status(),
+                "invalid_json",
+                rejection.body_text(),
+            )),
+            Ok(Ok(bytes)) => Ok(LaterJson {
+                bytes,
+                kind: std::marker::PhantomData,
+            }),
+        }
+    }
+}
+
 /// Query parameters whose rejections leave as `{"code": "invalid_query"}`.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
@@ -555,7 +628,7 @@ async fn move_record(
     blocking(move || {
         if !identity.is_place(&to)? {
             return Err(AppError::new(
-                StatusCode::BAD_REQUEST,
+                StatusCode::NOT_FOUND,
                 "unknown_place",
                 "no such street / community / grid",
             ));

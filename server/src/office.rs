@@ -24,7 +24,7 @@ use gridsync_core::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{bearer, blocking, core_error, ApiJson, ApiQuery, AppError, AppState};
+use crate::api::{bearer, blocking, core_error, ApiJson, ApiQuery, AppError, AppState, LaterJson};
 use crate::identity::Scope;
 
 /// The office routes (merged into the main router).
@@ -161,6 +161,8 @@ pub struct ListParams {
 
 /// The most records one page returns.
 pub const MAX_PAGE: usize = 500;
+/// The largest offset accepted (as `server/openapi.json` states).
+pub const MAX_OFFSET: usize = i32::MAX as usize;
 
 impl ListParams {
     fn query(self, mut q: Query) -> Result<Query, AppError> {
@@ -183,6 +185,9 @@ impl ListParams {
             Some(_) => return Err(bad("sort is one of updated, deadline, created")),
         };
         q.offset = self.offset.unwrap_or(0);
+        if q.offset > MAX_OFFSET {
+            return Err(bad("offset is at most 2147483647"));
+        }
         q.limit = self.limit.unwrap_or(50);
         if q.limit > MAX_PAGE {
             return Err(bad("limit is at most 500"));
@@ -424,11 +429,12 @@ async fn issue_op(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    ApiJson(op): ApiJson<IssueOp>,
+    body: LaterJson<IssueOp>,
 ) -> Result<Json<Value>, AppError> {
     let id = parse_id(&id)?;
     as_office(&state, &headers, move |state, ctx| {
         visible(state, &ctx, id)?;
+        let op = body.parse()?;
         state
             .store
             .act_on_issue(id, &ctx.author, op)
@@ -442,11 +448,12 @@ async fn meeting_op(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    ApiJson(op): ApiJson<MeetingOp>,
+    body: LaterJson<MeetingOp>,
 ) -> Result<Json<Value>, AppError> {
     let id = parse_id(&id)?;
     as_office(&state, &headers, move |state, ctx| {
         visible(state, &ctx, id)?;
+        let op = body.parse()?;
         state
             .store
             .act_on_meeting(id, &ctx.author, op)
@@ -471,8 +478,8 @@ async fn intake(
         let place = order.place();
         if !state.identity.is_place(&place)? {
             return Err(AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_input",
+                StatusCode::NOT_FOUND,
+                "unknown_place",
                 format!(
                     "{}/{}/{} is not a place in the organisation tree",
                     order.street, order.community, order.grid

@@ -212,7 +212,7 @@ fn a_record_moved_by_the_office_leaves_the_old_grid_after_its_edits() {
     );
     assert_eq!(
         (status, body["code"].as_str()),
-        (400, Some("unknown_place"))
+        (404, Some("unknown_place"))
     );
     let report = g1.sync().unwrap();
     assert_eq!(report.dropped, 1);
