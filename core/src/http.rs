@@ -1,11 +1,16 @@
-//! A small blocking HTTP client for the sync protocol (feature `http`).
+//! A small blocking HTTP(S) client for the sync protocol (feature `http`).
 //!
-//! Plain HTTP only: phone apps bring their own HTTP (and TLS) stack and use
-//! [`crate::sync::Client`] directly; this client serves tests, tools and
-//! apps that have none. It is the only module of the crate that touches the
-//! network.
+//! `https://` addresses are verified against the usual web roots (rustls
+//! with the webpki roots), or, once [`pin_certificate`] is called, against
+//! that certificate only. Phone apps may instead bring their own HTTP stack
+//! and drive [`crate::sync::Client`] directly; this client serves the FFI's
+//! built-in sync, tests and tools. It is the only module of the crate that
+//! touches the network.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -21,10 +26,49 @@ pub struct Enrollment {
     pub token: String,
 }
 
+/// The certificate(s) `https://` servers must present, when pinned.
+static PINNED: Mutex<Option<Vec<Certificate<'static>>>> = Mutex::new(None);
+
+/// Trusts only the certificate(s) in `pem` for `https://` from now on (a
+/// server with a self-signed or private-CA certificate); `None` goes back
+/// to the usual web roots. Applies to the whole process.
+pub fn pin_certificate(pem: Option<&[u8]>) -> Result<()> {
+    let certs = match pem {
+        None => None,
+        Some(pem) => {
+            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::InvalidInput {
+                    field: "certificate",
+                    reason: e.to_string(),
+                })?;
+            if certs.is_empty() {
+                return Err(Error::InvalidInput {
+                    field: "certificate",
+                    reason: "no PEM certificate found".into(),
+                });
+            }
+            Some(certs)
+        }
+    };
+    *PINNED.lock().unwrap_or_else(PoisonError::into_inner) = certs;
+    Ok(())
+}
+
 fn agent() -> ureq::Agent {
+    let roots = match &*PINNED.lock().unwrap_or_else(PoisonError::into_inner) {
+        Some(certs) => RootCerts::new_with_certs(certs),
+        None => RootCerts::WebPki,
+    };
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(120)))
         .http_status_as_error(false)
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
         .build()
         .into()
 }

@@ -792,6 +792,18 @@ impl SyncSession {
     }
 }
 
+/// Makes `sync` and `enroll` over `https://` trust only the certificate(s)
+/// in `pem` (a server with its own certificate); `None` goes back to the
+/// usual web roots. Applies to the whole process.
+#[uniffi::export]
+pub fn pin_certificate(pem: Option<String>) -> Result<()> {
+    guard(|| {
+        Ok(gridsync_core::http::pin_certificate(
+            pem.as_deref().map(str::as_bytes),
+        )?)
+    })
+}
+
 /// The library version, for apps to log.
 #[uniffi::export]
 pub fn version() -> String {

@@ -5,10 +5,11 @@ use anyhow::Context;
 use crate::Config;
 
 /// Usage text.
-pub const USAGE: &str = "usage: gridsync serve [--data-dir DIR] [--listen ADDR]
+pub const USAGE: &str =
+    "usage: gridsync serve [--data-dir DIR] [--listen ADDR] [--tls-cert PEM --tls-key PEM]
        gridsync demo --data-dir DIR [--issues N]   (seed a demo district)
-  environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_ADMIN_TOKEN,
-               RUST_LOG (default info), GRIDSYNC_LOG_FORMAT=json";
+  environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_TLS_CERT, GRIDSYNC_TLS_KEY,
+               GRIDSYNC_ADMIN_TOKEN, RUST_LOG (default info), GRIDSYNC_LOG_FORMAT=json";
 
 /// Runs the command line; returns the process exit code.
 pub fn main(args: &[String]) -> i32 {
@@ -40,9 +41,10 @@ pub fn main(args: &[String]) -> i32 {
 
 /// The first line `gridsync serve` prints: where it listens and where its
 /// data is.
-pub fn banner(addr: &std::net::SocketAddr, data_dir: &std::path::Path) -> String {
+pub fn banner(addr: &std::net::SocketAddr, data_dir: &std::path::Path, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     format!(
-        "gridsync serving on http://{addr} with data in {}",
+        "gridsync serving on {scheme}://{addr} with data in {}",
         data_dir.display()
     )
 }
@@ -50,7 +52,7 @@ pub fn banner(addr: &std::net::SocketAddr, data_dir: &std::path::Path) -> String
 /// The listening address in a [`banner`] line (for scripts and tests that
 /// start the server on port 0).
 pub fn address_in_banner(line: &str) -> Option<&str> {
-    line.split("http://").nth(1)?.split_whitespace().next()
+    line.split("://").nth(1)?.split_whitespace().next()
 }
 
 fn init_logging() {
@@ -123,19 +125,24 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
     let token = crate::admin_token(&config.data_dir, |k| std::env::var(k).ok())?;
     let state = crate::open(&config.data_dir, &token)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let tls = config.tls.as_ref().map(crate::tls_acceptor).transpose()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        say(&banner(&listener.local_addr()?, &config.data_dir));
+        say(&banner(
+            &listener.local_addr()?,
+            &config.data_dir,
+            tls.is_some(),
+        ));
         if std::env::var_os("GRIDSYNC_ADMIN_TOKEN").is_none() {
             say(&format!(
                 "admin token in {}",
                 config.data_dir.join("admin-token").display()
             ));
         }
-        crate::run(listener, state, shutdown_signal()).await?;
+        crate::run_tls(listener, state, tls, shutdown_signal()).await?;
         say("gridsync stopped");
         anyhow::Ok(())
     })
@@ -167,8 +174,11 @@ mod tests {
     #[test]
     fn the_banner_address_round_trips() {
         let addr: std::net::SocketAddr = "127.0.0.1:4321".parse().unwrap();
-        let line = super::banner(&addr, std::path::Path::new("data dir"));
-        assert_eq!(super::address_in_banner(&line), Some("127.0.0.1:4321"));
+        for tls in [false, true] {
+            let line = super::banner(&addr, std::path::Path::new("data dir"), tls);
+            assert_eq!(super::address_in_banner(&line), Some("127.0.0.1:4321"));
+            assert_eq!(line.contains("https://"), tls);
+        }
         assert_eq!(super::address_in_banner("no address here"), None);
     }
 }

@@ -36,6 +36,41 @@ pub use api::AppState;
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: String,
+    /// Serve HTTPS with these files; plain HTTP without.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, PEM files, for HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Reads the certificate chain and key and makes the TLS acceptor
+/// `run_tls` serves with (TLS 1.2 and 1.3, rustls with ring).
+pub fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading certificates from {}", files.cert.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate in {}",
+        files.cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("reading the private key from {}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the certificate and key do not belong together")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The data directory used when none is given.
@@ -52,8 +87,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl Config {
-    /// Defaults, overridden by `GRIDSYNC_DATA_DIR` / `GRIDSYNC_LISTEN`, then
-    /// by `--data-dir DIR` / `--listen ADDR`.
+    /// Defaults, overridden by `GRIDSYNC_DATA_DIR` / `GRIDSYNC_LISTEN` /
+    /// `GRIDSYNC_TLS_CERT` + `GRIDSYNC_TLS_KEY`, then by `--data-dir DIR` /
+    /// `--listen ADDR` / `--tls-cert FILE` + `--tls-key FILE`.
     pub fn from_args(
         args: &[String],
         env: impl Fn(&str) -> Option<String>,
@@ -63,7 +99,10 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into())
                 .into(),
             listen: env("GRIDSYNC_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            tls: None,
         };
+        let mut cert = env("GRIDSYNC_TLS_CERT").map(PathBuf::from);
+        let mut key = env("GRIDSYNC_TLS_KEY").map(PathBuf::from);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = |name: &str| {
@@ -74,9 +113,16 @@ impl Config {
             match arg.as_str() {
                 "--data-dir" => config.data_dir = value("--data-dir")?.into(),
                 "--listen" => config.listen = value("--listen")?,
+                "--tls-cert" => cert = Some(value("--tls-cert")?.into()),
+                "--tls-key" => key = Some(value("--tls-key")?.into()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
+        config.tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
         Ok(config)
     }
 }
@@ -182,11 +228,21 @@ pub fn app(state: AppState) -> Router {
         ]))
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then flushes the
-/// store.
+/// Serves `app` over plain HTTP on `listener` until `shutdown` completes,
+/// then flushes the store.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run_tls(listener, state, None, shutdown).await
+}
+
+/// Like [`run`], over TLS when `tls` is given (see [`tls_acceptor`]).
+pub async fn run_tls(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -217,12 +273,28 @@ pub async fn run(
                     }
                 };
                 let service = TowerToHyperService::new(app.clone());
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let builder = builder.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let result = match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Some(acceptor) => {
+                            // The handshake is held to the header deadline too.
+                            let handshake =
+                                tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+                            let Ok(Ok(stream)) = handshake.await else {
+                                tracing::debug!("TLS handshake failed or timed out");
+                                return;
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended");
                     }
                 });
@@ -265,6 +337,16 @@ mod tests {
             ("127.0.0.1:1", PathBuf::from("/d"))
         );
         assert!(Config::from_args(&args(&["--listen"]), none).is_err());
+        let c =
+            Config::from_args(&args(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]), none).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        assert!(Config::from_args(&args(&["--tls-cert", "c.pem"]), none).is_err());
         assert!(Config::from_args(&args(&["--what"]), none).is_err());
     }
 

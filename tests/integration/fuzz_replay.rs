@@ -27,10 +27,14 @@ fn replay(target: &str) {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
         files.sort();
         for file in files {
-            let data = std::fs::read(&file).unwrap();
+            // A fuzzer running meanwhile replaces corpus files; one that
+            // vanished after the listing is not an input any more.
+            let Ok(data) = std::fs::read(&file) else {
+                continue;
+            };
             inputs += 1;
             if catch_unwind(AssertUnwindSafe(|| run(&data))).is_err() {
                 failures.push(format!(

@@ -927,3 +927,38 @@ fn slow_bodies_behind_bad_tokens_are_turned_away_at_once() {
         String::from_utf8_lossy(&rest)
     );
 }
+
+/// `gridsync serve` speaks HTTPS with a certificate and key given to it; a
+/// device enrolls and syncs over it with the FFI's own client once it
+/// trusts (pins) the server's certificate, is refused before that, and a
+/// plain-HTTP request to the TLS port gets nothing.
+#[test]
+fn devices_enroll_and_sync_over_tls_with_a_pinned_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let files = gridsync_server::TlsFiles {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    };
+    std::fs::write(&files.cert, cert.cert.pem()).unwrap();
+    std::fs::write(&files.key, cert.key_pair.serialize_pem()).unwrap();
+    let server = TestServer::start_tls(&dir.path().join("server"), &files);
+    assert!(server.url.starts_with("https://127.0.0.1:"));
+    server.setup_org();
+    let (_, body) = server.admin("/v1/admin/enrollments", json!({"worker": "w1"}));
+    let code = body["code"].as_str().unwrap().to_owned();
+    let store = open_store(&dir.path().join("phone"), "NEW");
+    // Not trusted yet: the web roots do not know a self-signed certificate.
+    let err = gridsync_core::http::enroll(&server.url, &code, &store).unwrap_err();
+    assert_eq!(err.code(), "transport", "{err}");
+    gridsync_core::http::pin_certificate(Some(cert.cert.pem().as_bytes())).unwrap();
+    let enrolled = gridsync_core::http::enroll(&server.url, &code, &store).unwrap();
+    store.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    let report = gridsync_core::http::sync(&store, &server.url, &enrolled.token).unwrap();
+    assert_eq!(report.accepted, 1);
+    assert_eq!(server.store.as_ref().unwrap().len().unwrap(), 1);
+    gridsync_core::http::pin_certificate(None).unwrap();
+    // Plain HTTP to the TLS port is not served.
+    let plain = server.url.replace("https://", "http://");
+    assert!(gridsync_core::http::post_sync(&plain, &enrolled.token, b"GSYN").is_err());
+}

@@ -32,6 +32,18 @@ impl std::fmt::Debug for TestServer {
 impl TestServer {
     /// Starts a server in this process on a free port.
     pub fn start(data_dir: &Path) -> TestServer {
+        Self::start_with(data_dir, None)
+    }
+
+    /// Starts a server in this process on a free port, serving HTTPS with
+    /// the given certificate and key (its URL is `https://127.0.0.1:…`).
+    pub fn start_tls(data_dir: &Path, tls: &gridsync_server::TlsFiles) -> TestServer {
+        Self::start_with(data_dir, Some(tls))
+    }
+
+    fn start_with(data_dir: &Path, tls: Option<&gridsync_server::TlsFiles>) -> TestServer {
+        let acceptor = tls.map(|t| gridsync_server::tls_acceptor(t).unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let state = gridsync_server::open(data_dir, ADMIN).unwrap();
         let store = state.store.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -45,7 +57,7 @@ impl TestServer {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                gridsync_server::run(listener, state, async {
+                gridsync_server::run_tls(listener, state, acceptor, async {
                     let _ = rx.await;
                 })
                 .await
@@ -54,7 +66,7 @@ impl TestServer {
         });
         let addr = addr_rx.recv().unwrap();
         TestServer {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             store: Some(store),
             data_dir: data_dir.to_owned(),
             shutdown: Some(tx),
@@ -270,10 +282,7 @@ pub fn post_json(
     bearer: Option<&str>,
     body: serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = test_agent();
     let mut req = agent.post(url).header("Content-Type", "application/json");
     if let Some(b) = bearer {
         req = req.header("Authorization", format!("Bearer {b}"));
@@ -287,12 +296,24 @@ pub fn post_json(
     )
 }
 
+/// The tests' own HTTP client: any status is an answer, and a test
+/// server's self-signed certificate is accepted (what devices verify is
+/// tested through `gridsync_core::http`, which does verify).
+fn test_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(true)
+                .build(),
+        )
+        .build()
+        .into()
+}
+
 /// GETs JSON, returns status and body (any status).
 pub fn get_json(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = test_agent();
     let mut req = agent.get(url);
     if let Some(b) = bearer {
         req = req.header("Authorization", format!("Bearer {b}"));
@@ -308,10 +329,7 @@ pub fn get_json(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
 
 /// POSTs raw bytes to the sync endpoint; returns status and body.
 pub fn post_raw(url: &str, bearer: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = test_agent();
     let mut req = agent
         .post(format!("{url}/v1/sync"))
         .header("Content-Type", "application/octet-stream");
