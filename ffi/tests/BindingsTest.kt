@@ -7,8 +7,27 @@ import uniffi.gridsync_ffi.*
 import java.net.HttpURLConnection
 import java.net.URI
 import java.nio.file.Files
+import javax.net.ssl.HttpsURLConnection
+import javax.net.ssl.SSLContext
+import javax.net.ssl.TrustManagerFactory
 
 const val ADMIN = "kotlin-binding-test-admin"
+
+// The server serves HTTPS with a self-signed certificate ffi/test-bindings
+// made; the library pins it, and the test's own HTTP client trusts it.
+val CERT: String = System.getenv("GRIDSYNC_TEST_TLS_CERT")
+val KEY: String = System.getenv("GRIDSYNC_TEST_TLS_KEY")
+val TLS: SSLContext by lazy {
+    val cert = java.io.File(CERT).inputStream().use {
+        java.security.cert.CertificateFactory.getInstance("X.509").generateCertificate(it)
+    }
+    val store = java.security.KeyStore.getInstance(java.security.KeyStore.getDefaultType())
+    store.load(null, null)
+    store.setCertificateEntry("gridsync-test", cert)
+    val trust = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm())
+    trust.init(store)
+    SSLContext.getInstance("TLS").apply { init(null, trust.trustManagers, null) }
+}
 
 interface CLib : com.sun.jna.Library {
     fun getpid(): Int
@@ -20,6 +39,7 @@ fun check(ok: Boolean, what: () -> String) {
 
 fun post(url: String, body: String, token: String): Pair<Int, String> {
     val c = URI(url).toURL().openConnection() as HttpURLConnection
+    if (c is HttpsURLConnection) c.sslSocketFactory = TLS.socketFactory
     c.requestMethod = "POST"
     c.doOutput = true
     c.setRequestProperty("Content-Type", "application/json")
@@ -60,14 +80,15 @@ fun expectCode(code: String, call: () -> Unit) {
 fun main() {
     val tmp = Files.createTempDirectory("gridsync-kt").toFile()
     val server = ProcessBuilder(System.getenv("GRIDSYNC_SERVER_BIN"), "serve", "--listen", "127.0.0.1:0",
-        "--data-dir", tmp.resolve("server").path)
+        "--data-dir", tmp.resolve("server").path, "--tls-cert", CERT, "--tls-key", KEY)
     server.environment()["GRIDSYNC_ADMIN_TOKEN"] = ADMIN
     server.environment()["RUST_LOG"] = "warn"
     server.redirectError(ProcessBuilder.Redirect.INHERIT)
     val proc = server.start()
     try {
         val banner = proc.inputStream.bufferedReader().readLine()
-        val url = "http://" + banner.substringAfter("http://").substringBefore(" ")
+        check("https://" in banner) { "not HTTPS: $banner" }
+        val url = "https://" + banner.substringAfter("https://").substringBefore(" ")
         for ((path, body) in listOf(
             "/v1/admin/streets" to """{"id":"S1"}""",
             "/v1/admin/communities" to """{"id":"C1","street":"S1"}""",
@@ -79,6 +100,14 @@ fun main() {
             val (status, text) = post(url + path, body, ADMIN)
             check(status < 300) { "$path: $status $text" }
         }
+        // Not trusted until pinned: the usual web roots do not know it.
+        run {
+            val (_, text) = post("$url/v1/admin/enrollments", """{"worker":"w1"}""", ADMIN)
+            val probe = GridStore.open(tmp.resolve("probe").path, "NEW")
+            expectCode("transport") { probe.enroll(url, field(text, "code")) }
+            probe.close()
+        }
+        pinCertificate(java.io.File(CERT).readText())
         fun device(name: String): Pair<GridStore, String> {
             val dir = tmp.resolve(name).path
             val (_, text) = post("$url/v1/admin/enrollments", """{"worker":"w1"}""", ADMIN)

@@ -7,6 +7,7 @@ the generated module on PYTHONPATH, and the library next to it)."""
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,12 @@ import gridsync_ffi as g
 
 SERVER = os.environ["GRIDSYNC_SERVER_BIN"]
 ADMIN = "python-binding-test-admin"
+# A self-signed certificate for 127.0.0.1 that ffi/test-bindings makes:
+# the server serves HTTPS with it, and the test trusts it (the library by
+# pinning it, urllib by a context that knows it).
+CERT = os.environ["GRIDSYNC_TEST_TLS_CERT"]
+KEY = os.environ["GRIDSYNC_TEST_TLS_KEY"]
+TLS = ssl.create_default_context(cafile=CERT)
 
 
 def post(url, body, token):
@@ -26,7 +33,7 @@ def post(url, body, token):
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(req) as r:
+        with urllib.request.urlopen(req, context=TLS) as r:
             text = r.read().decode()
             return r.status, json.loads(text) if text else None
     except urllib.error.HTTPError as e:
@@ -36,11 +43,13 @@ def post(url, body, token):
 def start_server(data):
     env = dict(os.environ, GRIDSYNC_ADMIN_TOKEN=ADMIN, RUST_LOG="warn")
     proc = subprocess.Popen(
-        [SERVER, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
+        [SERVER, "serve", "--listen", "127.0.0.1:0", "--data-dir", data,
+         "--tls-cert", CERT, "--tls-key", KEY],
         stdout=subprocess.PIPE, env=env, text=True,
     )
     banner = proc.stdout.readline()
-    url = "http://" + banner.split("http://")[1].split()[0]
+    assert "https://" in banner, banner
+    url = "https://" + banner.split("https://")[1].split()[0]
     return proc, url
 
 
@@ -88,6 +97,18 @@ def main():
         ]:
             status, answer = post(url + path, body, ADMIN)
             assert status < 300, (path, status, answer)
+
+        # The library trusts the usual web roots, which do not know a
+        # self-signed certificate: enrolling fails until it is pinned.
+        probe = g.GridStore.open(os.path.join(tmp, "probe"), "NEW")
+        _, code = post(url + "/v1/admin/enrollments", {"worker": "w1"}, ADMIN)
+        try:
+            probe.enroll(url, code["code"])
+            raise AssertionError("enrolled with an untrusted certificate")
+        except g.GridsyncError.Failed as e:
+            assert e.code == "transport", (e.code, e.reason)
+        with open(CERT) as f:
+            g.pin_certificate(f.read())
 
         def device(name):
             store = g.GridStore.open(os.path.join(tmp, name), "NEW")
@@ -179,7 +200,7 @@ def main():
             req = urllib.request.Request(
                 url + "/v1/sync", data=session.make_request(),
                 headers={"Authorization": f"Bearer {token_b}", "Content-Type": "application/octet-stream"})
-            with urllib.request.urlopen(req) as r:
+            with urllib.request.urlopen(req, context=TLS) as r:
                 if not session.apply_response(r.read()):
                     break
         assert session.report().rounds >= 1
