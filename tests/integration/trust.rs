@@ -524,20 +524,13 @@ fn the_permission_matrix_holds_on_both_paths() {
             },
         ),
     ];
-    let office_author = Author::new("boss", Role::Office);
     let all = |_: &RecordScope| true;
     for role in Role::ALL {
         let user = Author::new(format!("u-{}", role.as_str()), role);
         for (action, setup, op) in &plan {
             let expect = allowed(role, *action);
             // Office path.
-            let server = temp_store("SRV");
-            let id = server
-                .create_issue(&office_author, new_issue(1, 1, 1))
-                .unwrap();
-            for to in setup {
-                server.update_issue(id, &office_author, t(*to)).unwrap();
-            }
+            let (server, id) = case_at(setup);
             let result = server.act_on_issue(id, &user, op.clone());
             assert_eq!(
                 result.is_ok(),
@@ -548,14 +541,8 @@ fn the_permission_matrix_holds_on_both_paths() {
                 assert_eq!(e.code(), "forbidden", "{role} {action}");
             }
             // Device path: the device holds the case, acts, pushes.
-            let server = temp_store("SRV");
+            let (server, id) = case_at(setup);
             let device = temp_store("D1");
-            let id = server
-                .create_issue(&office_author, new_issue(1, 1, 1))
-                .unwrap();
-            for to in setup {
-                server.update_issue(id, &office_author, t(*to)).unwrap();
-            }
             device
                 .apply_snapshot(id, &server.snapshot(id).unwrap())
                 .unwrap();
@@ -610,6 +597,17 @@ fn push_one(
         &sync::serve_bytes(server, peer, &request, &ServerLimits::default()).unwrap(),
     )
     .unwrap()
+}
+
+/// A server store holding one case the office has moved through `setup`.
+fn case_at(setup: &[IssueStatus]) -> (gridsync_core::Store, RecordId) {
+    let office = Author::new("boss", Role::Office);
+    let server = temp_store("SRV");
+    let id = server.create_issue(&office, new_issue(1, 1, 1)).unwrap();
+    for to in setup {
+        server.update_issue(id, &office, t(*to)).unwrap();
+    }
+    (server, id)
 }
 
 fn t(to: IssueStatus) -> IssueOp {
