@@ -40,14 +40,30 @@ pub struct Peer<'a> {
     /// The worker the device is enrolled for, in the worker's role.
     pub author: &'a Author,
     pub may_access: &'a dyn Fn(&RecordScope) -> bool,
-    /// Moves at or before this log position are known to the device: the
-    /// larger of the server's log head when it enrolled and the highest
-    /// cursor of its earlier requests (kept by the server, never taken
-    /// from the request being served). A record moved out of the device's
-    /// scope takes its writes only while the move is after this position,
-    /// so a device may upload, in its first request after it learns of a
-    /// move, what it wrote before, and nothing in any later one.
+    /// Moves at or before this log position are known to the device (see
+    /// [`known_through`]; kept by the server, never taken from the request
+    /// being served). A record moved out of the device's scope takes its
+    /// writes only while the move is after this position, so a device may
+    /// upload, in its first request after it learns of a move, what it
+    /// wrote before, and nothing in any later one.
     pub known_through: u64,
+}
+
+/// How many answers may be lost, in a row, before a device is deemed to
+/// have received the first of them whatever cursor it claims.
+pub const ANSWERS_BEFORE_KNOWN: usize = 3;
+
+/// The feed position a device is deemed to know, for the move rule: the
+/// largest of the server's log head when it enrolled, the highest cursor it
+/// claimed in an earlier request, and the position the server sent it
+/// [`ANSWERS_BEFORE_KNOWN`] answers ago (`sent`, newest first). A device
+/// that lost an answer asks again from its old cursor and may still upload
+/// what it wrote before it learned of a move; a client that keeps its
+/// cursor behind a move on purpose is deemed to know it after that many
+/// answers, and its writes to the moved record end there.
+pub fn known_through(enrolled: u64, claimed: u64, sent: &[u64]) -> u64 {
+    let answered = sent.get(ANSWERS_BEFORE_KNOWN - 1).copied().unwrap_or(0);
+    enrolled.max(claimed).max(answered)
 }
 
 impl std::fmt::Debug for Peer<'_> {

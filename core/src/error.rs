@@ -75,6 +75,14 @@ pub enum Error {
     #[error("rejected change bytes for record {id}: {reason}")]
     MalformedChanges { id: RecordId, reason: String },
 
+    /// Changes that reuse a device's change numbers which this store holds
+    /// with other content: the device's history diverged from what it
+    /// once sent (it was restored from an old backup). Nothing was
+    /// applied; the device recovers by re-authoring its work on the other
+    /// side's copy (`Store::rebase_onto_unflushed`).
+    #[error("changes to record {id} diverge from its history: {reason}")]
+    Diverged { id: RecordId, reason: String },
+
     /// Foreign changes that depend on changes this store does not have.
     /// Nothing was applied; send the missing history first.
     #[error("changes for record {id} depend on {missing} change(s) this store does not have")]
@@ -177,6 +185,7 @@ impl Error {
             Error::Unauthentic { .. } => "unauthentic",
             Error::WorkOrderMismatch { .. } => "work_order_mismatch",
             Error::MalformedChanges { .. } => "malformed_changes",
+            Error::Diverged { .. } => "diverged",
             Error::MissingDependencies { .. } => "missing_dependencies",
             Error::MergePanicked(_) => "merge_panicked",
             Error::DocumentTooLarge { .. } => "document_too_large",

@@ -24,6 +24,11 @@ pub struct Enrollment {
     pub device_code: String,
     /// The bearer token for sync. Keep it secret.
     pub token: String,
+    /// The worker the device acts for, and the role it acts in: what the
+    /// app writes as the author of every operation (the server refuses
+    /// changes by anyone else).
+    pub worker: String,
+    pub role: crate::Role,
 }
 
 /// The certificate(s) `https://` servers must present, when pinned.
@@ -126,10 +131,14 @@ pub fn enroll(base_url: &str, code: &str, store: &Store) -> Result<Enrollment> {
             .map(str::to_owned)
             .ok_or_else(|| Error::Transport(format!("enrollment response lacks {k}")))
     };
+    let role = field("role")?;
     Ok(Enrollment {
         device_id: field("device_id")?,
         device_code: field("device_code")?,
         token: field("token")?,
+        worker: field("worker")?,
+        role: crate::Role::parse(&role)
+            .ok_or_else(|| Error::Transport(format!("enrollment response names role {role:?}")))?,
     })
 }
 

@@ -62,6 +62,7 @@ pub mod meeting;
 mod model;
 pub mod policy;
 pub mod query;
+mod rebase;
 pub mod store;
 pub mod sync;
 pub mod workflow;

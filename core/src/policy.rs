@@ -307,6 +307,14 @@ pub fn sees_personal_data(role: Role) -> bool {
     )
 }
 
+/// Whether a worker in `role` may act through a phone. A phone holds whole
+/// records, the reporter's name and phone included, so only the roles that
+/// see personal data carry one; the others (street, department) work
+/// through office logins, whose answers go through [`present_issue`].
+pub fn may_carry_records(role: Role) -> bool {
+    sees_personal_data(role)
+}
+
 /// Register keys that hold personal data.
 const PERSONAL_REGISTERS: &[&str] = &["reporter_name", "reporter_phone"];
 

@@ -150,6 +150,10 @@ pub enum Origin {
     Local,
     /// Merged from another replica.
     Remote,
+    /// The record replaced whole by [`Store::rebase_onto_unflushed`]: the
+    /// entry names every change the record now has, and changes named by
+    /// earlier entries may be gone (re-authored).
+    Rebased,
 }
 
 /// One entry of the store's change log: which record received which new
@@ -397,8 +401,15 @@ pub struct Store {
     writer: Mutex<Writer>,
     index: RwLock<Index>,
     flush_gate: FlushGate,
+    /// The highest change-log sequence known to be durable: every entry at
+    /// or before it was applied before a flush that completed. The feed is
+    /// served up to here only, so a device never passes an entry a crash
+    /// could still take back (and whose number would then be given again).
+    durable_seq: std::sync::atomic::AtomicU64,
     #[cfg(feature = "failpoints")]
     crash: failpoint::Crash,
+    #[cfg(feature = "failpoints")]
+    after_durable: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// A simulated crash for tests (feature `failpoints`): after a chosen
@@ -516,6 +527,18 @@ impl Store {
     #[cfg(feature = "failpoints")]
     pub fn crash_after_writes(&self, writes: u64) {
         self.crash.arm(writes);
+    }
+
+    /// Test hook (feature `failpoints`): runs `f` once, when the next
+    /// [`Store::make_durable`] has completed, before it returns. Lets a test
+    /// put another request's write between a round's flush and its paging
+    /// of the feed.
+    #[cfg(feature = "failpoints")]
+    pub fn after_next_durable(&self, f: impl FnOnce() + Send + 'static) {
+        *self
+            .after_durable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(f));
     }
 
     /// Every write to sled passes here first (a no-op unless the
@@ -644,8 +667,12 @@ impl Store {
             }),
             index: RwLock::new(Index::default()),
             flush_gate: FlushGate::default(),
+            // What is on disk at open is durable.
+            durable_seq: std::sync::atomic::AtomicU64::new(next_seq - 1),
             #[cfg(feature = "failpoints")]
             crash: Default::default(),
+            #[cfg(feature = "failpoints")]
+            after_durable: Mutex::new(None),
         };
         store.load_index()?;
         store.lock().synced_blobs = store.blob_names();
@@ -1210,6 +1237,22 @@ impl Store {
     /// writes were applied before a flush started waits for that flush
     /// instead of starting its own.
     pub fn make_durable(&self) -> Result<()> {
+        self.make_durable_inner()?;
+        #[cfg(feature = "failpoints")]
+        {
+            let hook = self
+                .after_durable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        Ok(())
+    }
+
+    fn make_durable_inner(&self) -> Result<()> {
         if self.durability == Durability::None {
             return Ok(());
         }
@@ -1225,7 +1268,14 @@ impl Store {
                 state.flushing = true;
                 let target = state.requested;
                 drop(state);
+                // Every entry applied so far is covered by this flush (the
+                // writers of the tickets it serves applied theirs first).
+                let applied = self.lock().next_seq - 1;
                 let result = self.flush_now();
+                if result.is_ok() {
+                    self.durable_seq
+                        .fetch_max(applied, std::sync::atomic::Ordering::SeqCst);
+                }
                 let mut after = gate.state.lock().unwrap_or_else(PoisonError::into_inner);
                 after.flushing = false;
                 if result.is_ok() {
@@ -1244,11 +1294,14 @@ impl Store {
     /// Flushes to disk whatever the configured durability: for bulk loads
     /// that write with `Durability::None` and make it all durable at the end.
     pub fn flush(&self) -> Result<()> {
+        let applied = self.lock().next_seq - 1;
         self.write_point()?;
         self.db.flush()?;
         if let Some(f) = &self.data_file {
             f.sync_data()?;
         }
+        self.durable_seq
+            .fetch_max(applied, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -1505,6 +1558,11 @@ impl Store {
         let records: BTreeSet<RecordId> = self.record_ids()?.into_iter().collect();
         for entry in self.log_since(0, usize::MAX)? {
             let slot = logged.entry(entry.id).or_default();
+            if entry.origin == Origin::Rebased {
+                // The record was replaced: what earlier entries named is
+                // not expected in it any more.
+                *slot = Default::default();
+            }
             if entry.hashes.is_empty() {
                 slot.1 = true;
             }
@@ -1709,9 +1767,20 @@ impl Store {
         })
     }
 
-    /// The sequence of the latest change-log entry (0 if none).
+    /// The sequence of the latest change-log entry (0 if none), durable or
+    /// not yet.
     pub fn log_head(&self) -> Result<u64> {
         Ok(self.lock().next_seq - 1)
+    }
+
+    /// The sequence of the latest change-log entry known to be durable: the
+    /// feed is served up to here only. A store that does not flush
+    /// (`Durability::None`) counts everything applied.
+    pub fn durable_head(&self) -> Result<u64> {
+        if self.durability == Durability::None {
+            return self.log_head();
+        }
+        Ok(self.durable_seq.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Up to `limit` change-log entries after sequence `after`.
@@ -1783,10 +1852,7 @@ impl Store {
         self.merge(id, max_time, from, scope, cap, |doc| {
             catch_unwind(AssertUnwindSafe(|| doc.apply_changes(changes)))
                 .map_err(|_| Error::MergePanicked(id))?
-                .map_err(|e| Error::MalformedChanges {
-                    id,
-                    reason: e.to_string(),
-                })
+                .map_err(|e| merge_error(id, e))
         })
     }
 
@@ -1802,21 +1868,7 @@ impl Store {
     /// Like [`Store::apply_snapshot`] but not yet durable; see
     /// [`Store::apply_changes_unflushed`].
     pub fn apply_snapshot_unflushed(&self, id: RecordId, bytes: &[u8]) -> Result<Merged> {
-        if bytes.len() > MAX_SNAPSHOT_BYTES {
-            return Err(Error::MalformedChanges {
-                id,
-                reason: format!(
-                    "snapshot of {} bytes exceeds {MAX_SNAPSHOT_BYTES}",
-                    bytes.len()
-                ),
-            });
-        }
-        let mut other = catch_unwind(|| Automerge::load(bytes))
-            .map_err(|_| Error::MergePanicked(id))?
-            .map_err(|e| Error::MalformedChanges {
-                id,
-                reason: e.to_string(),
-            })?;
+        let mut other = load_snapshot(id, bytes)?;
         let max_time = catch_unwind(AssertUnwindSafe(|| {
             other
                 .get_changes(&[])
@@ -1830,11 +1882,68 @@ impl Store {
             catch_unwind(AssertUnwindSafe(|| doc.merge(&mut other)))
                 .map_err(|_| Error::MergePanicked(id))?
                 .map(|_| ())
-                .map_err(|e| Error::MalformedChanges {
-                    id,
-                    reason: e.to_string(),
-                })
+                .map_err(|e| merge_error(id, e))
         })
+    }
+
+    /// Replaces a record that cannot be merged with the server's copy of it
+    /// (`bytes`, a snapshot from a trusted server) by that copy plus this
+    /// device's own changes the server does not hold, re-authored on top
+    /// (see `rebase`). For a phone restored from an old backup, whose new
+    /// changes reuse sequence numbers the server already holds. The
+    /// re-authored changes are pending, to be pushed; the server is known to
+    /// hold its copy. Returns how many local changes were replayed. Not yet
+    /// durable; see [`Store::apply_changes_unflushed`].
+    pub fn rebase_onto_unflushed(&self, id: RecordId, bytes: &[u8]) -> Result<usize> {
+        let server = load_snapshot(id, bytes)?;
+        let mut w = self.lock();
+        self.kind_of(id)?;
+        let loaded = self.checkout(&mut w, id)?;
+        let rebased = catch_unwind(AssertUnwindSafe(|| {
+            crate::rebase::rebase(id, &loaded.doc, server, &self.actor, &self.actor_hex)
+        }));
+        let storage = loaded.storage;
+        w.cache.put(id, loaded);
+        let rebased = rebased.map_err(|_| Error::MergePanicked(id))??;
+        let ours = rebased.doc.get_changes(&rebased.server_heads).len();
+        let mut batch = sled::Batch::default();
+        let heads: Vec<[u8; 32]> = rebased.server_heads.iter().map(|h| h.0).collect();
+        batch.insert(
+            key(P_SERVER_HEADS, id.as_bytes()),
+            bincode::encode_to_vec(&heads, bincode_config())
+                .map_err(|e| Error::Metadata(e.to_string()))?,
+        );
+        if ours == 0 {
+            batch.remove(key(P_PENDING, id.as_bytes()));
+        } else {
+            batch.insert(key(P_PENDING, id.as_bytes()), &w.next_seq.to_be_bytes());
+        }
+        let replaced = Loaded {
+            doc: rebased.doc,
+            // A zero snapshot length makes `prepare` write a whole new
+            // snapshot and remove every old chunk.
+            storage: Storage {
+                snapshot_len: 0,
+                ..storage
+            },
+        };
+        // Everything is written again (`heads_before` empty): the stored
+        // copy is replaced, not extended.
+        self.persist(
+            &mut w,
+            id,
+            replaced,
+            Commit {
+                heads_before: &[],
+                origin: Origin::Rebased,
+                updated_at: now_ms(),
+                from: None,
+                scope: ScopeRule::Follow,
+                max_document_bytes: None,
+            },
+            batch,
+        )?;
+        Ok(rebased.local_changes)
     }
 
     fn merge(
@@ -2245,6 +2354,41 @@ fn encode_index(meta: &RecordMeta, storage: Storage) -> Result<Vec<u8>> {
 /// hold one value each, so a foreign change cannot rename, retype or graft
 /// a second record's history onto this one. Returns the number of new
 /// changes.
+/// Loads a snapshot received for record `id`, refusing one over the size
+/// limit; a panic in Automerge is an error, not a crash.
+fn load_snapshot(id: RecordId, bytes: &[u8]) -> Result<Automerge> {
+    if bytes.len() > MAX_SNAPSHOT_BYTES {
+        return Err(Error::MalformedChanges {
+            id,
+            reason: format!(
+                "snapshot of {} bytes exceeds {MAX_SNAPSHOT_BYTES}",
+                bytes.len()
+            ),
+        });
+    }
+    catch_unwind(|| Automerge::load(bytes))
+        .map_err(|_| Error::MergePanicked(id))?
+        .map_err(|e| Error::MalformedChanges {
+            id,
+            reason: e.to_string(),
+        })
+}
+
+/// An Automerge refusal to merge, as our error: a reused change number is a
+/// diverged history (see [`Error::Diverged`]), anything else malformed.
+fn merge_error(id: RecordId, e: automerge::AutomergeError) -> Error {
+    match e {
+        automerge::AutomergeError::DuplicateSeqNumber(seq, actor) => Error::Diverged {
+            id,
+            reason: format!("change {seq} of actor {actor} is held with other content"),
+        },
+        e => Error::MalformedChanges {
+            id,
+            reason: e.to_string(),
+        },
+    }
+}
+
 fn check_merged(
     id: RecordId,
     existing: Option<RecordKind>,

@@ -388,7 +388,7 @@ pub fn serve(
                     response.drop.push(*id);
                 }
             }
-            let then = store.log_head()?;
+            let then = store.durable_head()?;
             serve_snapshots(
                 store,
                 peer,
@@ -434,7 +434,7 @@ fn serve_snapshots(
         let batch = store.records_after(after, 64, |m| (peer.may_access)(&m.scope()));
         if batch.is_empty() {
             // All snapshots sent; the log continues from where they were taken.
-            let more = store.log_head()? > then;
+            let more = store.durable_head()? > then;
             return Ok((Cursor::Log(then), more));
         }
         for meta in batch {
@@ -467,13 +467,18 @@ fn serve_log(
     // Per record, in first-seen order: the changes to send, or a snapshot.
     let mut order: Vec<RecordId> = Vec::new();
     let mut bodies: BTreeMap<RecordId, Body> = BTreeMap::new();
-    let head = store.log_head()?;
+    let head = store.durable_head()?;
     'outer: while seq < head {
         let entries = store.log_since(seq, 256)?;
         if entries.is_empty() {
             break;
         }
         for entry in entries {
+            if entry.seq > head {
+                // Applied by another request but not yet durable: served
+                // once its flush completes.
+                break 'outer;
+            }
             let id = entry.id;
             let Some(scope) = store.scope_of(id)? else {
                 seq = entry.seq;
@@ -521,7 +526,7 @@ fn serve_log(
             });
         }
     }
-    Ok((Cursor::Log(seq), seq < store.log_head()?))
+    Ok((Cursor::Log(seq), seq < store.durable_head()?))
 }
 
 // ------------------------------------------------------------------ client
@@ -552,6 +557,11 @@ pub struct SyncReport {
     pub failed: Vec<(RecordId, String)>,
     /// Records removed because they left this device's scope.
     pub dropped: usize,
+    /// Records whose server copy could not be merged with this device's
+    /// (a phone restored from an old backup reuses change numbers the
+    /// server holds): replaced by the server's copy with this device's
+    /// unsynced work re-authored on top, to be pushed again.
+    pub rebased: usize,
     pub bytes_sent: usize,
     pub bytes_received: usize,
 }
@@ -712,6 +722,7 @@ impl<S: AsRef<Store>> Client<S> {
         self.report.bytes_received += bytes.len();
 
         let mut acks = Vec::new();
+        let mut diverged = Vec::new();
         for id in &response.accepted {
             if let Some(f) = self.in_flight.iter().find(|f| f.id.as_bytes() == id) {
                 acks.push(Ack {
@@ -731,6 +742,12 @@ impl<S: AsRef<Store>> Client<S> {
             if refusal.code == "missing_dependencies" {
                 // The server lacks history we thought it had: send it all.
                 self.store.as_ref().forget_server_heads(id)?;
+            }
+            if refusal.code == "diverged" {
+                // Our history reuses change numbers the server holds (we
+                // were restored from an old backup): ask for its copy, to
+                // re-author our work on top of it.
+                diverged.push(refusal.id);
             }
             self.report
                 .refused
@@ -753,8 +770,18 @@ impl<S: AsRef<Store>> Client<S> {
         // cursor moves past the entries that asked for them.
         let mut wants = self.ids(WANT_STATE)?;
         let mut drops = self.ids(DROP_STATE)?;
+        for id in diverged {
+            if !wants.contains(&id) {
+                wants.push(id);
+            }
+        }
+        let mut rebased = false;
         for pulled in &response.records {
             let id = RecordId::from_bytes(pulled.id);
+            let snapshot = match &pulled.body {
+                Body::Snapshot { bytes, .. } => Some(bytes.as_slice()),
+                Body::Changes(_) => None,
+            };
             let merged = match &pulled.body {
                 Body::Changes(bytes) => self
                     .store
@@ -783,6 +810,25 @@ impl<S: AsRef<Store>> Client<S> {
                 Err(Error::MissingDependencies { .. }) => {
                     if !wants.contains(&pulled.id) {
                         wants.push(pulled.id);
+                    }
+                }
+                Err(Error::Diverged { .. }) if snapshot.is_some() => {
+                    // The server's whole copy does not merge with ours: our
+                    // history reuses change numbers it holds. Keep its copy
+                    // and re-author our unsynced work on top.
+                    let bytes = snapshot.unwrap_or_default();
+                    match self.store.as_ref().rebase_onto_unflushed(id, bytes) {
+                        Ok(_) => {
+                            self.report.rebased += 1;
+                            self.report.pulled += 1;
+                            self.changed.insert(id);
+                            wants.retain(|w| w != &pulled.id);
+                            drops.retain(|d| d != &pulled.id);
+                            // The refusal of the old changes no longer holds.
+                            self.report.refused.retain(|(r, _, _)| *r != id);
+                            rebased = true;
+                        }
+                        Err(e) => self.report.failed.push((id, e.code().to_owned())),
                     }
                 }
                 Err(e) => self.report.failed.push((id, e.code().to_owned())),
@@ -825,7 +871,9 @@ impl<S: AsRef<Store>> Client<S> {
             .pending()?
             .iter()
             .any(|p| !self.report.refused.iter().any(|(id, _, _)| *id == p.id));
-        Ok(response.more || !wants.is_empty() || (pushes_left && !response.accepted.is_empty()))
+        Ok(response.more
+            || !wants.is_empty()
+            || (pushes_left && (rebased || !response.accepted.is_empty())))
     }
 
     fn ids(&self, name: &str) -> Result<Vec<[u8; 16]>> {
@@ -891,6 +939,7 @@ impl<S: AsRef<Store>> Client<S> {
                 self.report.accepted,
                 self.report.pulled,
                 self.report.dropped,
+                self.report.rebased,
             );
             if last.as_ref() == Some(&now) {
                 stalled += 1;
@@ -956,6 +1005,33 @@ mod tests {
             decode_request(b"POST / HTTP/1.1"),
             Err(Error::Wire(_))
         ));
+    }
+
+    /// A server that keeps saying "more" without anything moving: the
+    /// client stops with `stalled` after a few rounds instead of asking
+    /// until the round cap.
+    #[test]
+    fn a_round_without_progress_ends_with_stalled() {
+        let mut config = crate::StoreConfig::new("", "P1");
+        config.temporary = true;
+        config.durability = crate::store::Durability::None;
+        let phone = Store::open(config).unwrap();
+        let mut rounds = 0;
+        let err = Client::new(&phone)
+            .run(|_| {
+                rounds += 1;
+                Ok(encode_response(&SyncResponse {
+                    accepted: vec![],
+                    refused: vec![],
+                    records: vec![],
+                    drop: vec![],
+                    cursor: Some(Cursor::Log(7)),
+                    more: true,
+                }))
+            })
+            .unwrap_err();
+        assert_eq!(err.code(), "stalled", "{err}");
+        assert!(rounds <= 5, "{rounds} rounds");
     }
 
     #[test]

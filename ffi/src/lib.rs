@@ -415,6 +415,10 @@ pub struct SyncReportRecord {
     pub accepted: u32,
     pub pulled: u32,
     pub dropped: u32,
+    /// Records whose server copy could not be merged (the phone was
+    /// restored from an old backup) and were rebuilt from it with this
+    /// phone's unsynced work re-authored on top.
+    pub rebased: u32,
     pub refused: Vec<Refusal>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -432,6 +436,7 @@ impl From<SyncReport> for SyncReportRecord {
             accepted: count(r.accepted),
             pulled: count(r.pulled),
             dropped: count(r.dropped),
+            rebased: count(r.rebased),
             refused: r
                 .refused
                 .into_iter()
@@ -474,6 +479,10 @@ pub struct EnrollmentRecord {
     pub device_id: String,
     pub device_code: String,
     pub token: String,
+    /// The worker this phone acts for and the role it acts in: the author
+    /// of every operation it records (the server refuses anyone else's).
+    pub worker: String,
+    pub role: String,
 }
 
 // ------------------------------------------------------------ callbacks
@@ -558,6 +567,8 @@ impl GridStore {
                 device_id: e.device_id,
                 device_code: e.device_code,
                 token: e.token,
+                worker: e.worker,
+                role: e.role.as_str().to_owned(),
             })
         })
     }

@@ -35,6 +35,9 @@ pub struct AppState {
     pub admin_digest: [u8; 32],
     /// Requests in flight per caller (see `gate`).
     pub slots: Arc<crate::gate::Slots>,
+    /// Set when shutdown began: `/healthz` answers 503 so a load balancer
+    /// stops sending work while requests in flight finish.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An error response with a stable code.
@@ -292,9 +295,15 @@ async fn no_route() -> AppError {
     AppError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint")
 }
 
-async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// Readiness: 200 `ok` once the stores are open and requests are taken,
+/// 503 `draining` from the moment shutdown begins.
+async fn healthz(State(state): State<AppState>) -> Response {
     let records = state.store.len().unwrap_or(0);
-    Json(json!({ "status": "ok", "records": records }))
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        let body = Json(json!({ "status": "draining", "records": records }));
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    Json(json!({ "status": "ok", "records": records })).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -386,9 +395,9 @@ async fn sync_inner(
         let scope = identity.scope_of(&device.worker)?;
         let actor = ActorId::from(device.actor.as_slice());
         let may = |s: &RecordScope| scope.allows(s);
-        // A device acts for its enrolled worker, in the grid worker's role;
-        // office roles act through office logins.
-        let author = Author::new(device.worker.clone(), Role::GridWorker);
+        // A device acts for its enrolled worker, in the role set for the
+        // worker's devices (the grid worker's unless the admin set another).
+        let author = Author::new(device.worker.clone(), identity.device_role(&device.worker)?);
         let peer = Peer {
             actor: &actor,
             author: &author,
@@ -401,7 +410,11 @@ async fn sync_inner(
         // After the merges are durable: a request whose answer is lost
         // still counts as the device's claim to know up to its cursor.
         identity.touch(&device.id, now_ms())?;
-        identity.record_position(&device.id, position)?;
+        identity.record_round(
+            &device.id,
+            position,
+            response.cursor.as_ref().map(|c| c.position()),
+        )?;
         Ok((sync::encode_response(&response), stats))
     })
     .await
@@ -431,13 +444,19 @@ async fn enroll(
             ));
         }
         let head = store.log_head().map_err(core_error)?;
-        Ok(identity.enroll(&req.code, &actor, now_ms(), head)?)
+        let enrolled = identity.enroll(&req.code, &actor, now_ms(), head)?;
+        let device = identity.authenticate(&enrolled.token)?;
+        let role = identity.device_role(&device.worker)?;
+        Ok((enrolled, device.worker, role))
     })
     .await?;
+    let (enrolled, worker, role) = enrolled;
     Ok(Json(json!({
         "device_id": enrolled.device_id,
         "device_code": enrolled.device_code,
         "token": enrolled.token,
+        "worker": worker,
+        "role": role.as_str(),
     })))
 }
 
@@ -520,12 +539,33 @@ async fn add_grid(
     Ok(StatusCode::CREATED)
 }
 
+#[derive(Deserialize)]
+struct WorkerReq {
+    #[serde(flatten)]
+    worker: Worker,
+    /// The role the worker's phones act in (grid_worker when absent).
+    #[serde(default)]
+    device_role: Option<Role>,
+}
+
 async fn add_worker(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(worker): ApiJson<Worker>,
+    ApiJson(req): ApiJson<WorkerReq>,
 ) -> Result<StatusCode, AppError> {
-    admin_do(&state, &headers, move |i| i.add_worker(worker)).await?;
+    admin_do(&state, &headers, move |i| {
+        if let Some(role) = req.device_role {
+            // Checked before the worker is stored, so a refusal adds nothing.
+            identity::check_device_role(role)?;
+        }
+        let id = req.worker.id.clone();
+        i.add_worker(req.worker)?;
+        match req.device_role {
+            Some(role) => i.set_device_role(&id, role),
+            None => Ok(()),
+        }
+    })
+    .await?;
     Ok(StatusCode::CREATED)
 }
 

@@ -6,9 +6,9 @@ use crate::Config;
 
 /// Usage text.
 pub const USAGE: &str =
-    "usage: gridsync serve [--data-dir DIR] [--listen ADDR] [--tls-cert PEM --tls-key PEM]
+    "usage: gridsync serve [--data-dir DIR] [--listen ADDR] [--tls-cert PEM --tls-key PEM] [--drain-seconds N]
        gridsync demo --data-dir DIR [--issues N]   (seed a demo district)
-  environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_TLS_CERT, GRIDSYNC_TLS_KEY,
+  environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_TLS_CERT, GRIDSYNC_TLS_KEY, GRIDSYNC_DRAIN_SECONDS,
                GRIDSYNC_ADMIN_TOKEN, RUST_LOG (default info), GRIDSYNC_LOG_FORMAT=json";
 
 /// Runs the command line; returns the process exit code.
@@ -58,8 +58,12 @@ pub fn address_in_banner(line: &str) -> Option<&str> {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only on a terminal: a file or a pipe gets plain text
+    // that log shippers read.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // Ignore the error of a second initialisation (tests may call twice).
     if std::env::var("GRIDSYNC_LOG_FORMAT").as_deref() == Ok("json") {
@@ -142,7 +146,20 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
                 config.data_dir.join("admin-token").display()
             ));
         }
-        crate::run_tls(listener, state, tls, shutdown_signal()).await?;
+        // On the signal: readiness goes to 503 at once, new work is still
+        // taken for the drain time, then `run_tls` stops accepting, lets
+        // requests in flight finish and flushes.
+        let draining = state.draining.clone();
+        let drain = config.drain;
+        let shutdown = async move {
+            shutdown_signal().await;
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            if !drain.is_zero() {
+                say(&format!("draining for {} s", drain.as_secs()));
+                tokio::time::sleep(drain).await;
+            }
+        };
+        crate::run_tls(listener, state, tls, shutdown).await?;
         say("gridsync stopped");
         anyhow::Ok(())
     })

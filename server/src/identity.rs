@@ -73,6 +73,12 @@ const P_DEVICE_SEQ: u8 = b'q';
 /// Device id → the highest cursor position it has claimed in a served
 /// request (u64, big-endian).
 const P_DEVICE_POSITION: u8 = b'p';
+/// Per worker: the role the worker's devices act in, when it is not the
+/// grid worker's (kept apart from `Worker` so stored workers still decode).
+const P_WORKER_ROLE: u8 = b'R';
+/// Per device: the positions the server's latest answers sent it, newest
+/// first (at most `audit::ANSWERS_BEFORE_KNOWN`, 8 bytes each).
+const P_DEVICE_SENT: u8 = b'r';
 
 /// How long an enrollment code stays valid.
 pub const ENROLLMENT_TTL_MS: i64 = 24 * 3_600_000;
@@ -167,9 +173,28 @@ pub struct Enrolled {
     pub token: String,
 }
 
+/// Refuses a device role that may not carry a phone (core's
+/// `policy::may_carry_records`).
+pub fn check_device_role(role: gridsync_core::Role) -> Result<()> {
+    if gridsync_core::policy::may_carry_records(role) {
+        return Ok(());
+    }
+    Err(IdentityError::Invalid(
+        "device_role",
+        format!(
+            "a {} does not see residents' personal data, which a phone holds; use an office login",
+            role.as_str()
+        ),
+    ))
+}
+
 /// The identity database.
 pub struct Identity {
     db: sled::Db,
+    /// sled's data file, fdatasynced after every answered change (an
+    /// enrollment, a revocation, the organisation tree) so a power cut
+    /// cannot take one back.
+    data_file: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -258,7 +283,18 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
 impl Identity {
     pub fn open(path: &Path) -> Result<Identity> {
         let db = sled::open(path)?;
-        Ok(Identity { db })
+        let data_file = std::fs::File::open(path.join("db")).ok();
+        Ok(Identity { db, data_file })
+    }
+
+    /// Makes every write so far durable: sled's flush, then fdatasync.
+    fn durable(&self) -> Result<()> {
+        self.db.flush()?;
+        if let Some(f) = &self.data_file {
+            f.sync_data()
+                .map_err(|e| IdentityError::Storage(format!("fdatasync: {e}")))?;
+        }
+        Ok(())
     }
 
     fn get<T: Decode<()>>(&self, prefix: u8, id: &str) -> Result<Option<T>> {
@@ -282,7 +318,7 @@ impl Identity {
             .compare_and_swap(&k, None as Option<&[u8]>, Some(bytes))?
         {
             Ok(()) => {
-                self.db.flush()?;
+                self.durable()?;
                 Ok(())
             }
             Err(_) => Err(IdentityError::Exists(what, id.to_owned())),
@@ -344,6 +380,32 @@ impl Identity {
         self.insert_new(P_WORKER, "worker", &w.id.clone(), &w)
     }
 
+    /// Sets the role `worker`'s devices act in. Only roles that may see a
+    /// whole record carry a phone (`policy::may_carry_records`).
+    pub fn set_device_role(&self, worker: &str, role: gridsync_core::Role) -> Result<()> {
+        if self.worker(worker)?.is_none() {
+            return Err(IdentityError::Unknown("worker", worker.to_owned()));
+        }
+        check_device_role(role)?;
+        self.db
+            .insert(key(P_WORKER_ROLE, worker), role.as_str().as_bytes())?;
+        self.durable()?;
+        Ok(())
+    }
+
+    /// The role `worker`'s devices act in: the grid worker's unless set.
+    /// A stored role this build cannot read grants nothing.
+    pub fn device_role(&self, worker: &str) -> Result<gridsync_core::Role> {
+        match self.db.get(key(P_WORKER_ROLE, worker))? {
+            None => Ok(gridsync_core::Role::GridWorker),
+            Some(v) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(gridsync_core::Role::parse)
+                .filter(|r| gridsync_core::policy::may_carry_records(*r))
+                .ok_or(IdentityError::UnknownRole),
+        }
+    }
+
     pub fn worker(&self, id: &str) -> Result<Option<Worker>> {
         self.get(P_WORKER, id)
     }
@@ -377,7 +439,7 @@ impl Identity {
         };
         self.db
             .insert(key(P_ENROLL, &hex(&digest(code.as_bytes()))), encode(&e)?)?;
-        self.db.flush()?;
+        self.durable()?;
         Ok((code, expires_at))
     }
 
@@ -399,7 +461,7 @@ impl Identity {
         };
         let e: Enrollment = decode(&raw)?;
         if e.expires_at < now {
-            self.db.flush()?;
+            self.durable()?;
             return Err(IdentityError::Unauthorized);
         }
         if self.devices()?.iter().any(|d| d.actor == actor.to_bytes()) {
@@ -426,7 +488,7 @@ impl Identity {
         batch.insert(key(P_DEVICE, &device_id), encode(&device)?);
         batch.insert(key(P_DEVICE_SEQ, &device_id), &log_head.to_be_bytes());
         self.db.apply_batch(batch)?;
-        self.db.flush()?;
+        self.durable()?;
         Ok(Enrolled {
             token: format!("gs1.{device_id}.{}", hex(&secret)),
             device_id,
@@ -441,28 +503,56 @@ impl Identity {
     }
 
     /// Moves at or before this record-log position are known to the
-    /// device: the larger of its enrollment position and the highest cursor
-    /// it claimed in an earlier served request (see
-    /// `gridsync_core::audit::Peer::known_through`).
+    /// device; the rule is core's (`gridsync_core::audit::known_through`):
+    /// its enrollment position, the highest cursor it claimed, the
+    /// positions recent answers sent it.
     pub fn known_through(&self, device_id: &str) -> Result<u64> {
-        Ok(self
-            .enrolled_seq(device_id)?
-            .max(self.read_u64(P_DEVICE_POSITION, device_id)?))
+        Ok(gridsync_core::audit::known_through(
+            self.enrolled_seq(device_id)?,
+            self.read_u64(P_DEVICE_POSITION, device_id)?,
+            &self.sent_positions(device_id)?,
+        ))
     }
 
-    /// Records the cursor position of a request just served (kept as the
-    /// maximum, so it never moves back).
-    pub fn record_position(&self, device_id: &str, position: u64) -> Result<()> {
+    /// Records a served round: the cursor position the request claimed
+    /// (kept as the maximum, so it never moves back) and the position the
+    /// answer sent, if it carried a cursor.
+    pub fn record_round(&self, device_id: &str, claimed: u64, sent: Option<u64>) -> Result<()> {
         self.db
             .fetch_and_update(key(P_DEVICE_POSITION, device_id), |old| {
                 let old = old
                     .and_then(|v| v.try_into().ok())
                     .map(u64::from_be_bytes)
                     .unwrap_or(0);
-                Some(old.max(position).to_be_bytes().to_vec())
+                Some(old.max(claimed).to_be_bytes().to_vec())
             })?;
+        if let Some(sent) = sent {
+            self.db
+                .fetch_and_update(key(P_DEVICE_SENT, device_id), |old| {
+                    let mut out = sent.to_be_bytes().to_vec();
+                    if let Some(old) = old {
+                        let keep = (gridsync_core::audit::ANSWERS_BEFORE_KNOWN - 1) * 8;
+                        out.extend_from_slice(&old[..old.len().min(keep) / 8 * 8]);
+                    }
+                    Some(out)
+                })?;
+        }
+        // Bookkeeping, flushed but not fdatasynced (a sync round is not
+        // made to wait on the disk for it): a power cut may take back the
+        // latest positions, which only makes the move rule a round later.
         self.db.flush()?;
         Ok(())
+    }
+
+    fn sent_positions(&self, device_id: &str) -> Result<Vec<u64>> {
+        Ok(match self.db.get(key(P_DEVICE_SENT, device_id))? {
+            None => Vec::new(),
+            Some(v) => v
+                .chunks_exact(8)
+                .filter_map(|c| <[u8; 8]>::try_from(c).ok())
+                .map(u64::from_be_bytes)
+                .collect(),
+        })
     }
 
     fn read_u64(&self, prefix: u8, id: &str) -> Result<u64> {
@@ -573,7 +663,7 @@ impl Identity {
             created_at: now,
         };
         self.db.insert(key(P_OFFICE, &id), encode(&user)?)?;
-        self.db.flush()?;
+        self.durable()?;
         Ok((id.clone(), format!("gso1.{id}.{}", hex(&secret))))
     }
 
@@ -584,7 +674,7 @@ impl Identity {
         };
         d.revoked = true;
         self.db.insert(key(P_DEVICE, device_id), encode(&d)?)?;
-        self.db.flush()?;
+        self.durable()?;
         Ok(())
     }
 
@@ -595,16 +685,24 @@ impl Identity {
         };
         u.revoked = true;
         self.db.insert(key(P_OFFICE, id), encode(&u)?)?;
-        self.db.flush()?;
+        self.durable()?;
         Ok(())
     }
 
     /// Notes a completed sync (for the "devices not synced" figure).
     pub fn touch(&self, device_id: &str, now: i64) -> Result<()> {
-        if let Some(mut d) = self.get::<Device>(P_DEVICE, device_id)? {
-            d.last_sync_at = Some(now);
-            self.db.insert(key(P_DEVICE, device_id), encode(&d)?)?;
-        }
+        // One atomic read-modify-write: a revocation landing between a
+        // read and a write of the whole device must not be undone.
+        self.db.fetch_and_update(key(P_DEVICE, device_id), |old| {
+            let old = old?;
+            match decode::<Device>(old) {
+                Ok(mut d) => {
+                    d.last_sync_at = Some(now);
+                    encode(&d).ok().or_else(|| Some(old.to_vec()))
+                }
+                Err(_) => Some(old.to_vec()),
+            }
+        })?;
         Ok(())
     }
 
@@ -758,9 +856,29 @@ mod tests {
         let (code, _) = id.create_enrollment("w1", 0).unwrap();
         let device = id.enroll(&code, &ActorId::random(), 1, 7).unwrap();
         assert_eq!(id.known_through(&device.device_id).unwrap(), 7);
-        id.record_position(&device.device_id, 20).unwrap();
-        id.record_position(&device.device_id, 3).unwrap();
+        id.record_round(&device.device_id, 20, None).unwrap();
+        id.record_round(&device.device_id, 3, None).unwrap();
         assert_eq!(id.known_through(&device.device_id).unwrap(), 20);
+    }
+
+    #[test]
+    fn a_device_is_deemed_to_know_what_it_was_sent_three_answers_ago() {
+        let (_dir, id) = setup();
+        let (code, _) = id.create_enrollment("w1", 0).unwrap();
+        let device = id.enroll(&code, &ActorId::random(), 1, 7).unwrap();
+        // A device that claims an old cursor while answers carry it to 40:
+        // two lost answers are a network; the third counts.
+        id.record_round(&device.device_id, 7, Some(40)).unwrap();
+        id.record_round(&device.device_id, 7, Some(40)).unwrap();
+        assert_eq!(id.known_through(&device.device_id).unwrap(), 7);
+        id.record_round(&device.device_id, 7, Some(40)).unwrap();
+        assert_eq!(id.known_through(&device.device_id).unwrap(), 40);
+        // Only the latest answers are kept.
+        for sent in [50, 60, 70, 80] {
+            id.record_round(&device.device_id, 7, Some(sent)).unwrap();
+        }
+        assert_eq!(id.sent_positions(&device.device_id).unwrap(), [80, 70, 60]);
+        assert_eq!(id.known_through(&device.device_id).unwrap(), 60);
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub struct Config {
     pub listen: String,
     /// Serve HTTPS with these files; plain HTTP without.
     pub tls: Option<TlsFiles>,
+    /// On SIGTERM or Ctrl-C, how long to keep serving with `/healthz`
+    /// answering 503 `draining` before new connections are refused (time
+    /// for a load balancer to stop sending work). Requests in flight then
+    /// finish and the store is flushed.
+    pub drain: Duration,
 }
 
 /// A certificate chain and its private key, PEM files, for HTTPS.
@@ -100,7 +105,18 @@ impl Config {
                 .into(),
             listen: env("GRIDSYNC_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into()),
             tls: None,
+            drain: Duration::ZERO,
         };
+        let seconds = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|s| *s <= 3600)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("drain seconds must be 0 to 3600, not {v:?}"))
+        };
+        if let Some(v) = env("GRIDSYNC_DRAIN_SECONDS") {
+            config.drain = seconds(&v)?;
+        }
         let mut cert = env("GRIDSYNC_TLS_CERT").map(PathBuf::from);
         let mut key = env("GRIDSYNC_TLS_KEY").map(PathBuf::from);
         let mut it = args.iter();
@@ -115,6 +131,7 @@ impl Config {
                 "--listen" => config.listen = value("--listen")?,
                 "--tls-cert" => cert = Some(value("--tls-cert")?.into()),
                 "--tls-key" => key = Some(value("--tls-key")?.into()),
+                "--drain-seconds" => config.drain = seconds(&value("--drain-seconds")?)?,
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -183,6 +200,7 @@ pub fn open(data_dir: &Path, admin_token: &str) -> anyhow::Result<AppState> {
         limits: ServerLimits::default(),
         admin_digest: Sha256::digest(admin_token.as_bytes()).into(),
         slots: Arc::default(),
+        draining: Arc::default(),
     })
 }
 
@@ -250,6 +268,7 @@ pub async fn run_tls(
     use hyper_util::service::TowerToHyperService;
 
     let store = state.store.clone();
+    let draining = state.draining.clone();
     let app = app(state);
     let mut builder = Builder::new(TokioExecutor::new());
     // Headers must arrive in time: a client that opens connections and
@@ -302,6 +321,7 @@ pub async fn run_tls(
             () = &mut shutdown => break,
         }
     }
+    draining.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
@@ -348,6 +368,18 @@ mod tests {
         );
         assert!(Config::from_args(&args(&["--tls-cert", "c.pem"]), none).is_err());
         assert!(Config::from_args(&args(&["--what"]), none).is_err());
+        // The drain time: none unless asked for, bounded.
+        assert_eq!(c.drain, Duration::ZERO);
+        let env = |k: &str| (k == "GRIDSYNC_DRAIN_SECONDS").then(|| "7".to_owned());
+        assert_eq!(
+            Config::from_args(&[], env).unwrap().drain,
+            Duration::from_secs(7)
+        );
+        let flag = Config::from_args(&args(&["--drain-seconds", "2"]), env).unwrap();
+        assert_eq!(flag.drain, Duration::from_secs(2));
+        for bad in ["-1", "x", "3601"] {
+            assert!(Config::from_args(&args(&["--drain-seconds", bad]), none).is_err());
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn the_server_killed_mid_sync_loses_nothing_it_acknowledged() {
         // Sync in small pages on a thread; kill the server while it runs.
         let TestDevice {
             store,
+            author,
             token,
             id,
             url,
@@ -54,6 +55,7 @@ fn the_server_killed_mid_sync_loses_nothing_it_acknowledged() {
                 result.is_ok(),
                 TestDevice {
                     store,
+                    author,
                     token,
                     id,
                     url,
@@ -138,6 +140,7 @@ fn a_device_killed_mid_sync_resumes_without_loss() {
             code,
         ))
         .unwrap(),
+        author: worker(1),
         token,
         id: String::new(),
         url: server.url.clone(),
@@ -303,4 +306,132 @@ fn the_server_killed_repeatedly_under_load_from_ten_devices_loses_nothing() {
         }
     }
     eprintln!("{KILLS} kills, {failed} interrupted syncs, {checked} acknowledged notes checked, {notes} notes in all");
+}
+
+/// The interleaving that once lost changes silently. Request A flushes its
+/// push; request B applies a change; A pages the feed; the server dies
+/// before B's flush. A must not be served B's entry: after the restart
+/// that entry is gone and its sequence number goes to the next change (C's
+/// here), which a device whose cursor had passed it would never receive.
+/// The crash is the store's files as they stood at A's flush (copied
+/// there), which is what a kill -9 before B's flush leaves.
+#[test]
+fn the_feed_serves_only_what_is_durable() {
+    use gridsync_core::store::Incoming;
+    use gridsync_core::ForeignLimits;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server");
+    let image = dir.path().join("crashed");
+    let mut config = gridsync_core::StoreConfig::new(&path, "SRV");
+    config.durability = gridsync_core::Durability::Flush;
+    let server = std::sync::Arc::new(Store::open(config).unwrap());
+    let (a, b, c) = (temp_store("DA"), temp_store("DB"), temp_store("DC"));
+    let id = a.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    for device in [&a, &b, &c] {
+        sync_in_process(device, &server, &["G1"]);
+    }
+    add_note(&b, id, &worker(1), "B 的记录");
+    let from_b = b
+        .own_changes_since(id, &b.server_heads(id).unwrap())
+        .unwrap();
+    add_note(&a, id, &worker(1), "A 的记录");
+    // Request B lands between A's flush and A's paging of the feed.
+    let live = server.clone();
+    let (from, to) = (path.clone(), image.clone());
+    server.after_next_durable(move || {
+        copy_dir(&from, &to);
+        let limits = ForeignLimits::default();
+        let incoming = Incoming {
+            limits: &limits,
+            peer: None,
+            known_through: 0,
+        };
+        live.apply_changes_unflushed(id, &from_b, &incoming)
+            .unwrap();
+    });
+    sync_in_process(&a, &server, &["G1"]);
+    // The crash: the restarted server has what was durable.
+    let restarted = open_store(&image, "SRV");
+    assert_eq!(
+        restarted.log_head().unwrap() + 1,
+        server.log_head().unwrap(),
+        "B's entry is lost with the crash"
+    );
+    assert!(!restarted
+        .issue(id)
+        .unwrap()
+        .timeline
+        .iter()
+        .any(|t| t.text == "B 的记录"));
+    add_note(&c, id, &worker(1), "C 的记录");
+    for device in [&c, &a, &b, &c, &a] {
+        sync_in_process(device, &restarted, &["G1"]);
+    }
+    let texts = |s: &Store| -> Vec<String> {
+        let mut t: Vec<_> = s
+            .issue(id)
+            .unwrap()
+            .timeline
+            .into_iter()
+            .map(|t| t.text)
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(
+        texts(&a),
+        ["A 的记录", "B 的记录", "C 的记录"],
+        "A missed a change"
+    );
+    for device in [&a, &b, &c] {
+        assert_eq!(device.heads(id).unwrap(), restarted.heads(id).unwrap());
+    }
+}
+
+/// SIGTERM with a drain time: `/healthz` answers 503 `draining` at once
+/// (a load balancer stops sending work) while phones still sync, then the
+/// server stops accepting, finishes, flushes and exits 0; what was synced
+/// during the drain is on disk.
+#[test]
+fn a_terminated_server_drains_then_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let server = TestServer::spawn_with(
+        SERVER,
+        &data,
+        "127.0.0.1:0",
+        None,
+        &["--drain-seconds", "3"],
+    );
+    server.setup_org();
+    let phone = server.enroll("w1", &dir.path().join("phone"));
+    let (status, body) = gridsync_tests::server::get_json(&format!("{}/healthz", server.url), None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let started = std::time::Instant::now();
+    server.terminate();
+    // Readiness drops at once...
+    let mut status = 200;
+    while status == 200 && started.elapsed() < Duration::from_secs(2) {
+        let (s, body) = gridsync_tests::server::get_json(&format!("{}/healthz", server.url), None);
+        status = s;
+        if s == 503 {
+            assert_eq!(body["status"], "draining");
+        }
+    }
+    assert_eq!(status, 503, "readiness did not drop");
+    // ...while work is still taken.
+    let id = phone
+        .store
+        .create_issue(&worker(1), new_issue(1, 1, 1))
+        .unwrap();
+    assert_eq!(phone.sync().unwrap().accepted, 1);
+    assert_eq!(server.wait(), Some(0));
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "stopped before the drain time"
+    );
+    let store =
+        gridsync_core::Store::open(gridsync_core::StoreConfig::new(data.join("store"), "SRV"))
+            .unwrap();
+    assert!(store.issue(id).is_ok(), "the drained sync is on disk");
 }

@@ -331,6 +331,8 @@ fn personal_data_is_for_roles_that_call_residents_and_never_logged() {
     for secret in ["13912345678", "李先生", ADMIN, &hotline[5..]] {
         assert!(!text.contains(secret), "the log holds {secret:?}");
     }
+    // Written to a file: plain text, no terminal colour codes.
+    assert!(!text.contains('\u{1b}'), "colour codes in the log file");
 }
 
 #[test]

@@ -279,6 +279,21 @@ pub fn peak_rss_kib(pid: Option<u32>) -> u64 {
         .unwrap_or(0)
 }
 
+/// Copies a directory tree (a store's files: a backup, or the image a
+/// crash would leave when taken right after a flush).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -88,10 +88,22 @@ impl TestServer {
         listen: &str,
         log: Option<&Path>,
     ) -> TestServer {
+        Self::spawn_with(exe, data_dir, listen, log, &[])
+    }
+
+    /// Like [`TestServer::spawn_logging`], with more arguments for `serve`.
+    pub fn spawn_with(
+        exe: &str,
+        data_dir: &Path,
+        listen: &str,
+        log: Option<&Path>,
+        extra: &[&str],
+    ) -> TestServer {
         let mut command = Command::new(exe);
         command
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("GRIDSYNC_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", if log.is_some() { "debug" } else { "warn" })
             .stdout(Stdio::piped());
@@ -119,6 +131,23 @@ impl TestServer {
     /// The process id of a child-process server.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends SIGTERM to a child-process server and returns at once; the
+    /// child is waited for on drop.
+    pub fn terminate(&self) {
+        if let Some(c) = &self.child {
+            #[allow(unsafe_code)]
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits for a child-process server to exit; its exit code.
+    pub fn wait(mut self) -> Option<i32> {
+        self.child.take().and_then(|mut c| c.wait().ok()?.code())
     }
 
     /// Kills a child-process server with SIGKILL.
@@ -235,6 +264,7 @@ impl TestServer {
         config.durability = gridsync_core::Durability::Flush;
         TestDevice {
             store: Store::open(config).unwrap(),
+            author: gridsync_core::Author::new(enrollment.worker, enrollment.role),
             token: enrollment.token,
             id: enrollment.device_id,
             url: self.url.clone(),
@@ -264,6 +294,8 @@ impl Drop for TestServer {
 #[derive(Debug)]
 pub struct TestDevice {
     pub store: Store,
+    /// Who the server knows this device to act for, as enrollment said.
+    pub author: gridsync_core::Author,
     pub token: String,
     pub id: String,
     pub url: String,
