@@ -74,6 +74,9 @@ const META_CASE_COUNTER: &[u8] = b"case_counter";
 const META_MEETING_COUNTER: &[u8] = b"meeting_counter";
 /// The key work orders' ids are derived with (see `crate::intake`).
 const META_INTAKE_KEY: &[u8] = b"intake_key";
+/// The change log's identity (16 random bytes): renewed when the log is
+/// replaced by another (a restore), so devices can tell.
+const META_LOG_ID: &[u8] = b"log_id";
 
 /// The on-disk format version of this store.
 pub const STORE_FORMAT: u64 = 1;
@@ -406,6 +409,8 @@ pub struct Store {
     /// served up to here only, so a device never passes an entry a crash
     /// could still take back (and whose number would then be given again).
     durable_seq: std::sync::atomic::AtomicU64,
+    /// The change log's identity (see [`Store::log_id`]).
+    log_id: Mutex<[u8; 16]>,
     #[cfg(feature = "failpoints")]
     crash: failpoint::Crash,
     #[cfg(feature = "failpoints")]
@@ -629,6 +634,17 @@ impl Store {
                 actor
             }
         };
+        let log_id = match db.get(key(P_META, META_LOG_ID))? {
+            Some(bytes) => <[u8; 16]>::try_from(bytes.as_ref())
+                .map_err(|_| Error::Metadata("bad log id".into()))?,
+            None => {
+                // Stores made before the log had an identity get one here.
+                let id = random_log_id()?;
+                db.insert(key(P_META, META_LOG_ID), &id[..])?;
+                db.flush()?;
+                id
+            }
+        };
         if !config.temporary {
             make_private(&config.path)?;
         }
@@ -669,6 +685,7 @@ impl Store {
             flush_gate: FlushGate::default(),
             // What is on disk at open is durable.
             durable_seq: std::sync::atomic::AtomicU64::new(next_seq - 1),
+            log_id: Mutex::new(log_id),
             #[cfg(feature = "failpoints")]
             crash: Default::default(),
             #[cfg(feature = "failpoints")]
@@ -1773,6 +1790,64 @@ impl Store {
         Ok(self.lock().next_seq - 1)
     }
 
+    /// The change log's identity. A device's cursor names the log it came
+    /// from; when the server's log is not that one (restored from a
+    /// backup), the device re-offers its changes and pulls afresh.
+    pub fn log_id(&self) -> [u8; 16] {
+        *self.log_id.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes a consistent copy of this store to a new store at `dest`
+    /// (which must not exist), while the store stays open: writers wait
+    /// for the copy, readers do not. Everything is copied — records, the
+    /// change log, the scope table, metadata (actor, counters, keys, log
+    /// identity) — as it stands at one point. Returns how
+    /// many records and the log head the copy holds.
+    pub fn backup_to(&self, dest: &Path) -> Result<(usize, u64)> {
+        if dest.exists() {
+            return Err(Error::InvalidInput {
+                field: "backup destination",
+                reason: format!("{} exists; back up into a new directory", dest.display()),
+            });
+        }
+        // Writers wait while the copy is read (it reads sled's view, which
+        // holds every applied write; flushing is not needed for that).
+        let w = self.lock();
+        let copy = sled::Config::new().path(dest).open()?;
+        let mut batch = sled::Batch::default();
+        let mut pending = 0usize;
+        for item in self.db.iter() {
+            let (k, v) = item?;
+            batch.insert(k, v);
+            pending += 1;
+            if pending == 4096 {
+                copy.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        copy.apply_batch(batch)?;
+        copy.flush()?;
+        let head = w.next_seq - 1;
+        drop(w);
+        let records = self.len()?;
+        drop(copy);
+        make_private(dest)?;
+        sync_dir_files(dest)?;
+        Ok((records, head))
+    }
+
+    /// Gives the change log a new identity, durably: what a restore does,
+    /// since the restored log's tail is not the one devices saw. Returns
+    /// the new id.
+    pub fn renew_log_id(&self) -> Result<[u8; 16]> {
+        let id = random_log_id()?;
+        self.write_point()?;
+        self.db.insert(key(P_META, META_LOG_ID), &id[..])?;
+        self.flush_now()?;
+        *self.log_id.lock().unwrap_or_else(PoisonError::into_inner) = id;
+        Ok(id)
+    }
+
     /// The sequence of the latest change-log entry known to be durable: the
     /// feed is served up to here only. A store that does not flush
     /// (`Durability::None`) counts everything applied.
@@ -2249,6 +2324,28 @@ impl Store {
         Ok(())
     }
 
+    /// Prepares to re-offer everything to a server whose log is not the one
+    /// this device knew (restored from a backup): forgets what the server
+    /// was known to hold of every record and marks every record pending,
+    /// so the next pushes send all of this device's own changes (the
+    /// server keeps what it already has). Records with nothing of this
+    /// device's own leave the pending list at the next push.
+    pub fn reoffer_all(&self) -> Result<()> {
+        let w = self.lock();
+        let seq = w.next_seq.saturating_sub(1).to_be_bytes();
+        let mut batch = sled::Batch::default();
+        for id in self.index_read().records.keys() {
+            batch.remove(key(P_SERVER_HEADS, id.as_bytes()));
+            if self.db.get(key(P_PENDING, id.as_bytes()))?.is_none() {
+                batch.insert(key(P_PENDING, id.as_bytes()), &seq);
+            }
+        }
+        self.write_point()?;
+        self.db.apply_batch(batch)?;
+        drop(w);
+        self.make_durable()
+    }
+
     /// Forgets what the server is known to have for a record, so the next
     /// push sends its whole history (after the server reported missing
     /// dependencies).
@@ -2354,6 +2451,26 @@ fn encode_index(meta: &RecordMeta, storage: Storage) -> Result<Vec<u8>> {
 /// hold one value each, so a foreign change cannot rename, retype or graft
 /// a second record's history onto this one. Returns the number of new
 /// changes.
+/// fdatasyncs every file under `dir` (a backup just written).
+fn sync_dir_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_dir_files(&entry.path())?;
+        } else {
+            File::open(entry.path())?.sync_data()?;
+        }
+    }
+    Ok(())
+}
+
+fn random_log_id() -> Result<[u8; 16]> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id)
+        .map_err(|e| Error::Io(std::io::Error::other(format!("random source: {e}"))))?;
+    Ok(id)
+}
+
 /// Loads a snapshot received for record `id`, refusing one over the size
 /// limit; a panic in Automerge is an error, not a crash.
 fn load_snapshot(id: RecordId, bytes: &[u8]) -> Result<Automerge> {

@@ -71,7 +71,12 @@ use crate::store::{Ack, Incoming, Store};
 /// The protocol version this build speaks.
 /// Version 2: the index entry sent with a whole record carries the
 /// figures' facts (`RecordMeta::facts`).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 3: requests and responses name the server's change log (`log`),
+/// and a response may tell the device to re-offer everything (`reset`).
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The oldest version a server of this build still answers, in that
+/// version: devices update over weeks.
+pub const OLDEST_SUPPORTED_VERSION: u16 = 2;
 const MAGIC: &[u8; 4] = b"GSYN";
 /// The largest message either side decodes.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
@@ -79,9 +84,10 @@ pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 pub const DEFAULT_PAGE_BYTES: u32 = 1 << 20;
 
 /// Where a device is in the server's feed.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub enum Cursor {
     /// Nothing pulled yet.
+    #[default]
     Start,
     /// Receiving snapshots of its records in id order; afterwards it
     /// continues from log sequence `then`.
@@ -103,9 +109,12 @@ impl Cursor {
 }
 
 /// A device's request.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub struct SyncRequest {
     pub cursor: Cursor,
+    /// The change log the cursor came from ([`Store::log_id`] of the
+    /// server; zeros before the first answer, and from version 2 devices).
+    pub log: [u8; 16],
     pub pushes: Vec<Push>,
     /// Records the device could not merge for lack of history.
     pub want_snapshots: Vec<[u8; 16]>,
@@ -139,6 +148,12 @@ pub struct SyncResponse {
     pub cursor: Option<Cursor>,
     /// Another round is needed.
     pub more: bool,
+    /// The server's change log, which the new cursor belongs to.
+    pub log: [u8; 16],
+    /// The device's cursor named another log (the server was restored
+    /// from a backup): it forgets what it believed the server holds,
+    /// re-offers all its own changes, and starts the feed over.
+    pub reset: bool,
 }
 
 /// Why a push was refused.
@@ -190,17 +205,18 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
 }
 
-fn encode<T: Encode>(value: &T) -> Vec<u8> {
+fn encode<T: Encode>(value: &T, version: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    out.extend_from_slice(&version.to_be_bytes());
     // Encoding into a Vec cannot fail for these types.
     let body = bincode::encode_to_vec(value, config()).unwrap_or_default();
     out.extend_from_slice(&body);
     out
 }
 
-fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T> {
+/// Checks the envelope; returns the version and the body.
+fn envelope(bytes: &[u8]) -> Result<(u16, &[u8])> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(Error::Wire(format!(
             "{} bytes exceed the limit of {MAX_MESSAGE_BYTES}",
@@ -211,38 +227,136 @@ fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T> {
         return Err(Error::Wire("not a gridsync sync message".into()));
     }
     let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-    if version != PROTOCOL_VERSION {
+    if !(OLDEST_SUPPORTED_VERSION..=PROTOCOL_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion {
             got: version,
             supported: PROTOCOL_VERSION,
         });
     }
-    let (value, used) = bincode::decode_from_slice::<T, _>(&bytes[6..], config())
+    Ok((version, &bytes[6..]))
+}
+
+fn decode_body<T: Decode<()>>(body: &[u8]) -> Result<T> {
+    let (value, used) = bincode::decode_from_slice::<T, _>(body, config())
         .map_err(|e| Error::Wire(e.to_string()))?;
-    if used != bytes.len() - 6 {
+    if used != body.len() {
         return Err(Error::Wire("trailing bytes after the message".into()));
     }
     Ok(value)
 }
 
-/// Encodes a request.
+/// The messages of protocol version 2, frozen: what devices not yet
+/// updated send and expect. Version 3 added `log` and `reset`.
+pub mod v2 {
+    use bincode::{Decode, Encode};
+
+    use super::{Cursor, Pulled, Push, Refusal};
+
+    #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+    pub struct SyncRequest {
+        pub cursor: Cursor,
+        pub pushes: Vec<Push>,
+        pub want_snapshots: Vec<[u8; 16]>,
+        pub holdings: Vec<[u8; 16]>,
+        pub page_bytes: u32,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+    pub struct SyncResponse {
+        pub accepted: Vec<[u8; 16]>,
+        pub refused: Vec<Refusal>,
+        pub records: Vec<Pulled>,
+        pub drop: Vec<[u8; 16]>,
+        pub cursor: Option<Cursor>,
+        pub more: bool,
+    }
+
+    impl From<SyncRequest> for super::SyncRequest {
+        fn from(r: SyncRequest) -> Self {
+            super::SyncRequest {
+                cursor: r.cursor,
+                // A version 2 device does not know which log its cursor
+                // came from: it is served as before.
+                log: [0; 16],
+                pushes: r.pushes,
+                want_snapshots: r.want_snapshots,
+                holdings: r.holdings,
+                page_bytes: r.page_bytes,
+            }
+        }
+    }
+
+    impl From<super::SyncResponse> for SyncResponse {
+        fn from(r: super::SyncResponse) -> Self {
+            SyncResponse {
+                accepted: r.accepted,
+                refused: r.refused,
+                records: r.records,
+                drop: r.drop,
+                cursor: r.cursor,
+                more: r.more,
+            }
+        }
+    }
+
+    impl From<SyncResponse> for super::SyncResponse {
+        fn from(r: SyncResponse) -> Self {
+            super::SyncResponse {
+                accepted: r.accepted,
+                refused: r.refused,
+                records: r.records,
+                drop: r.drop,
+                cursor: r.cursor,
+                more: r.more,
+                log: [0; 16],
+                reset: false,
+            }
+        }
+    }
+}
+
+/// Encodes a request in the current version.
 pub fn encode_request(r: &SyncRequest) -> Vec<u8> {
-    encode(r)
+    encode(r, PROTOCOL_VERSION)
 }
 
-/// Decodes a request (untrusted bytes: bounded, versioned).
+/// Decodes a request of any supported version (untrusted bytes: bounded,
+/// versioned) into the current form, with the version it came in.
+pub fn decode_request_versioned(bytes: &[u8]) -> Result<(SyncRequest, u16)> {
+    let (version, body) = envelope(bytes)?;
+    let request = match version {
+        2 => decode_body::<v2::SyncRequest>(body)?.into(),
+        _ => decode_body::<SyncRequest>(body)?,
+    };
+    Ok((request, version))
+}
+
+/// Decodes a request of any supported version.
 pub fn decode_request(bytes: &[u8]) -> Result<SyncRequest> {
-    decode(bytes)
+    decode_request_versioned(bytes).map(|(r, _)| r)
 }
 
-/// Encodes a response.
+/// Encodes a response in the current version.
 pub fn encode_response(r: &SyncResponse) -> Vec<u8> {
-    encode(r)
+    encode(r, PROTOCOL_VERSION)
 }
 
-/// Decodes a response.
+/// Encodes a response in `version` (the request's): a version 2 device
+/// gets the version 2 form.
+pub fn encode_response_as(r: &SyncResponse, version: u16) -> Vec<u8> {
+    match version {
+        2 => encode(&v2::SyncResponse::from(r.clone()), 2),
+        _ => encode(r, PROTOCOL_VERSION),
+    }
+}
+
+/// Decodes a response of any supported version.
 pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse> {
-    decode(bytes)
+    let (version, body) = envelope(bytes)?;
+    match version {
+        2 => Ok(decode_body::<v2::SyncResponse>(body)?.into()),
+        _ => decode_body(body),
+    }
 }
 
 // ------------------------------------------------------------------ server
@@ -285,9 +399,9 @@ pub fn serve_bytes(
     request: &[u8],
     limits: &ServerLimits,
 ) -> Result<Vec<u8>> {
-    let request = decode_request(request)?;
+    let (request, version) = decode_request_versioned(request)?;
     let (response, _) = serve(store, peer, request, limits)?;
-    Ok(encode_response(&response))
+    Ok(encode_response_as(&response, version))
 }
 
 /// Serves one round: merges the pushes (all durable before this returns),
@@ -363,6 +477,19 @@ pub fn serve(
         }
     }
 
+    response.log = store.log_id();
+    let known_log = request.log == [0; 16] || request.log == response.log;
+    if !known_log && request.cursor != Cursor::Start {
+        // The device's cursor belongs to a log this server does not have
+        // (it was restored from a backup): positions in it mean nothing
+        // here, and the server may lack changes the device saw
+        // acknowledged. The device re-offers everything and starts over.
+        response.reset = true;
+        response.cursor = Some(Cursor::Start);
+        response.more = true;
+        stats.records_sent = response.records.len();
+        return Ok((response, stats));
+    }
     let (next, more) = match request.cursor {
         Cursor::Log(seq) if seq.saturating_add(1) >= store.log_floor()? => {
             serve_log(store, peer, seq, &mut budget, &mut response)?
@@ -562,11 +689,17 @@ pub struct SyncReport {
     /// server holds): replaced by the server's copy with this device's
     /// unsynced work re-authored on top, to be pushed again.
     pub rebased: usize,
+    /// Times the server's log turned out not to be the one this device
+    /// knew (restored from a backup): every change of this device was
+    /// offered again and the feed started over.
+    pub reoffered: usize,
     pub bytes_sent: usize,
     pub bytes_received: usize,
 }
 
 const CURSOR_STATE: &str = "cursor";
+/// The server log the saved cursor belongs to.
+const LOG_STATE: &str = "log";
 const WANT_STATE: &str = "want_snapshots";
 const DROP_STATE: &str = "drops";
 
@@ -675,6 +808,13 @@ impl<S: AsRef<Store>> Client<S> {
             // another device.
             let changes = self.store.as_ref().own_changes_since(id, &known)?;
             if changes.is_empty() {
+                // Nothing of this device's own to upload (a record marked
+                // for re-offering that it never wrote to): not pending.
+                self.store.as_ref().acknowledge_all(&[Ack {
+                    id,
+                    upto: pending.seq,
+                    server_heads: known,
+                }])?;
                 continue;
             }
             size += changes.len();
@@ -699,8 +839,15 @@ impl<S: AsRef<Store>> Client<S> {
         } else {
             Vec::new()
         };
+        let log = self
+            .store
+            .as_ref()
+            .sync_state(LOG_STATE)?
+            .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
+            .unwrap_or([0; 16]);
         let request = SyncRequest {
             cursor,
+            log,
             pushes,
             holdings,
             want_snapshots: self.ids(WANT_STATE)?,
@@ -720,6 +867,22 @@ impl<S: AsRef<Store>> Client<S> {
         let response = decode_response(bytes)?;
         self.report.rounds += 1;
         self.report.bytes_received += bytes.len();
+        if response.reset {
+            // The server's log is not the one our cursor came from: it was
+            // restored from a backup and may lack what it once
+            // acknowledged. Offer it everything of ours again, and follow
+            // its log from the start.
+            self.in_flight.clear();
+            self.store.as_ref().reoffer_all()?;
+            self.store
+                .as_ref()
+                .set_sync_state(LOG_STATE, &response.log)?;
+            let start = bincode::encode_to_vec(Cursor::Start, config())
+                .map_err(|e| Error::Metadata(e.to_string()))?;
+            self.store.as_ref().set_sync_state(CURSOR_STATE, &start)?;
+            self.report.reoffered += 1;
+            return Ok(true);
+        }
 
         let mut acks = Vec::new();
         let mut diverged = Vec::new();
@@ -863,6 +1026,11 @@ impl<S: AsRef<Store>> Client<S> {
         if let Some(cursor) = &response.cursor {
             let encoded = bincode::encode_to_vec(cursor, config())
                 .map_err(|e| Error::Metadata(e.to_string()))?;
+            if response.log != [0; 16] {
+                self.store
+                    .as_ref()
+                    .set_sync_state_unflushed(LOG_STATE, &response.log)?;
+            }
             self.store.as_ref().set_sync_state(CURSOR_STATE, &encoded)?;
         }
         let pushes_left = self
@@ -972,6 +1140,7 @@ mod tests {
     fn messages_round_trip_and_are_versioned() {
         let request = SyncRequest {
             cursor: Cursor::Log(42),
+            log: [5; 16],
             pushes: vec![Push {
                 id: [7; 16],
                 changes: vec![1, 2, 3],
@@ -1021,12 +1190,9 @@ mod tests {
             .run(|_| {
                 rounds += 1;
                 Ok(encode_response(&SyncResponse {
-                    accepted: vec![],
-                    refused: vec![],
-                    records: vec![],
-                    drop: vec![],
                     cursor: Some(Cursor::Log(7)),
                     more: true,
+                    ..SyncResponse::default()
                 }))
             })
             .unwrap_err();
@@ -1058,8 +1224,9 @@ mod tests {
 
     #[test]
     fn the_wire_format_is_stable() {
-        // A snapshot of the encoding: a change here breaks every deployed
-        // device, so it must be deliberate (and bump PROTOCOL_VERSION).
+        // Snapshots of the encoding in every version a server answers: a
+        // change here breaks deployed devices, so it must be deliberate
+        // (and bump PROTOCOL_VERSION, keeping the old form in `v2`…).
         let response = SyncResponse {
             accepted: vec![[1; 16]],
             refused: vec![Refusal {
@@ -1074,19 +1241,94 @@ mod tests {
             drop: vec![],
             cursor: Some(Cursor::Log(300)),
             more: true,
+            log: [6; 16],
+            reset: false,
         };
+        let body = "01010101010101010101010101010101\
+                    01\
+                    01020202020202020202020202020202020c6f75745f6f665f73636f7065016d\
+                    01030303030303030303030303030303030001ab\
+                    00\
+                    0102fb2c01\
+                    01"
+        .replace(char::is_whitespace, "");
+        // Version 2, as devices not yet updated read it (this exact
+        // string was the version 2 snapshot before version 3 existed).
+        let v2: String = encode_response_as(&response, 2)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(v2, format!("4753594e0002{body}"));
+        // Version 3 adds the log and the reset flag.
         assert_eq!(
             encoded_hex(&response),
-            "4753594e0002\
-             01010101010101010101010101010101\
-             01\
-             01020202020202020202020202020202020c6f75745f6f665f73636f7065016d\
-             01030303030303030303030303030303030001ab\
-             00\
-             0102fb2c01\
-             01"
-            .replace(char::is_whitespace, "")
+            format!("4753594e0003{body}{}00", "06".repeat(16))
         );
+        // Both decode to the same response (version 2 without a log).
+        let old = decode_response(&encode_response_as(&response, 2)).unwrap();
+        assert_eq!(
+            old,
+            SyncResponse {
+                log: [0; 16],
+                ..response.clone()
+            }
+        );
+        assert_eq!(
+            decode_response(&encode_response(&response)).unwrap(),
+            response
+        );
+    }
+
+    /// A version 2 request, bytes as such a device sends them, decodes to
+    /// the current form with no log (it is served as before).
+    #[test]
+    fn a_version_2_request_is_still_understood() {
+        let hex = "4753594e0002\
+                   022a\
+                   010707070707070707070707070707070703010203\
+                   0109090909090909090909090909090909\
+                   00\
+                   fbe803"
+            .replace(char::is_whitespace, "");
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let old = v2::SyncRequest {
+            cursor: Cursor::Log(42),
+            pushes: vec![Push {
+                id: [7; 16],
+                changes: vec![1, 2, 3],
+            }],
+            want_snapshots: vec![[9; 16]],
+            holdings: vec![],
+            page_bytes: 1000,
+        };
+        assert_eq!(
+            encode(&old, 2),
+            bytes,
+            "the fixture is version 2's encoding"
+        );
+        let (request, version) = decode_request_versioned(&bytes).unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(
+            request,
+            SyncRequest {
+                cursor: Cursor::Log(42),
+                log: [0; 16],
+                pushes: old.pushes.clone(),
+                want_snapshots: vec![[9; 16]],
+                holdings: vec![],
+                page_bytes: 1000,
+            }
+        );
+        // Versions outside the window are refused by name.
+        let mut v1 = bytes.clone();
+        v1[5] = 1;
+        assert!(matches!(
+            decode_request(&v1),
+            Err(Error::UnsupportedVersion { got: 1, .. })
+        ));
     }
 
     #[test]
@@ -1130,8 +1372,12 @@ mod tests {
             }],
             ..SyncResponse::default()
         };
+        let v2: String = encode_response_as(&response, 2)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(
-            encoded_hex(&response),
+            v2,
             "4753594e0002\
              0000\
              01\

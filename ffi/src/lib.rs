@@ -419,6 +419,10 @@ pub struct SyncReportRecord {
     /// restored from an old backup) and were rebuilt from it with this
     /// phone's unsynced work re-authored on top.
     pub rebased: u32,
+    /// Times the server turned out to run a log this phone did not know
+    /// (restored from a backup): every change of this phone was offered
+    /// again and the feed started over.
+    pub reoffered: u32,
     pub refused: Vec<Refusal>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -437,6 +441,7 @@ impl From<SyncReport> for SyncReportRecord {
             pulled: count(r.pulled),
             dropped: count(r.dropped),
             rebased: count(r.rebased),
+            reoffered: count(r.reoffered),
             refused: r
                 .refused
                 .into_iter()

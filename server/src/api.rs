@@ -279,6 +279,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices", get(list_devices))
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/v1/admin/records/{id}/move", post(move_record))
+        .route("/v1/admin/backup", post(backup))
         .route("/v1/admin/office-users", post(create_office_user))
         .route(
             "/v1/admin/office-users/{id}/revoke",
@@ -327,7 +328,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
         })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -404,7 +405,7 @@ async fn sync_inner(
             may_access: &may,
             known_through: identity.known_through(&device.id)?,
         };
-        let request = sync::decode_request(&body).map_err(core_error)?;
+        let (request, version) = sync::decode_request_versioned(&body).map_err(core_error)?;
         let position = request.cursor.position();
         let (response, stats) = sync::serve(&store, &peer, request, &limits).map_err(core_error)?;
         // After the merges are durable: a request whose answer is lost
@@ -415,7 +416,8 @@ async fn sync_inner(
             position,
             response.cursor.as_ref().map(|c| c.position()),
         )?;
-        Ok((sync::encode_response(&response), stats))
+        // A device not yet updated is answered in its own version.
+        Ok((sync::encode_response_as(&response, version), stats))
     })
     .await
 }
@@ -652,6 +654,28 @@ struct MoveReq {
 
 fn office_user() -> String {
     "office".into()
+}
+
+#[derive(Deserialize)]
+struct BackupReq {
+    /// A new directory on the server's host, absolute.
+    to: String,
+}
+
+/// Takes a consistent backup of the running server (see `backup`).
+async fn backup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<BackupReq>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    admin(&state, &headers)?;
+    let to = std::path::PathBuf::from(req.to);
+    let summary = blocking(move || {
+        crate::backup::backup_open(&state, &to)
+            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "backup_failed", format!("{e:#}")))
+    })
+    .await?;
+    Ok(Json(json!(summary)))
 }
 
 async fn move_record(

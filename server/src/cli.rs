@@ -8,6 +8,9 @@ use crate::Config;
 pub const USAGE: &str =
     "usage: gridsync serve [--data-dir DIR] [--listen ADDR] [--tls-cert PEM --tls-key PEM] [--drain-seconds N]
        gridsync demo --data-dir DIR [--issues N]   (seed a demo district)
+       gridsync backup --data-dir DIR --to DEST [--server URL]
+                                 (a consistent copy; --server: of the running server)
+       gridsync restore --from BACKUP --data-dir DIR   (the server stopped)
   environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_TLS_CERT, GRIDSYNC_TLS_KEY, GRIDSYNC_DRAIN_SECONDS,
                GRIDSYNC_ADMIN_TOKEN, RUST_LOG (default info), GRIDSYNC_LOG_FORMAT=json";
 
@@ -25,6 +28,20 @@ pub fn main(args: &[String]) -> i32 {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("gridsync demo: {e:#}");
+                1
+            }
+        },
+        Some("backup") => match backup(&args[1..]) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("gridsync backup: {e:#}");
+                1
+            }
+        },
+        Some("restore") => match restore(&args[1..]) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("gridsync restore: {e:#}");
                 1
             }
         },
@@ -71,6 +88,75 @@ fn init_logging() {
     } else {
         let _ = builder.try_init();
     }
+}
+
+/// The value after `flag` in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn backup(args: &[String]) -> anyhow::Result<()> {
+    let (Some(dir), Some(to)) = (flag_value(args, "--data-dir"), flag_value(args, "--to")) else {
+        anyhow::bail!("--data-dir DIR and --to DEST are required\n{USAGE}");
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let to = std::path::absolute(to).context("the destination path")?;
+    let summary = match flag_value(args, "--server") {
+        None => crate::backup::backup_stopped(&dir, &to)?,
+        Some(url) => {
+            // The running server writes the backup itself, at one point.
+            let token = crate::admin_token(&dir, |k| std::env::var(k).ok())?;
+            let body = serde_json::json!({ "to": to });
+            let mut response = ureq::post(format!("{}/v1/admin/backup", url.trim_end_matches('/')))
+                .header("Authorization", format!("Bearer {token}"))
+                .header("Content-Type", "application/json")
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .send(body.to_string())
+                .with_context(|| format!("asking {url} for a backup"))?;
+            let status = response.status().as_u16();
+            let text = response.body_mut().read_to_string()?;
+            if status != 200 {
+                anyhow::bail!("the server answered {status}: {text}");
+            }
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            crate::backup::Summary {
+                to: to.clone(),
+                records: v["records"].as_u64().unwrap_or(0) as usize,
+                log_head: v["log_head"].as_u64().unwrap_or(0),
+                identity_entries: v["identity_entries"].as_u64().unwrap_or(0) as usize,
+            }
+        }
+    };
+    println!(
+        "backed up {} records (log head {}) and {} identity entries into {}",
+        summary.records,
+        summary.log_head,
+        summary.identity_entries,
+        summary.to.display()
+    );
+    Ok(())
+}
+
+fn restore(args: &[String]) -> anyhow::Result<()> {
+    let (Some(from), Some(dir)) = (flag_value(args, "--from"), flag_value(args, "--data-dir"))
+    else {
+        anyhow::bail!("--from BACKUP and --data-dir DIR are required\n{USAGE}");
+    };
+    let restored = crate::backup::restore(std::path::Path::new(from), std::path::Path::new(dir))?;
+    println!(
+        "restored {} records into {}; the log's new identity is {}",
+        restored.records, dir, restored.log_id
+    );
+    if let Some(aside) = restored.replaced {
+        println!("the stores it replaced are in {}", aside.display());
+    }
+    println!("devices offer their changes again at their next sync");
+    Ok(())
 }
 
 fn demo(args: &[String]) -> anyhow::Result<()> {

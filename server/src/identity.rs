@@ -287,6 +287,26 @@ impl Identity {
         Ok(Identity { db, data_file })
     }
 
+    /// Copies the identity database to a new one at `dest` (organisation,
+    /// devices, enrollments, office logins), after a flush.
+    pub fn backup_to(&self, dest: &Path) -> Result<usize> {
+        self.durable()?;
+        let copy = sled::open(dest)?;
+        let mut n = 0;
+        for item in self.db.iter() {
+            let (k, v) = item?;
+            copy.insert(k, v)?;
+            n += 1;
+        }
+        copy.flush()?;
+        drop(copy);
+        if let Ok(f) = std::fs::File::open(dest.join("db")) {
+            f.sync_data()
+                .map_err(|e| IdentityError::Storage(format!("fdatasync: {e}")))?;
+        }
+        Ok(n)
+    }
+
     /// Makes every write so far durable: sled's flush, then fdatasync.
     fn durable(&self) -> Result<()> {
         self.db.flush()?;

@@ -9,6 +9,7 @@
 //! so tests bind port 0, and [`app`] can be driven without a socket.
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod dashboard;
 pub mod demo;

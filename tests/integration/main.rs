@@ -13,6 +13,7 @@ mod fuzz_replay;
 mod office;
 mod openapi;
 mod records;
+mod restore;
 mod scope_property;
 mod server;
 mod simulation;

@@ -154,6 +154,7 @@ fn every_documented_operation_answers_as_documented() {
                 json!({"street": "S1", "community": "C1", "grid": "G1"})
             }
             ("post", "/v1/admin/office-users") => json!({"worker": "w1", "role": "street"}),
+            ("post", "/v1/admin/backup") => json!({"to": dir.path().join("backup-example")}),
             ("post", "/v1/office/work-orders") => json!({
                 "work_order_no": "12345-77", "category": "c", "kind": "demand", "urgency": "blue",
                 "title": "t", "street": "S1", "community": "C1", "grid": "G2",
@@ -233,7 +234,7 @@ fn every_documented_operation_answers_as_documented() {
             }
         }
     }
-    assert_eq!(checked, 30, "one operation per documented path");
+    assert_eq!(checked, 31, "one operation per documented path");
     assert!(problems.is_empty(), "{problems:#?}");
     // Errors, too, are documented JSON.
     let (status, body) = get_json(

@@ -141,6 +141,7 @@ fn scope_and_identity_are_enforced() {
     // Wrong and missing tokens.
     let request = sync::encode_request(&SyncRequest {
         cursor: Cursor::Start,
+        log: [0; 16],
         pushes: vec![],
         want_snapshots: vec![],
         holdings: vec![],
@@ -266,6 +267,7 @@ fn bad_requests_get_a_clear_4xx_and_change_nothing() {
     a.sync().unwrap();
     let good = sync::encode_request(&SyncRequest {
         cursor: Cursor::Log(0),
+        log: [0; 16],
         pushes: vec![],
         want_snapshots: vec![],
         holdings: vec![],
@@ -283,6 +285,7 @@ fn bad_requests_get_a_clear_4xx_and_change_nothing() {
     let push = |bytes: Vec<u8>| {
         sync::encode_request(&SyncRequest {
             cursor: Cursor::Log(0),
+            log: [0; 16],
             pushes: vec![Push {
                 id: *id.as_bytes(),
                 changes: bytes,
@@ -297,6 +300,7 @@ fn bad_requests_get_a_clear_4xx_and_change_nothing() {
     garbage_changes[mid] ^= 0xFF;
     let huge_count = sync::encode_request(&SyncRequest {
         cursor: Cursor::Log(0),
+        log: [0; 16],
         pushes: (0..5_000u32)
             .map(|i| {
                 let mut id = [0u8; 16];
@@ -377,4 +381,50 @@ fn ureq_get(url: &str) -> String {
         .body_mut()
         .read_to_string()
         .unwrap()
+}
+
+/// A phone that has not updated yet speaks protocol version 2: the server
+/// decodes its request and answers in version 2 (no log, no reset), over
+/// real HTTP. The bytes are built by hand in version 2's layout.
+#[test]
+fn a_version_2_phone_is_served_in_version_2() {
+    use gridsync_core::sync::v2;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let current = server.enroll("w1", &dir.path().join("new"));
+    let id = current
+        .store
+        .create_issue(&current.author, new_issue(1, 1, 1))
+        .unwrap();
+    current.sync().unwrap();
+    let old = server.enroll("w1", &dir.path().join("old"));
+    let config = bincode::config::standard();
+    let round = |cursor: Cursor| -> v2::SyncResponse {
+        let mut bytes = b"GSYN\x00\x02".to_vec();
+        let request = v2::SyncRequest {
+            cursor,
+            pushes: vec![],
+            want_snapshots: vec![],
+            holdings: vec![],
+            page_bytes: 1 << 20,
+        };
+        bytes.extend(bincode::encode_to_vec(&request, config).unwrap());
+        let (status, body) = post_raw(&server.url, Some(&old.token), &bytes);
+        assert_eq!(status, 200);
+        assert_eq!(&body[..6], b"GSYN\x00\x02", "answered in version 2");
+        let (response, used) =
+            bincode::decode_from_slice::<v2::SyncResponse, _>(&body[6..], config).unwrap();
+        assert_eq!(used, body.len() - 6, "exactly version 2's layout");
+        response
+    };
+    let first = round(Cursor::Start);
+    assert_eq!(first.records.len(), 1);
+    assert_eq!(first.records[0].id, *id.as_bytes());
+    // Its log cursor is served as before (it names no log).
+    let cursor = first.cursor.unwrap();
+    add_note(&current.store, id, &current.author, "新版本手机写的");
+    current.sync().unwrap();
+    let next = round(cursor);
+    assert_eq!(next.records.len(), 1, "the new note reaches the old phone");
 }

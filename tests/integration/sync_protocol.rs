@@ -301,6 +301,7 @@ fn forged_changes_from_another_device_are_refused() {
     };
     let request = sync::encode_request(&sync::SyncRequest {
         cursor: Cursor::Log(0),
+        log: [0; 16],
         pushes: vec![sync::Push {
             id: *id.as_bytes(),
             changes: bytes,

@@ -390,6 +390,7 @@ fn a_client_that_keeps_its_cursor_behind_a_move_is_cut_off() {
         add_note(&phone.store, id, &worker(1), &format!("第{round}条"));
         let request = sync::encode_request(&sync::SyncRequest {
             cursor: cursor.clone(),
+            log: [0; 16],
             pushes: vec![sync::Push {
                 id: *id.as_bytes(),
                 changes: phone.store.own_changes_since(id, &shared).unwrap(),
@@ -839,6 +840,7 @@ fn push_one(
 ) -> sync::SyncResponse {
     let request = sync::encode_request(&sync::SyncRequest {
         cursor,
+        log: [0; 16],
         pushes: vec![sync::Push {
             id: *id.as_bytes(),
             changes,

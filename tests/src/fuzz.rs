@@ -274,6 +274,15 @@ pub fn foreign_changes(data: &[u8]) {
             assert_eq!(state(&store), before, "refused changes altered the store");
             assert_eq!(store.scope_of(id).unwrap(), scope_before);
         }
+        Ok(merged) if merged.new_changes == 0 && !merged.created => {
+            // Nothing new (no changes, or only known ones; on a device, even
+            // for a record it does not hold): nothing may change.
+            assert_eq!(
+                state(&store),
+                before,
+                "a merge of nothing altered the store"
+            );
+        }
         Ok(_) => {
             let meta = store
                 .meta(id)

@@ -1,0 +1,159 @@
+//! Backups and restores of a server's data directory.
+//!
+//! A backup is a directory holding a copy of the record store (`store/`)
+//! and of the identity database (`identity/`), taken while the server runs
+//! (`POST /v1/admin/backup`, which `gridsync backup --server URL` calls) or
+//! while it is stopped (`gridsync backup`), and a `BACKUP` file saying what
+//! it holds. The record store is copied at one point (writers wait for the
+//! copy); the identity database right after it.
+//!
+//! A restore (`gridsync restore`, the server stopped) moves the current
+//! stores aside, puts the backup's in place and gives the restored change
+//! log a new identity. Devices notice the new log at their next sync: they
+//! offer every change of their own again (so whatever a phone still holds
+//! comes back, including what the server had acknowledged after the
+//! backup) and follow the restored log from its start (`sync::serve`,
+//! `SyncResponse::reset`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use gridsync_core::{Store, StoreConfig};
+
+use crate::api::AppState;
+use crate::identity::Identity;
+
+/// What a backup holds.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub to: PathBuf,
+    pub records: usize,
+    /// The record store's change-log head in the backup.
+    pub log_head: u64,
+    /// Entries of the identity database (organisation, devices, logins).
+    pub identity_entries: usize,
+}
+
+/// Backs up an open server (its stores stay in use) into `dest`, a new
+/// directory given as an absolute path.
+pub fn backup_open(state: &AppState, dest: &Path) -> anyhow::Result<Summary> {
+    backup(&state.store, &state.identity, dest)
+}
+
+/// Backs up the stores of a stopped server's data directory.
+pub fn backup_stopped(data_dir: &Path, dest: &Path) -> anyhow::Result<Summary> {
+    let store =
+        Store::open(StoreConfig::new(data_dir.join("store"), "SRV")).with_context(|| {
+            format!(
+                "opening {} (if the server is running, pass --server URL)",
+                data_dir.display()
+            )
+        })?;
+    let identity = Identity::open(&data_dir.join("identity"))
+        .map_err(|e| anyhow::anyhow!("opening the identity database: {e}"))?;
+    backup(&store, &identity, dest)
+}
+
+fn backup(store: &Store, identity: &Identity, dest: &Path) -> anyhow::Result<Summary> {
+    if !dest.is_absolute() {
+        anyhow::bail!("the backup destination must be an absolute path");
+    }
+    if dest.exists() {
+        anyhow::bail!("{} exists; back up into a new directory", dest.display());
+    }
+    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    gridsync_core::store::make_private(dest)?;
+    let (records, log_head) = store.backup_to(&dest.join("store"))?;
+    let identity_entries = identity
+        .backup_to(&dest.join("identity"))
+        .map_err(|e| anyhow::anyhow!("backing up the identity database: {e}"))?;
+    let summary = Summary {
+        to: dest.to_owned(),
+        records,
+        log_head,
+        identity_entries,
+    };
+    std::fs::write(
+        dest.join("BACKUP"),
+        format!(
+            "gridsync backup\nrecords {records}\nlog_head {log_head}\nidentity_entries {identity_entries}\ntaken_at_ms {}\n",
+            crate::api::now_ms()
+        ),
+    )?;
+    gridsync_core::store::make_private(dest)?;
+    Ok(summary)
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    pub records: usize,
+    /// Where the stores that were replaced were moved.
+    pub replaced: Option<PathBuf>,
+    /// The restored log's new identity, hex.
+    pub log_id: String,
+}
+
+/// Puts the backup in `from` in place in `data_dir` (the server must be
+/// stopped). The stores there are moved aside into
+/// `<data-dir>/replaced-<ms>/`, never deleted. The admin token stays.
+pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Restored> {
+    for part in ["store", "identity", "BACKUP"] {
+        if !from.join(part).exists() {
+            anyhow::bail!("{} is not a gridsync backup (no {part})", from.display());
+        }
+    }
+    std::fs::create_dir_all(data_dir)?;
+    // Refuse while a server holds the stores: opening them takes their
+    // locks.
+    let mut replaced = None;
+    if data_dir.join("store").exists() || data_dir.join("identity").exists() {
+        let probe = Store::open(StoreConfig::new(data_dir.join("store"), "SRV"))
+            .context("the data directory is in use; stop the server before restoring")?;
+        drop(probe);
+        let aside = data_dir.join(format!("replaced-{}", crate::api::now_ms()));
+        std::fs::create_dir_all(&aside)?;
+        for part in ["store", "identity"] {
+            let path = data_dir.join(part);
+            if path.exists() {
+                std::fs::rename(&path, aside.join(part))
+                    .with_context(|| format!("moving {} aside", path.display()))?;
+            }
+        }
+        replaced = Some(aside);
+    }
+    for part in ["store", "identity"] {
+        copy_tree(&from.join(part), &data_dir.join(part))?;
+    }
+    gridsync_core::store::make_private(data_dir)?;
+    let store = Store::open(StoreConfig::new(data_dir.join("store"), "SRV"))?;
+    let log_id = store.renew_log_id()?;
+    let problems = store.verify()?;
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the restored store does not verify: {}",
+            problems.join("; ")
+        );
+    }
+    Ok(Restored {
+        records: store.len()?,
+        replaced,
+        log_id: log_id.iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+            std::fs::File::open(&target)?.sync_data()?;
+        }
+    }
+    Ok(())
+}

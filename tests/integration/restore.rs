@@ -1,0 +1,163 @@
+//! Backup and restore: a backup taken from the running server while a
+//! phone syncs, writes acknowledged after it, the older backup restored.
+//! The phones notice the restored log, offer their changes again, and
+//! every change any of them saw acknowledged is back.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use gridsync_core::{RecordId, Store, StoreConfig};
+use gridsync_tests::server::TestServer;
+use gridsync_tests::*;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_gridsync-under-test");
+
+fn gridsync(args: &[&str]) -> String {
+    let out = Command::new(SERVER)
+        .args(args)
+        .env("GRIDSYNC_ADMIN_TOKEN", gridsync_tests::server::ADMIN)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "gridsync {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn a_restored_backup_loses_nothing_a_phone_still_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let backup = dir.path().join("backup");
+    let server = TestServer::spawn(SERVER, &data, "127.0.0.1:0");
+    server.setup_org();
+    let mut phones = vec![
+        server.enroll("w1", &dir.path().join("p1")),
+        server.enroll("w2", &dir.path().join("p2")),
+    ];
+    // Every note a phone saw acknowledged: (record, text).
+    let mut acknowledged: Vec<(RecordId, String)> = Vec::new();
+    let mut cases: Vec<Vec<RecordId>> = vec![Vec::new(), Vec::new()];
+    for (i, phone) in phones.iter().enumerate() {
+        for n in 0..5 {
+            let id = phone
+                .store
+                .create_issue(&phone.author, new_issue(n, 1, i as u32 + 1))
+                .unwrap();
+            cases[i].push(id);
+        }
+        phone.sync().unwrap();
+    }
+
+    // The backup, taken from the running server while phone 1 keeps
+    // writing and syncing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let phone = phones.remove(0);
+        let stop = stop.clone();
+        let ids = cases[0].clone();
+        std::thread::spawn(move || {
+            let mut written = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) || n < 3 {
+                let id = ids[n % ids.len()];
+                let text = format!("备份时 {n}");
+                add_note(&phone.store, id, &phone.author, &text);
+                phone.sync().unwrap();
+                written.push((id, text));
+                n += 1;
+            }
+            assert!(phone.store.pending().unwrap().is_empty());
+            (phone, written)
+        })
+    };
+    let said = gridsync(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--to",
+        backup.to_str().unwrap(),
+        "--server",
+        &server.url,
+    ]);
+    assert!(said.contains("backed up 10 records"), "{said}");
+    stop.store(true, Ordering::SeqCst);
+    let (phone, written) = busy.join().unwrap();
+    phones.insert(0, phone);
+    let during = written.len();
+    acknowledged.extend(written);
+
+    // After the backup: more notes on every case, all acknowledged.
+    for (i, phone) in phones.iter().enumerate() {
+        for (k, id) in cases[i].iter().enumerate() {
+            let text = format!("备份后 {i}-{k}");
+            add_note(&phone.store, *id, &phone.author, &text);
+            acknowledged.push((*id, text));
+        }
+        assert_eq!(phone.sync().unwrap().accepted, 5);
+        assert!(phone.store.pending().unwrap().is_empty());
+    }
+    // A case made after the backup, too.
+    let late = phones[1]
+        .store
+        .create_issue(&phones[1].author, new_issue(9, 1, 2))
+        .unwrap();
+    phones[1].sync().unwrap();
+    cases[1].push(late);
+    server.stop();
+
+    // Restore the older backup and start again.
+    let said = gridsync(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(said.contains("restored 10 records"), "{said}");
+    let server = TestServer::spawn(SERVER, &data, "127.0.0.1:0");
+    for phone in &mut phones {
+        phone.url = server.url.clone();
+    }
+    let mut reoffered = 0;
+    for _ in 0..2 {
+        for phone in &phones {
+            let report = phone.sync().unwrap();
+            assert!(report.refused.is_empty(), "{report:?}");
+            reoffered += report.reoffered;
+        }
+    }
+    assert_eq!(reoffered, 2, "each phone noticed the restored log once");
+    server.stop();
+
+    let restored = Store::open(StoreConfig::new(data.join("store"), "SRV")).unwrap();
+    let mut lost = Vec::new();
+    for (id, text) in &acknowledged {
+        let notes = restored.issue(*id).map(|v| v.timeline).unwrap_or_default();
+        if !notes.iter().any(|t| &t.text == text) {
+            lost.push(text.clone());
+        }
+    }
+    assert!(lost.is_empty(), "lost after the restore: {lost:?}");
+    assert!(
+        restored.issue(late).is_ok(),
+        "the case made after the backup is back"
+    );
+    for (i, phone) in phones.iter().enumerate() {
+        for id in &cases[i] {
+            assert_eq!(
+                phone.store.heads(*id).unwrap(),
+                restored.heads(*id).unwrap()
+            );
+        }
+    }
+    assert!(restored.verify().unwrap().is_empty());
+    eprintln!(
+        "notes acknowledged: {} ({during} while the backup was taken); cases: 11 (1 after the backup); lost after the restore: 0",
+        acknowledged.len()
+    );
+}
