@@ -261,6 +261,13 @@ impl StoredScope {
                 .iter()
                 .any(|f| f.moved_at > known_through && admit(&f.scope))
     }
+
+    /// Whether the record ever lay in the sender's scope (now or before a
+    /// move): such a sender knows it exists, so telling it that changes it
+    /// re-sends are already held reveals nothing.
+    fn ever_admitted(&self, admit: &dyn Fn(&RecordScope) -> bool) -> bool {
+        admit(&self.current) || self.former.iter().any(|f| admit(&f.scope))
+    }
 }
 
 #[derive(Encode, Decode)]
@@ -2046,18 +2053,28 @@ impl Store {
             },
         };
         let heads = loaded.doc.get_heads();
+        // Set when the sender may no longer write to a record it knew (it
+        // learned of a move away): a re-sent push of changes the record
+        // already holds is still acknowledged (its first answer may have
+        // been lost), anything new is refused.
+        let mut only_known = false;
         if let ScopeRule::Locked(peer, known_through) = scope {
             // A push to a record the sender may not write is refused even
             // when it brings nothing new, and so is a push to an unknown
             // record that creates nothing: the answer must not tell which
             // records exist elsewhere.
-            let admitted = match self.scope_entry(id)? {
+            let entry = self.scope_entry(id)?;
+            let admitted = match &entry {
                 Some(t) => t.admits(peer.may_access, known_through),
                 None => existing.is_none(),
             };
             if !admitted {
-                w.cache.put(id, loaded);
-                return Err(Error::OutOfScope { id });
+                if entry.is_some_and(|t| t.ever_admitted(peer.may_access)) {
+                    only_known = true;
+                } else {
+                    w.cache.put(id, loaded);
+                    return Err(Error::OutOfScope { id });
+                }
             }
         }
         // The server reads the record before the merge so the audit can
@@ -2093,6 +2110,11 @@ impl Store {
         }))
         .map_err(|_| Error::MergePanicked(id))?;
         let new_changes = checked?;
+        if only_known && new_changes > 0 {
+            // `loaded` (with the changes merged in memory) is dropped: the
+            // record reloads from disk as it was.
+            return Err(Error::OutOfScope { id });
+        }
         if new_changes == 0 {
             if existing.is_none() && matches!(scope, ScopeRule::Locked(..)) {
                 // An empty push to an unknown id: answered like a record

@@ -1039,9 +1039,16 @@ impl<S: AsRef<Store>> Client<S> {
             .pending()?
             .iter()
             .any(|p| !self.report.refused.iter().any(|(id, _, _)| *id == p.id));
-        Ok(response.more
+        let more = response.more
             || !wants.is_empty()
-            || (pushes_left && (rebased || !response.accepted.is_empty())))
+            || (pushes_left && (rebased || !response.accepted.is_empty()));
+        if !more {
+            // A device's change log serves nobody once the server has what
+            // it holds (pending records are found by their own markers, not
+            // through the log): keep it from growing with every edit.
+            self.store.as_ref().truncate_log(u64::MAX)?;
+        }
+        Ok(more)
     }
 
     fn ids(&self, name: &str) -> Result<Vec<[u8; 16]>> {

@@ -2,7 +2,8 @@
 //! floors measured in the same run.
 //!
 //! `cargo bench -p gridsync-tests --bench store` (10,000 records; set
-//! `GRIDSYNC_BENCH_RECORDS` for another size).
+//! `GRIDSYNC_BENCH_RECORDS` for another size; `-- --phone-only` for the
+//! phone-growth row alone).
 //!
 //! Floors:
 //! * create: raw Automerge (the same fields built with plain `put`s) +
@@ -133,6 +134,60 @@ fn raw_event(d: &mut AutoCommit) {
         .unwrap();
 }
 
+/// Builds a phone store with `records` cases and `edits` notes spread over
+/// them, syncing to an in-memory server every 100 edits; returns the
+/// phone's store size on disk (after a reopen) and the sum of its
+/// documents' compacted sizes.
+fn phone_growth(path: &Path, records: usize, edits: usize) -> (u64, u64) {
+    let server = gridsync_tests::temp_store("SRV");
+    let phone = Store::open(config(path, Durability::Flush)).unwrap();
+    let ids: Vec<_> = (0..records)
+        .map(|i| phone.create_issue(&worker(1), new_issue(i, 1, 1)).unwrap())
+        .collect();
+    gridsync_tests::sync_in_process(&phone, &server, &["G1"]);
+    for e in 0..edits {
+        add_note(
+            &phone,
+            ids[e % records],
+            &worker(1),
+            &format!("走访记录 {e}：居民反映情况已核实"),
+        );
+        if e % 100 == 99 {
+            gridsync_tests::sync_in_process(&phone, &server, &["G1"]);
+        }
+    }
+    gridsync_tests::sync_in_process(&phone, &server, &["G1"]);
+    let docs: u64 = ids
+        .iter()
+        .map(|id| phone.snapshot(*id).unwrap().len() as u64)
+        .sum();
+    drop(phone);
+    // Reopened, as a phone is after a restart: what stays on disk.
+    let phone = Store::open(config(path, Durability::Flush)).unwrap();
+    assert_eq!(phone.len().unwrap(), records);
+    drop(phone);
+    (dir_size(path), docs)
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                total += dir_size(&p);
+            } else if let Ok(m) = e.metadata() {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+fn kib(bytes: u64) -> String {
+    format!("{:.0} KiB", bytes as f64 / 1024.0)
+}
+
 fn config(path: &Path, durability: Durability) -> StoreConfig {
     let mut c = StoreConfig::new(path, "BENCH");
     c.durability = durability;
@@ -244,6 +299,18 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("--open-only") => return open_only(Path::new(&args[1])),
         Some("--load-all") => return load_all(Path::new(&args[1])),
+        Some("--phone-only") => {
+            // Just the phone-growth row (its own run takes a minute).
+            let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+            let (phone, docs) = phone_growth(&tmp.path().join("phone"), 1_000, 10_000);
+            println!(
+                "a phone's store after 10,000 edits to 1,000 records: {} on disk, documents compacted {}: {:.2}x",
+                kib(phone),
+                kib(docs),
+                phone as f64 / docs as f64
+            );
+            return;
+        }
         _ => {}
     }
     let n: usize = std::env::var("GRIDSYNC_BENCH_RECORDS")
@@ -384,6 +451,16 @@ fn main() {
         fmt(o),
         fmt(f),
         format!("{:.2} (limit 2)", o.as_secs_f64() / f.as_secs_f64()),
+    ));
+
+    // A phone's store over a working life: 10,000 edits to 1,000 records,
+    // synced every 100 edits, against the compacted size of the documents.
+    let (phone_bytes, docs_bytes) = phone_growth(&tmp.path().join("phone"), 1_000, 10_000);
+    rows.push((
+        "a phone's store after 10,000 edits to 1,000 records".into(),
+        kib(phone_bytes),
+        format!("compacted documents: {}", kib(docs_bytes)),
+        format!("{:.2} (goal 1.3)", phone_bytes as f64 / docs_bytes as f64),
     ));
 
     println!("\n| measurement | gridsync (median) | floor / limit | ratio / note |");

@@ -63,7 +63,8 @@ fn a_run_exercises_every_fault() {
     assert!(
         stats.device_crashes_in_ops > 0
             && stats.device_crashes_in_sync > 0
-            && stats.server_crashes > 0,
+            && stats.server_crashes > 0
+            && stats.concurrent_crashes > 0,
         "a crash kind never happened: {stats:?}"
     );
     assert!(

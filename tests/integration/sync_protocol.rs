@@ -446,3 +446,27 @@ fn the_client_reports_which_records_a_sync_changed() {
     assert_eq!(client.take_changed(), vec![id]);
     assert!(client.take_changed().is_empty());
 }
+
+/// A phone's change log does not grow with every edit: once a sync has
+/// put everything on the server, the phone keeps only its newest entry
+/// (which carries the numbering on); later edits still sync.
+#[test]
+fn a_device_keeps_no_change_log_once_the_server_has_its_changes() {
+    let server = temp_store("SRV");
+    let device = temp_store("D1");
+    let id = device.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+    for i in 0..50 {
+        add_note(&device, id, &worker(1), &format!("第{i}条"));
+    }
+    assert_eq!(device.log_since(0, usize::MAX).unwrap().len(), 51);
+    let report = sync_in_process(&device, &server, &["G1"]);
+    assert_eq!(report.accepted, 1);
+    assert_eq!(device.log_since(0, usize::MAX).unwrap().len(), 1);
+    assert_eq!(device.log_head().unwrap(), 51);
+    add_note(&device, id, &worker(1), "之后");
+    assert_eq!(device.pending().unwrap()[0].seq, 52, "numbering goes on");
+    assert_eq!(sync_in_process(&device, &server, &["G1"]).accepted, 1);
+    assert_eq!(server.issue(id).unwrap().timeline.len(), 51);
+    assert_eq!(device.heads(id).unwrap(), server.heads(id).unwrap());
+    assert!(device.verify().unwrap().is_empty());
+}

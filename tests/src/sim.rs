@@ -11,7 +11,11 @@
 //! Crashes: a device may crash in the middle of a domain operation or of a
 //! sync round, and the server in the middle of serving a request; the
 //! crash is injected at a random write to sled (`Store::crash_after_writes`,
-//! feature `failpoints`) and the store is then reopened from disk.
+//! feature `failpoints`) and the store is then reopened from disk. The
+//! server may also die between two requests served at once: a held-back
+//! request applied while another device's round is served (between that
+//! round's flush and its paging of the feed), the server restarting from
+//! its files as they stood at that flush (`concurrent_crash`).
 //! After the steps, every device syncs over a clean network until nothing
 //! moves, and the run checks that:
 //!
@@ -60,6 +64,9 @@ pub struct SimStats {
     pub device_crashes_in_sync: usize,
     /// Server crashes in the middle of serving a request.
     pub server_crashes: usize,
+    /// Server crashes between two requests served at once: one flushed
+    /// and answered, the other applied and lost.
+    pub concurrent_crashes: usize,
     /// Requests held back and delivered after newer ones.
     pub reordered: usize,
     /// Responses a device applied twice.
@@ -85,6 +92,7 @@ impl SimStats {
         self.device_crashes_in_ops += o.device_crashes_in_ops;
         self.device_crashes_in_sync += o.device_crashes_in_sync;
         self.server_crashes += o.server_crashes;
+        self.concurrent_crashes += o.concurrent_crashes;
         self.reordered += o.reordered;
         self.duplicated_responses += o.duplicated_responses;
         self.offline_periods += o.offline_periods;
@@ -104,7 +112,7 @@ fn scope_of(grid: &str) -> RecordScope {
 struct Device {
     dir: PathBuf,
     code: String,
-    store: Option<Store>,
+    store: Option<std::sync::Arc<Store>>,
     /// Grids this device may access (all three for an office device).
     grids: Vec<&'static str>,
     /// No sync before this step.
@@ -125,13 +133,17 @@ impl Device {
     /// a real crash there could leave) and opens it again from disk.
     fn restart(&mut self) -> Result<(), String> {
         self.store = None;
-        self.store = Some(reopen(&self.dir, &self.code)?);
+        self.store = Some(std::sync::Arc::new(reopen(&self.dir, &self.code)?));
         Ok(())
     }
 
     fn allows(&self, s: &RecordScope) -> bool {
-        s.street == "S1" && s.community == "C1" && self.grids.contains(&s.grid.as_str())
+        in_grids(&self.grids, s)
     }
+}
+
+fn in_grids(grids: &[&str], s: &RecordScope) -> bool {
+    s.street == "S1" && s.community == "C1" && grids.contains(&s.grid.as_str())
 }
 
 fn open(dir: &Path, code: &str) -> Result<Store, String> {
@@ -190,7 +202,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
     let mut rng = Rng::new(seed);
     let mut stats = SimStats::default();
     let mut server = Device {
-        store: Some(open(&dir.join("server"), "SRV")?),
+        store: Some(std::sync::Arc::new(open(&dir.join("server"), "SRV")?)),
         dir: dir.join("server"),
         code: "SRV".into(),
         grids: GRIDS.to_vec(),
@@ -208,7 +220,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
             let code = format!("D{i}");
             let dir = dir.join(&code);
             Ok(Device {
-                store: Some(open(&dir, &code)?),
+                store: Some(std::sync::Arc::new(open(&dir, &code)?)),
                 dir,
                 code,
                 grids,
@@ -460,6 +472,11 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                     continue;
                 }
                 let (from, request) = delayed.swap_remove(rng.below(delayed.len()));
+                if rng.chance(40) && devices[d].offline_until <= step {
+                    concurrent_crash(&mut server, &devices, from, &request, d, &mut stats)
+                        .map_err(|e| format!("step {step}: {e}"))?;
+                    continue;
+                }
                 let dev = &devices[from];
                 let allow = |s: &RecordScope| dev.allows(s);
                 let author = dev.author.clone();
@@ -638,6 +655,94 @@ fn sync_round(
     ))
 }
 
+/// Two requests at once and a crash: the late request of device `from`
+/// is applied while device `d`'s request is served, between its flush and
+/// its paging of the feed, and the server dies before the late one's own
+/// flush (the server's files as they stood at `d`'s flush are what it
+/// restarts from). Device `d` receives its answer. With the feed served
+/// to the in-memory head, `d` would be sent the lost entry and never get
+/// the change that reuses its number; the final checks would catch it.
+fn concurrent_crash(
+    server: &mut Device,
+    devices: &[Device],
+    from: usize,
+    late: &[u8],
+    d: usize,
+    stats: &mut SimStats,
+) -> Result<(), String> {
+    use gridsync_core::store::Incoming;
+    let dev = &devices[d];
+    let other = &devices[from];
+    let late = sync::decode_request(late).map_err(|e| e.to_string())?;
+    let mut client = Client::new(dev.store());
+    let request = client.make_request().map_err(|e| e.to_string())?;
+    let image = server.dir.with_extension("crash-image");
+    let _ = std::fs::remove_dir_all(&image);
+    let live = std::sync::Arc::downgrade(server.store.as_ref().ok_or("server closed")?);
+    let (actor, author, grids) = (
+        other.store().actor().clone(),
+        other.author.clone(),
+        other.grids.clone(),
+    );
+    let known = other.claimed.get();
+    let (dir, to) = (server.dir.clone(), image.clone());
+    server.store().after_next_durable(move || {
+        let Some(store) = live.upgrade() else {
+            return;
+        };
+        crate::copy_dir(&dir, &to);
+        let allow = |s: &RecordScope| in_grids(&grids, s);
+        let peer = Peer {
+            actor: &actor,
+            author: &author,
+            may_access: &allow,
+            known_through: known,
+        };
+        let limits = gridsync_core::ForeignLimits {
+            actor: Some(actor.clone()),
+            ..Default::default()
+        };
+        let incoming = Incoming {
+            limits: &limits,
+            peer: Some(&peer),
+            known_through: known,
+        };
+        for push in &late.pushes {
+            let _ = store.apply_changes_unflushed(
+                RecordId::from_bytes(push.id),
+                &push.changes,
+                &incoming,
+            );
+        }
+    });
+    let allow = |s: &RecordScope| dev.allows(s);
+    let author = dev.author.clone();
+    let peer = Peer {
+        actor: dev.store().actor(),
+        author: &author,
+        may_access: &allow,
+        known_through: dev.claimed.get(),
+    };
+    let served = sync::serve_bytes(server.store(), &peer, &request, &ServerLimits::default());
+    // Called off if the round never reached its flush.
+    server.store().after_next_durable(|| {});
+    if image.exists() {
+        server.store = None;
+        std::fs::remove_dir_all(&server.dir).map_err(|e| e.to_string())?;
+        std::fs::rename(&image, &server.dir).map_err(|e| e.to_string())?;
+        server.store = Some(std::sync::Arc::new(reopen(&server.dir, &server.code)?));
+        stats.concurrent_crashes += 1;
+    }
+    let response = served.map_err(|e| format!("a request served beside a late one: {e}"))?;
+    dev.claimed
+        .set(dev.claimed.get().max(position_of(&request)));
+    client
+        .apply_response(&response)
+        .map_err(|e| e.to_string())?;
+    stats.syncs += 1;
+    Ok(())
+}
+
 /// Ends a round early: a crash armed on the device and not reached is
 /// called off.
 fn settle(dev: &Device, armed: bool) -> Result<(), String> {
@@ -703,7 +808,36 @@ fn check(
     for (i, d) in devices.iter().enumerate() {
         let store = d.store();
         if !store.pending().map_err(|e| e.to_string())?.is_empty() {
-            return Err(format!("device {i} still has unacknowledged changes"));
+            // Say why: what the server answers to its next push.
+            let mut client = Client::new(store);
+            let why = client
+                .make_request()
+                .ok()
+                .and_then(|request| {
+                    let allow = |s: &RecordScope| d.allows(s);
+                    let peer = Peer {
+                        actor: store.actor(),
+                        author: &d.author,
+                        may_access: &allow,
+                        known_through: d.claimed.get(),
+                    };
+                    let bytes =
+                        sync::serve_bytes(server, &peer, &request, &ServerLimits::default())
+                            .ok()?;
+                    let response = sync::decode_response(&bytes).ok()?;
+                    Some(
+                        response
+                            .refused
+                            .iter()
+                            .map(|r| r.message.clone())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    )
+                })
+                .unwrap_or_default();
+            return Err(format!(
+                "device {i} still has unacknowledged changes: {why}"
+            ));
         }
         // Exactly the server's records in its scope.
         let mut expected = Vec::new();
