@@ -447,17 +447,16 @@ async fn enroll(
         }
         let head = store.log_head().map_err(core_error)?;
         let enrolled = identity.enroll(&req.code, &actor, now_ms(), head)?;
-        let device = identity.authenticate(&enrolled.token)?;
-        let role = identity.device_role(&device.worker)?;
-        Ok((enrolled, device.worker, role))
+        let role = identity.device_role(&enrolled.worker)?;
+        Ok((enrolled, role))
     })
     .await?;
-    let (enrolled, worker, role) = enrolled;
+    let (enrolled, role) = enrolled;
     Ok(Json(json!({
         "device_id": enrolled.device_id,
         "device_code": enrolled.device_code,
         "token": enrolled.token,
-        "worker": worker,
+        "worker": enrolled.worker,
         "role": role.as_str(),
     })))
 }

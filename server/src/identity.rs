@@ -171,6 +171,8 @@ pub struct Enrolled {
     pub device_id: String,
     pub device_code: String,
     pub token: String,
+    /// The worker the device acts for.
+    pub worker: String,
 }
 
 /// Refuses a device role that may not carry a phone (core's
@@ -496,7 +498,7 @@ impl Identity {
         let secret = secret()?;
         let device = Device {
             id: device_id.clone(),
-            worker: e.worker,
+            worker: e.worker.clone(),
             actor: actor.to_bytes().to_vec(),
             code: device_code.clone(),
             token_digest: digest(&secret),
@@ -513,6 +515,7 @@ impl Identity {
             token: format!("gs1.{device_id}.{}", hex(&secret)),
             device_id,
             device_code,
+            worker: e.worker,
         })
     }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, ROOT};
 use gridsync_core::{Durability, IssueOp, IssueStatus, Query, Sort, Store, StoreConfig};
-use gridsync_tests::{add_note, new_issue, peak_rss_kib, worker};
+use gridsync_tests::{add_note, dir_size, new_issue, peak_rss_kib, worker};
 
 const SAMPLES: usize = 200;
 
@@ -167,21 +167,6 @@ fn phone_growth(path: &Path, records: usize, edits: usize) -> (u64, u64) {
     assert_eq!(phone.len().unwrap(), records);
     drop(phone);
     (dir_size(path), docs)
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(entries) = std::fs::read_dir(path) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                total += dir_size(&p);
-            } else if let Ok(m) = e.metadata() {
-                total += m.len();
-            }
-        }
-    }
-    total
 }
 
 fn kib(bytes: u64) -> String {

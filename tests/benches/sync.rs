@@ -21,7 +21,7 @@ use automerge::sync::SyncDoc;
 use automerge::Automerge;
 use gridsync_core::{Durability, RecordId, Store, StoreConfig};
 use gridsync_tests::server::{TestDevice, TestServer};
-use gridsync_tests::{add_note, new_issue, peak_rss_kib, worker};
+use gridsync_tests::{add_note, dir_size, new_issue, peak_rss_kib, worker};
 
 const SERVER_EXE: &str = env!("CARGO_BIN_EXE_gridsync-under-test");
 
@@ -533,19 +533,4 @@ fn main() {
 
 fn server_pid(server: &TestServer) -> u32 {
     server.pid().unwrap()
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(entries) = std::fs::read_dir(path) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                total += dir_size(&p);
-            } else if let Ok(m) = e.metadata() {
-                total += m.len();
-            }
-        }
-    }
-    total
 }

@@ -279,6 +279,22 @@ pub fn peak_rss_kib(pid: Option<u32>) -> u64 {
         .unwrap_or(0)
 }
 
+/// The bytes of every file under `path` (a store's size on disk).
+pub fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                total += dir_size(&p);
+            } else if let Ok(m) = e.metadata() {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
 /// Copies a directory tree (a store's files: a backup, or the image a
 /// crash would leave when taken right after a flush).
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
