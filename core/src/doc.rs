@@ -312,6 +312,96 @@ impl Fields {
     }
 }
 
+/// A value this build does not know, written by a newer app: a field it
+/// has no name for, or a value of a known field (a kind, a status, an
+/// urgency…) it has never seen. The document keeps it; it merges and syncs
+/// like any other value, and views show it here, marked, instead of
+/// hiding it or refusing the record.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Unrecognized {
+    /// The field's path: a root key (`kind`, `noise_level`), or a log and
+    /// field (`transitions.to`, `timeline.kind`).
+    pub field: String,
+    /// The value as text (objects as `{map}`, `[list]` or `"text"`).
+    pub value: String,
+}
+
+impl Fields {
+    /// The keys this map holds that are in none of the `known` lists (when
+    /// given), with
+    /// their values, and the keys in `enums` whose value `parses` does not
+    /// accept.
+    pub(crate) fn unrecognized(
+        &self,
+        prefix: &str,
+        known: Option<&[&[&str]]>,
+        enums: &[Closed<'_>],
+        out: &mut Vec<Unrecognized>,
+    ) {
+        for (key, entry) in &self.entries {
+            if known.is_none_or(|lists| lists.iter().any(|k| k.contains(&key.as_str()))) {
+                continue;
+            }
+            let value = match entry {
+                Entry::Scalar(Value::Str(s)) => s.clone(),
+                Entry::Scalar(Value::Null) => "null".into(),
+                Entry::Scalar(Value::Int(i) | Value::Time(i)) => i.to_string(),
+                Entry::Scalar(Value::F64(f)) => f.to_string(),
+                Entry::Scalar(Value::Bool(b)) => b.to_string(),
+                Entry::Object(ObjType::List, _) => "[list]".into(),
+                Entry::Object(ObjType::Text, _) => "\"text\"".into(),
+                Entry::Object(_, _) => "{map}".into(),
+            };
+            out.push(Unrecognized {
+                field: format!("{prefix}{key}"),
+                value,
+            });
+        }
+        for (key, parses) in enums {
+            if let Some(v) = self.str(key) {
+                if !parses(&v) {
+                    out.push(Unrecognized {
+                        field: format!("{prefix}{key}"),
+                        value: v,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A field with a closed set of values, and whether this build knows a
+/// value of it.
+pub(crate) type Closed<'a> = (&'a str, fn(&str) -> bool);
+
+/// The closed-value fields of one log, by the log's key.
+pub(crate) type LogEnums<'a> = (&'a str, &'a [Closed<'a>]);
+
+/// The unrecognized values of a record's root map and of its logs: `known`
+/// holds lists of the root keys this build writes, `enums` the root registers with
+/// a closed set of values, `logs` each log's closed-value fields. Status
+/// events whose `to` this build does not know are listed as
+/// `transitions.to` (they are kept and shown, never applied: see
+/// [`crate::workflow`]).
+pub(crate) fn unrecognized_in<R: ReadDoc>(
+    doc: &R,
+    root: &Fields,
+    known: &[&[&str]],
+    enums: &[Closed<'_>],
+    logs: &[LogEnums<'_>],
+) -> Vec<Unrecognized> {
+    let mut out = Vec::new();
+    root.unrecognized("", Some(known), enums, &mut out);
+    for (log_key, log_enums) in logs {
+        for entry in log(doc, root, log_key) {
+            entry.unrecognized(&format!("{log_key}."), None, log_enums, &mut out);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The maps of the log at `key`, each read as fields, in the log's order.
 pub(crate) fn log<R: ReadDoc>(doc: &R, parent: &Fields, key: &str) -> Vec<Fields> {
     let Some(list) = parent.obj(key, ObjType::List) else {

@@ -299,6 +299,9 @@ pub struct IssueView {
     pub activity_after_close: Vec<EntryId>,
     /// Whether the office has put the case under supervision.
     pub supervised: bool,
+    /// Values written by a newer app that this build does not know: kept,
+    /// merged and synced, shown here (a status among them is not applied).
+    pub unrecognized: Vec<doc::Unrecognized>,
 }
 
 /// One entry of a case's combined timeline: notes, visits, return visits,
@@ -638,6 +641,73 @@ fn register_conflicts<R: ReadDoc>(d: &R, f: &Fields) -> Vec<RegisterConflict> {
     out
 }
 
+/// The root keys this build writes into an issue, besides the location's
+/// and the reporter's (a key outside them was written by a newer app and
+/// is shown as unrecognized).
+pub(crate) const ROOT_KEYS: &[&str] = &[
+    "schema",
+    "type",
+    "id",
+    "case_no",
+    "external_ref",
+    "source",
+    "original_statement",
+    "capture_lat",
+    "capture_lon",
+    "capture_acc",
+    "created_at",
+    "created_by",
+    "device",
+    "intake_digest",
+    "title",
+    "kind",
+    "category",
+    "urgency",
+    "description",
+    "assignee",
+    "lead_unit",
+    "reply_to_citizen",
+    "resolution",
+    "resolution_summary",
+    "assist_units",
+    "tags",
+    "related",
+    "transitions",
+    "timeline",
+    "deadline_changes",
+    "return_visits",
+    "attachments",
+    "clock",
+];
+
+/// The values of an issue this build does not know (see
+/// [`doc::Unrecognized`]).
+fn unrecognized<R: ReadDoc>(d: &R, f: &Fields) -> Vec<doc::Unrecognized> {
+    let status = |s: &str| IssueStatus::parse(s).is_some();
+    doc::unrecognized_in(
+        d,
+        f,
+        &[ROOT_KEYS, Location::KEYS, Reporter::KEYS],
+        &[
+            ("kind", |s| IssueKind::parse(s).is_some()),
+            ("urgency", |s| Urgency::parse(s).is_some()),
+            ("source", |s| Source::parse(s).is_some()),
+            ("resolution", |s| Resolution::parse(s).is_some()),
+        ],
+        &[
+            ("transitions", &[("to", status), ("from", status)]),
+            (
+                "timeline",
+                &[("kind", |s| TimelineKind::parse(s).is_some())],
+            ),
+            (
+                "return_visits",
+                &[("satisfaction", |s| Satisfaction::parse(s).is_some())],
+            ),
+        ],
+    )
+}
+
 /// What the index needs of an issue, read without what it does not (the
 /// description, timeline, visits and attachments): every write derives it.
 #[derive(Clone, Debug, PartialEq)]
@@ -654,6 +724,8 @@ pub(crate) struct IssueSummary {
     pub kind: Option<IssueKind>,
     pub created_at: i64,
     pub facts: crate::query::Facts,
+    /// The fields holding values this build does not know.
+    pub unrecognized: Vec<String>,
 }
 
 pub(crate) fn summary<R: ReadDoc>(d: &R) -> IssueSummary {
@@ -680,6 +752,7 @@ pub(crate) fn summary<R: ReadDoc>(d: &R) -> IssueSummary {
         kind: f.str("kind").and_then(|k| IssueKind::parse(&k)),
         created_at,
         facts,
+        unrecognized: unrecognized(d, &f).into_iter().map(|u| u.field).collect(),
     }
 }
 
@@ -834,6 +907,7 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
         })
         .collect();
 
+    let unrecognized = unrecognized(d, &f);
     IssueView {
         id,
         case_no: f.string("case_no"),
@@ -876,5 +950,6 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
         register_conflicts,
         effective_deadline,
         activity_after_close,
+        unrecognized,
     }
 }

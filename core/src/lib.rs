@@ -68,7 +68,7 @@ pub mod sync;
 pub mod workflow;
 
 pub use automerge::{ActorId, ChangeHash};
-pub use doc::{RegisterConflict, Value};
+pub use doc::{RegisterConflict, Unrecognized, Value};
 pub use error::{Error, Result};
 pub use foreign::ForeignLimits;
 pub use ids::{Author, RecordId, RecordKind, Role};

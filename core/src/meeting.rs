@@ -267,6 +267,9 @@ pub struct MeetingView {
     pub attachments: Vec<Attachment>,
     pub action_items: Vec<ActionItem>,
     pub register_conflicts: Vec<RegisterConflict>,
+    /// Values written by a newer app that this build does not know: kept,
+    /// merged and synced, shown here (see [`doc::Unrecognized`]).
+    pub unrecognized: Vec<doc::Unrecognized>,
 }
 
 impl MeetingView {
@@ -657,6 +660,76 @@ fn read_action<R: ReadDoc>(
 }
 
 /// Reads the full view of a meeting document.
+/// The root keys this build writes into a meeting, besides the location's
+/// (a key outside them was written by a newer app and is shown as
+/// unrecognized).
+pub(crate) const ROOT_KEYS: &[&str] = &[
+    "schema",
+    "type",
+    "id",
+    "meeting_no",
+    "created_at",
+    "created_by",
+    "device",
+    "topic",
+    "level",
+    "format",
+    "venue",
+    "group_ref",
+    "convener",
+    "scheduled_at",
+    "held_at",
+    "outcome",
+    "next_follow_up_at",
+    "agenda",
+    "minutes",
+    "issue_ids",
+    "attendees",
+    "agreements",
+    "legal_guidance",
+    "attachments",
+    "action_items",
+    "clock",
+];
+
+/// The values of a meeting this build does not know: the root's, the
+/// attendees' roles, and action item statuses (`action_items.transitions.to`).
+fn unrecognized<R: ReadDoc>(d: &R, f: &Fields) -> Vec<doc::Unrecognized> {
+    let mut out = doc::unrecognized_in(
+        d,
+        f,
+        &[ROOT_KEYS, Location::KEYS],
+        &[
+            ("level", |s| MeetingLevel::parse(s).is_some()),
+            ("format", |s| MeetingFormat::parse(s).is_some()),
+            ("outcome", |s| MeetingOutcome::parse(s).is_some()),
+        ],
+        &[(
+            "attendees",
+            &[("role", |s| AttendeeRole::parse(s).is_some())],
+        )],
+    );
+    if let Some(items) = f.obj("action_items", ObjType::Map) {
+        let status = |s: &str| ActionStatus::parse(s).is_some();
+        for item in d.map_range(items, ..) {
+            if let automerge::ValueRef::Object(ObjType::Map) = item.value {
+                let fields = Fields::read(d, &item.id());
+                for entry in doc::log(d, &fields, "transitions") {
+                    entry.unrecognized(
+                        "action_items.transitions.",
+                        None,
+                        &[("to", status), ("from", status)],
+                        &mut out,
+                    );
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> MeetingView {
     let f = Fields::read(d, &ROOT);
     let mut register_conflicts = Vec::new();
@@ -719,5 +792,6 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> MeetingView {
         attachments: AttachmentRef::read_log(d, &f, "attachments"),
         action_items,
         register_conflicts,
+        unrecognized: unrecognized(d, &f),
     }
 }

@@ -51,6 +51,9 @@ pub struct RecordMeta {
     pub linked_issues: Vec<[u8; 16]>,
     /// What the figures need, so that they never load documents.
     pub facts: Facts,
+    /// The fields holding values written by a newer app that this build
+    /// does not know (see [`crate::doc::Unrecognized`]); empty for most.
+    pub unrecognized: Vec<String>,
 }
 
 /// What the office figures need of a record, derived from its document
@@ -156,6 +159,7 @@ impl RecordMeta {
             conflict: v.conflict,
             linked_issues: Vec::new(),
             facts: v.facts.clone(),
+            unrecognized: v.unrecognized.clone(),
         }
     }
 
@@ -180,6 +184,7 @@ impl RecordMeta {
             conflict: v.has_conflict(),
             linked_issues: v.issue_ids.iter().map(|i| *i.as_bytes()).collect(),
             facts: meeting_facts(v),
+            unrecognized: v.unrecognized.iter().map(|u| u.field.clone()).collect(),
         }
     }
 }

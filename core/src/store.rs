@@ -79,7 +79,11 @@ const META_INTAKE_KEY: &[u8] = b"intake_key";
 const META_LOG_ID: &[u8] = b"log_id";
 
 /// The on-disk format version of this store.
-pub const STORE_FORMAT: u64 = 1;
+///
+/// * 1 — the first.
+/// * 2 — index entries list the fields holding values this build does not
+///   know (`RecordMeta::unrecognized`). Migrated from 1 in place.
+pub const STORE_FORMAT: u64 = 2;
 
 /// The largest snapshot accepted from another replica.
 pub const MAX_SNAPSHOT_BYTES: usize = 8 << 20;
@@ -132,6 +136,10 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Keep everything in memory and delete it on drop (tests).
     pub temporary: bool,
+    /// Tests: stop a format migration, as a crash would, after deriving
+    /// this many index entries and before writing any.
+    #[cfg(feature = "failpoints")]
+    pub stop_migration_after: Option<usize>,
 }
 
 impl StoreConfig {
@@ -142,6 +150,8 @@ impl StoreConfig {
             cache_capacity: 256,
             durability: Durability::Fsync,
             temporary: false,
+            #[cfg(feature = "failpoints")]
+            stop_migration_after: None,
         }
     }
 }
@@ -274,6 +284,97 @@ impl StoredScope {
 struct StoredIndex {
     meta: RecordMeta,
     storage: Storage,
+}
+
+/// Store format 1's index entry, read by the migration to format 2: what
+/// it needs of it (the record id, the change time, the chunk accounting),
+/// decoded from the layout `RecordMeta` had then. (`Facts` has not changed
+/// since; a change to it freezes its format 1 layout here too.)
+mod format1 {
+    use bincode::{Decode, Encode};
+
+    use super::Storage;
+    use crate::query::Facts;
+
+    #[derive(Encode, Decode)]
+    struct RecordMeta {
+        id: [u8; 16],
+        kind: String,
+        number: String,
+        title: String,
+        street: String,
+        community: String,
+        grid: String,
+        status: String,
+        open: bool,
+        deadline: Option<i64>,
+        assignee: Option<String>,
+        urgency: Option<String>,
+        category: String,
+        issue_kind: Option<String>,
+        created_at: i64,
+        updated_at: i64,
+        conflict: bool,
+        linked_issues: Vec<[u8; 16]>,
+        facts: Facts,
+    }
+
+    #[derive(Encode, Decode)]
+    struct Stored {
+        meta: RecordMeta,
+        storage: Storage,
+    }
+
+    /// What the migration keeps of a format 1 index entry.
+    pub(super) struct StoredIndex {
+        pub meta_id: [u8; 16],
+        pub updated_at: i64,
+        pub storage: Storage,
+    }
+
+    /// Encodes an index entry in format 1's layout (tests).
+    #[cfg(feature = "failpoints")]
+    pub(super) fn encode(
+        meta: crate::query::RecordMeta,
+        storage: Storage,
+    ) -> crate::Result<Vec<u8>> {
+        let meta = RecordMeta {
+            id: meta.id,
+            kind: meta.kind,
+            number: meta.number,
+            title: meta.title,
+            street: meta.street,
+            community: meta.community,
+            grid: meta.grid,
+            status: meta.status,
+            open: meta.open,
+            deadline: meta.deadline,
+            assignee: meta.assignee,
+            urgency: meta.urgency,
+            category: meta.category,
+            issue_kind: meta.issue_kind,
+            created_at: meta.created_at,
+            updated_at: meta.updated_at,
+            conflict: meta.conflict,
+            linked_issues: meta.linked_issues,
+            facts: meta.facts,
+        };
+        bincode::encode_to_vec(Stored { meta, storage }, super::bincode_config())
+            .map_err(|e| crate::Error::Metadata(e.to_string()))
+    }
+
+    impl<C> Decode<C> for StoredIndex {
+        fn decode<D: bincode::de::Decoder<Context = C>>(
+            decoder: &mut D,
+        ) -> Result<Self, bincode::error::DecodeError> {
+            let stored = Stored::decode(decoder)?;
+            Ok(StoredIndex {
+                meta_id: stored.meta.id,
+                updated_at: stored.meta.updated_at,
+                storage: stored.storage,
+            })
+        }
+    }
 }
 
 /// What a write adds: the changes after `heads_before`, where they came
@@ -533,6 +634,26 @@ fn move_aside(path: &Path, reason: String) -> Error {
 }
 
 impl Store {
+    /// Test hook (feature `failpoints`): rewrites every index entry in
+    /// store format 1's layout and records format 1, as an older build
+    /// would have left the store, for migration tests on stores of any
+    /// size. Drop the store and reopen it to migrate.
+    #[cfg(feature = "failpoints")]
+    pub fn rewrite_as_format_1(&self) -> Result<()> {
+        let _w = self.lock();
+        let mut batch = sled::Batch::default();
+        for item in self.db.scan_prefix([P_INDEX]) {
+            let (k, v) = item?;
+            let (stored, _) = bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config())
+                .map_err(|e| Error::Metadata(e.to_string()))?;
+            batch.insert(k, format1::encode(stored.meta, stored.storage)?);
+        }
+        batch.insert(key(P_META, META_FORMAT), &1u64.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Test hook (feature `failpoints`): the store "crashes" after `writes`
     /// more writes to sled; every later write or flush fails with an I/O
     /// error. Drop the store and reopen it to model a restart.
@@ -584,6 +705,8 @@ impl Store {
                 reason: "1 to 32 ASCII letters, digits, '-' or '_'".into(),
             });
         }
+        #[cfg(feature = "failpoints")]
+        let config_stop = config.stop_migration_after;
         let db = if config.temporary {
             sled::Config::new().temporary(true).open()?
         } else {
@@ -620,17 +743,20 @@ impl Store {
             }
         };
 
-        let format = db.get(key(P_META, META_FORMAT))?;
-        match format {
+        let format = match db.get(key(P_META, META_FORMAT))? {
             None => {
                 db.insert(key(P_META, META_FORMAT), &STORE_FORMAT.to_be_bytes())?;
+                STORE_FORMAT
             }
-            Some(v) if v.as_ref() == STORE_FORMAT.to_be_bytes() => {}
-            Some(_) => {
-                return Err(Error::Metadata(
-                    "the store was written by a newer version of gridsync".into(),
-                ))
-            }
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Metadata("bad store format".into()))?,
+        };
+        if format > STORE_FORMAT {
+            return Err(Error::Metadata(format!(
+                "the store was written by a newer version of gridsync (store format {format}; \
+                 this build reads formats 1 to {STORE_FORMAT})"
+            )));
         }
         let actor = match db.get(key(P_META, META_ACTOR))? {
             Some(bytes) => ActorId::from(bytes.as_ref()),
@@ -698,9 +824,71 @@ impl Store {
             #[cfg(feature = "failpoints")]
             after_durable: Mutex::new(None),
         };
+        if format < STORE_FORMAT {
+            store.migrate(
+                format,
+                #[cfg(feature = "failpoints")]
+                config_stop,
+            )?;
+        }
         store.load_index()?;
         store.lock().synced_blobs = store.blob_names();
         Ok(store)
+    }
+
+    /// Migrates the store from `format` to [`STORE_FORMAT`] in place: every
+    /// index entry is derived again from its record, and the new entries
+    /// and the new format number are written in one atomic batch, then
+    /// flushed. A process killed at any point leaves either the old store
+    /// or the migrated one, and the old one migrates again on the next
+    /// open. Records and the change log are untouched.
+    fn migrate(
+        &self,
+        format: u64,
+        #[cfg(feature = "failpoints")] stop_after: Option<usize>,
+    ) -> Result<()> {
+        if format != 1 {
+            return Err(Error::Metadata(format!(
+                "no migration from store format {format}"
+            )));
+        }
+        let mut batch = sled::Batch::default();
+        #[cfg(feature = "failpoints")]
+        let mut derived = 0usize;
+        for item in self.db.scan_prefix([P_INDEX]) {
+            let (k, v) = item?;
+            let Some(id) = RecordId::from_slice(&k[1..]) else {
+                continue;
+            };
+            let old = bincode::decode_from_slice::<format1::StoredIndex, _>(&v, bincode_config())
+                .ok()
+                .map(|(old, _)| old)
+                .filter(|old| old.meta_id == *id.as_bytes());
+            let (storage, updated_at) = old.map_or((Storage::default(), now_ms()), |o| {
+                (o.storage, o.updated_at)
+            });
+            match self.load_with(id, storage) {
+                Ok(loaded) => {
+                    let meta = derive_meta(id, &loaded.doc, updated_at)?;
+                    batch.insert(k, encode_index(&meta, loaded.storage)?);
+                }
+                // Left for `load_index`, which lists it as corrupt.
+                Err(_) => batch.insert(k, Vec::<u8>::new()),
+            }
+            #[cfg(feature = "failpoints")]
+            {
+                derived += 1;
+                if stop_after.is_some_and(|n| derived >= n) {
+                    return Err(Error::Metadata(
+                        "the migration was stopped by a failpoint".into(),
+                    ));
+                }
+            }
+        }
+        batch.insert(key(P_META, META_FORMAT), &STORE_FORMAT.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Reads every index entry into memory; entries that cannot be decoded
@@ -1399,17 +1587,22 @@ impl Store {
     }
 
     fn load_from_disk(&self, id: RecordId) -> Result<Loaded> {
-        let corrupt = |reason: String| Error::Corrupt { id, reason };
-        let snapshot = self
-            .db
-            .get(key(P_SNAPSHOT, id.as_bytes()))?
-            .ok_or(Error::NotFound(id))?;
         let storage = match self.db.get(key(P_INDEX, id.as_bytes()))? {
             Some(v) => bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config())
                 .map(|(s, _)| s.storage)
                 .unwrap_or_default(),
             None => Storage::default(),
         };
+        self.load_with(id, storage)
+    }
+
+    /// Loads a record whose chunk accounting is `storage`.
+    fn load_with(&self, id: RecordId, storage: Storage) -> Result<Loaded> {
+        let corrupt = |reason: String| Error::Corrupt { id, reason };
+        let snapshot = self
+            .db
+            .get(key(P_SNAPSHOT, id.as_bytes()))?
+            .ok_or(Error::NotFound(id))?;
         // One load of the snapshot followed by every chunk: Automerge applies
         // all the changes in one go, much cheaper than chunk by chunk.
         let mut bytes = snapshot.to_vec();
@@ -1720,31 +1913,30 @@ impl Store {
         Ok((bytes, meta))
     }
 
-    /// Stores a record received whole from a trusted server, without
-    /// loading it, when this store does not have it yet; otherwise merges
-    /// it (so local unsynced changes survive). Not yet durable; see
-    /// [`Store::apply_changes_unflushed`].
+    /// Stores a record received whole from a trusted server when this store
+    /// does not have it yet; otherwise merges it (so local unsynced changes
+    /// survive). `kind` is the record kind the server announced and
+    /// `updated_at` its change time. The index entry is derived here, by
+    /// this build, from the record itself: a server of another build may
+    /// know values this one does not (a newer app's status), and the
+    /// reverse. Not yet durable; see [`Store::apply_changes_unflushed`].
     pub fn import_record_unflushed(
         &self,
         id: RecordId,
         bytes: &[u8],
-        meta: RecordMeta,
+        kind: &str,
+        updated_at: i64,
     ) -> Result<Merged> {
-        if meta.id != *id.as_bytes() || meta.record_kind().is_none() {
+        let doc = load_snapshot(id, bytes)?;
+        let meta = derive_meta(id, &doc, updated_at)?;
+        let named = doc::fixed_str(&doc, "id").and_then(|s| s.parse::<RecordId>().ok());
+        if meta.kind != kind || named != Some(id) {
             return Err(Error::MalformedChanges {
                 id,
                 reason: "the record's index entry does not match it".into(),
             });
         }
-        if bytes.len() > MAX_SNAPSHOT_BYTES {
-            return Err(Error::MalformedChanges {
-                id,
-                reason: format!(
-                    "a record of {} bytes exceeds {MAX_SNAPSHOT_BYTES}",
-                    bytes.len()
-                ),
-            });
-        }
+        drop(doc);
         let mut w = self.lock();
         if self.index_read().records.contains_key(&id) || self.index_read().corrupt.contains(&id) {
             drop(w);

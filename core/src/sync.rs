@@ -177,10 +177,61 @@ pub struct Pulled {
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Body {
     Changes(Vec<u8>),
-    Snapshot {
-        bytes: Vec<u8>,
-        meta: Box<RecordMeta>,
-    },
+    Snapshot { bytes: Vec<u8>, meta: Box<WireMeta> },
+}
+
+/// The index entry sent with a whole record: the layout of `RecordMeta`
+/// when protocol versions 2 and 3 were made, frozen, so that the store's
+/// own index can grow without changing the wire. A device derives its own
+/// index entry from the record (its build may know values the sender's
+/// does not, or the reverse); it takes only the change time from here.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct WireMeta {
+    pub id: [u8; 16],
+    pub kind: String,
+    pub number: String,
+    pub title: String,
+    pub street: String,
+    pub community: String,
+    pub grid: String,
+    pub status: String,
+    pub open: bool,
+    pub deadline: Option<i64>,
+    pub assignee: Option<String>,
+    pub urgency: Option<String>,
+    pub category: String,
+    pub issue_kind: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub conflict: bool,
+    pub linked_issues: Vec<[u8; 16]>,
+    pub facts: crate::query::Facts,
+}
+
+impl From<RecordMeta> for WireMeta {
+    fn from(m: RecordMeta) -> Self {
+        WireMeta {
+            id: m.id,
+            kind: m.kind,
+            number: m.number,
+            title: m.title,
+            street: m.street,
+            community: m.community,
+            grid: m.grid,
+            status: m.status,
+            open: m.open,
+            deadline: m.deadline,
+            assignee: m.assignee,
+            urgency: m.urgency,
+            category: m.category,
+            issue_kind: m.issue_kind,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            conflict: m.conflict,
+            linked_issues: m.linked_issues,
+            facts: m.facts,
+        }
+    }
 }
 
 impl Body {
@@ -196,7 +247,7 @@ impl Body {
         let (bytes, meta) = store.export_record(id)?;
         Ok(Body::Snapshot {
             bytes,
-            meta: Box::new(meta),
+            meta: Box::new(meta.into()),
         })
     }
 }
@@ -950,11 +1001,12 @@ impl<S: AsRef<Store>> Client<S> {
                     .store
                     .as_ref()
                     .apply_changes_unflushed(id, bytes, &incoming),
-                Body::Snapshot { bytes, meta } => {
-                    self.store
-                        .as_ref()
-                        .import_record_unflushed(id, bytes, (**meta).clone())
-                }
+                Body::Snapshot { bytes, meta } => self.store.as_ref().import_record_unflushed(
+                    id,
+                    bytes,
+                    &meta.kind,
+                    meta.updated_at,
+                ),
             };
             match merged {
                 Ok(merged) => {
@@ -1340,9 +1392,9 @@ mod tests {
 
     #[test]
     fn a_whole_record_on_the_wire_is_stable() {
-        // Whole records carry their index entry (`RecordMeta`, facts
-        // included): changing either changes the protocol.
-        let meta = RecordMeta {
+        // Whole records carry an index entry (`WireMeta`, facts included):
+        // changing either changes the protocol.
+        let meta = WireMeta {
             id: [4; 16],
             kind: "issue".into(),
             number: "D1-1".into(),

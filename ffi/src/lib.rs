@@ -271,6 +271,17 @@ pub struct IssueRecord {
     pub tags: Vec<String>,
     pub timeline: Vec<TimelineRecord>,
     pub transitions: Vec<TransitionRecord>,
+    /// Values a newer app wrote that this build does not know: kept and
+    /// synced; show them marked (an unknown status among them is not
+    /// applied).
+    pub unrecognized: Vec<UnrecognizedRecord>,
+}
+
+/// A field and value written by a newer app.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct UnrecognizedRecord {
+    pub field: String,
+    pub value: String,
 }
 
 fn value_text(v: &Value) -> String {
@@ -350,6 +361,14 @@ impl From<IssueView> for IssueRecord {
                     applied: t.applied,
                 })
                 .collect(),
+            unrecognized: v
+                .unrecognized
+                .into_iter()
+                .map(|u| UnrecognizedRecord {
+                    field: u.field,
+                    value: u.value,
+                })
+                .collect(),
         }
     }
 }
@@ -390,6 +409,8 @@ pub struct Summary {
     pub deadline: Option<i64>,
     pub conflict: bool,
     pub updated_at: i64,
+    /// Fields holding values a newer app wrote that this build does not know.
+    pub unrecognized: Vec<String>,
 }
 
 /// A page of a list and how many records matched in all.
@@ -714,6 +735,7 @@ impl GridStore {
                         deadline: m.deadline,
                         conflict: m.conflict,
                         updated_at: m.updated_at,
+                        unrecognized: m.unrecognized,
                     })
                     .collect(),
             })

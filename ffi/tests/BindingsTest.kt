@@ -86,8 +86,11 @@ fun main() {
     server.redirectError(ProcessBuilder.Redirect.INHERIT)
     val proc = server.start()
     try {
-        val banner = proc.inputStream.bufferedReader().readLine()
-        check("https://" in banner) { "not HTTPS: $banner" }
+        // The banner comes once the data is open, after a "listening" line.
+        val reader = proc.inputStream.bufferedReader()
+        var banner = reader.readLine()
+        while (banner != null && !banner.startsWith("gridsync serving on ")) banner = reader.readLine()
+        check(banner != null && "https://" in banner) { "not HTTPS: $banner" }
         val url = "https://" + banner.substringAfter("https://").substringBefore(" ")
         for ((path, body) in listOf(
             "/v1/admin/streets" to """{"id":"S1"}""",

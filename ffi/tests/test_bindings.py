@@ -47,7 +47,10 @@ def start_server(data):
          "--tls-cert", CERT, "--tls-key", KEY],
         stdout=subprocess.PIPE, env=env, text=True,
     )
+    # The banner comes once the data is open, after a "listening" line.
     banner = proc.stdout.readline()
+    while banner and not banner.startswith("gridsync serving on "):
+        banner = proc.stdout.readline()
     assert "https://" in banner, banner
     url = "https://" + banner.split("https://")[1].split()[0]
     return proc, url

@@ -150,6 +150,9 @@ async function openCase(id) {
     b.addEventListener("click", () => resolve(id, c.status));
     return b;
   }));
+  const unknown = v.unrecognized || [];
+  $("#case-unrecognized").hidden = unknown.length === 0;
+  $("#case-unrecognized-list").replaceChildren(...unknown.map((u) => el("li", `${u.field} = ${u.value}`)));
   $("#case-timeline").replaceChildren(...tl.items.map((item) => {
     const e = item.entry;
     let text;

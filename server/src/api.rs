@@ -304,7 +304,12 @@ async fn healthz(State(state): State<AppState>) -> Response {
         let body = Json(json!({ "status": "draining", "records": records }));
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
-    Json(json!({ "status": "ok", "records": records })).into_response()
+    Json(json!({
+        "status": "ok",
+        "records": records,
+        "store_format": gridsync_core::store::STORE_FORMAT,
+    }))
+    .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

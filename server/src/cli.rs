@@ -67,9 +67,14 @@ pub fn banner(addr: &std::net::SocketAddr, data_dir: &std::path::Path, tls: bool
 }
 
 /// The listening address in a [`banner`] line (for scripts and tests that
-/// start the server on port 0).
+/// start the server on port 0; the banner is printed once the server is
+/// ready, after a line saying it is listening and opening its data).
 pub fn address_in_banner(line: &str) -> Option<&str> {
-    line.split("://").nth(1)?.split_whitespace().next()
+    line.strip_prefix("gridsync serving on ")?
+        .split("://")
+        .nth(1)?
+        .split_whitespace()
+        .next()
 }
 
 fn init_logging() {
@@ -213,19 +218,26 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let token = crate::admin_token(&config.data_dir, |k| std::env::var(k).ok())?;
-    let state = crate::open(&config.data_dir, &token)
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let tls = config.tls.as_ref().map(crate::tls_acceptor).transpose()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        say(&banner(
-            &listener.local_addr()?,
-            &config.data_dir,
-            tls.is_some(),
+        let addr = listener.local_addr()?;
+        // Listening from the start: while the store opens (and an older
+        // store format migrates) every request is answered 503 `starting`.
+        say(&format!(
+            "gridsync listening on {addr}, opening the data directory {}",
+            config.data_dir.display()
         ));
+        let data_dir = config.data_dir.clone();
+        let state = crate::open_while_starting(&listener, tls.clone(), move || {
+            crate::open(&data_dir, &token)
+        })
+        .await
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+        say(&banner(&addr, &config.data_dir, tls.is_some()));
         if std::env::var_os("GRIDSYNC_ADMIN_TOKEN").is_none() {
             say(&format!(
                 "admin token in {}",

@@ -264,60 +264,18 @@ pub async fn run_tls(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
     let store = state.store.clone();
     let draining = state.draining.clone();
     let app = app(state);
-    let mut builder = Builder::new(TokioExecutor::new());
-    // Headers must arrive in time: a client that opens connections and
-    // trickles bytes holds nothing for long.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = connection_builder();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors, say: wait, then go on.
-                        tracing::warn!(error = %e, "accepting a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let service = TowerToHyperService::new(app.clone());
-                let watcher = graceful.watcher();
-                let builder = builder.clone();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let result = match tls {
-                        None => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        Some(acceptor) => {
-                            // The handshake is held to the header deadline too.
-                            let handshake =
-                                tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
-                            let Ok(Ok(stream)) = handshake.await else {
-                                tracing::debug!("TLS handshake failed or timed out");
-                                return;
-                            };
-                            let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection ended");
-                    }
-                });
+                if let Some(stream) = accepted_or_wait(accepted).await {
+                    serve_connection(stream, app.clone(), &builder, tls.clone(), Some(graceful.watcher()));
+                }
             }
             () = &mut shutdown => break,
         }
@@ -333,6 +291,116 @@ pub async fn run_tls(
     store
         .make_durable()
         .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+type ConnectionBuilder = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
+
+/// HTTP/1 and HTTP/2 connections whose headers must arrive in time: a
+/// client that opens connections and trickles bytes holds nothing for long.
+fn connection_builder() -> ConnectionBuilder {
+    let mut builder = ConnectionBuilder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+}
+
+/// The accepted connection, or `None` after a short pause when accepting
+/// failed (out of file descriptors, say).
+async fn accepted_or_wait(
+    accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+) -> Option<tokio::net::TcpStream> {
+    match accepted {
+        Ok((stream, _)) => Some(stream),
+        Err(e) => {
+            tracing::warn!(error = %e, "accepting a connection");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// Serves one connection with `app` on a task of its own, over TLS when
+/// `tls` is given, watched for graceful shutdown when `watcher` is.
+fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    builder: &ConnectionBuilder,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    watcher: Option<hyper_util::server::graceful::Watcher>,
+) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    let service = TowerToHyperService::new(app);
+    let builder = builder.clone();
+    tokio::spawn(async move {
+        let result = match tls {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                match watcher {
+                    Some(w) => w.watch(conn.into_owned()).await,
+                    None => conn.await,
+                }
+            }
+            Some(acceptor) => {
+                // The handshake is held to the header deadline too.
+                let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+                let Ok(Ok(stream)) = handshake.await else {
+                    tracing::debug!("TLS handshake failed or timed out");
+                    return;
+                };
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                match watcher {
+                    Some(w) => w.watch(conn.into_owned()).await,
+                    None => conn.await,
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended");
+        }
+    });
+}
+
+/// Runs `open` (opening the data directory, which migrates an older store
+/// format in place and may take a while) off the runtime, and meanwhile
+/// answers every request on `listener` with 503 `starting` and
+/// `Connection: close`, so load balancers and devices see a server that is
+/// up but not ready (`/healthz` answers `{"status": "starting"}`). Returns
+/// what `open` returned; the caller then serves with [`run_tls`] on the
+/// same listener.
+pub async fn open_while_starting(
+    listener: &tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    open: impl FnOnce() -> anyhow::Result<AppState> + Send + 'static,
+) -> anyhow::Result<AppState> {
+    let starting = Router::new().fallback(|| async {
+        let body = axum::Json(serde_json::json!({
+            "status": "starting",
+            "code": "starting",
+            "message": "the server is opening its data (a store migration may be running); try again shortly",
+        }));
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONNECTION, "close"), (header::RETRY_AFTER, "5")],
+            body,
+        )
+    });
+    let builder = connection_builder();
+    let mut opening = tokio::task::spawn_blocking(open);
+    loop {
+        tokio::select! {
+            opened = &mut opening => {
+                return opened.map_err(|e| anyhow::anyhow!("opening the data directory: {e}"))?;
+            }
+            accepted = listener.accept() => {
+                if let Some(stream) = accepted_or_wait(accepted).await {
+                    serve_connection(stream, starting.clone(), &builder, tls.clone(), None);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ fn serve_answers_healthz_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("gridsync listening on "), "{first}");
     let banner = lines.next().unwrap().unwrap();
     let addr = gridsync_server::cli::address_in_banner(&banner)
         .unwrap()
@@ -64,4 +66,46 @@ fn bad_arguments_are_refused_with_usage() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: gridsync serve"));
+}
+
+#[test]
+fn healthz_says_starting_until_the_store_is_open() {
+    // The store's opening (which migrates an older store format) is held
+    // until the test lets it go: meanwhile every request gets 503
+    // `starting` and the connection closes; then the same listener serves.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let data = dir.path().to_owned();
+    let server = runtime.spawn(async move {
+        let state = gridsync_server::open_while_starting(&listener, None, move || {
+            held.recv().unwrap();
+            gridsync_server::open(&data, "admin")
+        })
+        .await
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(gridsync_server::run(listener, state, async {
+            let _ = stopped.await;
+        }));
+        (stop, serving)
+    });
+    for path in ["/healthz", "/v1/sync"] {
+        let response = get(&addr, path);
+        assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+        assert!(response.contains(r#""code":"starting""#), "{response}");
+        assert!(response.to_ascii_lowercase().contains("connection: close"));
+        assert!(response.to_ascii_lowercase().contains("retry-after: 5"));
+    }
+    release.send(()).unwrap();
+    let (stop, serving) = runtime.block_on(server).unwrap();
+    let response = get(&addr, "/healthz");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""status":"ok""#), "{response}");
+    stop.send(()).unwrap();
+    runtime.block_on(serving).unwrap().unwrap();
 }

@@ -54,6 +54,7 @@ fn meta(id: u8, c: Case) -> RecordMeta {
         conflict: c.conflict,
         linked_issues: Vec::new(),
         facts: c.facts,
+        unrecognized: Vec::new(),
     }
 }
 

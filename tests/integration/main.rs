@@ -19,3 +19,4 @@ mod server;
 mod simulation;
 mod sync_protocol;
 mod trust;
+mod upgrade;

@@ -119,7 +119,7 @@ impl Fixture {
         let store = Store::open(config).unwrap();
         for (id, bytes, meta) in &self.records {
             store
-                .import_record_unflushed(*id, bytes, meta.clone())
+                .import_record_unflushed(*id, bytes, &meta.kind, meta.updated_at)
                 .unwrap();
         }
         store
@@ -347,7 +347,7 @@ fn office_server() -> &'static Office {
         for (id, bytes, meta) in &fx.records {
             state
                 .store
-                .import_record_unflushed(*id, bytes, meta.clone())
+                .import_record_unflushed(*id, bytes, &meta.kind, meta.updated_at)
                 .unwrap();
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -612,10 +612,12 @@ pub fn write_seeds(fixture_path: &Path, out: &Path) -> std::io::Result<usize> {
         &fresh_client.make_request().unwrap(),
     )?;
     let idle = temp("D4");
+    let meta = server.meta(i1).unwrap().unwrap();
     idle.import_record_unflushed(
         i1,
         &server.snapshot(i1).unwrap(),
-        server.meta(i1).unwrap().unwrap(),
+        &meta.kind,
+        meta.updated_at,
     )
     .unwrap();
     put(

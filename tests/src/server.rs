@@ -112,10 +112,13 @@ impl TestServer {
         }
         let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let banner = lines.next().unwrap().unwrap();
-        let addr = gridsync_server::cli::address_in_banner(&banner)
-            .unwrap()
-            .to_owned();
+        // The banner comes once the store is open (after a line saying the
+        // server listens and opens its data).
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| gridsync_server::cli::address_in_banner(&line).map(str::to_owned))
+            .expect("the server printed no banner");
         // Keep draining stdout so the child never blocks on it.
         std::thread::spawn(move || for _ in lines {});
         TestServer {
