@@ -313,10 +313,33 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let mut text = state.metrics.render();
+    // The change log's extent, for watching the retention policy.
+    let store = &state.store;
+    for (name, help, value) in [
+        (
+            "gridsync_records",
+            "Records the server holds.",
+            store.len().ok().map(|n| n as u64),
+        ),
+        (
+            "gridsync_log_head",
+            "The newest durable change-log sequence.",
+            store.durable_head().ok(),
+        ),
+        (
+            "gridsync_log_floor",
+            "The oldest change-log sequence kept (devices behind it start over).",
+            store.log_floor().ok(),
+        ),
+    ] {
+        if let Some(v) = value {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            ));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {

@@ -7,11 +7,13 @@ use crate::Config;
 /// Usage text.
 pub const USAGE: &str =
     "usage: gridsync serve [--data-dir DIR] [--listen ADDR] [--tls-cert PEM --tls-key PEM] [--drain-seconds N]
+                      [--log-keep-days N (default 90)] [--log-keep-entries N]   (0: no bound)
        gridsync demo --data-dir DIR [--issues N]   (seed a demo district)
        gridsync backup --data-dir DIR --to DEST [--server URL]
                                  (a consistent copy; --server: of the running server)
        gridsync restore --from BACKUP --data-dir DIR   (the server stopped)
   environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_TLS_CERT, GRIDSYNC_TLS_KEY, GRIDSYNC_DRAIN_SECONDS,
+               GRIDSYNC_LOG_KEEP_DAYS, GRIDSYNC_LOG_KEEP_ENTRIES,
                GRIDSYNC_ADMIN_TOKEN, RUST_LOG (default info), GRIDSYNC_LOG_FORMAT=json";
 
 /// Runs the command line; returns the process exit code.
@@ -244,6 +246,33 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
                 config.data_dir.join("admin-token").display()
             ));
         }
+        // The change log's retention, applied now and every hour.
+        let store = state.store.clone();
+        let policy = config.retention;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::retention::TICK);
+            loop {
+                every.tick().await;
+                let store = store.clone();
+                let now = crate::api::now_ms();
+                let done = tokio::task::spawn_blocking(move || {
+                    crate::retention::tick(&store, &policy, now)
+                })
+                .await;
+                match done {
+                    Ok(Ok(t)) if t.removed > 0 => {
+                        tracing::info!(
+                            removed = t.removed,
+                            floor = t.floor,
+                            "change log truncated"
+                        );
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "applying the log retention"),
+                    Err(e) => tracing::error!(error = %e, "applying the log retention"),
+                }
+            }
+        });
         // On the signal: readiness goes to 503 at once, new work is still
         // taken for the drain time, then `run_tls` stops accepting, lets
         // requests in flight finish and flushes.

@@ -17,6 +17,7 @@ pub mod gate;
 pub mod identity;
 pub mod metrics;
 pub mod office;
+pub mod retention;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ pub struct Config {
     /// for a load balancer to stop sending work). Requests in flight then
     /// finish and the store is flushed.
     pub drain: Duration,
+    /// How long the change log reaches back (see [`retention`]).
+    pub retention: retention::Retention,
 }
 
 /// A certificate chain and its private key, PEM files, for HTTPS.
@@ -107,7 +110,27 @@ impl Config {
             listen: env("GRIDSYNC_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into()),
             tls: None,
             drain: Duration::ZERO,
+            retention: retention::Retention::default(),
         };
+        // 0 lifts a bound.
+        let keep_days = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|d| *d <= 36_500)
+                .map(|d| (d > 0).then(|| Duration::from_secs(d * 86_400)))
+                .ok_or_else(|| format!("log keep days must be 0 to 36500, not {v:?}"))
+        };
+        let keep_entries = |v: &str| {
+            v.parse::<u64>()
+                .map(|n| (n > 0).then_some(n))
+                .map_err(|_| format!("log keep entries must be a count, not {v:?}"))
+        };
+        if let Some(v) = env("GRIDSYNC_LOG_KEEP_DAYS") {
+            config.retention.keep_age = keep_days(&v)?;
+        }
+        if let Some(v) = env("GRIDSYNC_LOG_KEEP_ENTRIES") {
+            config.retention.keep_entries = keep_entries(&v)?;
+        }
         let seconds = |v: &str| {
             v.parse::<u64>()
                 .ok()
@@ -133,6 +156,12 @@ impl Config {
                 "--tls-cert" => cert = Some(value("--tls-cert")?.into()),
                 "--tls-key" => key = Some(value("--tls-key")?.into()),
                 "--drain-seconds" => config.drain = seconds(&value("--drain-seconds")?)?,
+                "--log-keep-days" => {
+                    config.retention.keep_age = keep_days(&value("--log-keep-days")?)?;
+                }
+                "--log-keep-entries" => {
+                    config.retention.keep_entries = keep_entries(&value("--log-keep-entries")?)?;
+                }
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -448,6 +477,21 @@ mod tests {
         assert_eq!(flag.drain, Duration::from_secs(2));
         for bad in ["-1", "x", "3601"] {
             assert!(Config::from_args(&args(&["--drain-seconds", bad]), none).is_err());
+        }
+        // The log: 90 days by default, no count limit; 0 lifts a bound.
+        assert_eq!(c.retention, retention::Retention::default());
+        assert_eq!(c.retention.keep_age, Some(Duration::from_secs(90 * 86_400)));
+        let env = |k: &str| (k == "GRIDSYNC_LOG_KEEP_ENTRIES").then(|| "5000".to_owned());
+        let c = Config::from_args(&args(&["--log-keep-days", "0"]), env).unwrap();
+        assert_eq!(
+            c.retention,
+            retention::Retention {
+                keep_age: None,
+                keep_entries: Some(5000)
+            }
+        );
+        for bad in [&["--log-keep-days", "x"][..], &["--log-keep-entries", "-3"]] {
+            assert!(Config::from_args(&args(bad), none).is_err());
         }
     }
 

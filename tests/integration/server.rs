@@ -428,3 +428,120 @@ fn a_version_2_phone_is_served_in_version_2() {
     let next = round(cursor);
     assert_eq!(next.records.len(), 1, "the new note reaches the old phone");
 }
+
+#[test]
+fn a_device_behind_the_truncated_log_starts_over_and_keeps_its_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let store = server.store.clone().unwrap();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let b = server.enroll("w1", &dir.path().join("b"));
+    let ids: Vec<_> = (0..3)
+        .map(|i| a.store.create_issue(&a.author, new_issue(i, 1, 1)).unwrap())
+        .collect();
+    a.sync().unwrap();
+    b.sync().unwrap();
+    let b_saw = store.durable_head().unwrap();
+
+    // b goes offline with work of its own.
+    add_note(&b.store, ids[0], &b.author, "离线走访记录");
+    b.store
+        .update_issue(
+            ids[1],
+            &b.author,
+            IssueOp::SetTitle("楼道堆物（复查）".into()),
+        )
+        .unwrap();
+    let new = b.store.create_issue(&b.author, new_issue(9, 1, 1)).unwrap();
+    // Meanwhile the others write on, and the log is cut to its newest five
+    // entries, far past where b stopped.
+    for n in 0..20 {
+        add_note(&a.store, ids[0], &a.author, &format!("巡查 {n}"));
+        a.sync().unwrap();
+    }
+    let policy = gridsync_server::retention::Retention {
+        keep_age: None,
+        keep_entries: Some(5),
+    };
+    let tick = gridsync_server::retention::tick(&store, &policy, 0).unwrap();
+    assert!(tick.removed >= 15, "{tick:?}");
+    assert!(tick.floor > b_saw + 1, "{tick:?} (b saw {b_saw})");
+
+    // b returns: its cursor is behind the floor, so it receives its scope
+    // whole, and its unsynced work goes up with nothing lost.
+    let report = b.sync().unwrap();
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert!(report.pulled >= 3, "{report:?}");
+    assert!(b.store.pending().unwrap().is_empty());
+    a.sync().unwrap();
+    let view = store.issue(ids[0]).unwrap();
+    assert!(view.timeline.iter().any(|t| t.text == "离线走访记录"));
+    assert!(view.timeline.iter().any(|t| t.text == "巡查 19"));
+    assert_eq!(store.issue(ids[1]).unwrap().title, "楼道堆物（复查）");
+    assert!(store.meta(new).unwrap().is_some());
+    for id in store.record_ids().unwrap() {
+        let heads = store.heads(id).unwrap();
+        assert_eq!(a.store.heads(id).unwrap(), heads, "{id}");
+        assert_eq!(b.store.heads(id).unwrap(), heads, "{id}");
+    }
+    for s in [&*store, &a.store, &b.store] {
+        assert_eq!(s.verify().unwrap(), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn serve_applies_the_log_retention_it_is_given() {
+    // Twenty entries written, then `gridsync serve --log-keep-entries 5`:
+    // the first tick, at start, cuts the log, as /metrics shows.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    {
+        let server = TestServer::start(&data);
+        server.setup_org();
+        let a = server.enroll("w1", &dir.path().join("a"));
+        let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+        for n in 0..20 {
+            add_note(&a.store, id, &a.author, &format!("巡查 {n}"));
+        }
+        a.sync().unwrap();
+        for n in 0..20 {
+            add_note(&a.store, id, &a.author, &format!("复查 {n}"));
+            a.sync().unwrap();
+        }
+        server.stop();
+    }
+    let server = TestServer::spawn_with(
+        env!("CARGO_BIN_EXE_gridsync-under-test"),
+        &data,
+        "127.0.0.1:0",
+        None,
+        &["--log-keep-entries", "5"],
+    );
+    let gauge = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let url = format!("{}/metrics", server.url);
+    let mut floor = 0;
+    let mut head = 0;
+    for _ in 0..500 {
+        let text = ureq::get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        floor = gauge(&text, "gridsync_log_floor");
+        head = gauge(&text, "gridsync_log_head");
+        if floor > 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(head >= 21, "head {head}");
+    assert_eq!(floor, head - 4, "floor {floor}, head {head}");
+}
