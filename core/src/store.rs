@@ -77,6 +77,12 @@ const META_INTAKE_KEY: &[u8] = b"intake_key";
 /// The change log's identity (16 random bytes): renewed when the log is
 /// replaced by another (a restore), so devices can tell.
 const META_LOG_ID: &[u8] = b"log_id";
+/// Earlier logs this one continues, each with the last sequence the two
+/// share (a restore keeps the backup's prefix of the log it was taken from).
+const META_LOG_ANCESTORS: &[u8] = b"log_ancestors";
+/// In a backup: the last sequence the live log had made durable when the
+/// copy was taken (its own log never hands those numbers out again).
+const META_BACKUP_SHARED: &[u8] = b"backup_shared_through";
 
 /// The on-disk format version of this store.
 ///
@@ -2024,6 +2030,13 @@ impl Store {
                 pending = 0;
             }
         }
+        // What the copy shares with this log for good: entries durable
+        // here are never numbered again, whatever happens to this process.
+        let durable = self
+            .durable_seq
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .min(w.next_seq - 1);
+        batch.insert(key(P_META, META_BACKUP_SHARED), &durable.to_be_bytes());
         copy.apply_batch(batch)?;
         copy.flush()?;
         let head = w.next_seq - 1;
@@ -2036,15 +2049,64 @@ impl Store {
     }
 
     /// Gives the change log a new identity, durably: what a restore does,
-    /// since the restored log's tail is not the one devices saw. Returns
-    /// the new id.
+    /// since the restored log's tail is not the one devices saw. The old
+    /// identity is kept as an ancestor with the last sequence both logs
+    /// share (the durable head of the live log when the backup was taken,
+    /// else this log's head), so a device that knew the old log continues
+    /// from there instead of starting over ([`Store::log_shared_with`]).
+    /// Returns the new id.
     pub fn renew_log_id(&self) -> Result<[u8; 16]> {
         let id = random_log_id()?;
+        let shared = match self.db.get(key(P_META, META_BACKUP_SHARED))? {
+            Some(v) => u64::from_be_bytes(
+                <[u8; 8]>::try_from(v.as_ref())
+                    .map_err(|_| Error::Metadata("bad backup point".into()))?,
+            ),
+            None => self.durable_head()?,
+        }
+        .min(self.log_head()?);
+        let mut ancestors: Vec<([u8; 16], u64)> = self
+            .log_ancestors()?
+            .into_iter()
+            .map(|(log, s)| (log, s.min(shared)))
+            .collect();
+        ancestors.push((self.log_id(), shared));
+        // Bounded: a log restored many times keeps its latest ancestors.
+        if ancestors.len() > 16 {
+            ancestors.drain(..ancestors.len() - 16);
+        }
+        let encoded = bincode::encode_to_vec(&ancestors, bincode_config())
+            .map_err(|e| Error::Metadata(e.to_string()))?;
+        let mut batch = sled::Batch::default();
+        batch.insert(key(P_META, META_LOG_ID), &id[..]);
+        batch.insert(key(P_META, META_LOG_ANCESTORS), encoded);
+        batch.remove(key(P_META, META_BACKUP_SHARED));
         self.write_point()?;
-        self.db.insert(key(P_META, META_LOG_ID), &id[..])?;
+        self.db.apply_batch(batch)?;
         self.flush_now()?;
         *self.log_id.lock().unwrap_or_else(PoisonError::into_inner) = id;
         Ok(id)
+    }
+
+    fn log_ancestors(&self) -> Result<Vec<([u8; 16], u64)>> {
+        match self.db.get(key(P_META, META_LOG_ANCESTORS))? {
+            None => Ok(Vec::new()),
+            Some(v) => bincode::decode_from_slice(&v, bincode_config())
+                .map(|(a, _)| a)
+                .map_err(|e| Error::Metadata(format!("log ancestors: {e}"))),
+        }
+    }
+
+    /// When `log` is a log this one continues (this store was restored from
+    /// a backup of it), the last sequence the two share: a device whose
+    /// cursor came from `log` may continue here from that point.
+    pub fn log_shared_with(&self, log: [u8; 16]) -> Result<Option<u64>> {
+        Ok(self
+            .log_ancestors()?
+            .into_iter()
+            .rev()
+            .find(|(l, _)| *l == log)
+            .map(|(_, shared)| shared))
     }
 
     /// The sequence of the latest change-log entry known to be durable: the
@@ -2449,6 +2511,14 @@ impl Store {
     pub fn set_sync_state_unflushed(&self, name: &str, value: &[u8]) -> Result<()> {
         self.write_point()?;
         self.db.insert(sync_state_key(name), value)?;
+        Ok(())
+    }
+
+    /// Removes a value written by [`Store::set_sync_state`]; not yet
+    /// durable.
+    pub fn clear_sync_state_unflushed(&self, name: &str) -> Result<()> {
+        self.write_point()?;
+        self.db.remove(sync_state_key(name))?;
         Ok(())
     }
 

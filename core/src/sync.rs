@@ -532,18 +532,41 @@ pub fn serve(
     let known_log = request.log == [0; 16] || request.log == response.log;
     if !known_log && request.cursor != Cursor::Start {
         // The device's cursor belongs to a log this server does not have
-        // (it was restored from a backup): positions in it mean nothing
-        // here, and the server may lack changes the device saw
-        // acknowledged. The device re-offers everything and starts over.
+        // (it was restored from a backup): the server may lack changes the
+        // device saw acknowledged, so the device re-offers everything. When
+        // this log continues the device's (restored from a backup of it),
+        // positions up to the shared point mean the same here and the
+        // device follows on from there; otherwise it starts over. (A
+        // device of an earlier build starts over either way.)
+        let shared = match request.cursor {
+            Cursor::Log(seq) => store
+                .log_shared_with(request.log)?
+                .map(|shared| seq.min(shared))
+                .filter(|from| from.saturating_add(1) >= store.log_floor().unwrap_or(u64::MAX)),
+            _ => None,
+        };
         response.reset = true;
-        response.cursor = Some(Cursor::Start);
+        response.cursor = Some(shared.map_or(Cursor::Start, Cursor::Log));
         response.more = true;
         stats.records_sent = response.records.len();
         return Ok((response, stats));
     }
     let (next, more) = match request.cursor {
         Cursor::Log(seq) if seq.saturating_add(1) >= store.log_floor()? => {
-            serve_log(store, peer, seq, &mut budget, &mut response)?
+            // Holdings with a log cursor: the first request after following
+            // on in a restored log. Records that left the device's scope
+            // (or came into it) in what the restore lost are settled here.
+            match reconcile_holdings(
+                store,
+                peer,
+                &request.holdings,
+                &created,
+                &mut budget,
+                &mut response,
+            )? {
+                true => serve_log(store, peer, seq, &mut budget, &mut response)?,
+                false => (Cursor::Start, true),
+            }
         }
         Cursor::Snapshots { after, then } => serve_snapshots(
             store,
@@ -582,6 +605,48 @@ pub fn serve(
     response.cursor = Some(next);
     response.more = more;
     Ok((response, stats))
+}
+
+/// For a device that follows on in a restored log and sent what it holds:
+/// drops the held records that are not (or no longer) its own, and sends
+/// whole the records of its scope it does not hold. Returns false when
+/// they do not fit in this response, and the device must start over.
+fn reconcile_holdings(
+    store: &Store,
+    peer: &Peer<'_>,
+    holdings: &[[u8; 16]],
+    created: &[[u8; 16]],
+    budget: &mut Budget,
+    response: &mut SyncResponse,
+) -> Result<bool> {
+    if holdings.is_empty() {
+        return Ok(true);
+    }
+    let held: std::collections::BTreeSet<[u8; 16]> = holdings.iter().copied().collect();
+    for id in &held {
+        let scope = store.scope_of(RecordId::from_bytes(*id))?;
+        if scope.is_some_and(|s| !(peer.may_access)(&s)) && !response.drop.contains(id) {
+            response.drop.push(*id);
+        }
+    }
+    let mut after = None;
+    loop {
+        let batch = store.records_after(after, 64, |m| {
+            (peer.may_access)(&m.scope()) && !held.contains(&m.id) && !created.contains(&m.id)
+        });
+        let Some(last) = batch.last() else {
+            return Ok(true);
+        };
+        after = Some(last.record_id());
+        for meta in batch {
+            if budget.spent() {
+                return Ok(false);
+            }
+            let body = Body::whole(store, meta.record_id())?;
+            budget.take(body.len());
+            response.records.push(Pulled { id: meta.id, body });
+        }
+    }
 }
 
 struct Budget {
@@ -752,6 +817,9 @@ const CURSOR_STATE: &str = "cursor";
 /// The server log the saved cursor belongs to.
 const LOG_STATE: &str = "log";
 const WANT_STATE: &str = "want_snapshots";
+/// Set while the device follows on in a restored log and has not yet told
+/// the server what it holds.
+const HOLDINGS_STATE: &str = "send_holdings";
 const DROP_STATE: &str = "drops";
 
 /// Whether the server has told this device to drop the record (it moved
@@ -880,7 +948,9 @@ impl<S: AsRef<Store>> Client<S> {
             });
         }
         let cursor = self.cursor()?;
-        let holdings = if cursor == Cursor::Start {
+        let holdings = if cursor == Cursor::Start
+            || self.store.as_ref().sync_state(HOLDINGS_STATE)?.is_some()
+        {
             self.store
                 .as_ref()
                 .record_ids()?
@@ -928,9 +998,21 @@ impl<S: AsRef<Store>> Client<S> {
             self.store
                 .as_ref()
                 .set_sync_state(LOG_STATE, &response.log)?;
-            let start = bincode::encode_to_vec(Cursor::Start, config())
+            // Follow on where the restored log still agrees with ours (the
+            // server says where), telling it once what we hold; else start
+            // over.
+            let next = match response.cursor {
+                Some(Cursor::Log(seq)) => {
+                    self.store
+                        .as_ref()
+                        .set_sync_state_unflushed(HOLDINGS_STATE, &[1])?;
+                    Cursor::Log(seq)
+                }
+                _ => Cursor::Start,
+            };
+            let next = bincode::encode_to_vec(next, config())
                 .map_err(|e| Error::Metadata(e.to_string()))?;
-            self.store.as_ref().set_sync_state(CURSOR_STATE, &start)?;
+            self.store.as_ref().set_sync_state(CURSOR_STATE, &next)?;
             self.report.reoffered += 1;
             return Ok(true);
         }
@@ -1083,6 +1165,10 @@ impl<S: AsRef<Store>> Client<S> {
                     .as_ref()
                     .set_sync_state_unflushed(LOG_STATE, &response.log)?;
             }
+            // The holdings sent after a reset were answered.
+            self.store
+                .as_ref()
+                .clear_sync_state_unflushed(HOLDINGS_STATE)?;
             self.store.as_ref().set_sync_state(CURSOR_STATE, &encoded)?;
         }
         let pushes_left = self
