@@ -65,6 +65,7 @@ pub mod query;
 mod rebase;
 pub mod store;
 pub mod sync;
+mod tag;
 pub mod workflow;
 
 pub use automerge::{ActorId, ChangeHash};

@@ -142,6 +142,10 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Keep everything in memory and delete it on drop (tests).
     pub temporary: bool,
+    /// Tag every change this store makes with an HMAC under its secret (see
+    /// `tag`), so that devices can hand them back after a restore: the
+    /// server's store does; a device's has no use for it.
+    pub tag_own_changes: bool,
     /// Tests: stop a format migration, as a crash would, after deriving
     /// this many index entries and before writing any.
     #[cfg(feature = "failpoints")]
@@ -156,6 +160,7 @@ impl StoreConfig {
             cache_capacity: 256,
             durability: Durability::Fsync,
             temporary: false,
+            tag_own_changes: false,
             #[cfg(feature = "failpoints")]
             stop_migration_after: None,
         }
@@ -525,6 +530,8 @@ pub struct Store {
     durable_seq: std::sync::atomic::AtomicU64,
     /// The change log's identity (see [`Store::log_id`]).
     log_id: Mutex<[u8; 16]>,
+    /// See [`StoreConfig::tag_own_changes`].
+    tag_own: bool,
     #[cfg(feature = "failpoints")]
     crash: failpoint::Crash,
     #[cfg(feature = "failpoints")]
@@ -825,6 +832,7 @@ impl Store {
             // What is on disk at open is durable.
             durable_seq: std::sync::atomic::AtomicU64::new(next_seq - 1),
             log_id: Mutex::new(log_id),
+            tag_own: config.tag_own_changes,
             #[cfg(feature = "failpoints")]
             crash: Default::default(),
             #[cfg(feature = "failpoints")]
@@ -839,6 +847,11 @@ impl Store {
         }
         store.load_index()?;
         store.lock().synced_blobs = store.blob_names();
+        if store.tag_own {
+            // The tag key exists from the first open on, so that every
+            // backup holds the key its tags were made with.
+            store.intake_key()?;
+        }
         Ok(store)
     }
 
@@ -1184,6 +1197,7 @@ impl Store {
     where
         F: FnOnce(&mut Transaction<'_>, Ctx<'_>, u64) -> Result<()>,
     {
+        let tag_key = self.tag_key()?;
         let mut w = self.lock();
         if self.index_read().records.contains_key(&id) {
             return Err(Error::Exists(id));
@@ -1208,6 +1222,9 @@ impl Store {
             |tx| f(tx, ctx, n),
         )
         .map_err(|failure| failure.error)?;
+        if let Some(key) = &tag_key {
+            self.tag_local_change(&mut doc, &[], key)?;
+        }
         let mut batch = sled::Batch::default();
         batch.insert(key(P_META, counter), &n.to_be_bytes());
         let loaded = Loaded {
@@ -1264,6 +1281,7 @@ impl Store {
             // being uploaded; nothing new is taken.
             return Err(Error::OutOfScope { id });
         }
+        let tag_key = self.tag_key()?;
         let mut w = self.lock();
         let actual = self.kind_of(id)?;
         if let Some(kind) = kind.filter(|k| *k != actual) {
@@ -1289,6 +1307,10 @@ impl Store {
             w.cache.put(id, loaded);
             return Err(failure.error);
         }
+        if let Some(key) = &tag_key {
+            // On error `loaded` is dropped: the record reloads from disk.
+            self.tag_local_change(&mut loaded.doc, &heads, key)?;
+        }
         let written = self.persist(
             &mut w,
             id,
@@ -1306,6 +1328,46 @@ impl Store {
         drop(w);
         self.make_durable()?;
         Ok(written)
+    }
+
+    /// The key this store tags its own changes with, if it does.
+    fn tag_key(&self) -> Result<Option<[u8; 32]>> {
+        match self.tag_own {
+            true => self.intake_key().map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// Replaces the one change a local transaction made after `heads` by
+    /// the same change tagged (see `tag`): the document is rebuilt at
+    /// `heads` and the tagged change applied to it.
+    fn tag_local_change(
+        &self,
+        doc: &mut Automerge,
+        heads: &[ChangeHash],
+        key: &[u8; 32],
+    ) -> Result<()> {
+        let changes = doc.get_changes(heads);
+        let change = match changes.as_slice() {
+            // Nothing written (a move to where the record already is).
+            [] => return Ok(()),
+            [change] => change,
+            more => {
+                return Err(Error::Document(format!(
+                    "a transaction made {} changes",
+                    more.len()
+                )))
+            }
+        };
+        let tagged = crate::tag::tag(key, change);
+        let mut fresh = if heads.is_empty() {
+            Automerge::new()
+        } else {
+            doc.fork_at(heads).map_err(doc::am)?
+        };
+        fresh.apply_changes([tagged]).map_err(doc::am)?;
+        *doc = fresh.with_actor(self.actor.clone());
+        Ok(())
     }
 
     /// Writes what changed in `loaded` since `heads_before` in one atomic
@@ -1877,11 +1939,23 @@ impl Store {
     /// Like [`Store::changes_since`], but only the changes this store's own
     /// actor made (what a device pushes).
     pub fn own_changes_since(&self, id: RecordId, have: &[ChangeHash]) -> Result<Vec<u8>> {
+        self.changes_to_offer(id, have, false)
+    }
+
+    /// What a device offers the server of a record: its own changes after
+    /// `have`, and with `hand_back` also the server's tagged changes (after
+    /// a restore, the server may lack changes of its own; see `tag`).
+    pub fn changes_to_offer(
+        &self,
+        id: RecordId,
+        have: &[ChangeHash],
+        hand_back: bool,
+    ) -> Result<Vec<u8>> {
         self.kind_of(id)?;
         self.with_doc(id, |d| {
             let mut out = Vec::new();
             for c in d.get_changes(have) {
-                if c.actor_id() == &self.actor {
+                if c.actor_id() == &self.actor || (hand_back && crate::tag::is_tagged(&c)) {
                     out.extend_from_slice(c.raw_bytes());
                 }
             }
@@ -2177,19 +2251,146 @@ impl Store {
         bytes: &[u8],
         incoming: &Incoming<'_>,
     ) -> Result<Merged> {
-        let changes = foreign::parse_changes(id, bytes, incoming.limits)?;
-        let max_time = changes.iter().map(|c| c.timestamp()).max().unwrap_or(0);
+        // A device may hand back this server's own changes (after a
+        // restore, see `tag`): they are parsed with every other actor
+        // refused, and taken only with a valid tag.
+        let own_actor = incoming.limits.actor.as_ref();
+        let handed_back = self.tag_own && own_actor.is_some();
+        let changes = if handed_back {
+            let any = ForeignLimits {
+                actor: None,
+                ..incoming.limits.clone()
+            };
+            foreign::parse_changes(id, bytes, &any)?
+        } else {
+            foreign::parse_changes(id, bytes, incoming.limits)?
+        };
+        let (mine, mut theirs): (Vec<_>, Vec<_>) = changes
+            .into_iter()
+            .partition(|c| !handed_back || Some(c.actor_id()) == own_actor);
+        if !theirs.is_empty() {
+            if theirs
+                .iter()
+                .any(|c| c.actor_id() != &self.actor && !crate::tag::is_tagged(c))
+            {
+                return Err(Error::MalformedChanges {
+                    id,
+                    reason: "a change is authored by another device".into(),
+                });
+            }
+            // Another device's change that looks tagged is not the server's:
+            // left out (a device cannot tell, and must not be refused for
+            // handing it back).
+            theirs.retain(|c| c.actor_id() == &self.actor);
+            let key = self.intake_key()?;
+            if !theirs.iter().all(|c| crate::tag::verify(&key, c)) {
+                return Err(Error::Unauthentic {
+                    id,
+                    reason: "a change in the server's name that the server did not make".into(),
+                });
+            }
+        }
         let scope = match incoming.peer {
             Some(peer) => ScopeRule::Locked(peer, incoming.known_through),
             None => ScopeRule::Follow,
         };
         let cap = Some(incoming.limits.max_document_bytes);
         let from = incoming.peer.map(|p| p.actor);
-        self.merge(id, max_time, from, scope, cap, |doc| {
-            catch_unwind(AssertUnwindSafe(|| doc.apply_changes(changes)))
-                .map_err(|_| Error::MergePanicked(id))?
-                .map_err(|e| merge_error(id, e))
-        })
+        let apply = |changes: Vec<automerge::Change>| {
+            move |doc: &mut Automerge| -> Result<()> {
+                catch_unwind(AssertUnwindSafe(|| doc.apply_changes(changes)))
+                    .map_err(|_| Error::MergePanicked(id))?
+                    .map_err(|e| merge_error(id, e))
+            }
+        };
+        let time = |changes: &[automerge::Change]| {
+            changes.iter().map(|c| c.timestamp()).max().unwrap_or(0)
+        };
+        if theirs.is_empty() {
+            return self.merge(id, time(&mine), from, scope, cap, apply(mine));
+        }
+        // The server's own changes are taken as its own (no audit of the
+        // device's rights: they are the server's words; a move among them
+        // is logged as a move), the device's as always. They may depend on
+        // each other in turn (a device's note on an office note on a
+        // device's note): they are merged in causal order, alternately,
+        // each group once every change it depends on is in.
+        let mut result = Merged {
+            id,
+            new_changes: 0,
+            seq: None,
+            created: false,
+        };
+        let (mut theirs, mut mine) = (theirs, mine);
+        while !theirs.is_empty() || !mine.is_empty() {
+            let mut progressed = false;
+            for handed in [true, false] {
+                let left = if handed { &mut theirs } else { &mut mine };
+                let ready = self.take_ready(id, left)?;
+                if ready.is_empty() {
+                    continue;
+                }
+                progressed = true;
+                let at = time(&ready);
+                let merged = if handed {
+                    let current = self.scope_entry(id)?.map(|t| t.current);
+                    let rule = match &current {
+                        Some(old) => ScopeRule::Move(old),
+                        None => ScopeRule::Follow,
+                    };
+                    self.merge(id, at, from, rule, cap, apply(ready))?
+                } else {
+                    self.merge(id, at, from, scope, cap, apply(ready))?
+                };
+                result.new_changes += merged.new_changes;
+                result.seq = merged.seq.or(result.seq);
+                result.created |= merged.created;
+            }
+            if !progressed {
+                return Err(Error::MissingDependencies {
+                    id,
+                    missing: theirs.len() + mine.len(),
+                });
+            }
+        }
+        Ok(result)
+    }
+
+    /// Takes out of `left` the changes whose dependencies the record holds
+    /// or that depend only on such changes (a causally closed group).
+    fn take_ready(
+        &self,
+        id: RecordId,
+        left: &mut Vec<automerge::Change>,
+    ) -> Result<Vec<automerge::Change>> {
+        let held: BTreeSet<ChangeHash> =
+            left.iter().flat_map(|c| c.deps().iter().copied()).collect();
+        let held: BTreeSet<ChangeHash> = match self.index_read().records.contains_key(&id) {
+            true => self.with_doc(id, |d| {
+                held.into_iter()
+                    .filter(|h| d.get_change_by_hash(h).is_some())
+                    .collect()
+            })?,
+            false => BTreeSet::new(),
+        };
+        let mut ready_hashes = held;
+        let mut ready = Vec::new();
+        loop {
+            let before = ready.len();
+            let mut rest = Vec::new();
+            for c in left.drain(..) {
+                if c.deps().iter().all(|d| ready_hashes.contains(d)) {
+                    ready_hashes.insert(c.hash());
+                    ready.push(c);
+                } else {
+                    rest.push(c);
+                }
+            }
+            *left = rest;
+            if ready.len() == before {
+                return Ok(ready);
+            }
+        }
     }
 
     /// Merges a compacted snapshot (from a trusted server) into a record,

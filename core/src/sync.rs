@@ -821,6 +821,9 @@ const WANT_STATE: &str = "want_snapshots";
 /// the server what it holds.
 const HOLDINGS_STATE: &str = "send_holdings";
 const DROP_STATE: &str = "drops";
+/// Set from a reset until everything is re-offered: pushes then carry the
+/// server's own tagged changes too.
+const HAND_BACK_STATE: &str = "hand_back";
 
 /// Whether the server has told this device to drop the record (it moved
 /// out of the device's scope): the device keeps it only until its earlier
@@ -908,6 +911,7 @@ impl<S: AsRef<Store>> Client<S> {
         // the server takes what the device wrote before it learned of the
         // move only in the first request after it did (see `Peer`).
         let leaving = self.ids(DROP_STATE)?;
+        let hand_back = self.store.as_ref().sync_state(HAND_BACK_STATE)?.is_some();
         let mut pending = self.store.as_ref().pending()?;
         pending.sort_by_key(|p| !leaving.contains(p.id.as_bytes()));
         for pending in pending {
@@ -924,8 +928,12 @@ impl<S: AsRef<Store>> Client<S> {
             let known = self.store.as_ref().server_heads(id)?;
             // Only this device's own changes: everything else it holds came
             // from the server, and the server takes no change authored by
-            // another device.
-            let changes = self.store.as_ref().own_changes_since(id, &known)?;
+            // another device. After a restore, also the server's own
+            // (tagged) changes, which it may have lost.
+            let changes = self
+                .store
+                .as_ref()
+                .changes_to_offer(id, &known, hand_back)?;
             if changes.is_empty() {
                 // Nothing of this device's own to upload (a record marked
                 // for re-offering that it never wrote to): not pending.
@@ -994,6 +1002,9 @@ impl<S: AsRef<Store>> Client<S> {
             // acknowledged. Offer it everything of ours again, and follow
             // its log from the start.
             self.in_flight.clear();
+            self.store
+                .as_ref()
+                .set_sync_state_unflushed(HAND_BACK_STATE, &[1])?;
             self.store.as_ref().reoffer_all()?;
             self.store
                 .as_ref()
@@ -1185,6 +1196,13 @@ impl<S: AsRef<Store>> Client<S> {
             // it holds (pending records are found by their own markers, not
             // through the log): keep it from growing with every edit.
             self.store.as_ref().truncate_log(u64::MAX)?;
+            if !pushes_left {
+                // Everything re-offered after a reset was taken.
+                self.store
+                    .as_ref()
+                    .clear_sync_state_unflushed(HAND_BACK_STATE)?;
+                self.store.as_ref().make_durable()?;
+            }
         }
         Ok(more)
     }

@@ -218,7 +218,11 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 /// Opens the server's record store and identity database in `data_dir`.
 pub fn open(data_dir: &Path, admin_token: &str) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(data_dir)?;
-    let store = Store::open(StoreConfig::new(data_dir.join("store"), "SRV"))?;
+    let mut config = StoreConfig::new(data_dir.join("store"), "SRV");
+    // The office's and intake's changes are tagged, so phones can hand them
+    // back after a restore from a backup.
+    config.tag_own_changes = true;
+    let store = Store::open(config)?;
     let identity = identity::Identity::open(&data_dir.join("identity"))
         .map_err(|e| anyhow::anyhow!("opening the identity database: {e}"))?;
     // Residents' data: the whole data directory is its owner's only.

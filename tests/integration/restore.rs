@@ -1,7 +1,9 @@
 //! Backup and restore: a backup taken from the running server while a
-//! phone syncs, writes acknowledged after it, the older backup restored.
-//! The phones notice the restored log, offer their changes again, and
-//! every change any of them saw acknowledged is back.
+//! phone syncs, writes acknowledged after it (the phones' and the
+//! office's), the older backup restored. The phones notice the restored
+//! log, offer their changes again (and hand back the server's own, which
+//! they pulled), and every change any of them or the office saw
+//! acknowledged is back.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -108,6 +110,44 @@ fn a_restored_backup_loses_nothing_a_phone_still_holds() {
         .unwrap();
     phones[1].sync().unwrap();
     cases[1].push(late);
+    // The office's own work after the backup: a supervision note on a case
+    // of phone 0 and a 12345 work order into its grid. Phone 0 pulls both
+    // and writes on top of them.
+    let office = server.office_token("office", "office");
+    let (status, body) = server.office_post(
+        &office,
+        &format!("/v1/office/issues/{}/ops", cases[0][0]),
+        serde_json::json!({"op": "add_timeline", "args": {"kind": "supervision", "text": "备份后督办"}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let hotline = server.office_token("office", "hotline");
+    let (status, body) = server.office_post(
+        &hotline,
+        "/v1/office/work-orders",
+        serde_json::json!({
+            "work_order_no": "12345-8801",
+            "category": "facilities.lighting",
+            "kind": "complaint",
+            "urgency": "yellow",
+            "title": "路灯不亮",
+            "statement": "小区门口路灯坏了",
+            "reporter": {"name": "王女士", "phone": "13800000000", "anonymous": false, "may_call_back": true},
+            "street": "S1",
+            "community": "C1",
+            "grid": "G1",
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let order: RecordId = body["id"].as_str().unwrap().parse().unwrap();
+    phones[0].sync().unwrap();
+    assert!(phones[0].store.meta(order).unwrap().is_some());
+    for (id, text) in [(cases[0][0], "督办后补记"), (order, "工单现场核实")] {
+        add_note(&phones[0].store, id, &phones[0].author, text);
+        acknowledged.push((id, text.to_owned()));
+    }
+    acknowledged.push((cases[0][0], "备份后督办".to_owned()));
+    assert!(phones[0].sync().unwrap().refused.is_empty());
+    assert!(phones[0].store.pending().unwrap().is_empty());
     server.stop();
 
     // Restore the older backup and start again.
@@ -155,6 +195,10 @@ fn a_restored_backup_loses_nothing_a_phone_still_holds() {
         restored.issue(late).is_ok(),
         "the case made after the backup is back"
     );
+    assert!(
+        restored.issue(order).is_ok(),
+        "the work order taken in after the backup is back"
+    );
     for (i, phone) in phones.iter().enumerate() {
         for id in &cases[i] {
             assert_eq!(
@@ -171,18 +215,21 @@ fn a_restored_backup_loses_nothing_a_phone_still_holds() {
 }
 
 #[test]
-fn moves_a_restore_lost_are_settled_when_a_phone_follows_on() {
-    // After the backup, one case moves out of the phone's grid (it drops
-    // it) and another moves in (it receives it). The restore loses both
-    // moves: the phone, following on in the restored log, gets the first
-    // back and drops the second, so it holds exactly its scope again.
+fn moves_after_the_backup_are_settled_when_a_phone_follows_on() {
+    // After the backup, one case moves out of phone 1's grid (it drops it)
+    // and another moves in from phone 2's (phone 1 receives it; phone 2,
+    // offline, still has it). The restore loses both moves. Phone 1 hands
+    // back the move it holds (the office's own change), so that case is in
+    // its grid again, and phone 2 is told to drop it; the move phone 1 no
+    // longer holds is lost, and phone 1, following on in the restored log,
+    // receives that case again. Every phone ends with exactly its scope.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("server");
     let backup = dir.path().join("backup");
     let server = TestServer::spawn(SERVER, &data, "127.0.0.1:0");
     server.setup_org();
     let mut phone = server.enroll("w1", &dir.path().join("p1"));
-    let other = server.enroll("w2", &dir.path().join("p2"));
+    let mut other = server.enroll("w2", &dir.path().join("p2"));
     let mine = phone
         .store
         .create_issue(&phone.author, new_issue(0, 1, 1))
@@ -229,21 +276,31 @@ fn moves_a_restore_lost_are_settled_when_a_phone_follows_on() {
     ]);
     let server = TestServer::spawn(SERVER, &data, "127.0.0.1:0");
     phone.url = server.url.clone();
+    other.url = server.url.clone();
     let mut reoffered = 0;
     for _ in 0..2 {
-        let report = phone.sync().unwrap();
-        assert!(report.refused.is_empty(), "{report:?}");
-        reoffered += report.reoffered;
+        for p in [&phone, &other] {
+            let report = p.sync().unwrap();
+            assert!(report.refused.is_empty(), "{report:?}");
+            reoffered += report.reoffered;
+        }
     }
-    assert_eq!(reoffered, 1);
-    let mut held = phone.store.record_ids().unwrap();
-    held.sort();
-    let mut expected = vec![mine, kept];
+    assert_eq!(reoffered, 2);
+    let held = |p: &gridsync_tests::server::TestDevice| {
+        let mut ids = p.store.record_ids().unwrap();
+        ids.sort();
+        ids
+    };
+    let mut expected = vec![mine, kept, theirs];
     expected.sort();
-    assert_eq!(held, expected, "the phone holds exactly its scope");
+    assert_eq!(held(&phone), expected, "phone 1 holds exactly its scope");
+    assert_eq!(held(&other), Vec::<RecordId>::new(), "phone 2 too");
     server.stop();
     let restored = Store::open(StoreConfig::new(data.join("store"), "SRV")).unwrap();
-    for id in [mine, kept] {
+    assert_eq!(restored.meta(theirs).unwrap().unwrap().grid, "G1");
+    assert_eq!(restored.meta(mine).unwrap().unwrap().grid, "G1");
+    for id in [mine, kept, theirs] {
         assert_eq!(phone.store.heads(id).unwrap(), restored.heads(id).unwrap());
     }
+    assert!(restored.verify().unwrap().is_empty());
 }

@@ -1364,3 +1364,71 @@ fn devices_enroll_and_sync_over_tls_with_a_pinned_certificate() {
     let plain = server.url.replace("https://", "http://");
     assert!(gridsync_core::http::post_sync(&plain, &enrolled.token, b"GSYN").is_err());
 }
+
+#[test]
+fn a_phone_cannot_pass_off_a_change_as_the_servers() {
+    // The server tags its own changes so phones can hand them back after a
+    // restore. A change in the server's name with a tag taken from another
+    // change is refused, and nothing of it is applied; the real change,
+    // handed back, is taken (it changes nothing the server has).
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let store = server.store.clone().unwrap();
+    let phone = server.enroll("w1", &dir.path().join("phone"));
+    let hotline = server.office_token("office", "hotline");
+    let (status, body) = server.office_post(
+        &hotline,
+        "/v1/office/work-orders",
+        work_order("12345-7100", "C1", "G1"),
+    );
+    assert_eq!(status, 201, "{body}");
+    let order: RecordId = body["id"].as_str().unwrap().parse().unwrap();
+    phone.sync().unwrap();
+    let real = phone.store.changes_since(order, &[]).unwrap();
+    let created = automerge::Change::from_bytes(split_changes(&real).remove(0)).unwrap();
+    let server_actor = created.actor_id().clone();
+    let stolen = created.message().unwrap().rsplit_once("\ngst1 ").unwrap().1;
+
+    let before = store.heads(order).unwrap();
+    let mut doc = automerge::Automerge::load(&phone.store.snapshot(order).unwrap())
+        .unwrap()
+        .with_actor(server_actor);
+    let heads = doc.get_heads();
+    doc.transact_with::<_, _, automerge::AutomergeError, _>(
+        |_| {
+            automerge::transaction::CommitOptions::default()
+                .with_message(format!("set_title by office (office)\ngst1 {stolen}"))
+        },
+        |tx| automerge::transaction::Transactable::put(tx, automerge::ROOT, "title", "伪造的标题"),
+    )
+    .unwrap();
+    let forged = doc.save_after(&heads);
+
+    let push = |changes: Vec<u8>| {
+        let request = sync::encode_request(&sync::SyncRequest {
+            cursor: sync::Cursor::Log(store.durable_head().unwrap()),
+            log: [0; 16],
+            pushes: vec![sync::Push {
+                id: *order.as_bytes(),
+                changes,
+            }],
+            want_snapshots: Vec::new(),
+            holdings: Vec::new(),
+            page_bytes: 1 << 20,
+        });
+        let (status, bytes) = post_raw(&server.url, Some(&phone.token), &request);
+        assert_eq!(status, 200);
+        sync::decode_response(&bytes).unwrap()
+    };
+    let answer = push(forged);
+    assert_eq!(answer.refused.len(), 1, "{answer:?}");
+    assert_eq!(answer.refused[0].code, "unauthentic");
+    assert_eq!(store.heads(order).unwrap(), before);
+    assert_eq!(store.issue(order).unwrap().title, "楼道灯不亮");
+
+    let answer = push(real);
+    assert!(answer.refused.is_empty(), "{answer:?}");
+    assert_eq!(answer.accepted, vec![*order.as_bytes()]);
+    assert_eq!(store.heads(order).unwrap(), before);
+}
