@@ -85,6 +85,6 @@ pub use meeting::{
 pub use model::{Attachment, AttachmentRef, Geo, Location, Reporter, Source};
 pub use query::{Page, Query, RecordMeta, RecordScope, Sort};
 pub use store::{
-    Durability, Incoming, LogEntry, Merged, Origin, Pending, Store, StoreConfig, Written,
+    Durability, Import, Incoming, LogEntry, Merged, Origin, Pending, Store, StoreConfig, Written,
 };
 pub use workflow::{ActionStatus, IssueStatus, Status, StatusConflict};

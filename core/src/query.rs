@@ -56,6 +56,13 @@ pub struct RecordMeta {
     pub unrecognized: Vec<String>,
 }
 
+/// Which derivation of index entries this build runs: raised whenever the
+/// same document may derive another `RecordMeta` (a field or value this
+/// build learns, a workflow rule, a new fact). Sync tells devices the
+/// server's, and a device stores the server's index entry for a whole
+/// record only when it is its own (see `sync::WireMeta`).
+pub const DERIVATION: u32 = 1;
+
 /// What the office figures need of a record, derived from its document
 /// with its index entry. Times are the authors' device clocks (ms), which
 /// the design reserves for display and figures; causality never uses them.

@@ -388,6 +388,17 @@ mod format1 {
     }
 }
 
+/// Where the index entry of a record imported whole comes from.
+#[derive(Debug)]
+pub enum Import<'a> {
+    /// Derived by a server that derives as this build does
+    /// ([`crate::query::DERIVATION`]): stored as is.
+    Derived(Box<RecordMeta>),
+    /// Derive it here from the record, which must be of `kind`;
+    /// `updated_at` is the server's change time.
+    Derive { kind: &'a str, updated_at: i64 },
+}
+
 /// What a write adds: the changes after `heads_before`, where they came
 /// from, the change time to record, and how the record's scope may change.
 struct Commit<'a> {
@@ -1995,28 +2006,48 @@ impl Store {
 
     /// Stores a record received whole from a trusted server when this store
     /// does not have it yet; otherwise merges it (so local unsynced changes
-    /// survive). `kind` is the record kind the server announced and
-    /// `updated_at` its change time. The index entry is derived here, by
-    /// this build, from the record itself: a server of another build may
-    /// know values this one does not (a newer app's status), and the
-    /// reverse. Not yet durable; see [`Store::apply_changes_unflushed`].
+    /// survive). Its index entry is the one given when the server derives
+    /// entries as this build does ([`Import::Derived`]: nothing is loaded),
+    /// else derived here from the record. Not yet durable; see
+    /// [`Store::apply_changes_unflushed`].
     pub fn import_record_unflushed(
         &self,
         id: RecordId,
         bytes: &[u8],
-        kind: &str,
-        updated_at: i64,
+        index: Import<'_>,
     ) -> Result<Merged> {
-        let doc = load_snapshot(id, bytes)?;
-        let meta = derive_meta(id, &doc, updated_at)?;
-        let named = doc::fixed_str(&doc, "id").and_then(|s| s.parse::<RecordId>().ok());
-        if meta.kind != kind || named != Some(id) {
-            return Err(Error::MalformedChanges {
-                id,
-                reason: "the record's index entry does not match it".into(),
-            });
-        }
-        drop(doc);
+        let meta = match index {
+            Import::Derived(meta) => {
+                if bytes.len() > MAX_SNAPSHOT_BYTES {
+                    return Err(Error::MalformedChanges {
+                        id,
+                        reason: format!(
+                            "a record of {} bytes exceeds {MAX_SNAPSHOT_BYTES}",
+                            bytes.len()
+                        ),
+                    });
+                }
+                if meta.id != *id.as_bytes() || meta.record_kind().is_none() {
+                    return Err(Error::MalformedChanges {
+                        id,
+                        reason: "the record's index entry does not match it".into(),
+                    });
+                }
+                *meta
+            }
+            Import::Derive { kind, updated_at } => {
+                let doc = load_snapshot(id, bytes)?;
+                let meta = derive_meta(id, &doc, updated_at)?;
+                let named = doc::fixed_str(&doc, "id").and_then(|s| s.parse::<RecordId>().ok());
+                if meta.kind != kind || named != Some(id) {
+                    return Err(Error::MalformedChanges {
+                        id,
+                        reason: "the record's index entry does not match it".into(),
+                    });
+                }
+                meta
+            }
+        };
         let mut w = self.lock();
         if self.index_read().records.contains_key(&id) || self.index_read().corrupt.contains(&id) {
             drop(w);

@@ -66,14 +66,18 @@ use crate::error::{Error, Result};
 use crate::foreign::ForeignLimits;
 use crate::ids::RecordId;
 use crate::query::RecordMeta;
-use crate::store::{Ack, Incoming, Store};
+use crate::store::{Ack, Import, Incoming, Store};
 
 /// The protocol version this build speaks.
 /// Version 2: the index entry sent with a whole record carries the
 /// figures' facts (`RecordMeta::facts`).
 /// Version 3: requests and responses name the server's change log (`log`),
 /// and a response may tell the device to re-offer everything (`reset`).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 4: a whole record's index entry lists its unrecognized fields,
+/// and a response names the server's index derivation (`derivation`): a
+/// device of the same derivation stores whole records without loading
+/// them, any other derives their index entries itself.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest version a server of this build still answers, in that
 /// version: devices update over weeks.
 pub const OLDEST_SUPPORTED_VERSION: u16 = 2;
@@ -154,6 +158,9 @@ pub struct SyncResponse {
     /// from a backup): it forgets what it believed the server holds,
     /// re-offers all its own changes, and starts the feed over.
     pub reset: bool,
+    /// How the server derives index entries ([`crate::query::DERIVATION`]);
+    /// 0 when unknown (answers of earlier versions).
+    pub derivation: u32,
 }
 
 /// Why a push was refused.
@@ -180,11 +187,11 @@ pub enum Body {
     Snapshot { bytes: Vec<u8>, meta: Box<WireMeta> },
 }
 
-/// The index entry sent with a whole record: the layout of `RecordMeta`
-/// when protocol versions 2 and 3 were made, frozen, so that the store's
-/// own index can grow without changing the wire. A device derives its own
-/// index entry from the record (its build may know values the sender's
-/// does not, or the reverse); it takes only the change time from here.
+/// The index entry sent with a whole record: what the sender derived, in a
+/// layout of the protocol's own (not `RecordMeta`'s, so the store's index
+/// can grow without changing the wire). A device of the sender's
+/// derivation stores it as is; another derives its own entry from the
+/// record and takes only the change time from here.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct WireMeta {
     pub id: [u8; 16],
@@ -206,6 +213,34 @@ pub struct WireMeta {
     pub conflict: bool,
     pub linked_issues: Vec<[u8; 16]>,
     pub facts: crate::query::Facts,
+    pub unrecognized: Vec<String>,
+}
+
+impl From<WireMeta> for RecordMeta {
+    fn from(m: WireMeta) -> Self {
+        RecordMeta {
+            id: m.id,
+            kind: m.kind,
+            number: m.number,
+            title: m.title,
+            street: m.street,
+            community: m.community,
+            grid: m.grid,
+            status: m.status,
+            open: m.open,
+            deadline: m.deadline,
+            assignee: m.assignee,
+            urgency: m.urgency,
+            category: m.category,
+            issue_kind: m.issue_kind,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            conflict: m.conflict,
+            linked_issues: m.linked_issues,
+            facts: m.facts,
+            unrecognized: m.unrecognized,
+        }
+    }
 }
 
 impl From<RecordMeta> for WireMeta {
@@ -230,6 +265,7 @@ impl From<RecordMeta> for WireMeta {
             conflict: m.conflict,
             linked_issues: m.linked_issues,
             facts: m.facts,
+            unrecognized: m.unrecognized,
         }
     }
 }
@@ -296,12 +332,176 @@ fn decode_body<T: Decode<()>>(body: &[u8]) -> Result<T> {
     Ok(value)
 }
 
-/// The messages of protocol version 2, frozen: what devices not yet
-/// updated send and expect. Version 3 added `log` and `reset`.
+/// The messages of protocol version 3, frozen: what devices not yet
+/// updated send and expect. Version 4 added the whole record's
+/// unrecognized fields and the server's derivation. Requests did not
+/// change.
+pub mod v3 {
+    use bincode::{Decode, Encode};
+
+    use super::{Cursor, Refusal};
+
+    /// The index entry of a whole record in versions 2 and 3.
+    #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+    pub struct WireMeta {
+        pub id: [u8; 16],
+        pub kind: String,
+        pub number: String,
+        pub title: String,
+        pub street: String,
+        pub community: String,
+        pub grid: String,
+        pub status: String,
+        pub open: bool,
+        pub deadline: Option<i64>,
+        pub assignee: Option<String>,
+        pub urgency: Option<String>,
+        pub category: String,
+        pub issue_kind: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub conflict: bool,
+        pub linked_issues: Vec<[u8; 16]>,
+        pub facts: crate::query::Facts,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+    pub enum Body {
+        Changes(Vec<u8>),
+        Snapshot { bytes: Vec<u8>, meta: Box<WireMeta> },
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+    pub struct Pulled {
+        pub id: [u8; 16],
+        pub body: Body,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+    pub struct SyncResponse {
+        pub accepted: Vec<[u8; 16]>,
+        pub refused: Vec<Refusal>,
+        pub records: Vec<Pulled>,
+        pub drop: Vec<[u8; 16]>,
+        pub cursor: Option<Cursor>,
+        pub more: bool,
+        pub log: [u8; 16],
+        pub reset: bool,
+    }
+
+    impl From<super::Pulled> for Pulled {
+        fn from(p: super::Pulled) -> Self {
+            let body = match p.body {
+                super::Body::Changes(c) => Body::Changes(c),
+                super::Body::Snapshot { bytes, meta } => {
+                    let m = *meta;
+                    Body::Snapshot {
+                        bytes,
+                        meta: Box::new(WireMeta {
+                            id: m.id,
+                            kind: m.kind,
+                            number: m.number,
+                            title: m.title,
+                            street: m.street,
+                            community: m.community,
+                            grid: m.grid,
+                            status: m.status,
+                            open: m.open,
+                            deadline: m.deadline,
+                            assignee: m.assignee,
+                            urgency: m.urgency,
+                            category: m.category,
+                            issue_kind: m.issue_kind,
+                            created_at: m.created_at,
+                            updated_at: m.updated_at,
+                            conflict: m.conflict,
+                            linked_issues: m.linked_issues,
+                            facts: m.facts,
+                        }),
+                    }
+                }
+            };
+            Pulled { id: p.id, body }
+        }
+    }
+
+    impl From<Pulled> for super::Pulled {
+        fn from(p: Pulled) -> Self {
+            let body = match p.body {
+                Body::Changes(c) => super::Body::Changes(c),
+                Body::Snapshot { bytes, meta } => {
+                    let m = *meta;
+                    super::Body::Snapshot {
+                        bytes,
+                        meta: Box::new(super::WireMeta {
+                            id: m.id,
+                            kind: m.kind,
+                            number: m.number,
+                            title: m.title,
+                            street: m.street,
+                            community: m.community,
+                            grid: m.grid,
+                            status: m.status,
+                            open: m.open,
+                            deadline: m.deadline,
+                            assignee: m.assignee,
+                            urgency: m.urgency,
+                            category: m.category,
+                            issue_kind: m.issue_kind,
+                            created_at: m.created_at,
+                            updated_at: m.updated_at,
+                            conflict: m.conflict,
+                            linked_issues: m.linked_issues,
+                            facts: m.facts,
+                            unrecognized: Vec::new(),
+                        }),
+                    }
+                }
+            };
+            super::Pulled { id: p.id, body }
+        }
+    }
+
+    impl From<super::SyncResponse> for SyncResponse {
+        fn from(r: super::SyncResponse) -> Self {
+            SyncResponse {
+                accepted: r.accepted,
+                refused: r.refused,
+                records: r.records.into_iter().map(Pulled::from).collect(),
+                drop: r.drop,
+                cursor: r.cursor,
+                more: r.more,
+                log: r.log,
+                reset: r.reset,
+            }
+        }
+    }
+
+    impl From<SyncResponse> for super::SyncResponse {
+        fn from(r: SyncResponse) -> Self {
+            super::SyncResponse {
+                accepted: r.accepted,
+                refused: r.refused,
+                records: r.records.into_iter().map(super::Pulled::from).collect(),
+                drop: r.drop,
+                cursor: r.cursor,
+                more: r.more,
+                log: r.log,
+                reset: r.reset,
+                // Unknown: the device derives index entries itself.
+                derivation: 0,
+            }
+        }
+    }
+}
+
+/// The messages of protocol version 2, frozen. Version 3 added `log` and
+/// `reset`.
 pub mod v2 {
     use bincode::{Decode, Encode};
 
-    use super::{Cursor, Pulled, Push, Refusal};
+    use super::v3::Pulled;
+    use super::{Cursor, Push, Refusal};
 
     #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
     pub struct SyncRequest {
@@ -339,6 +539,7 @@ pub mod v2 {
 
     impl From<super::SyncResponse> for SyncResponse {
         fn from(r: super::SyncResponse) -> Self {
+            let r = super::v3::SyncResponse::from(r);
             SyncResponse {
                 accepted: r.accepted,
                 refused: r.refused,
@@ -352,7 +553,7 @@ pub mod v2 {
 
     impl From<SyncResponse> for super::SyncResponse {
         fn from(r: SyncResponse) -> Self {
-            super::SyncResponse {
+            super::v3::SyncResponse {
                 accepted: r.accepted,
                 refused: r.refused,
                 records: r.records,
@@ -362,6 +563,7 @@ pub mod v2 {
                 log: [0; 16],
                 reset: false,
             }
+            .into()
         }
     }
 }
@@ -377,6 +579,7 @@ pub fn decode_request_versioned(bytes: &[u8]) -> Result<(SyncRequest, u16)> {
     let (version, body) = envelope(bytes)?;
     let request = match version {
         2 => decode_body::<v2::SyncRequest>(body)?.into(),
+        // Version 3's request is version 4's.
         _ => decode_body::<SyncRequest>(body)?,
     };
     Ok((request, version))
@@ -392,11 +595,12 @@ pub fn encode_response(r: &SyncResponse) -> Vec<u8> {
     encode(r, PROTOCOL_VERSION)
 }
 
-/// Encodes a response in `version` (the request's): a version 2 device
-/// gets the version 2 form.
+/// Encodes a response in `version` (the request's): a device of an
+/// earlier version gets that version's form.
 pub fn encode_response_as(r: &SyncResponse, version: u16) -> Vec<u8> {
     match version {
         2 => encode(&v2::SyncResponse::from(r.clone()), 2),
+        3 => encode(&v3::SyncResponse::from(r.clone()), 3),
         _ => encode(r, PROTOCOL_VERSION),
     }
 }
@@ -406,6 +610,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse> {
     let (version, body) = envelope(bytes)?;
     match version {
         2 => Ok(decode_body::<v2::SyncResponse>(body)?.into()),
+        3 => Ok(decode_body::<v3::SyncResponse>(body)?.into()),
         _ => decode_body(body),
     }
 }
@@ -471,7 +676,10 @@ pub fn serve(
             limits.max_pushes
         )));
     }
-    let mut response = SyncResponse::default();
+    let mut response = SyncResponse {
+        derivation: crate::query::DERIVATION,
+        ..SyncResponse::default()
+    };
     let mut stats = ServeStats::default();
     let foreign = ForeignLimits {
         actor: Some(peer.actor.clone()),
@@ -1094,12 +1302,21 @@ impl<S: AsRef<Store>> Client<S> {
                     .store
                     .as_ref()
                     .apply_changes_unflushed(id, bytes, &incoming),
-                Body::Snapshot { bytes, meta } => self.store.as_ref().import_record_unflushed(
-                    id,
-                    bytes,
-                    &meta.kind,
-                    meta.updated_at,
-                ),
+                Body::Snapshot { bytes, meta } => {
+                    // Stored as is when the server derives index entries as
+                    // this build does; otherwise derived here.
+                    let index = if response.derivation == crate::query::DERIVATION {
+                        Import::Derived(Box::new((**meta).clone().into()))
+                    } else {
+                        Import::Derive {
+                            kind: &meta.kind,
+                            updated_at: meta.updated_at,
+                        }
+                    };
+                    self.store
+                        .as_ref()
+                        .import_record_unflushed(id, bytes, index)
+                }
             };
             match merged {
                 Ok(merged) => {
@@ -1389,7 +1606,7 @@ mod tests {
     fn the_wire_format_is_stable() {
         // Snapshots of the encoding in every version a server answers: a
         // change here breaks deployed devices, so it must be deliberate
-        // (and bump PROTOCOL_VERSION, keeping the old form in `v2`…).
+        // (and bump PROTOCOL_VERSION, keeping the old form in `v3`…).
         let response = SyncResponse {
             accepted: vec![[1; 16]],
             refused: vec![Refusal {
@@ -1406,6 +1623,7 @@ mod tests {
             more: true,
             log: [6; 16],
             reset: false,
+            derivation: 1,
         };
         let body = "01010101010101010101010101010101\
                     01\
@@ -1422,17 +1640,34 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(v2, format!("4753594e0002{body}"));
-        // Version 3 adds the log and the reset flag.
+        // Version 3 adds the log and the reset flag (this exact string was
+        // the version 3 snapshot before version 4 existed).
+        let v3: String = encode_response_as(&response, 3)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(v3, format!("4753594e0003{body}{}00", "06".repeat(16)));
+        // Version 4 adds the server's derivation.
         assert_eq!(
             encoded_hex(&response),
-            format!("4753594e0003{body}{}00", "06".repeat(16))
+            format!("4753594e0004{body}{}0001", "06".repeat(16))
         );
-        // Both decode to the same response (version 2 without a log).
+        // All decode to the same response (version 2 without a log, both
+        // earlier ones without a derivation).
         let old = decode_response(&encode_response_as(&response, 2)).unwrap();
         assert_eq!(
             old,
             SyncResponse {
                 log: [0; 16],
+                derivation: 0,
+                ..response.clone()
+            }
+        );
+        let old = decode_response(&encode_response_as(&response, 3)).unwrap();
+        assert_eq!(
+            old,
+            SyncResponse {
+                derivation: 0,
                 ..response.clone()
             }
         );
@@ -1524,6 +1759,7 @@ mod tests {
                 satisfied: 2,
                 ..Default::default()
             },
+            unrecognized: vec!["noise_db".into()],
         };
         let response = SyncResponse {
             records: vec![Pulled {
@@ -1553,5 +1789,26 @@ mod tests {
              00"
             .replace(char::is_whitespace, "")
         );
+        // Version 4 adds the unrecognized fields after the facts (and the
+        // derivation at the end of the response).
+        let v4: String = encode_response(&response)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        // Version 2 ends with the record's facts, then `drop`, `cursor`
+        // and `more` (one byte each).
+        let v2_meta_end = v2.len() - 6;
+        let record_v2 = &v2[12..v2_meta_end];
+        assert!(
+            v4.starts_with(&format!("4753594e0004{record_v2}01086e6f6973655f6462")),
+            "{v4}"
+        );
+        // The unrecognized fields do not survive into earlier versions,
+        // and come back from them empty.
+        let back = decode_response(&encode_response_as(&response, 3)).unwrap();
+        let Body::Snapshot { meta, .. } = &back.records[0].body else {
+            panic!("not a snapshot")
+        };
+        assert!(meta.unrecognized.is_empty());
     }
 }

@@ -305,7 +305,11 @@ pub fn seed(data_dir: &Path, issues: usize) -> anyhow::Result<Seeded> {
         // while the office moved it another: a status conflict.
         if stage == 4 && rng.below(3) == 0 {
             let (bytes, meta) = store.export_record(id)?;
-            phone.import_record_unflushed(id, &bytes, &meta.kind, meta.updated_at)?;
+            phone.import_record_unflushed(
+                id,
+                &bytes,
+                gridsync_core::Import::Derived(Box::new(meta)),
+            )?;
             phone.update_issue(
                 id,
                 &worker,

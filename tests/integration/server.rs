@@ -430,6 +430,60 @@ fn a_version_2_phone_is_served_in_version_2() {
 }
 
 #[test]
+fn a_version_3_phone_is_served_in_version_3_and_its_answers_import() {
+    use gridsync_core::sync::{self as proto, v3};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let current = server.enroll("w1", &dir.path().join("new"));
+    let id = current
+        .store
+        .create_issue(&current.author, new_issue(1, 1, 1))
+        .unwrap();
+    current.sync().unwrap();
+    let old = server.enroll("w1", &dir.path().join("old"));
+    let config = bincode::config::standard();
+    let mut bytes = b"GSYN\x00\x03".to_vec();
+    let request = SyncRequest {
+        cursor: Cursor::Start,
+        log: [0; 16],
+        pushes: vec![],
+        want_snapshots: vec![],
+        holdings: vec![],
+        page_bytes: 1 << 20,
+    };
+    bytes.extend(bincode::encode_to_vec(&request, config).unwrap());
+    let (status, body) = post_raw(&server.url, Some(&old.token), &bytes);
+    assert_eq!(status, 200);
+    assert_eq!(&body[..6], b"GSYN\x00\x03", "answered in version 3");
+    let (response, used) =
+        bincode::decode_from_slice::<v3::SyncResponse, _>(&body[6..], config).unwrap();
+    assert_eq!(used, body.len() - 6, "exactly version 3's layout");
+    assert_eq!(response.records.len(), 1);
+    assert_eq!(response.records[0].id, *id.as_bytes());
+    // Read as this build reads a version 3 answer: no derivation named, so
+    // the record's index entry is derived here, and it is what the record
+    // derives.
+    let decoded = proto::decode_response(&body).unwrap();
+    assert_eq!(decoded.derivation, 0);
+    let mut client = proto::Client::new(&old.store);
+    client.make_request().unwrap();
+    client.apply_response(&body).unwrap();
+    assert_eq!(
+        old.store.meta(id).unwrap(),
+        current
+            .store
+            .meta(id)
+            .unwrap()
+            .map(|m| gridsync_core::RecordMeta {
+                updated_at: old.store.meta(id).unwrap().unwrap().updated_at,
+                ..m
+            })
+    );
+    assert_eq!(old.store.verify().unwrap(), Vec::<String>::new());
+}
+
+#[test]
 fn a_device_behind_the_truncated_log_starts_over_and_keeps_its_work() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("server"));

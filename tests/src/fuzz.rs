@@ -119,7 +119,11 @@ impl Fixture {
         let store = Store::open(config).unwrap();
         for (id, bytes, meta) in &self.records {
             store
-                .import_record_unflushed(*id, bytes, &meta.kind, meta.updated_at)
+                .import_record_unflushed(
+                    *id,
+                    bytes,
+                    gridsync_core::Import::Derived(Box::new(meta.clone())),
+                )
                 .unwrap();
         }
         store
@@ -347,7 +351,11 @@ fn office_server() -> &'static Office {
         for (id, bytes, meta) in &fx.records {
             state
                 .store
-                .import_record_unflushed(*id, bytes, &meta.kind, meta.updated_at)
+                .import_record_unflushed(
+                    *id,
+                    bytes,
+                    gridsync_core::Import::Derived(Box::new(meta.clone())),
+                )
                 .unwrap();
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -616,8 +624,7 @@ pub fn write_seeds(fixture_path: &Path, out: &Path) -> std::io::Result<usize> {
     idle.import_record_unflushed(
         i1,
         &server.snapshot(i1).unwrap(),
-        &meta.kind,
-        meta.updated_at,
+        gridsync_core::Import::Derived(Box::new(meta)),
     )
     .unwrap();
     put(
