@@ -169,13 +169,15 @@ fn main() {
     let server = TestServer::start(&tmp.path().join("server"));
     server.setup_org();
     let proxy = Proxy::start(&server.url);
-    // Device A: the office scope (all of C1), its store already full.
-    let a = device(&server, "office", &tmp.path().join("a"), &proxy.url);
+    // Device A: the grid worker of G1, who wrote every record (its store
+    // already full).
+    let a = device(&server, "w1", &tmp.path().join("a"), &proxy.url);
 
     eprintln!("seeding the server from A…");
     let t = Instant::now();
-    a.sync().unwrap();
+    let seeded = a.sync().unwrap();
     let seed = t.elapsed();
+    assert!(seeded.refused.is_empty(), "{:?}", &seeded.refused[..1]);
     rows.push(Row(
         format!("seed: first push of {n} records"),
         fmt(seed),
@@ -256,7 +258,7 @@ fn main() {
         let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for id in &theirs {
             let before_b = b.store.heads(*id).unwrap();
-            add_note(&b.store, *id, &worker(1), &format!("办公室补记 {rep}"));
+            add_note(&b.store, *id, &b.author, &format!("办公室补记 {rep}"));
             let delta = b.store.changes_since(*id, &before_b).unwrap();
             // The floor for this record: A loads it and applies the delta.
             pairs.push((a.store.export_record(*id).unwrap().0, delta));
@@ -264,7 +266,7 @@ fn main() {
         b.sync().unwrap();
         for id in &mine {
             let before = a.store.heads(*id).unwrap();
-            add_note(&a.store, *id, &worker(1), &format!("网格员走访 {rep}"));
+            add_note(&a.store, *id, &a.author, &format!("网格员走访 {rep}"));
             let delta = a.store.changes_since(*id, &before).unwrap();
             pairs.push((server_store.export_record(*id).unwrap().0, delta));
         }
@@ -464,7 +466,7 @@ fn main() {
     let grid_sync = t.elapsed();
     let ids = d.store.record_ids().unwrap();
     for round in 0..20 {
-        add_note(&d.store, ids[round % ids.len()], &worker(1), "again");
+        add_note(&d.store, ids[round % ids.len()], &d.author, "again");
         d.sync().unwrap();
     }
     let peak = peak_rss_kib(Some(pid));

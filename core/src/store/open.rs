@@ -1,0 +1,291 @@
+//! Opening a store: sled-specific opening (lock waiting, move-aside of damaged files), format migration, and the in-memory index load.
+
+use super::*;
+
+impl Store {
+    /// Test hook (feature `failpoints`): rewrites every index entry in
+    /// store format 1's layout and records format 1, as an older build
+    /// would have left the store, for migration tests on stores of any
+    /// size. Drop the store and reopen it to migrate.
+    #[cfg(feature = "failpoints")]
+    pub fn rewrite_as_format_1(&self) -> Result<()> {
+        let _w = self.lock();
+        let mut batch = sled::Batch::default();
+        for item in self.db.scan_prefix([P_INDEX]) {
+            let (k, v) = item?;
+            let (stored, _) = bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config())
+                .map_err(|e| Error::Metadata(e.to_string()))?;
+            batch.insert(k, format1::encode(stored.meta, stored.storage)?);
+        }
+        batch.insert(key(P_META, META_FORMAT), &1u64.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Opens (or creates) the store at `config.path`.
+    ///
+    /// If sled reports the files as corrupt, the directory is renamed to
+    /// `<path>.damaged-<time>` and [`Error::StoreMovedAside`] is returned; the
+    /// next open starts a fresh store. Transient errors (the store is open in
+    /// another process, the disk is full) are returned as they are and touch
+    /// nothing.
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        let code_ok = !config.device_code.is_empty()
+            && config.device_code.len() <= 32
+            && config
+                .device_code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !code_ok {
+            return Err(Error::InvalidInput {
+                field: "device_code",
+                reason: "1 to 32 ASCII letters, digits, '-' or '_'".into(),
+            });
+        }
+        #[cfg(feature = "failpoints")]
+        let config_stop = config.stop_migration_after;
+        let db = if config.temporary {
+            sled::Config::new().temporary(true).open()?
+        } else {
+            std::fs::create_dir_all(&config.path)?;
+            // A store closed a moment ago in this process may still be held
+            // by sled's background threads for a few milliseconds; wait for
+            // the lock briefly before reporting it as held elsewhere.
+            let mut attempts = 0;
+            loop {
+                let opened = catch_unwind(|| sled::Config::new().path(&config.path).open());
+                match opened {
+                    Ok(Ok(db)) => break db,
+                    Ok(Err(e)) if is_corruption(&e) => {
+                        return Err(move_aside(&config.path, e.to_string()));
+                    }
+                    Ok(Err(e)) if is_lock_contention(&e) && attempts < 100 => {
+                        // sled releases its file lock when the last handle to
+                        // the file is dropped, and some are dropped only by
+                        // epoch-based deferred clean-up: help it along.
+                        attempts += 1;
+                        for _ in 0..4 {
+                            crossbeam_epoch::pin().flush();
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => {
+                        return Err(move_aside(
+                            &config.path,
+                            "the storage engine crashed while opening".into(),
+                        ));
+                    }
+                }
+            }
+        };
+
+        let format = match db.get(key(P_META, META_FORMAT))? {
+            None => {
+                db.insert(key(P_META, META_FORMAT), &STORE_FORMAT.to_be_bytes())?;
+                STORE_FORMAT
+            }
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Metadata("bad store format".into()))?,
+        };
+        if format > STORE_FORMAT {
+            return Err(Error::Metadata(format!(
+                "the store was written by a newer version of gridsync (store format {format}; \
+                 this build reads formats 1 to {STORE_FORMAT})"
+            )));
+        }
+        let actor = match db.get(key(P_META, META_ACTOR))? {
+            Some(bytes) => ActorId::from(bytes.as_ref()),
+            None => {
+                let actor = ActorId::random();
+                db.insert(key(P_META, META_ACTOR), actor.to_bytes())?;
+                db.flush()?;
+                actor
+            }
+        };
+        let log_id = match db.get(key(P_META, META_LOG_ID))? {
+            Some(bytes) => <[u8; 16]>::try_from(bytes.as_ref())
+                .map_err(|_| Error::Metadata("bad log id".into()))?,
+            None => {
+                // Stores made before the log had an identity get one here.
+                let id = random_log_id()?;
+                db.insert(key(P_META, META_LOG_ID), &id[..])?;
+                db.flush()?;
+                id
+            }
+        };
+        if !config.temporary {
+            make_private(&config.path)?;
+        }
+        let data_file = if config.temporary || config.durability != Durability::Fsync {
+            None
+        } else {
+            Some(File::open(config.path.join("db"))?)
+        };
+        let next_seq = match db.scan_prefix([P_LOG]).next_back() {
+            Some(item) => {
+                let (k, _) = item?;
+                let seq: [u8; 8] = k[1..]
+                    .try_into()
+                    .map_err(|_| Error::Metadata("bad change-log key".into()))?;
+                u64::from_be_bytes(seq) + 1
+            }
+            None => 1,
+        };
+        let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let store = Store {
+            db,
+            path: config.path,
+            data_file,
+            actor_hex: actor.to_hex_string(),
+            actor,
+            device_code: config.device_code,
+            durability: if config.temporary {
+                Durability::None
+            } else {
+                config.durability
+            },
+            writer: Mutex::new(Writer {
+                cache: lru::LruCache::new(capacity),
+                next_seq,
+                synced_blobs: BTreeSet::new(),
+            }),
+            index: RwLock::new(Index::default()),
+            flush_gate: FlushGate::default(),
+            // What is on disk at open is durable.
+            durable_seq: std::sync::atomic::AtomicU64::new(next_seq - 1),
+            log_id: Mutex::new(log_id),
+            tag_own: config.tag_own_changes,
+            #[cfg(feature = "failpoints")]
+            crash: Default::default(),
+            #[cfg(feature = "failpoints")]
+            after_durable: Mutex::new(None),
+        };
+        if format < STORE_FORMAT {
+            store.migrate(
+                format,
+                #[cfg(feature = "failpoints")]
+                config_stop,
+            )?;
+        }
+        store.load_index()?;
+        store.lock().synced_blobs = store.blob_names();
+        if store.tag_own {
+            // The tag key exists from the first open on, so that every
+            // backup holds the key its tags were made with.
+            store.intake_key()?;
+        }
+        Ok(store)
+    }
+
+    /// Migrates the store from `format` to [`STORE_FORMAT`] in place: every
+    /// index entry is derived again from its record, and the new entries
+    /// and the new format number are written in one atomic batch, then
+    /// flushed. A process killed at any point leaves either the old store
+    /// or the migrated one, and the old one migrates again on the next
+    /// open. Records and the change log are untouched.
+    pub(super) fn migrate(
+        &self,
+        format: u64,
+        #[cfg(feature = "failpoints")] stop_after: Option<usize>,
+    ) -> Result<()> {
+        if format != 1 {
+            return Err(Error::Metadata(format!(
+                "no migration from store format {format}"
+            )));
+        }
+        let mut batch = sled::Batch::default();
+        #[cfg(feature = "failpoints")]
+        let mut derived = 0usize;
+        for item in self.db.scan_prefix([P_INDEX]) {
+            let (k, v) = item?;
+            let Some(id) = RecordId::from_slice(&k[1..]) else {
+                continue;
+            };
+            let old = bincode::decode_from_slice::<format1::StoredIndex, _>(&v, bincode_config())
+                .ok()
+                .map(|(old, _)| old)
+                .filter(|old| old.meta_id == *id.as_bytes());
+            let (storage, updated_at) = old.map_or((Storage::default(), now_ms()), |o| {
+                (o.storage, o.updated_at)
+            });
+            match self.load_with(id, storage) {
+                Ok(loaded) => {
+                    let meta = derive_meta(id, &loaded.doc, updated_at)?;
+                    batch.insert(k, encode_index(&meta, loaded.storage)?);
+                }
+                // Left for `load_index`, which lists it as corrupt.
+                Err(_) => batch.insert(k, Vec::<u8>::new()),
+            }
+            #[cfg(feature = "failpoints")]
+            {
+                derived += 1;
+                if stop_after.is_some_and(|n| derived >= n) {
+                    return Err(Error::Metadata(
+                        "the migration was stopped by a failpoint".into(),
+                    ));
+                }
+            }
+        }
+        batch.insert(key(P_META, META_FORMAT), &STORE_FORMAT.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Reads every index entry into memory; entries that cannot be decoded
+    /// are rebuilt from their document, and records whose document is also
+    /// unreadable are listed by [`Store::corrupt_records`].
+    pub(super) fn load_index(&self) -> Result<()> {
+        let mut index = Index::default();
+        let mut rebuild = Vec::new();
+        for item in self.db.scan_prefix([P_INDEX]) {
+            let (k, v) = item?;
+            let Some(id) = RecordId::from_slice(&k[1..]) else {
+                continue;
+            };
+            match bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config()) {
+                Ok((stored, _)) if stored.meta.id == *id.as_bytes() => index.insert(stored.meta),
+                _ => rebuild.push(id),
+            }
+        }
+        *self.index_mut() = index;
+        for id in rebuild {
+            match self.load_from_disk(id) {
+                Ok(loaded) => {
+                    let meta = derive_meta(id, &loaded.doc, now_ms())?;
+                    let entry = encode_index(&meta, loaded.storage)?;
+                    self.db.insert(key(P_INDEX, id.as_bytes()), entry)?;
+                    self.index_mut().insert(meta);
+                }
+                Err(_) => {
+                    self.index_mut().corrupt.insert(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This store's Automerge actor.
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// The device code used for case numbers.
+    pub fn device_code(&self) -> &str {
+        &self.device_code
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    // A panic while a lock is held cannot leave these structures half
+    // updated: every automerge call that could panic runs under
+    // `catch_unwind` before any of them is touched, the document cache is
+    // only a cache, and counters advance only after a successful batch. So a
+    // poisoned lock is recovered instead of bricking the store.
+}
