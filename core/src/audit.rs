@@ -24,6 +24,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::collections::HashSet;
+
 use automerge::{ActorId, Automerge, ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
 
 use crate::error::{Error, Result};
@@ -95,6 +97,10 @@ const FIXED: &[&str] = &[
     "intake_digest",
 ];
 
+/// The segment of the slot listing an object's object children (by
+/// segment and identity).
+const MEMBERS: &str = "*";
+
 /// Root fields that place the record; only an office move changes them.
 const SCOPE: &[&str] = &["street", "community", "grid"];
 
@@ -105,14 +111,51 @@ pub(crate) struct Ledger {
     slots: BTreeMap<String, Vec<String>>,
 }
 
+/// Which objects a ledger reads.
+struct View<'a> {
+    /// Descend only into these objects (`None`: into all of them). The
+    /// objects a push did not touch are the same before and after it, so
+    /// leaving them out of both ledgers changes nothing in the comparison.
+    touched: Option<&'a HashSet<ObjId>>,
+}
+
 impl Ledger {
+    /// The whole document, as it is now.
     pub(crate) fn read(doc: &Automerge) -> Ledger {
+        Self::read_view(doc, View { touched: None })
+    }
+
+    /// The objects named (see [`touched_ids`]) that the document holds,
+    /// with their ancestors, as they are now: what a push touched, read
+    /// before and after it without reading what it did not touch.
+    pub(crate) fn read_objects(doc: &Automerge, ids: &[String]) -> Ledger {
+        let mut touched: HashSet<ObjId> = HashSet::new();
+        touched.insert(ROOT);
+        for id in ids {
+            let Ok((obj, _)) = doc.import(id) else {
+                // Made by the push itself: not there before it.
+                continue;
+            };
+            if let Ok(parents) = doc.parents(&obj) {
+                touched.extend(parents.map(|p| p.obj));
+            }
+            touched.insert(obj);
+        }
+        Self::read_view(
+            doc,
+            View {
+                touched: Some(&touched),
+            },
+        )
+    }
+
+    fn read_view(doc: &Automerge, view: View<'_>) -> Ledger {
         let mut ledger = Ledger::default();
-        ledger.walk(doc, &ROOT, String::new());
+        ledger.walk(doc, &view, &ROOT, String::new());
         ledger
     }
 
-    fn walk(&mut self, doc: &Automerge, obj: &ObjId, path: String) {
+    fn walk(&mut self, doc: &Automerge, view: &View<'_>, obj: &ObjId, path: String) {
         let join = |seg: &str| {
             if path.is_empty() {
                 seg.to_owned()
@@ -120,10 +163,15 @@ impl Ledger {
                 format!("{path}/{seg}")
             }
         };
+        // Every object child of this object, by its segment and identity:
+        // an object removed or replaced shows here even when its own
+        // content is not read.
+        let mut members: Vec<String> = Vec::new();
         match doc.object_type(obj) {
             Ok(ObjType::Map) | Ok(ObjType::Table) => {
                 for key in doc.keys(obj) {
-                    self.read_values(doc, doc.get_all(obj, key.as_str()), join(&key));
+                    let values = doc.get_all(obj, key.as_str());
+                    self.read_values(doc, view, values, join(&key), &mut members);
                 }
             }
             Ok(ObjType::List) => {
@@ -138,32 +186,42 @@ impl Ledger {
                         }
                         _ => format!("#{i}"),
                     };
-                    self.read_values(doc, values, join(&seg));
+                    self.read_values(doc, view, values, join(&seg), &mut members);
                 }
             }
             // Text (description, agenda, minutes) is prose anyone may edit.
             _ => {}
+        }
+        if !members.is_empty() {
+            members.sort();
+            self.slots.insert(join(MEMBERS), members);
         }
     }
 
     fn read_values(
         &mut self,
         doc: &Automerge,
+        view: &View<'_>,
         values: std::result::Result<Vec<(automerge::Value<'_>, ObjId)>, automerge::AutomergeError>,
         path: String,
+        members: &mut Vec<String>,
     ) {
         let Ok(values) = values else { return };
         let mut scalars = Vec::new();
+        let segment = path.rsplit('/').next().unwrap_or_default().to_owned();
         for (k, (value, id)) in values.into_iter().enumerate() {
             match value {
                 automerge::Value::Scalar(s) => scalars.push(render(&s)),
                 automerge::Value::Object(_) => {
+                    members.push(format!("{segment}={id}"));
                     let p = if k == 0 {
                         path.clone()
                     } else {
                         format!("{path}~{k}")
                     };
-                    self.walk(doc, &id, p);
+                    if view.touched.is_none_or(|t| t.contains(&id)) {
+                        self.walk(doc, view, &id, p);
+                    }
                 }
             }
         }
@@ -200,6 +258,25 @@ impl Ledger {
     }
 }
 
+/// The objects the changes write into (by Automerge's text form of their
+/// ids, `_root` or `counter@actor`): the objects a push touches, whatever
+/// its operations do there.
+pub(crate) fn touched_ids(changes: &[automerge::Change]) -> Vec<String> {
+    let mut ids: Vec<String> = changes
+        .iter()
+        .flat_map(|c| c.decode().operations)
+        .map(|op| match op.obj {
+            automerge::legacy::ObjectId::Root => "_root".to_owned(),
+            automerge::legacy::ObjectId::Id(automerge::legacy::OpId(counter, actor)) => {
+                format!("{counter}@{actor}")
+            }
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 fn entry_id(doc: &Automerge, obj: &ObjId) -> Option<String> {
     let dev = match doc.get(obj, "dev").ok()?? {
         (automerge::Value::Scalar(s), _) => match s.as_ref() {
@@ -229,14 +306,18 @@ fn render(s: &ScalarValue) -> String {
 
 /// Checks what a push changed in record `id` (`before` is `None` for a new
 /// record) against who sent it.
+///
+/// `before` and `after` are the record's ledgers before and after the
+/// merge, of the objects the push touched (see [`Ledger::read_objects`];
+/// a new record's `after` is read whole).
 pub(crate) fn check(
     id: RecordId,
     kind: RecordKind,
     before: Option<&Ledger>,
+    after: &Ledger,
     after_doc: &Automerge,
     peer: &Peer<'_>,
 ) -> Result<()> {
-    let after = Ledger::read(after_doc);
     let empty = Ledger::default();
     let old = before.unwrap_or(&empty);
     let created = before.is_none();
@@ -286,6 +367,24 @@ pub(crate) fn check(
                 )));
             }
             new_entries.insert(entry);
+            continue;
+        }
+        if segs.last() == Some(&MEMBERS) {
+            // An object's object children: one may be added (a log entry, a
+            // set, a clock), none removed or replaced.
+            let kept = after.values(path).map(Vec::as_slice).unwrap_or_default();
+            let removed = old
+                .values(path)
+                .into_iter()
+                .flatten()
+                .any(|m| !kept.contains(m));
+            if removed {
+                let at = segs[..segs.len() - 1].join("/");
+                return Err(refuse(format!(
+                    "an object of the record was removed or replaced (in {})",
+                    if at.is_empty() { "the root" } else { &at }
+                )));
+            }
             continue;
         }
         let key = segs[0];

@@ -28,7 +28,12 @@ fn main() {
         .collect();
     for id in &ids {
         for k in 0..3 {
-            add_note(&phone, *id, &worker(1), &format!("第{k}次走访：已与物业沟通。"));
+            add_note(
+                &phone,
+                *id,
+                &worker(1),
+                &format!("第{k}次走访：已与物业沟通。"),
+            );
         }
     }
     sync_in_process(&phone, &server, &["G1"]);
@@ -73,7 +78,9 @@ fn main() {
                 peer: None,
                 known_through: 0,
             };
-            trusted.apply_changes_unflushed(*id, delta, &incoming).unwrap();
+            trusted
+                .apply_changes_unflushed(*id, delta, &incoming)
+                .unwrap();
         }
         trusted.make_durable().unwrap();
         plain.push(t.elapsed());

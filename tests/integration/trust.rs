@@ -1432,3 +1432,97 @@ fn a_phone_cannot_pass_off_a_change_as_the_servers() {
     assert_eq!(answer.accepted, vec![*order.as_bytes()]);
     assert_eq!(store.heads(order).unwrap(), before);
 }
+
+#[test]
+fn a_phone_cannot_remove_or_replace_what_others_wrote() {
+    // The audit reads only the objects a push touches; what it removes or
+    // replaces must still be seen. Each push below is the phone's own
+    // change, refused whole, nothing applied.
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ReadDoc, ROOT};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let store = server.store.clone().unwrap();
+    let phone = server.enroll("w1", &dir.path().join("phone"));
+    let other = server.enroll("w1", &dir.path().join("other"));
+    let id = other
+        .store
+        .create_issue(&other.author, new_issue(1, 1, 1))
+        .unwrap();
+    add_note(&other.store, id, &other.author, "别人的走访记录");
+    other.sync().unwrap();
+    phone.sync().unwrap();
+    let before = store.heads(id).unwrap();
+
+    let forge = |f: &dyn Fn(&mut automerge::transaction::Transaction<'_>)| -> Vec<u8> {
+        let mut doc = automerge::Automerge::load(&phone.store.snapshot(id).unwrap())
+            .unwrap()
+            .with_actor(phone.store.actor().clone());
+        let heads = doc.get_heads();
+        let mut tx = doc.transaction();
+        f(&mut tx);
+        tx.commit();
+        doc.save_after(&heads)
+    };
+    let timeline = |tx: &automerge::transaction::Transaction<'_>| match tx.get(ROOT, "timeline") {
+        Ok(Some((automerge::Value::Object(ObjType::List), list))) => list,
+        other => panic!("no timeline: {other:?}"),
+    };
+    let attacks: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "delete another's note",
+            forge(&|tx| {
+                let list = timeline(tx);
+                tx.delete(&list, 0).unwrap();
+            }),
+        ),
+        (
+            "replace the timeline",
+            forge(&|tx| {
+                tx.put_object(ROOT, "timeline", ObjType::List).unwrap();
+            }),
+        ),
+        (
+            "replace another's note with a copy",
+            forge(&|tx| {
+                let list = timeline(tx);
+                tx.delete(&list, 0).unwrap();
+                let item = tx.insert_object(&list, 0, ObjType::Map).unwrap();
+                tx.put(&item, "text", "改写的记录").unwrap();
+            }),
+        ),
+        (
+            "change another's note",
+            forge(&|tx| {
+                let list = timeline(tx);
+                let entry = match tx.get(&list, 0) {
+                    Ok(Some((automerge::Value::Object(ObjType::Map), e))) => e,
+                    other => panic!("no entry: {other:?}"),
+                };
+                tx.put(&entry, "text", "改写的记录").unwrap();
+            }),
+        ),
+    ];
+    for (attack, changes) in attacks {
+        let request = sync::encode_request(&sync::SyncRequest {
+            cursor: sync::Cursor::Log(store.durable_head().unwrap()),
+            log: [0; 16],
+            pushes: vec![sync::Push {
+                id: *id.as_bytes(),
+                changes,
+            }],
+            want_snapshots: Vec::new(),
+            holdings: Vec::new(),
+            page_bytes: 1 << 20,
+        });
+        let (status, bytes) = post_raw(&server.url, Some(&phone.token), &request);
+        assert_eq!(status, 200, "{attack}");
+        let answer = sync::decode_response(&bytes).unwrap();
+        assert_eq!(answer.refused.len(), 1, "{attack}: {answer:?}");
+        assert_eq!(answer.refused[0].code, "unauthentic", "{attack}");
+        assert_eq!(store.heads(id).unwrap(), before, "{attack}");
+    }
+    let view = store.issue(id).unwrap();
+    assert!(view.timeline.iter().any(|t| t.text == "别人的走访记录"));
+}

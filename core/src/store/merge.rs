@@ -187,10 +187,8 @@ impl Store {
                 });
             }
         }
-        let scope = match incoming.peer {
-            Some(peer) => ScopeRule::Locked(peer, incoming.known_through),
-            None => ScopeRule::Follow,
-        };
+        let peer = incoming.peer;
+        let known_through = incoming.known_through;
         let cap = Some(incoming.limits.max_document_bytes);
         let from = incoming.peer.map(|p| p.actor);
         let apply = |changes: Vec<automerge::Change>| {
@@ -203,8 +201,19 @@ impl Store {
         let time = |changes: &[automerge::Change]| {
             changes.iter().map(|c| c.timestamp()).max().unwrap_or(0)
         };
+        // The device's changes are audited: the scope locked, and what they
+        // touched compared before and after.
+        let device = |changes: Vec<automerge::Change>| {
+            let at = time(&changes);
+            let touched = audit::touched_ids(&changes);
+            let scope = match peer {
+                Some(peer) => ScopeRule::Locked(peer, known_through, &touched),
+                None => ScopeRule::Follow,
+            };
+            self.merge(id, at, from, scope, cap, apply(changes))
+        };
         if theirs.is_empty() {
-            return self.merge(id, time(&mine), from, scope, cap, apply(mine));
+            return device(mine);
         }
         // The server's own changes are taken as its own (no audit of the
         // device's rights: they are the server's words; a move among them
@@ -228,8 +237,8 @@ impl Store {
                     continue;
                 }
                 progressed = true;
-                let at = time(&ready);
                 let merged = if handed {
+                    let at = time(&ready);
                     let current = self.scope_entry(id)?.map(|t| t.current);
                     let rule = match &current {
                         Some(old) => ScopeRule::Move(old),
@@ -237,7 +246,7 @@ impl Store {
                     };
                     self.merge(id, at, from, rule, cap, apply(ready))?
                 } else {
-                    self.merge(id, at, from, scope, cap, apply(ready))?
+                    device(ready)?
                 };
                 result.new_changes += merged.new_changes;
                 result.seq = merged.seq.or(result.seq);
@@ -410,7 +419,7 @@ impl Store {
         // already holds is still acknowledged (its first answer may have
         // been lost), anything new is refused.
         let mut only_known = false;
-        if let ScopeRule::Locked(peer, known_through) = scope {
+        if let ScopeRule::Locked(peer, known_through, _) = scope {
             // A push to a record the sender may not write is refused even
             // when it brings nothing new, and so is a push to an unknown
             // record that creates nothing: the answer must not tell which
@@ -429,12 +438,14 @@ impl Store {
                 }
             }
         }
-        // The server reads the record before the merge so the audit can
-        // tell what the sender changed.
+        // The server reads, before the merge, the objects the sender's
+        // changes touch, so the audit can tell what the sender changed.
         let before = match (scope, existing) {
-            (ScopeRule::Locked(..), Some(_)) => Some(
-                catch_unwind(AssertUnwindSafe(|| audit::Ledger::read(&loaded.doc)))
-                    .map_err(|_| Error::MergePanicked(id))?,
+            (ScopeRule::Locked(_, _, touched), Some(_)) => Some(
+                catch_unwind(AssertUnwindSafe(|| {
+                    audit::Ledger::read_objects(&loaded.doc, touched)
+                }))
+                .map_err(|_| Error::MergePanicked(id))?,
             ),
             _ => None,
         };
@@ -442,7 +453,7 @@ impl Store {
         // the cache, so the record reloads from disk exactly as it was.
         let checked = catch_unwind(AssertUnwindSafe(|| {
             let new_changes = check_merged(id, existing, &mut loaded.doc, &heads, f)?;
-            if let (ScopeRule::Locked(peer, _), true) = (scope, new_changes > 0) {
+            if let (ScopeRule::Locked(peer, _, touched), true) = (scope, new_changes > 0) {
                 let kind = doc::record_type(&loaded.doc)
                     .as_deref()
                     .and_then(RecordKind::parse)
@@ -456,7 +467,13 @@ impl Store {
                         reason: "devices create records under ids they make (UUID v7)".into(),
                     });
                 }
-                audit::check(id, kind, before.as_ref(), &loaded.doc, peer)?;
+                // What the sender changed: the objects its changes touched,
+                // as they are now (a new record: all of it).
+                let after = match before {
+                    Some(_) => audit::Ledger::read_objects(&loaded.doc, touched),
+                    None => audit::Ledger::read(&loaded.doc),
+                };
+                audit::check(id, kind, before.as_ref(), &after, &loaded.doc, peer)?;
             }
             Ok(new_changes)
         }))

@@ -350,8 +350,10 @@ struct Commit<'a> {
 enum ScopeRule<'a> {
     /// The scope table follows the document (devices, local edits).
     Follow,
-    /// The scope may not change, and must be admitted (server merges).
-    Locked(&'a Peer<'a>, u64),
+    /// The scope may not change, and must be admitted (server merges);
+    /// the changes are the device's, audited, and touch the objects named
+    /// (see `audit::touched_ids`).
+    Locked(&'a Peer<'a>, u64, &'a [String]),
     /// An office move from this scope.
     Move(&'a RecordScope),
 }

@@ -458,7 +458,7 @@ impl Store {
         let new_scope = meta.scope();
         let moved_from = match scope {
             ScopeRule::Follow => None,
-            ScopeRule::Locked(peer, known_through) => {
+            ScopeRule::Locked(peer, known_through, _) => {
                 match &table {
                     Some(t) if t.current != new_scope => return Err(Error::ScopeChange { id }),
                     Some(t) if !t.admits(peer.may_access, known_through) => {
