@@ -169,8 +169,16 @@ impl Ledger {
         let mut members: Vec<String> = Vec::new();
         match doc.object_type(obj) {
             Ok(ObjType::Map) | Ok(ObjType::Table) => {
-                for key in doc.keys(obj) {
-                    let values = doc.get_all(obj, key.as_str());
+                // One pass over the map; every value of a key only where
+                // concurrent writers left several.
+                for item in doc.map_range(obj, ..) {
+                    let key = item.key.to_string();
+                    let values = if item.conflict {
+                        doc.get_all(obj, key.as_str())
+                    } else {
+                        let id = item.id();
+                        Ok(vec![(item.value.into_value(), id)])
+                    };
                     self.read_values(doc, view, values, join(&key), &mut members);
                 }
             }

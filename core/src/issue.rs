@@ -680,22 +680,31 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "clock",
 ];
 
+fn known_status(s: &str) -> bool {
+    IssueStatus::parse(s).is_some()
+}
+
+/// The root registers of an issue with a closed set of values.
+const CLOSED: &[doc::Closed<'static>] = &[
+    ("kind", |s| IssueKind::parse(s).is_some()),
+    ("urgency", |s| Urgency::parse(s).is_some()),
+    ("source", |s| Source::parse(s).is_some()),
+    ("resolution", |s| Resolution::parse(s).is_some()),
+];
+
 /// The values of an issue this build does not know (see
 /// [`doc::Unrecognized`]).
 fn unrecognized<R: ReadDoc>(d: &R, f: &Fields) -> Vec<doc::Unrecognized> {
-    let status = |s: &str| IssueStatus::parse(s).is_some();
     doc::unrecognized_in(
         d,
         f,
         &[ROOT_KEYS, Location::KEYS, Reporter::KEYS],
+        CLOSED,
         &[
-            ("kind", |s| IssueKind::parse(s).is_some()),
-            ("urgency", |s| Urgency::parse(s).is_some()),
-            ("source", |s| Source::parse(s).is_some()),
-            ("resolution", |s| Resolution::parse(s).is_some()),
-        ],
-        &[
-            ("transitions", &[("to", status), ("from", status)]),
+            (
+                "transitions",
+                &[("to", known_status), ("from", known_status)],
+            ),
             (
                 "timeline",
                 &[("kind", |s| TimelineKind::parse(s).is_some())],
@@ -706,6 +715,32 @@ fn unrecognized<R: ReadDoc>(d: &R, f: &Fields) -> Vec<doc::Unrecognized> {
             ),
         ],
     )
+}
+
+/// What the index lists of those (every write derives it, so it reads
+/// nothing more than the summary does): the root's unknown fields and
+/// values and the status events to or from an unknown status. The view
+/// lists the log entries' unknown values too.
+fn unrecognized_fields(f: &Fields, events: &[Event]) -> Vec<String> {
+    let mut out = Vec::new();
+    f.unrecognized(
+        "",
+        Some(&[ROOT_KEYS, Location::KEYS, Reporter::KEYS]),
+        CLOSED,
+        &mut out,
+    );
+    let mut fields: Vec<String> = out.into_iter().map(|u| u.field).collect();
+    for (field, value) in events
+        .iter()
+        .flat_map(|e| [("transitions.to", &e.to), ("transitions.from", &e.from)])
+    {
+        if !value.is_empty() && !known_status(value) {
+            fields.push(field.to_owned());
+        }
+    }
+    fields.sort();
+    fields.dedup();
+    fields
 }
 
 /// What the index needs of an issue, read without what it does not (the
@@ -752,7 +787,7 @@ pub(crate) fn summary<R: ReadDoc>(d: &R) -> IssueSummary {
         kind: f.str("kind").and_then(|k| IssueKind::parse(&k)),
         created_at,
         facts,
-        unrecognized: unrecognized(d, &f).into_iter().map(|u| u.field).collect(),
+        unrecognized: unrecognized_fields(&f, &events),
     }
 }
 
