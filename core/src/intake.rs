@@ -162,7 +162,7 @@ impl WorkOrder {
         let digest = Sha256::new_with_prefix(b"gridsync work order digest\0")
             .chain_update(&json)
             .finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(digest)
     }
 
     /// The new case the order becomes.

@@ -138,7 +138,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Restored> {
     Ok(Restored {
         records: store.len()?,
         replaced,
-        log_id: log_id.iter().map(|b| format!("{b:02x}")).collect(),
+        log_id: hex::encode(log_id),
     })
 }
 

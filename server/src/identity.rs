@@ -17,38 +17,30 @@ use gridsync_core::{ActorId, RecordScope};
 use sha2::{Digest, Sha256};
 
 /// Errors of identity operations; each maps to a stable HTTP code.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// The named parent (street, community, grid, worker) does not exist.
+    #[error("no {0} {1:?}")]
     Unknown(&'static str, String),
     /// Such an id exists already.
+    #[error("{0} {1:?} exists already")]
     Exists(&'static str, String),
     /// A field is empty, too long or badly formed.
+    #[error("invalid {0}: {1}")]
     Invalid(&'static str, String),
     /// Bad, expired or used enrollment code / token.
+    #[error("unknown or invalid credentials")]
     Unauthorized,
     /// The device was revoked.
+    #[error("these credentials have been revoked")]
     Revoked,
     /// An office login whose stored role is not one this build knows: it
     /// grants nothing.
+    #[error("this login's role is not known; it grants nothing")]
     UnknownRole,
+    /// The identity database failed (the detail is logged, not shown).
+    #[error("storage error")]
     Storage(String),
-}
-
-impl std::fmt::Display for IdentityError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IdentityError::Unknown(what, id) => write!(f, "no {what} {id:?}"),
-            IdentityError::Exists(what, id) => write!(f, "{what} {id:?} exists already"),
-            IdentityError::Invalid(what, why) => write!(f, "invalid {what}: {why}"),
-            IdentityError::Unauthorized => f.write_str("unknown or invalid credentials"),
-            IdentityError::Revoked => f.write_str("these credentials have been revoked"),
-            IdentityError::UnknownRole => {
-                f.write_str("this login's role is not known; it grants nothing")
-            }
-            IdentityError::Storage(_) => f.write_str("storage error"),
-        }
-    }
 }
 
 impl From<sled::Error> for IdentityError {
@@ -233,17 +225,12 @@ pub fn secret() -> Result<[u8; 32]> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
+/// Lower- or upper-case hex digits only (no signs, no spaces).
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::decode(s).ok()
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {

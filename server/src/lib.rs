@@ -189,7 +189,7 @@ pub fn admin_token(
         Ok(t) => Ok(t.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = identity::secret().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            let token = hex::encode(secret);
             write_private(&path, &token)?;
             Ok(token)
         }
