@@ -375,7 +375,18 @@ pub fn present_issue(mut view: IssueView, role: Role) -> IssueView {
     for t in &mut view.transitions {
         scrub(&mut t.event.reason);
     }
+    withhold_unrecognized(&mut view.unrecognized);
     view
+}
+
+/// Values a newer app wrote that this build does not know may be personal
+/// data (a field this build has no name for could hold an id number): a
+/// role that does not see personal data gets the field's name, not its
+/// value.
+fn withhold_unrecognized(values: &mut [crate::doc::Unrecognized]) {
+    for u in values {
+        u.value.clear();
+    }
 }
 
 /// A meeting as `role` may see it: without access to personal data,
@@ -414,6 +425,7 @@ pub fn present_meeting(mut view: MeetingView, role: Role) -> MeetingView {
     {
         scrub(&mut e.text);
     }
+    withhold_unrecognized(&mut view.unrecognized);
     view
 }
 
