@@ -111,18 +111,10 @@ pub(crate) struct Ledger {
     slots: BTreeMap<String, Vec<String>>,
 }
 
-/// Which objects a ledger reads.
-struct View<'a> {
-    /// Descend only into these objects (`None`: into all of them). The
-    /// objects a push did not touch are the same before and after it, so
-    /// leaving them out of both ledgers changes nothing in the comparison.
-    touched: Option<&'a HashSet<ObjId>>,
-}
-
 impl Ledger {
     /// The whole document, as it is now.
     pub(crate) fn read(doc: &Automerge) -> Ledger {
-        Self::read_view(doc, View { touched: None })
+        Self::read_from(doc, None)
     }
 
     /// The objects named (see [`touched_ids`]) that the document holds,
@@ -141,21 +133,26 @@ impl Ledger {
             }
             touched.insert(obj);
         }
-        Self::read_view(
-            doc,
-            View {
-                touched: Some(&touched),
-            },
-        )
+        Self::read_from(doc, Some(&touched))
     }
 
-    fn read_view(doc: &Automerge, view: View<'_>) -> Ledger {
+    /// Reads from the root, descending only into the `touched` objects
+    /// (all of them when `None`). The objects a push did not touch are the
+    /// same before and after it, so leaving them out of both ledgers
+    /// changes nothing in the comparison.
+    fn read_from(doc: &Automerge, touched: Option<&HashSet<ObjId>>) -> Ledger {
         let mut ledger = Ledger::default();
-        ledger.walk(doc, &view, &ROOT, String::new());
+        ledger.walk(doc, touched, &ROOT, String::new());
         ledger
     }
 
-    fn walk(&mut self, doc: &Automerge, view: &View<'_>, obj: &ObjId, path: String) {
+    fn walk(
+        &mut self,
+        doc: &Automerge,
+        touched: Option<&HashSet<ObjId>>,
+        obj: &ObjId,
+        path: String,
+    ) {
         let join = |seg: &str| {
             if path.is_empty() {
                 seg.to_owned()
@@ -179,7 +176,7 @@ impl Ledger {
                         let id = item.id();
                         Ok(vec![(item.value.into_value(), id)])
                     };
-                    self.read_values(doc, view, values, join(&key), &mut members);
+                    self.read_values(doc, touched, values, join(&key), &mut members);
                 }
             }
             Ok(ObjType::List) => {
@@ -194,7 +191,7 @@ impl Ledger {
                         }
                         _ => format!("#{i}"),
                     };
-                    self.read_values(doc, view, values, join(&seg), &mut members);
+                    self.read_values(doc, touched, values, join(&seg), &mut members);
                 }
             }
             // Text (description, agenda, minutes) is prose anyone may edit.
@@ -209,7 +206,7 @@ impl Ledger {
     fn read_values(
         &mut self,
         doc: &Automerge,
-        view: &View<'_>,
+        touched: Option<&HashSet<ObjId>>,
         values: std::result::Result<Vec<(automerge::Value<'_>, ObjId)>, automerge::AutomergeError>,
         path: String,
         members: &mut Vec<String>,
@@ -227,8 +224,8 @@ impl Ledger {
                     } else {
                         format!("{path}~{k}")
                     };
-                    if view.touched.is_none_or(|t| t.contains(&id)) {
-                        self.walk(doc, view, &id, p);
+                    if touched.is_none_or(|t| t.contains(&id)) {
+                        self.walk(doc, touched, &id, p);
                     }
                 }
             }

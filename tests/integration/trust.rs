@@ -1405,22 +1405,7 @@ fn a_phone_cannot_pass_off_a_change_as_the_servers() {
     .unwrap();
     let forged = doc.save_after(&heads);
 
-    let push = |changes: Vec<u8>| {
-        let request = sync::encode_request(&sync::SyncRequest {
-            cursor: sync::Cursor::Log(store.durable_head().unwrap()),
-            log: [0; 16],
-            pushes: vec![sync::Push {
-                id: *order.as_bytes(),
-                changes,
-            }],
-            want_snapshots: Vec::new(),
-            holdings: Vec::new(),
-            page_bytes: 1 << 20,
-        });
-        let (status, bytes) = post_raw(&server.url, Some(&phone.token), &request);
-        assert_eq!(status, 200);
-        sync::decode_response(&bytes).unwrap()
-    };
+    let push = |changes: Vec<u8>| push_over_http(&server, &phone.token, order, changes);
     let answer = push(forged);
     assert_eq!(answer.refused.len(), 1, "{answer:?}");
     assert_eq!(answer.refused[0].code, "unauthentic");
@@ -1505,24 +1490,37 @@ fn a_phone_cannot_remove_or_replace_what_others_wrote() {
         ),
     ];
     for (attack, changes) in attacks {
-        let request = sync::encode_request(&sync::SyncRequest {
-            cursor: sync::Cursor::Log(store.durable_head().unwrap()),
-            log: [0; 16],
-            pushes: vec![sync::Push {
-                id: *id.as_bytes(),
-                changes,
-            }],
-            want_snapshots: Vec::new(),
-            holdings: Vec::new(),
-            page_bytes: 1 << 20,
-        });
-        let (status, bytes) = post_raw(&server.url, Some(&phone.token), &request);
-        assert_eq!(status, 200, "{attack}");
-        let answer = sync::decode_response(&bytes).unwrap();
+        let answer = push_over_http(&server, &phone.token, id, changes);
         assert_eq!(answer.refused.len(), 1, "{attack}: {answer:?}");
         assert_eq!(answer.refused[0].code, "unauthentic", "{attack}");
         assert_eq!(store.heads(id).unwrap(), before, "{attack}");
     }
     let view = store.issue(id).unwrap();
     assert!(view.timeline.iter().any(|t| t.text == "别人的走访记录"));
+}
+
+/// Pushes raw change bytes for one record over HTTP as the device whose
+/// token is given, from the server's current log head; the answer must be
+/// 200 (refusals of the record are in it).
+fn push_over_http(
+    server: &TestServer,
+    token: &str,
+    id: RecordId,
+    changes: Vec<u8>,
+) -> sync::SyncResponse {
+    let head = server.store.as_ref().unwrap().durable_head().unwrap();
+    let request = sync::encode_request(&sync::SyncRequest {
+        cursor: sync::Cursor::Log(head),
+        log: [0; 16],
+        pushes: vec![sync::Push {
+            id: *id.as_bytes(),
+            changes,
+        }],
+        want_snapshots: Vec::new(),
+        holdings: Vec::new(),
+        page_bytes: 1 << 20,
+    });
+    let (status, bytes) = post_raw(&server.url, Some(token), &request);
+    assert_eq!(status, 200);
+    sync::decode_response(&bytes).unwrap()
 }
