@@ -161,7 +161,7 @@ pub enum Error {
 
     /// The storage engine failed; the operation was not acknowledged.
     #[error("storage error: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(String),
 
     /// A file-system error while making a write durable; the operation was
     /// not acknowledged.

@@ -22,6 +22,7 @@ use gridsync_core::{Store, StoreConfig};
 
 use crate::api::AppState;
 use crate::identity::Identity;
+use gridsync_core::store::backend::Engine;
 
 /// What a backup holds.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -49,7 +50,7 @@ pub fn backup_stopped(data_dir: &Path, dest: &Path) -> anyhow::Result<Summary> {
                 data_dir.display()
             )
         })?;
-    let identity = Identity::open(&data_dir.join("identity"))
+    let identity = Identity::open(&Engine::Sled, &data_dir.join("identity"))
         .map_err(|e| anyhow::anyhow!("opening the identity database: {e}"))?;
     backup(&store, &identity, dest)
 }

@@ -234,8 +234,9 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
             config.data_dir.display()
         ));
         let data_dir = config.data_dir.clone();
+        let engine = config.engine.clone();
         let state = crate::open_while_starting(&listener, tls.clone(), move || {
-            crate::open(&data_dir, &token)
+            crate::open_on(&engine, &data_dir, &token)
         })
         .await
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;

@@ -20,6 +20,7 @@ use gridsync_core::{
 };
 
 use crate::identity::{Community, Grid, Identity, Street, Worker};
+use gridsync_core::store::backend::Engine;
 
 /// What the demo wrote, for the closing message and for tests.
 #[derive(Debug)]
@@ -98,7 +99,7 @@ pub fn seed(data_dir: &Path, issues: usize) -> anyhow::Result<Seeded> {
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let identity = Identity::open(&data_dir.join("identity"))
+    let identity = Identity::open(&Engine::Sled, &data_dir.join("identity"))
         .map_err(|e| anyhow::anyhow!("opening the identity database: {e}"))?;
     let id_err = |e: crate::identity::IdentityError| anyhow::anyhow!("{e}");
     identity

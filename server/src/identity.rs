@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use bincode::{Decode, Encode};
+use gridsync_core::store::backend::{self, Backend, Batch, Engine, FlushMode};
 use gridsync_core::{ActorId, RecordScope};
 use sha2::{Digest, Sha256};
 
@@ -43,8 +44,8 @@ pub enum IdentityError {
     Storage(String),
 }
 
-impl From<sled::Error> for IdentityError {
-    fn from(e: sled::Error) -> Self {
+impl From<gridsync_core::Error> for IdentityError {
+    fn from(e: gridsync_core::Error) -> Self {
         IdentityError::Storage(e.to_string())
     }
 }
@@ -184,11 +185,10 @@ pub fn check_device_role(role: gridsync_core::Role) -> Result<()> {
 
 /// The identity database.
 pub struct Identity {
-    db: sled::Db,
-    /// sled's data file, fdatasynced after every answered change (an
-    /// enrollment, a revocation, the organisation tree) so a power cut
-    /// cannot take one back.
-    data_file: Option<std::fs::File>,
+    /// The same engine as the record store (its own keyspace): every
+    /// answered change (an enrollment, a revocation, the organisation
+    /// tree) is durable before it is answered.
+    db: Box<dyn Backend>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -270,45 +270,42 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
 }
 
 impl Identity {
-    pub fn open(path: &Path) -> Result<Identity> {
-        let db = sled::open(path)?;
-        let data_file = std::fs::File::open(path.join("db")).ok();
-        Ok(Identity { db, data_file })
+    /// Opens the identity database on `engine`: sled at `path`, or the
+    /// identity table of a PostgreSQL database.
+    pub fn open(engine: &Engine, path: &Path) -> Result<Identity> {
+        let db = backend::open(engine, path, "identity", false)?;
+        Ok(Identity { db })
+    }
+
+    /// Writes a batch atomically and durably.
+    fn write(&self, batch: Batch) -> Result<()> {
+        Ok(self.db.write_now(batch, FlushMode::Sync)?)
+    }
+
+    fn put(&self, k: Vec<u8>, v: impl AsRef<[u8]>) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.insert(k, v);
+        self.write(batch)
     }
 
     /// Copies the identity database to a new one at `dest` (organisation,
     /// devices, enrollments, office logins), after a flush.
     pub fn backup_to(&self, dest: &Path) -> Result<usize> {
-        self.durable()?;
-        let copy = sled::open(dest)?;
-        let mut n = 0;
-        for item in self.db.iter() {
+        // A sled copy whatever the engine.
+        let copy = backend::SledBackend::open(dest, false)?;
+        let mut batch = Batch::default();
+        for item in backend::scan(self.db.as_ref(), &[]) {
             let (k, v) = item?;
-            copy.insert(k, v)?;
-            n += 1;
+            batch.insert(k, v);
         }
-        copy.flush()?;
-        drop(copy);
-        if let Ok(f) = std::fs::File::open(dest.join("db")) {
-            f.sync_data()
-                .map_err(|e| IdentityError::Storage(format!("fdatasync: {e}")))?;
-        }
+        let n = batch.len();
+        copy.write_now(batch, FlushMode::Sync)?;
         Ok(n)
-    }
-
-    /// Makes every write so far durable: sled's flush, then fdatasync.
-    fn durable(&self) -> Result<()> {
-        self.db.flush()?;
-        if let Some(f) = &self.data_file {
-            f.sync_data()
-                .map_err(|e| IdentityError::Storage(format!("fdatasync: {e}")))?;
-        }
-        Ok(())
     }
 
     fn get<T: Decode<()>>(&self, prefix: u8, id: &str) -> Result<Option<T>> {
         self.db
-            .get(key(prefix, id))?
+            .get(&key(prefix, id))?
             .map(|v| decode(&v))
             .transpose()
     }
@@ -322,21 +319,18 @@ impl Identity {
     ) -> Result<()> {
         let bytes = encode(value)?;
         let k = key(prefix, id);
-        match self
-            .db
-            .compare_and_swap(&k, None as Option<&[u8]>, Some(bytes))?
-        {
-            Ok(()) => {
-                self.durable()?;
-                Ok(())
-            }
-            Err(_) => Err(IdentityError::Exists(what, id.to_owned())),
+        // Kept when it exists: the old value is written back.
+        let old = self.db.update(&k, FlushMode::Sync, &mut |old| {
+            Some(old.map_or_else(|| bytes.clone(), <[u8]>::to_vec))
+        })?;
+        match old {
+            None => Ok(()),
+            Some(_) => Err(IdentityError::Exists(what, id.to_owned())),
         }
     }
 
     fn list<T: Decode<()>>(&self, prefix: u8) -> Result<Vec<T>> {
-        self.db
-            .scan_prefix([prefix])
+        backend::scan(self.db.as_ref(), &[prefix])
             .map(|item| {
                 let (_, v) = item?;
                 decode(&v)
@@ -396,16 +390,13 @@ impl Identity {
             return Err(IdentityError::Unknown("worker", worker.to_owned()));
         }
         check_device_role(role)?;
-        self.db
-            .insert(key(P_WORKER_ROLE, worker), role.as_str().as_bytes())?;
-        self.durable()?;
-        Ok(())
+        self.put(key(P_WORKER_ROLE, worker), role.as_str().as_bytes())
     }
 
     /// The role `worker`'s devices act in: the grid worker's unless set.
     /// A stored role this build cannot read grants nothing.
     pub fn device_role(&self, worker: &str) -> Result<gridsync_core::Role> {
-        match self.db.get(key(P_WORKER_ROLE, worker))? {
+        match self.db.get(&key(P_WORKER_ROLE, worker))? {
             None => Ok(gridsync_core::Role::GridWorker),
             Some(v) => std::str::from_utf8(&v)
                 .ok()
@@ -446,9 +437,7 @@ impl Identity {
             worker: worker.to_owned(),
             expires_at,
         };
-        self.db
-            .insert(key(P_ENROLL, &hex(&digest(code.as_bytes()))), encode(&e)?)?;
-        self.durable()?;
+        self.put(key(P_ENROLL, &hex(&digest(code.as_bytes()))), encode(&e)?)?;
         Ok((code, expires_at))
     }
 
@@ -465,12 +454,11 @@ impl Identity {
         }
         let k = key(P_ENROLL, &hex(&digest(code.as_bytes())));
         // Remove first: a code can be redeemed once even under races.
-        let Some(raw) = self.db.remove(&k)? else {
+        let Some(raw) = self.db.update(&k, FlushMode::Sync, &mut |_| None)? else {
             return Err(IdentityError::Unauthorized);
         };
         let e: Enrollment = decode(&raw)?;
         if e.expires_at < now {
-            self.durable()?;
             return Err(IdentityError::Unauthorized);
         }
         if self.devices()?.iter().any(|d| d.actor == actor.to_bytes()) {
@@ -493,11 +481,10 @@ impl Identity {
             enrolled_at: now,
             last_sync_at: None,
         };
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         batch.insert(key(P_DEVICE, &device_id), encode(&device)?);
-        batch.insert(key(P_DEVICE_SEQ, &device_id), &log_head.to_be_bytes());
-        self.db.apply_batch(batch)?;
-        self.durable()?;
+        batch.insert(key(P_DEVICE_SEQ, &device_id), log_head.to_be_bytes());
+        self.write(batch)?;
         Ok(Enrolled {
             token: format!("gs1.{device_id}.{}", hex(&secret)),
             device_id,
@@ -528,34 +515,39 @@ impl Identity {
     /// (kept as the maximum, so it never moves back) and the position the
     /// answer sent, if it carried a cursor.
     pub fn record_round(&self, device_id: &str, claimed: u64, sent: Option<u64>) -> Result<()> {
-        self.db
-            .fetch_and_update(key(P_DEVICE_POSITION, device_id), |old| {
+        // Bookkeeping, flushed but not fdatasynced (a sync round is not
+        // made to wait on the disk for it): a power cut may take back the
+        // latest positions, which only makes the move rule a round later.
+        self.db.update(
+            &key(P_DEVICE_POSITION, device_id),
+            FlushMode::Process,
+            &mut |old| {
                 let old = old
                     .and_then(|v| v.try_into().ok())
                     .map(u64::from_be_bytes)
                     .unwrap_or(0);
                 Some(old.max(claimed).to_be_bytes().to_vec())
-            })?;
+            },
+        )?;
         if let Some(sent) = sent {
-            self.db
-                .fetch_and_update(key(P_DEVICE_SENT, device_id), |old| {
+            self.db.update(
+                &key(P_DEVICE_SENT, device_id),
+                FlushMode::Process,
+                &mut |old| {
                     let mut out = sent.to_be_bytes().to_vec();
                     if let Some(old) = old {
                         let keep = (gridsync_core::audit::ANSWERS_BEFORE_KNOWN - 1) * 8;
                         out.extend_from_slice(&old[..old.len().min(keep) / 8 * 8]);
                     }
                     Some(out)
-                })?;
+                },
+            )?;
         }
-        // Bookkeeping, flushed but not fdatasynced (a sync round is not
-        // made to wait on the disk for it): a power cut may take back the
-        // latest positions, which only makes the move rule a round later.
-        self.db.flush()?;
         Ok(())
     }
 
     fn sent_positions(&self, device_id: &str) -> Result<Vec<u64>> {
-        Ok(match self.db.get(key(P_DEVICE_SENT, device_id))? {
+        Ok(match self.db.get(&key(P_DEVICE_SENT, device_id))? {
             None => Vec::new(),
             Some(v) => v
                 .chunks_exact(8)
@@ -566,9 +558,9 @@ impl Identity {
     }
 
     fn read_u64(&self, prefix: u8, id: &str) -> Result<u64> {
-        Ok(match self.db.get(key(prefix, id))? {
+        Ok(match self.db.get(&key(prefix, id))? {
             Some(v) => u64::from_be_bytes(
-                v.as_ref()
+                v.as_slice()
                     .try_into()
                     .map_err(|_| IdentityError::Storage("bad stored position".into()))?,
             ),
@@ -632,16 +624,14 @@ impl Identity {
 
     /// The next number of a counter (1, 2, …), atomically.
     fn next_number(&self, counter: u8) -> Result<u64> {
-        Ok(self
-            .db
-            .update_and_fetch([counter], |old| {
-                let n = old
-                    .and_then(|o| <[u8; 8]>::try_from(o).ok())
-                    .map_or(0, u64::from_be_bytes);
-                Some((n + 1).to_be_bytes().to_vec())
-            })?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(1, u64::from_be_bytes))
+        let number = |v: Option<&[u8]>| {
+            v.and_then(|o| <[u8; 8]>::try_from(o).ok())
+                .map_or(0, u64::from_be_bytes)
+        };
+        let old = self.db.update(&[counter], FlushMode::Sync, &mut |old| {
+            Some((number(old) + 1).to_be_bytes().to_vec())
+        })?;
+        Ok(number(old.as_deref()) + 1)
     }
 
     /// Creates an office login for a worker acting in `role` and returns
@@ -672,8 +662,7 @@ impl Identity {
             revoked: false,
             created_at: now,
         };
-        self.db.insert(key(P_OFFICE, &id), encode(&user)?)?;
-        self.durable()?;
+        self.put(key(P_OFFICE, &id), encode(&user)?)?;
         Ok((id.clone(), format!("gso1.{id}.{}", hex(&secret))))
     }
 
@@ -683,9 +672,7 @@ impl Identity {
             return Err(IdentityError::Unknown("device", device_id.to_owned()));
         };
         d.revoked = true;
-        self.db.insert(key(P_DEVICE, device_id), encode(&d)?)?;
-        self.durable()?;
-        Ok(())
+        self.put(key(P_DEVICE, device_id), encode(&d)?)
     }
 
     /// Revokes an office login: its token stops working at once.
@@ -694,25 +681,24 @@ impl Identity {
             return Err(IdentityError::Unknown("office user", id.to_owned()));
         };
         u.revoked = true;
-        self.db.insert(key(P_OFFICE, id), encode(&u)?)?;
-        self.durable()?;
-        Ok(())
+        self.put(key(P_OFFICE, id), encode(&u)?)
     }
 
     /// Notes a completed sync (for the "devices not synced" figure).
     pub fn touch(&self, device_id: &str, now: i64) -> Result<()> {
         // One atomic read-modify-write: a revocation landing between a
         // read and a write of the whole device must not be undone.
-        self.db.fetch_and_update(key(P_DEVICE, device_id), |old| {
-            let old = old?;
-            match decode::<Device>(old) {
-                Ok(mut d) => {
-                    d.last_sync_at = Some(now);
-                    encode(&d).ok().or_else(|| Some(old.to_vec()))
+        self.db
+            .update(&key(P_DEVICE, device_id), FlushMode::Process, &mut |old| {
+                let old = old?;
+                match decode::<Device>(old) {
+                    Ok(mut d) => {
+                        d.last_sync_at = Some(now);
+                        encode(&d).ok().or_else(|| Some(old.to_vec()))
+                    }
+                    Err(_) => Some(old.to_vec()),
                 }
-                Err(_) => Some(old.to_vec()),
-            }
-        })?;
+            })?;
         Ok(())
     }
 
@@ -810,7 +796,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Identity) {
         let dir = tempfile::tempdir().unwrap();
-        let id = Identity::open(&dir.path().join("identity")).unwrap();
+        let id = Identity::open(&Engine::Sled, &dir.path().join("identity")).unwrap();
         id.add_street(Street {
             id: "S1".into(),
             name: "幸福街道".into(),
@@ -853,8 +839,7 @@ mod tests {
         // release, or damaged): no fallback to a role that sees more.
         let mut stored: OfficeUser = id.get(P_OFFICE, &office_id).unwrap().unwrap();
         stored.role = "superuser".into();
-        id.db
-            .insert(key(P_OFFICE, &office_id), encode(&stored).unwrap())
+        id.put(key(P_OFFICE, &office_id), encode(&stored).unwrap())
             .unwrap();
         let user = id.authenticate_office(&token).unwrap();
         assert!(matches!(user.role(), Err(IdentityError::UnknownRole)));

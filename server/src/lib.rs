@@ -27,6 +27,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode};
 use axum::Router;
+use gridsync_core::store::backend::Engine;
 use gridsync_core::sync::ServerLimits;
 use gridsync_core::{Store, StoreConfig};
 use sha2::{Digest, Sha256};
@@ -47,6 +48,9 @@ pub struct Config {
     pub drain: Duration,
     /// How long the change log reaches back (see [`retention`]).
     pub retention: retention::Retention,
+    /// Where records and identity live: sled under `data_dir` (default),
+    /// or a PostgreSQL database several servers share.
+    pub engine: Engine,
 }
 
 /// A certificate chain and its private key, PEM files, for HTTPS.
@@ -92,6 +96,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_CONCURRENT_REQUESTS: usize = 64;
 /// How long a client may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a server on a shared database follows what the others
+/// wrote: an office read on one server shows a write made through another
+/// within this (plus one query), and a sync round is always current.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -111,7 +120,18 @@ impl Config {
             tls: None,
             drain: Duration::ZERO,
             retention: retention::Retention::default(),
+            engine: Engine::Sled,
         };
+        let database = |url: String| {
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                Ok(Engine::Postgres(url))
+            } else {
+                Err("the database must be a postgres:// or postgresql:// URL".to_owned())
+            }
+        };
+        if let Some(url) = env("GRIDSYNC_DATABASE_URL").filter(|u| !u.is_empty()) {
+            config.engine = database(url)?;
+        }
         // 0 lifts a bound.
         let keep_days = |v: &str| {
             v.parse::<u64>()
@@ -156,6 +176,7 @@ impl Config {
                 "--tls-cert" => cert = Some(value("--tls-cert")?.into()),
                 "--tls-key" => key = Some(value("--tls-key")?.into()),
                 "--drain-seconds" => config.drain = seconds(&value("--drain-seconds")?)?,
+                "--database" => config.engine = database(value("--database")?)?,
                 "--log-keep-days" => {
                     config.retention.keep_age = keep_days(&value("--log-keep-days")?)?;
                 }
@@ -217,13 +238,27 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 
 /// Opens the server's record store and identity database in `data_dir`.
 pub fn open(data_dir: &Path, admin_token: &str) -> anyhow::Result<AppState> {
-    std::fs::create_dir_all(data_dir)?;
+    open_on(&Engine::Sled, data_dir, admin_token)
+}
+
+/// The record store's configuration for a server on `engine` with data
+/// directory `data_dir`.
+pub fn store_config(engine: &Engine, data_dir: &Path) -> StoreConfig {
     let mut config = StoreConfig::new(data_dir.join("store"), "SRV");
     // The office's and intake's changes are tagged, so phones can hand them
     // back after a restore from a backup.
     config.tag_own_changes = true;
-    let store = Store::open(config)?;
-    let identity = identity::Identity::open(&data_dir.join("identity"))
+    config.engine = engine.clone();
+    config
+}
+
+/// Opens the server's record store and identity database on `engine`
+/// (sled in `data_dir`, or PostgreSQL; the data directory keeps the admin
+/// token either way).
+pub fn open_on(engine: &Engine, data_dir: &Path, admin_token: &str) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(store_config(engine, data_dir))?;
+    let identity = identity::Identity::open(engine, &data_dir.join("identity"))
         .map_err(|e| anyhow::anyhow!("opening the identity database: {e}"))?;
     // Residents' data: the whole data directory is its owner's only.
     gridsync_core::store::make_private(data_dir)?;
@@ -280,6 +315,41 @@ pub fn app(state: AppState) -> Router {
         ]))
 }
 
+/// On an engine other servers write to, follows what they commit every
+/// [`FOLLOW_EVERY`] (and ends a write turn a failed request left open);
+/// the task ends with the returned guard.
+fn follow_other_servers(store: Arc<Store>) -> Option<AbortOnDrop> {
+    if !store.is_shared() {
+        return None;
+    }
+    let task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(FOLLOW_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let store = store.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                store.make_durable()?;
+                store.follow()
+            })
+            .await;
+            if let Ok(Err(e)) = done {
+                tracing::error!(error = %e, "following the other servers");
+            }
+        }
+    });
+    Some(AbortOnDrop(task))
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Serves `app` over plain HTTP on `listener` until `shutdown` completes,
 /// then flushes the store.
 pub async fn run(
@@ -299,6 +369,7 @@ pub async fn run_tls(
 ) -> std::io::Result<()> {
     let store = state.store.clone();
     let draining = state.draining.clone();
+    let _following = follow_other_servers(store.clone());
     let app = app(state);
     let builder = connection_builder();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

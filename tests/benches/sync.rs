@@ -152,42 +152,53 @@ fn device(server: &TestServer, worker: &str, dir: &Path, url: &str) -> TestDevic
 
 struct Row(String, String, String, String);
 
-fn main() {
-    let n: usize = std::env::var("GRIDSYNC_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let big: usize = std::env::var("GRIDSYNC_BENCH_BIG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
-    let mut rows: Vec<Row> = Vec::new();
+/// What one engine measured (the rows the table compares).
+struct Measured {
+    seed: Duration,
+    first: Duration,
+    /// Loading the same documents from bytes (the first sync's floor).
+    load_all: Duration,
+    first_bytes: u64,
+    compacted: u64,
+    reconnect: (u64, u64),
+    incremental: Duration,
+    floor: Duration,
+    wire: u64,
+    delta: u64,
+    /// Automerge's per-document sync of every record (sled run only).
+    baseline: Option<(Duration, usize)>,
+    fifty: Vec<Duration>,
+    fifty_wall: Duration,
+    fifty_errors: usize,
+}
 
+fn median_u64(mut v: Vec<u64>) -> u64 {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The first sync, incremental and 50-device rows on the engine the
+/// helpers open (sled; PostgreSQL inside `on_postgres`, where the 50
+/// devices sync through two server nodes on one database).
+fn measure(root: &Path, n: usize, reps: usize, postgres: bool) -> Measured {
     eprintln!("building {n} issues on device A…");
-    build(&tmp.path().join("a"), n, |_| 1, 3);
-    let server = TestServer::start(&tmp.path().join("server"));
+    build(&root.join("a"), n, |_| 1, 3);
+    let server = TestServer::start(&root.join("server"));
     server.setup_org();
     let proxy = Proxy::start(&server.url);
     // Device A: the grid worker of G1, who wrote every record (its store
     // already full).
-    let a = device(&server, "w1", &tmp.path().join("a"), &proxy.url);
+    let a = device(&server, "w1", &root.join("a"), &proxy.url);
 
     eprintln!("seeding the server from A…");
     let t = Instant::now();
     let seeded = a.sync().unwrap();
     let seed = t.elapsed();
     assert!(seeded.refused.is_empty(), "{:?}", &seeded.refused[..1]);
-    rows.push(Row(
-        format!("seed: first push of {n} records"),
-        fmt(seed),
-        String::new(),
-        String::new(),
-    ));
 
     // ---------------------------------------------------------- first sync
     eprintln!("first sync of a new device…");
-    let b = device(&server, "office", &tmp.path().join("b"), &proxy.url);
+    let b = device(&server, "office", &root.join("b"), &proxy.url);
     proxy.reset();
     let t = Instant::now();
     let report = b.sync().unwrap();
@@ -211,33 +222,12 @@ fn main() {
     let load_all = t.elapsed();
     let compacted: u64 = docs.iter().map(|d| d.save().len() as u64).sum();
     drop(docs);
-    rows.push(Row(
-        format!("first sync of a new device, {n} records"),
-        fmt(first),
-        format!("load {n} docs from bytes: {}", fmt(load_all)),
-        format!(
-            "{:.2} (limit 1.0)",
-            first.as_secs_f64() / load_all.as_secs_f64()
-        ),
-    ));
-    rows.push(Row(
-        "  first sync, bytes on the wire (both ways)".into(),
-        kib(up + down),
-        format!("compacted docs: {}", kib(compacted)),
-        format!("{:.2} (limit 1.2)", (up + down) as f64 / compacted as f64),
-    ));
 
     // ----------------------------------------------------------- reconnect
     proxy.reset();
     let r = b.sync().unwrap();
-    let (up, down) = proxy.total();
+    let reconnect = proxy.total();
     assert_eq!((r.pushed, r.pulled), (0, 0));
-    rows.push(Row(
-        "reconnect with nothing changed, bytes (both ways)".into(),
-        format!("{} ({} up, {} down)", kib(up + down), up, down),
-        "limit 1 KiB".into(),
-        String::new(),
-    ));
 
     // --------------------------------------------------------- incremental
     eprintln!("incremental syncs…");
@@ -246,7 +236,6 @@ fn main() {
     let mut floors = Vec::new();
     let mut wire = Vec::new();
     let mut deltas = Vec::new();
-    let reps = 5;
     for rep in 0..reps {
         // 50 records changed elsewhere (device B) and synced to the server.
         let theirs: Vec<RecordId> = (0..50)
@@ -287,89 +276,68 @@ fn main() {
         }
         floors.push(t.elapsed());
     }
-    let (o, f) = (median(ours), median(floors));
 
     // Baseline: Automerge's own per-document sync over all records, both
     // sides loaded from bytes (a server without a change feed must).
-    eprintln!("baseline: per-document Automerge sync of {n} documents…");
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = ids
-        .iter()
-        .map(|id| {
-            (
-                server_store.export_record(*id).unwrap().0,
-                a.store.export_record(*id).unwrap().0,
-            )
-        })
-        .collect();
-    let t = Instant::now();
-    let mut msgs = 0usize;
-    for (server_bytes, device_bytes) in &pairs {
-        let mut s = Automerge::load(server_bytes).unwrap();
-        let mut d = Automerge::load(device_bytes).unwrap();
-        let mut ss = automerge::sync::State::new();
-        let mut ds = automerge::sync::State::new();
-        loop {
-            let mut moved = false;
-            if let Some(m) = d.generate_sync_message(&mut ds) {
-                s.receive_sync_message(&mut ss, m).unwrap();
-                moved = true;
-                msgs += 1;
-            }
-            if let Some(m) = s.generate_sync_message(&mut ss) {
-                d.receive_sync_message(&mut ds, m).unwrap();
-                moved = true;
-                msgs += 1;
-            }
-            if !moved {
-                break;
+    let baseline = (!postgres).then(|| {
+        eprintln!("baseline: per-document Automerge sync of {n} documents…");
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = ids
+            .iter()
+            .map(|id| {
+                (
+                    server_store.export_record(*id).unwrap().0,
+                    a.store.export_record(*id).unwrap().0,
+                )
+            })
+            .collect();
+        let t = Instant::now();
+        let mut msgs = 0usize;
+        for (server_bytes, device_bytes) in &pairs {
+            let mut s = Automerge::load(server_bytes).unwrap();
+            let mut d = Automerge::load(device_bytes).unwrap();
+            let mut ss = automerge::sync::State::new();
+            let mut ds = automerge::sync::State::new();
+            loop {
+                let mut moved = false;
+                if let Some(m) = d.generate_sync_message(&mut ds) {
+                    s.receive_sync_message(&mut ss, m).unwrap();
+                    moved = true;
+                    msgs += 1;
+                }
+                if let Some(m) = s.generate_sync_message(&mut ss) {
+                    d.receive_sync_message(&mut ds, m).unwrap();
+                    moved = true;
+                    msgs += 1;
+                }
+                if !moved {
+                    break;
+                }
             }
         }
-    }
-    let baseline = t.elapsed();
-    rows.push(Row(
-        "incremental sync, 50 + 50 changed records".into(),
-        fmt(o),
-        format!("per-doc Automerge sync: {} ({msgs} msgs)", fmt(baseline)),
-        format!(
-            "{:.0}× faster (limit ≥ 20×)",
-            baseline.as_secs_f64() / o.as_secs_f64()
-        ),
-    ));
-    rows.push(Row(
-        "  same, against the floor".into(),
-        fmt(o),
-        format!("floor (load + apply 100 records): {}", fmt(f)),
-        format!("{:.2} (limit 3)", o.as_secs_f64() / f.as_secs_f64()),
-    ));
-    let wire_median = {
-        let mut w = wire.clone();
-        w.sort();
-        w[w.len() / 2]
-    };
-    let delta_median = {
-        let mut d = deltas.clone();
-        d.sort();
-        d[d.len() / 2]
-    };
-    rows.push(Row(
-        "  bytes on the wire (both ways)".into(),
-        kib(wire_median),
-        format!("changed records' deltas: {}", kib(delta_median)),
-        format!(
-            "{:.2} (limit 1.5)",
-            wire_median as f64 / delta_median as f64
-        ),
-    ));
+        (t.elapsed(), msgs)
+    });
 
     // ------------------------------------------------ 50 devices at once
+    // On PostgreSQL through two nodes: devices alternate between them.
     eprintln!("50 devices at once…");
+    let second = postgres.then(|| {
+        let dir = root.join("server-2");
+        gridsync_tests::engine::use_database(
+            &dir,
+            &gridsync_tests::engine::database_of(&root.join("server")),
+        );
+        TestServer::start(&dir)
+    });
+    let urls: Vec<String> = std::iter::once(server.url.clone())
+        .chain(second.iter().map(|s| s.url.clone()))
+        .collect();
     let devices: Vec<TestDevice> = (0..50)
         .map(|i| {
             device(
                 &server,
                 "w2",
-                &tmp.path().join(format!("m{i}")),
-                &server.url,
+                &root.join(format!("m{i}")),
+                &urls[i % urls.len()],
             )
         })
         .collect();
@@ -407,28 +375,129 @@ fn main() {
         })
         .collect();
     let results: Vec<(Duration, bool)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let wall = start.elapsed();
-    let errors = results.iter().filter(|(_, ok)| !ok).count();
-    let lat: Vec<Duration> = results.iter().map(|(d, _)| *d).collect();
-    rows.push(Row(
-        "50 devices syncing at once, 20 changes each".into(),
+    let fifty_wall = start.elapsed();
+    Measured {
+        seed,
+        first,
+        load_all,
+        first_bytes: up + down,
+        compacted,
+        reconnect,
+        incremental: median(ours),
+        floor: median(floors),
+        wire: median_u64(wire),
+        delta: median_u64(deltas),
+        baseline,
+        fifty: results.iter().map(|(d, _)| *d).collect(),
+        fifty_wall,
+        fifty_errors: results.iter().filter(|(_, ok)| !ok).count(),
+    }
+}
+
+fn main() {
+    let n: usize = std::env::var("GRIDSYNC_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let big: usize = std::env::var("GRIDSYNC_BENCH_BIG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+    let reps = 5;
+    eprintln!("== sled");
+    let sled = measure(&tmp.path().join("sled"), n, reps, false);
+    eprintln!(
+        "== PostgreSQL ({})",
+        gridsync_tests::engine::postgres_server()
+    );
+    let pg = gridsync_tests::engine::on_postgres(|| measure(&tmp.path().join("pg"), n, reps, true));
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    let mut rows: Vec<Row> = Vec::new();
+    // Each engine row: sled | PostgreSQL | reference | ratios.
+    let mut row = |what: String, s: String, p: String, reference: String, note: String| {
+        rows.push(Row(what, format!("{s} | {p}"), reference, note));
+    };
+    row(
+        format!("seed: first push of {n} records"),
+        fmt(sled.seed),
+        fmt(pg.seed),
+        String::new(),
+        format!("PostgreSQL {:.2}× sled", ratio(pg.seed, sled.seed)),
+    );
+    row(
+        format!("first sync of a new device, {n} records"),
+        fmt(sled.first),
+        fmt(pg.first),
+        format!("load {n} docs from bytes: {}", fmt(sled.load_all)),
         format!(
-            "p50 {} · p99 {}",
-            fmt(percentile(&lat, 0.5)),
-            fmt(percentile(&lat, 0.99))
+            "sled {:.2} (limit 1.0) · PostgreSQL {:.2}× sled",
+            ratio(sled.first, sled.load_all),
+            ratio(pg.first, sled.first)
         ),
+    );
+    row(
+        "  first sync, bytes on the wire (both ways)".into(),
+        kib(sled.first_bytes),
+        kib(pg.first_bytes),
+        format!("compacted docs: {}", kib(sled.compacted)),
         format!(
-            "{:.0} changes/s ({} in {})",
-            1000.0 / wall.as_secs_f64(),
-            1000,
-            fmt(wall)
+            "{:.2} (limit 1.2)",
+            sled.first_bytes as f64 / sled.compacted as f64
         ),
-        format!("{errors} errors"),
-    ));
-    drop(devices);
-    drop(a);
-    drop(b);
-    drop(server);
+    );
+    row(
+        "reconnect with nothing changed, bytes (both ways)".into(),
+        kib(sled.reconnect.0 + sled.reconnect.1),
+        kib(pg.reconnect.0 + pg.reconnect.1),
+        "limit 1 KiB".into(),
+        String::new(),
+    );
+    let (baseline, msgs) = sled.baseline.unwrap();
+    row(
+        "incremental sync, 50 + 50 changed records".into(),
+        fmt(sled.incremental),
+        fmt(pg.incremental),
+        format!("per-doc Automerge sync: {} ({msgs} msgs)", fmt(baseline)),
+        format!(
+            "sled {:.0}× faster (limit ≥ 20×) · PostgreSQL {:.2}× sled (limit 2)",
+            ratio(baseline, sled.incremental),
+            ratio(pg.incremental, sled.incremental)
+        ),
+    );
+    row(
+        "  same, against the floor".into(),
+        fmt(sled.incremental),
+        fmt(pg.incremental),
+        format!("floor (load + apply 100 records): {}", fmt(sled.floor)),
+        format!(
+            "sled {:.2} (limit 3) · PostgreSQL {:.2}",
+            ratio(sled.incremental, sled.floor),
+            ratio(pg.incremental, pg.floor)
+        ),
+    );
+    row(
+        "  bytes on the wire (both ways)".into(),
+        kib(sled.wire),
+        kib(pg.wire),
+        format!("changed records' deltas: {}", kib(sled.delta)),
+        format!("{:.2} (limit 1.5)", sled.wire as f64 / sled.delta as f64),
+    );
+    let fifty = |m: &Measured| {
+        format!(
+            "p50 {} · p99 {} · {:.0} changes/s",
+            fmt(percentile(&m.fifty, 0.5)),
+            fmt(percentile(&m.fifty, 0.99)),
+            1000.0 / m.fifty_wall.as_secs_f64()
+        )
+    };
+    row(
+        "50 devices syncing at once, 20 changes each (PostgreSQL: two nodes)".into(),
+        fifty(&sled),
+        fifty(&pg),
+        String::new(),
+        format!("{} + {} errors", sled.fifty_errors, pg.fifty_errors),
+    );
 
     // ------------------------------------------- server memory at 100k
     eprintln!("building {big} records for the server-memory row…");
@@ -472,7 +541,7 @@ fn main() {
     let peak = peak_rss_kib(Some(pid));
     rows.push(Row(
         format!("server peak memory, {big} records stored"),
-        format!("{} MiB", peak / 1024),
+        format!("{} MiB | (sled row)", peak / 1024),
         format!("store on disk: {}", kib(store_bytes)),
         format!(
             "idle after open {} MiB; a {}-record grid first-synced in {}",
@@ -512,7 +581,7 @@ fn main() {
     assert_eq!(page["total"].as_u64(), Some(big as u64));
     rows.push(Row(
         format!("office figures, {big} issues, by grid (HTTP)"),
-        fmt(figures),
+        format!("{} | (sled row)", fmt(figures)),
         format!(
             "one list query over the same index: {} · limit 200 ms",
             fmt(scan)
@@ -525,12 +594,12 @@ fn main() {
     ));
     server.kill();
 
-    println!("\n| measurement | gridsync | baseline / floor / limit | ratio / note |");
-    println!("|---|---|---|---|");
+    println!("\n| measurement | sled | PostgreSQL | baseline / floor / limit | ratio / note |");
+    println!("|---|---|---|---|---|");
     for Row(a, b, c, d) in rows {
         println!("| {a} | {b} | {c} | {d} |");
     }
-    println!("\n{n} records (each ~300 Chinese characters, 3 notes); real HTTP on loopback; {reps} incremental repetitions (medians).");
+    println!("\n{n} records (each ~300 Chinese characters, 3 notes); real HTTP on loopback; {reps} incremental repetitions (medians); PostgreSQL at {} with synchronous commits.", gridsync_tests::engine::postgres_server());
 }
 
 fn server_pid(server: &TestServer) -> u32 {

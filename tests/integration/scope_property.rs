@@ -80,7 +80,11 @@ proptest! {
     #[test]
     fn each_device_receives_exactly_its_scope(plan in plan()) {
         let dir = tempfile::tempdir().unwrap();
-        let identity = Identity::open(&dir.path().join("identity")).unwrap();
+        let identity = Identity::open(
+            &gridsync_core::store::backend::Engine::Sled,
+            &dir.path().join("identity"),
+        )
+        .unwrap();
         let places = places(&plan.tree);
         let streets: Vec<String> = (0..plan.tree.len()).map(|s| format!("S{s}")).collect();
         let communities: Vec<RecordScope> = {

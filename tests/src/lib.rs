@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+pub mod engine;
 pub mod fuzz;
 pub mod server;
 pub mod sim;
@@ -106,15 +107,28 @@ pub fn new_meeting(c: u32, g: u32, issues: Vec<RecordId>) -> NewMeeting {
 }
 
 /// Opens an on-disk store.
+///
+/// Inside [`engine::on_postgres`] the store lives in a PostgreSQL database
+/// of its own (the same path, the same database).
 pub fn open_store(path: &Path, code: &str) -> Store {
-    Store::open(StoreConfig::new(path, code)).unwrap()
+    let mut config = StoreConfig::new(path, code);
+    config.engine = engine::engine_for(path);
+    Store::open(config).unwrap()
 }
 
 /// Opens an in-memory store (no durability; for convergence tests).
+///
+/// Inside [`engine::on_postgres`]: a fresh PostgreSQL database instead
+/// (commits without waiting for the disk).
 pub fn temp_store(code: &str) -> Store {
     let mut config = StoreConfig::new("", code);
-    config.temporary = true;
-    config.durability = Durability::None;
+    if engine::on_postgres_now() {
+        config.engine = gridsync_core::store::backend::Engine::Postgres(engine::fresh_database());
+        config.durability = Durability::Flush;
+    } else {
+        config.temporary = true;
+        config.durability = Durability::None;
+    }
     Store::open(config).unwrap()
 }
 

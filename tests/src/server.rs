@@ -44,7 +44,8 @@ impl TestServer {
     fn start_with(data_dir: &Path, tls: Option<&gridsync_server::TlsFiles>) -> TestServer {
         let acceptor = tls.map(|t| gridsync_server::tls_acceptor(t).unwrap());
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let state = gridsync_server::open(data_dir, ADMIN).unwrap();
+        let engine = crate::engine::engine_for(data_dir);
+        let state = gridsync_server::open_on(&engine, data_dir, ADMIN).unwrap();
         let store = state.store.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -107,6 +108,11 @@ impl TestServer {
             .env("GRIDSYNC_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", if log.is_some() { "debug" } else { "warn" })
             .stdout(Stdio::piped());
+        if let gridsync_core::store::backend::Engine::Postgres(url) =
+            crate::engine::engine_for(data_dir)
+        {
+            command.args(["--database", &url]);
+        }
         if let Some(path) = log {
             command.stderr(std::fs::File::create(path).unwrap());
         }

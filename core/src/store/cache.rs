@@ -27,7 +27,7 @@ impl Store {
     }
 
     pub(super) fn load_from_disk(&self, id: RecordId) -> Result<Loaded> {
-        let storage = match self.db.get(key(P_INDEX, id.as_bytes()))? {
+        let storage = match self.db.get(&key(P_INDEX, id.as_bytes()))? {
             Some(v) => bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config())
                 .map(|(s, _)| s.storage)
                 .unwrap_or_default(),
@@ -39,23 +39,20 @@ impl Store {
     /// Loads a record whose chunk accounting is `storage`.
     pub(super) fn load_with(&self, id: RecordId, storage: Storage) -> Result<Loaded> {
         let corrupt = |reason: String| Error::Corrupt { id, reason };
-        let snapshot = self
-            .db
-            .get(key(P_SNAPSHOT, id.as_bytes()))?
-            .ok_or(Error::NotFound(id))?;
+        let (snapshot, chunks) = self.read_stored(id)?;
         // One load of the snapshot followed by every chunk: Automerge applies
         // all the changes in one go, much cheaper than chunk by chunk.
-        let mut bytes = snapshot.to_vec();
+        let snapshot_len = snapshot.len() as u64;
+        let mut bytes = snapshot;
         let mut chunks_len = 0u64;
-        for item in self.db.scan_prefix(key(P_CHUNK, id.as_bytes())) {
-            let (_, chunk) = item?;
+        for chunk in chunks {
             chunks_len += chunk.len() as u64;
             bytes.extend_from_slice(&chunk);
         }
         let loaded = catch_unwind(AssertUnwindSafe(|| -> Result<Loaded> {
             let doc = Automerge::load(&bytes).map_err(|e| corrupt(format!("load: {e}")))?;
             let mut storage = storage;
-            storage.snapshot_len = snapshot.len() as u64;
+            storage.snapshot_len = snapshot_len;
             storage.chunks_len = chunks_len;
             Ok(Loaded {
                 doc: doc.with_actor(self.actor.clone()),
@@ -67,6 +64,19 @@ impl Store {
             return Err(corrupt("not a gridsync record".into()));
         }
         Ok(loaded)
+    }
+
+    /// A record's snapshot and change chunks, read as one state (one
+    /// statement on an engine other processes write to).
+    pub(super) fn read_stored(&self, id: RecordId) -> Result<(Vec<u8>, Vec<Vec<u8>>)> {
+        let chunks = key(P_CHUNK, id.as_bytes());
+        let (snapshot, chunks) = self.db.get_and_range(
+            &key(P_SNAPSHOT, id.as_bytes()),
+            &chunks,
+            &backend::prefix_end(&chunks),
+        )?;
+        let snapshot = snapshot.ok_or(Error::NotFound(id))?;
+        Ok((snapshot, chunks.into_iter().map(|(_, v)| v).collect()))
     }
 
     pub(super) fn with_doc<T>(&self, id: RecordId, f: impl FnOnce(&Automerge) -> T) -> Result<T> {

@@ -1,4 +1,4 @@
-//! Durability: the write point (crash failpoints), group commit, sled flush plus fdatasync of the data file and new blob files.
+//! Durability: the write point (crash failpoints), write turns, group commit, and the engine's flush.
 
 use super::*;
 
@@ -75,12 +75,7 @@ impl Store {
                 drop(state);
                 // Every entry applied so far is covered by this flush (the
                 // writers of the tickets it serves applied theirs first).
-                let applied = self.lock().next_seq - 1;
-                let result = self.flush_now();
-                if result.is_ok() {
-                    self.durable_seq
-                        .fetch_max(applied, std::sync::atomic::Ordering::SeqCst);
-                }
+                let result = self.flush_turn();
                 let mut after = gate.state.lock().unwrap_or_else(PoisonError::into_inner);
                 after.flushing = false;
                 if result.is_ok() {
@@ -99,60 +94,60 @@ impl Store {
     /// Flushes to disk whatever the configured durability: for bulk loads
     /// that write with `Durability::None` and make it all durable at the end.
     pub fn flush(&self) -> Result<()> {
-        let applied = self.lock().next_seq - 1;
         self.write_point()?;
-        self.db.flush()?;
-        if let Some(f) = &self.data_file {
-            f.sync_data()?;
-        }
+        let w = self.lock();
+        let applied = w.next_seq - 1;
+        self.db.flush(FlushMode::Sync)?;
+        drop(w);
         self.durable_seq
             .fetch_max(applied, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
-    pub(super) fn flush_now(&self) -> Result<()> {
+    /// Ends the write turn, making what it applied durable, and moves the
+    /// durable head. On an engine other processes share, the turn ends
+    /// under the write lock: a writer of this process that is computing a
+    /// batch from what the turn made current must finish first. (On sled
+    /// the flush runs beside new writes: group commit.)
+    fn flush_turn(&self) -> Result<()> {
         self.write_point()?;
-        self.db.flush()?;
-        if self.durability == Durability::Fsync {
-            if let Some(f) = &self.data_file {
-                f.sync_data()?;
-            }
-            self.sync_new_blobs()?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn blob_names(&self) -> BTreeSet<std::ffi::OsString> {
-        std::fs::read_dir(self.path.join("blobs"))
-            .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
-            .unwrap_or_default()
-    }
-
-    /// sled writes values too large for a log segment to separate blob
-    /// files and never syncs them; we do.
-    pub(super) fn sync_new_blobs(&self) -> Result<()> {
-        let names = self.blob_names();
-        let fresh: Vec<_> = {
-            let w = self.lock();
-            names.difference(&w.synced_blobs).cloned().collect()
+        let mode = match self.durability {
+            Durability::Fsync => FlushMode::Sync,
+            _ => FlushMode::Process,
         };
-        if fresh.is_empty() {
-            return Ok(());
+        let applied;
+        let result = if self.db.is_shared() {
+            let w = self.lock();
+            applied = w.next_seq - 1;
+            self.db.flush(mode)
+        } else {
+            applied = self.lock().next_seq - 1;
+            self.db.flush(mode)
+        };
+        if result.is_ok() {
+            self.durable_seq
+                .fetch_max(applied, std::sync::atomic::Ordering::SeqCst);
         }
-        let dir = self.path.join("blobs");
-        for name in &fresh {
-            match File::open(dir.join(name)) {
-                Ok(f) => f.sync_data()?,
-                // sled may have collected it meanwhile.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        File::open(&dir)?.sync_all()?;
-        let mut w = self.lock();
-        w.synced_blobs = names;
-        Ok(())
+        result
     }
 
-    // ------------------------------------------------------------ loading
+    /// Flushes now, outside group commit.
+    pub(super) fn flush_now(&self) -> Result<()> {
+        self.flush_turn()
+    }
+
+    /// Takes the write lock and this process's write turn. When the turn
+    /// is new on an engine other processes write to, the index and caches
+    /// first follow what they wrote (see [`Store::follow`]).
+    pub(super) fn lock_writes(&self) -> Result<MutexGuard<'_, Writer>> {
+        let mut w = self.lock();
+        match self.db.begin_turn()? {
+            Turn::Continued => {}
+            Turn::Fresh => {
+                self.follow_locked(&mut w)?;
+            }
+            Turn::Reset => self.reload_locked(&mut w)?,
+        }
+        Ok(w)
+    }
 }

@@ -29,19 +29,17 @@ impl Store {
                 reason: format!("{} exists; back up into a new directory", dest.display()),
             });
         }
-        // Writers wait while the copy is read (it reads sled's view, which
-        // holds every applied write; flushing is not needed for that).
+        // Writers wait while the copy is read (it reads the engine's view,
+        // which holds every applied write; flushing is not needed for
+        // that). The copy is a sled store whatever the engine.
         let w = self.lock();
-        let copy = sled::Config::new().path(dest).open()?;
-        let mut batch = sled::Batch::default();
-        let mut pending = 0usize;
-        for item in self.db.iter() {
+        let copy = backend::SledBackend::open(dest, false)?;
+        let mut batch = Batch::default();
+        for item in backend::scan(self.db.as_ref(), &[]) {
             let (k, v) = item?;
             batch.insert(k, v);
-            pending += 1;
-            if pending == 4096 {
-                copy.apply_batch(std::mem::take(&mut batch))?;
-                pending = 0;
+            if batch.len() == 4096 {
+                copy.apply(std::mem::take(&mut batch))?;
             }
         }
         // What the copy shares with this log for good: entries durable
@@ -50,9 +48,9 @@ impl Store {
             .durable_seq
             .load(std::sync::atomic::Ordering::SeqCst)
             .min(w.next_seq - 1);
-        batch.insert(key(P_META, META_BACKUP_SHARED), &durable.to_be_bytes());
-        copy.apply_batch(batch)?;
-        copy.flush()?;
+        batch.insert(key(P_META, META_BACKUP_SHARED), durable.to_be_bytes());
+        copy.apply(batch)?;
+        copy.flush(FlushMode::Process)?;
         let head = w.next_seq - 1;
         drop(w);
         let records = self.len()?;
@@ -71,9 +69,9 @@ impl Store {
     /// Returns the new id.
     pub fn renew_log_id(&self) -> Result<[u8; 16]> {
         let id = random_log_id()?;
-        let shared = match self.db.get(key(P_META, META_BACKUP_SHARED))? {
+        let shared = match self.db.get(&key(P_META, META_BACKUP_SHARED))? {
             Some(v) => u64::from_be_bytes(
-                <[u8; 8]>::try_from(v.as_ref())
+                <[u8; 8]>::try_from(v.as_slice())
                     .map_err(|_| Error::Metadata("bad backup point".into()))?,
             ),
             None => self.durable_head()?,
@@ -91,19 +89,21 @@ impl Store {
         }
         let encoded = bincode::encode_to_vec(&ancestors, bincode_config())
             .map_err(|e| Error::Metadata(e.to_string()))?;
-        let mut batch = sled::Batch::default();
-        batch.insert(key(P_META, META_LOG_ID), &id[..]);
+        let mut batch = Batch::default();
+        batch.insert(key(P_META, META_LOG_ID), id);
         batch.insert(key(P_META, META_LOG_ANCESTORS), encoded);
         batch.remove(key(P_META, META_BACKUP_SHARED));
         self.write_point()?;
-        self.db.apply_batch(batch)?;
+        let w = self.lock_writes()?;
+        self.db.apply(batch)?;
+        drop(w);
         self.flush_now()?;
         *self.log_id.lock().unwrap_or_else(PoisonError::into_inner) = id;
         Ok(id)
     }
 
     pub(super) fn log_ancestors(&self) -> Result<Vec<([u8; 16], u64)>> {
-        match self.db.get(key(P_META, META_LOG_ANCESTORS))? {
+        match self.db.get(&key(P_META, META_LOG_ANCESTORS))? {
             None => Ok(Vec::new()),
             Some(v) => bincode::decode_from_slice(&v, bincode_config())
                 .map(|(a, _)| a)
@@ -126,25 +126,25 @@ impl Store {
     /// The sequence of the latest change-log entry known to be durable: the
     /// feed is served up to here only. A store that does not flush
     /// (`Durability::None`) counts everything applied.
+    ///
+    /// On an engine several servers share, the store first follows what
+    /// the others committed ([`Store::follow`]), so the head is the
+    /// database's: every entry at or before it is committed.
     pub fn durable_head(&self) -> Result<u64> {
         if self.durability == Durability::None {
             return self.log_head();
         }
+        self.follow()?;
         Ok(self.durable_seq.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Up to `limit` change-log entries after sequence `after`.
     pub fn log_since(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
         let start = key(P_LOG, &after.saturating_add(1).to_be_bytes());
-        let end = key(P_LOG, &u64::MAX.to_be_bytes());
+        let end = backend::prefix_end(&[P_LOG]);
         let mut out = Vec::new();
-        for item in self.db.range(start..=end).take(limit) {
-            let (k, v) = item?;
-            let seq = u64::from_be_bytes(
-                k[1..]
-                    .try_into()
-                    .map_err(|_| Error::Metadata("bad change-log key".into()))?,
-            );
+        for (k, v) in self.db.range(&start, &end, limit, false)? {
+            let seq = open::log_seq(&k)?;
             let (e, _) = bincode::decode_from_slice::<StoredLogEntry, _>(&v, bincode_config())
                 .map_err(|e| Error::Metadata(format!("change-log entry {seq}: {e}")))?;
             out.push(LogEntry {
@@ -166,19 +166,17 @@ impl Store {
     /// The newest entry is always kept: the next sequence number is
     /// recovered from it at open.
     pub fn truncate_log(&self, before: u64) -> Result<usize> {
-        let _w = self.lock();
-        let before = before.min(_w.next_seq.saturating_sub(1));
+        let w = self.lock_writes()?;
+        let before = before.min(w.next_seq.saturating_sub(1));
         let end = key(P_LOG, &before.to_be_bytes());
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in self.db.range(key(P_LOG, &0u64.to_be_bytes())..end) {
-            let (k, _) = item?;
+        let mut batch = Batch::default();
+        for (k, _) in self.db.range(&[P_LOG], &end, usize::MAX, false)? {
             batch.remove(k);
-            n += 1;
         }
+        let n = batch.len();
         self.write_point()?;
-        self.db.apply_batch(batch)?;
-        drop(_w);
+        self.db.apply(batch)?;
+        drop(w);
         self.make_durable()?;
         Ok(n)
     }
@@ -186,14 +184,8 @@ impl Store {
     /// The lowest change-log sequence still kept (1 if none was ever
     /// discarded). A cursor older than this cannot be served from the log.
     pub fn log_floor(&self) -> Result<u64> {
-        match self.db.scan_prefix([P_LOG]).next() {
-            Some(item) => {
-                let (k, _) = item?;
-                let seq: [u8; 8] = k[1..]
-                    .try_into()
-                    .map_err(|_| Error::Metadata("bad change-log key".into()))?;
-                Ok(u64::from_be_bytes(seq))
-            }
+        match backend::first(self.db.as_ref(), &[P_LOG])? {
+            Some((k, _)) => open::log_seq(&k),
             None => Ok(self.lock().next_seq),
         }
     }

@@ -15,13 +15,9 @@ impl Store {
             .get(&id)
             .cloned()
             .ok_or(Error::NotFound(id))?;
-        let mut bytes = self
-            .db
-            .get(key(P_SNAPSHOT, id.as_bytes()))?
-            .ok_or(Error::NotFound(id))?
-            .to_vec();
-        for item in self.db.scan_prefix(key(P_CHUNK, id.as_bytes())) {
-            let (_, chunk) = item?;
+        let (snapshot, chunks) = self.read_stored(id)?;
+        let mut bytes = snapshot;
+        for chunk in chunks {
             bytes.extend_from_slice(&chunk);
         }
         Ok((bytes, meta))
@@ -71,7 +67,7 @@ impl Store {
                 meta
             }
         };
-        let mut w = self.lock();
+        let mut w = self.lock_writes()?;
         if self.index_read().records.contains_key(&id) || self.index_read().corrupt.contains(&id) {
             drop(w);
             return self.apply_snapshot_unflushed(id, bytes);
@@ -94,7 +90,7 @@ impl Store {
             changes: Vec::new(),
         };
         let encode_err = |e: bincode::error::EncodeError| Error::Metadata(e.to_string());
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         batch.insert(key(P_SNAPSHOT, id.as_bytes()), bytes);
         batch.insert(key(P_INDEX, id.as_bytes()), encode_index(&meta, storage)?);
         batch.insert(
@@ -106,7 +102,7 @@ impl Store {
             bincode::encode_to_vec(&entry, bincode_config()).map_err(encode_err)?,
         );
         self.write_point()?;
-        self.db.apply_batch(batch)?;
+        self.db.apply(batch)?;
         w.next_seq += 1;
         self.index_mut().insert(meta);
         Ok(Merged {
@@ -339,7 +335,7 @@ impl Store {
     /// durable; see [`Store::apply_changes_unflushed`].
     pub fn rebase_onto_unflushed(&self, id: RecordId, bytes: &[u8]) -> Result<usize> {
         let server = load_snapshot(id, bytes)?;
-        let mut w = self.lock();
+        let mut w = self.lock_writes()?;
         self.kind_of(id)?;
         let loaded = self.checkout(&mut w, id)?;
         let rebased = catch_unwind(AssertUnwindSafe(|| {
@@ -349,7 +345,7 @@ impl Store {
         w.cache.put(id, loaded);
         let rebased = rebased.map_err(|_| Error::MergePanicked(id))??;
         let ours = rebased.doc.get_changes(&rebased.server_heads).len();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let heads: Vec<[u8; 32]> = rebased.server_heads.iter().map(|h| h.0).collect();
         batch.insert(
             key(P_SERVER_HEADS, id.as_bytes()),
@@ -359,7 +355,7 @@ impl Store {
         if ours == 0 {
             batch.remove(key(P_PENDING, id.as_bytes()));
         } else {
-            batch.insert(key(P_PENDING, id.as_bytes()), &w.next_seq.to_be_bytes());
+            batch.insert(key(P_PENDING, id.as_bytes()), w.next_seq.to_be_bytes());
         }
         let replaced = Loaded {
             doc: rebased.doc,
@@ -398,7 +394,7 @@ impl Store {
         max_document_bytes: Option<usize>,
         f: impl FnOnce(&mut Automerge) -> Result<()>,
     ) -> Result<Merged> {
-        let mut w = self.lock();
+        let mut w = self.lock_writes()?;
         let existing = match self.index_read().records.get(&id) {
             Some(m) => Some(m.record_kind().ok_or_else(|| Error::Corrupt {
                 id,
@@ -512,7 +508,7 @@ impl Store {
                 scope,
                 max_document_bytes,
             },
-            sled::Batch::default(),
+            Batch::default(),
         )?;
         Ok(Merged {
             id,

@@ -47,8 +47,10 @@
 //! `scope` (the scope table, moves), `replica` (pending records,
 //! acknowledgements, sync state) and `verify`.
 
+pub mod backend;
 mod cache;
 mod durability;
+mod follow;
 mod log;
 mod merge;
 mod open;
@@ -59,7 +61,6 @@ mod verify;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -81,6 +82,8 @@ use crate::model::Ctx;
 use crate::policy::{self, Action};
 use crate::query::{self, Page, Query, RecordMeta, RecordScope};
 use crate::workflow::IssueStatus;
+
+use backend::{Backend, Batch, FlushMode, Turn};
 
 const P_META: u8 = b'm';
 const P_SNAPSHOT: u8 = b'd';
@@ -169,6 +172,9 @@ pub struct StoreConfig {
     /// `tag`), so that devices can hand them back after a restore: the
     /// server's store does; a device's has no use for it.
     pub tag_own_changes: bool,
+    /// The engine the store keeps its bytes in: sled under `path` (the
+    /// default), or a PostgreSQL database shared by several servers.
+    pub engine: backend::Engine,
     /// Tests: stop a format migration, as a crash would, after deriving
     /// this many index entries and before writing any.
     #[cfg(feature = "failpoints")]
@@ -184,6 +190,7 @@ impl StoreConfig {
             durability: Durability::Fsync,
             temporary: false,
             tag_own_changes: false,
+            engine: backend::Engine::Sled,
             #[cfg(feature = "failpoints")]
             stop_migration_after: None,
         }
@@ -413,7 +420,6 @@ struct Loaded {
 struct Writer {
     cache: lru::LruCache<RecordId, Loaded>,
     next_seq: u64,
-    synced_blobs: BTreeSet<std::ffi::OsString>,
 }
 
 /// In-memory view of the index.
@@ -460,9 +466,8 @@ impl Index {
 /// All methods take `&self`; the store is `Send + Sync` and can be shared
 /// between threads. Writes are serialised; queries run concurrently.
 pub struct Store {
-    db: sled::Db,
+    db: Box<dyn Backend>,
     path: PathBuf,
-    data_file: Option<File>,
     actor: ActorId,
     actor_hex: String,
     device_code: String,
@@ -557,42 +562,6 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// sled errors that mean the files are damaged, as opposed to transient
-/// trouble (a held lock, a full disk) that must never cost local data.
-fn is_corruption(e: &sled::Error) -> bool {
-    matches!(
-        e,
-        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
-    )
-}
-
-/// sled reports a held file lock as an `Other` I/O error whose message
-/// names the lock (wrapping the `WouldBlock` from the OS).
-fn is_lock_contention(e: &sled::Error) -> bool {
-    match e {
-        sled::Error::Io(io) => {
-            io.kind() == std::io::ErrorKind::WouldBlock
-                || io.to_string().starts_with("could not acquire lock")
-        }
-        _ => false,
-    }
-}
-
-fn move_aside(path: &Path, reason: String) -> Error {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
-    let mut target = path.as_os_str().to_owned();
-    target.push(format!(".damaged-{stamp}"));
-    let target = PathBuf::from(target);
-    match std::fs::rename(path, &target) {
-        Ok(()) => Error::StoreMovedAside {
-            path: path.display().to_string(),
-            moved_to: target.display().to_string(),
-            reason,
-        },
-        Err(e) => Error::Io(e),
-    }
-}
-
 impl Store {
     fn lock(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
@@ -649,7 +618,7 @@ fn sync_dir_files(dir: &Path) -> Result<()> {
         if entry.file_type()?.is_dir() {
             sync_dir_files(&entry.path())?;
         } else {
-            File::open(entry.path())?.sync_data()?;
+            std::fs::File::open(entry.path())?.sync_data()?;
         }
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! Opening a store: sled-specific opening (lock waiting, move-aside of damaged files), format migration, and the in-memory index load.
+//! Opening a store: the engine (see `backend`), format migration, and the in-memory index load.
 
 use super::*;
 
@@ -9,17 +9,17 @@ impl Store {
     /// size. Drop the store and reopen it to migrate.
     #[cfg(feature = "failpoints")]
     pub fn rewrite_as_format_1(&self) -> Result<()> {
-        let _w = self.lock();
-        let mut batch = sled::Batch::default();
-        for item in self.db.scan_prefix([P_INDEX]) {
+        let _w = self.lock_writes()?;
+        let mut batch = Batch::default();
+        for item in backend::scan(self.db.as_ref(), &[P_INDEX]) {
             let (k, v) = item?;
             let (stored, _) = bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config())
                 .map_err(|e| Error::Metadata(e.to_string()))?;
             batch.insert(k, format1::encode(stored.meta, stored.storage)?);
         }
-        batch.insert(key(P_META, META_FORMAT), &1u64.to_be_bytes());
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
+        batch.insert(key(P_META, META_FORMAT), 1u64.to_be_bytes());
+        self.db.apply(batch)?;
+        self.db.flush(FlushMode::Sync)?;
         Ok(())
     }
 
@@ -45,45 +45,15 @@ impl Store {
         }
         #[cfg(feature = "failpoints")]
         let config_stop = config.stop_migration_after;
-        let db = if config.temporary {
-            sled::Config::new().temporary(true).open()?
-        } else {
-            std::fs::create_dir_all(&config.path)?;
-            // A store closed a moment ago in this process may still be held
-            // by sled's background threads for a few milliseconds; wait for
-            // the lock briefly before reporting it as held elsewhere.
-            let mut attempts = 0;
-            loop {
-                let opened = catch_unwind(|| sled::Config::new().path(&config.path).open());
-                match opened {
-                    Ok(Ok(db)) => break db,
-                    Ok(Err(e)) if is_corruption(&e) => {
-                        return Err(move_aside(&config.path, e.to_string()));
-                    }
-                    Ok(Err(e)) if is_lock_contention(&e) && attempts < 100 => {
-                        // sled releases its file lock when the last handle to
-                        // the file is dropped, and some are dropped only by
-                        // epoch-based deferred clean-up: help it along.
-                        attempts += 1;
-                        for _ in 0..4 {
-                            crossbeam_epoch::pin().flush();
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                    }
-                    Ok(Err(e)) => return Err(e.into()),
-                    Err(_) => {
-                        return Err(move_aside(
-                            &config.path,
-                            "the storage engine crashed while opening".into(),
-                        ));
-                    }
-                }
-            }
-        };
-
-        let format = match db.get(key(P_META, META_FORMAT))? {
+        let db = backend::open(&config.engine, &config.path, "records", config.temporary)?;
+        let shared = db.is_shared();
+        // The first open of an empty shared database: one process sets the
+        // metadata up, the others wait for its turn to end.
+        db.begin_turn()?;
+        let mut setup = Batch::default();
+        let format = match db.get(&key(P_META, META_FORMAT))? {
             None => {
-                db.insert(key(P_META, META_FORMAT), &STORE_FORMAT.to_be_bytes())?;
+                setup.insert(key(P_META, META_FORMAT), STORE_FORMAT.to_be_bytes());
                 STORE_FORMAT
             }
             Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -96,61 +66,53 @@ impl Store {
                  this build reads formats 1 to {STORE_FORMAT})"
             )));
         }
-        let actor = match db.get(key(P_META, META_ACTOR))? {
-            Some(bytes) => ActorId::from(bytes.as_ref()),
+        // The actor is the store's (several servers on one database are
+        // one replica to the devices: one actor, one log).
+        let actor = match db.get(&key(P_META, META_ACTOR))? {
+            Some(bytes) => ActorId::from(bytes.as_slice()),
             None => {
                 let actor = ActorId::random();
-                db.insert(key(P_META, META_ACTOR), actor.to_bytes())?;
-                db.flush()?;
+                setup.insert(key(P_META, META_ACTOR), actor.to_bytes());
                 actor
             }
         };
-        let log_id = match db.get(key(P_META, META_LOG_ID))? {
-            Some(bytes) => <[u8; 16]>::try_from(bytes.as_ref())
+        let log_id = match db.get(&key(P_META, META_LOG_ID))? {
+            Some(bytes) => <[u8; 16]>::try_from(bytes.as_slice())
                 .map_err(|_| Error::Metadata("bad log id".into()))?,
             None => {
                 // Stores made before the log had an identity get one here.
                 let id = random_log_id()?;
-                db.insert(key(P_META, META_LOG_ID), &id[..])?;
-                db.flush()?;
+                setup.insert(key(P_META, META_LOG_ID), id);
                 id
             }
         };
-        if !config.temporary {
+        if !setup.is_empty() {
+            db.apply(setup)?;
+        }
+        db.flush(FlushMode::Sync)?;
+        if !config.temporary && !shared {
             make_private(&config.path)?;
         }
-        let data_file = if config.temporary || config.durability != Durability::Fsync {
-            None
-        } else {
-            Some(File::open(config.path.join("db"))?)
-        };
-        let next_seq = match db.scan_prefix([P_LOG]).next_back() {
-            Some(item) => {
-                let (k, _) = item?;
-                let seq: [u8; 8] = k[1..]
-                    .try_into()
-                    .map_err(|_| Error::Metadata("bad change-log key".into()))?;
-                u64::from_be_bytes(seq) + 1
-            }
-            None => 1,
-        };
+        let next_seq = last_log_seq(db.as_ref())? + 1;
         let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         let store = Store {
             db,
             path: config.path,
-            data_file,
             actor_hex: actor.to_hex_string(),
             actor,
             device_code: config.device_code,
             durability: if config.temporary {
                 Durability::None
+            } else if shared && config.durability == Durability::None {
+                // A shared engine's writes become visible to the other
+                // servers only when committed.
+                Durability::Flush
             } else {
                 config.durability
             },
             writer: Mutex::new(Writer {
                 cache: lru::LruCache::new(capacity),
                 next_seq,
-                synced_blobs: BTreeSet::new(),
             }),
             index: RwLock::new(Index::default()),
             flush_gate: FlushGate::default(),
@@ -171,7 +133,6 @@ impl Store {
             )?;
         }
         store.load_index()?;
-        store.lock().synced_blobs = store.blob_names();
         if store.tag_own {
             // The tag key exists from the first open on, so that every
             // backup holds the key its tags were made with.
@@ -196,10 +157,10 @@ impl Store {
                 "no migration from store format {format}"
             )));
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         #[cfg(feature = "failpoints")]
         let mut derived = 0usize;
-        for item in self.db.scan_prefix([P_INDEX]) {
+        for item in backend::scan(self.db.as_ref(), &[P_INDEX]) {
             let (k, v) = item?;
             let Some(id) = RecordId::from_slice(&k[1..]) else {
                 continue;
@@ -229,9 +190,10 @@ impl Store {
                 }
             }
         }
-        batch.insert(key(P_META, META_FORMAT), &STORE_FORMAT.to_be_bytes());
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
+        batch.insert(key(P_META, META_FORMAT), STORE_FORMAT.to_be_bytes());
+        self.db.begin_turn()?;
+        self.db.apply(batch)?;
+        self.db.flush(FlushMode::Sync)?;
         Ok(())
     }
 
@@ -241,7 +203,7 @@ impl Store {
     pub(super) fn load_index(&self) -> Result<()> {
         let mut index = Index::default();
         let mut rebuild = Vec::new();
-        for item in self.db.scan_prefix([P_INDEX]) {
+        for item in backend::scan(self.db.as_ref(), &[P_INDEX]) {
             let (k, v) = item?;
             let Some(id) = RecordId::from_slice(&k[1..]) else {
                 continue;
@@ -257,7 +219,11 @@ impl Store {
                 Ok(loaded) => {
                     let meta = derive_meta(id, &loaded.doc, now_ms())?;
                     let entry = encode_index(&meta, loaded.storage)?;
-                    self.db.insert(key(P_INDEX, id.as_bytes()), entry)?;
+                    let mut batch = Batch::default();
+                    batch.insert(key(P_INDEX, id.as_bytes()), entry);
+                    self.db.begin_turn()?;
+                    self.db.apply(batch)?;
+                    self.db.flush(FlushMode::Sync)?;
                     self.index_mut().insert(meta);
                 }
                 Err(_) => {
@@ -288,4 +254,21 @@ impl Store {
     // `catch_unwind` before any of them is touched, the document cache is
     // only a cache, and counters advance only after a successful batch. So a
     // poisoned lock is recovered instead of bricking the store.
+}
+
+/// The sequence of the last change-log entry (0 if none).
+pub(super) fn last_log_seq(db: &dyn Backend) -> Result<u64> {
+    match backend::last(db, &[P_LOG])? {
+        Some((k, _)) => log_seq(&k),
+        None => Ok(0),
+    }
+}
+
+/// The sequence a change-log key names.
+pub(super) fn log_seq(k: &[u8]) -> Result<u64> {
+    let seq: [u8; 8] = k
+        .get(1..)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| Error::Metadata("bad change-log key".into()))?;
+    Ok(u64::from_be_bytes(seq))
 }

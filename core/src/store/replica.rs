@@ -7,20 +7,20 @@ impl Store {
     /// includes it). Refused, returning `false`, while the record has local
     /// changes the server has not acknowledged: those are uploaded first.
     pub fn remove_record(&self, id: RecordId) -> Result<bool> {
-        let mut w = self.lock();
-        if self.db.get(key(P_PENDING, id.as_bytes()))?.is_some() {
+        let mut w = self.lock_writes()?;
+        if self.db.get(&key(P_PENDING, id.as_bytes()))?.is_some() {
             return Ok(false);
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for prefix in [P_SNAPSHOT, P_INDEX, P_SERVER_HEADS, P_SCOPE] {
             batch.remove(key(prefix, id.as_bytes()));
         }
-        for item in self.db.scan_prefix(key(P_CHUNK, id.as_bytes())) {
+        for item in backend::scan(self.db.as_ref(), &key(P_CHUNK, id.as_bytes())) {
             let (k, _) = item?;
             batch.remove(k);
         }
         self.write_point()?;
-        self.db.apply_batch(batch)?;
+        self.db.apply(batch)?;
         w.cache.pop(&id);
         self.index_mut().remove(id);
         drop(w);
@@ -38,28 +38,32 @@ impl Store {
     /// Like [`Store::set_sync_state`] but not yet durable.
     pub fn set_sync_state_unflushed(&self, name: &str, value: &[u8]) -> Result<()> {
         self.write_point()?;
-        self.db.insert(sync_state_key(name), value)?;
-        Ok(())
+        let mut batch = Batch::default();
+        batch.insert(sync_state_key(name), value);
+        let _w = self.lock_writes()?;
+        self.db.apply(batch)
     }
 
     /// Removes a value written by [`Store::set_sync_state`]; not yet
     /// durable.
     pub fn clear_sync_state_unflushed(&self, name: &str) -> Result<()> {
         self.write_point()?;
-        self.db.remove(sync_state_key(name))?;
-        Ok(())
+        let mut batch = Batch::default();
+        batch.remove(sync_state_key(name));
+        let _w = self.lock_writes()?;
+        self.db.apply(batch)
     }
 
     /// A value written by [`Store::set_sync_state`].
     pub fn sync_state(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(sync_state_key(name))?.map(|v| v.to_vec()))
+        self.db.get(&sync_state_key(name))
     }
 
     /// Records with local changes the server has not acknowledged, oldest
     /// first by their latest change.
     pub fn pending(&self) -> Result<Vec<Pending>> {
         let mut out = Vec::new();
-        for item in self.db.scan_prefix([P_PENDING]) {
+        for item in backend::scan(self.db.as_ref(), &[P_PENDING]) {
             let (k, v) = item?;
             let (Some(id), Ok(seq)) = (
                 RecordId::from_slice(&k[1..]),
@@ -78,7 +82,7 @@ impl Store {
 
     /// The heads the server is known to have for a record.
     pub fn server_heads(&self, id: RecordId) -> Result<Vec<ChangeHash>> {
-        match self.db.get(key(P_SERVER_HEADS, id.as_bytes()))? {
+        match self.db.get(&key(P_SERVER_HEADS, id.as_bytes()))? {
             None => Ok(Vec::new()),
             Some(v) => {
                 let (hashes, _) =
@@ -109,8 +113,8 @@ impl Store {
 
     /// Like [`Store::acknowledge_all`] but not yet durable.
     pub fn acknowledge_all_unflushed(&self, acks: &[Ack]) -> Result<()> {
-        let _w = self.lock();
-        let mut batch = sled::Batch::default();
+        let _w = self.lock_writes()?;
+        let mut batch = Batch::default();
         for ack in acks {
             let id = ack.id;
             if ack.server_heads.is_empty() {
@@ -121,9 +125,9 @@ impl Store {
                     .map_err(|e| Error::Metadata(e.to_string()))?;
                 batch.insert(key(P_SERVER_HEADS, id.as_bytes()), heads);
             }
-            let pending = self.db.get(key(P_PENDING, id.as_bytes()))?;
+            let pending = self.db.get(&key(P_PENDING, id.as_bytes()))?;
             if let Some(v) = pending {
-                let seq = <[u8; 8]>::try_from(v.as_ref())
+                let seq = <[u8; 8]>::try_from(v.as_slice())
                     .map(u64::from_be_bytes)
                     .map_err(|_| Error::Metadata("bad pending entry".into()))?;
                 if seq <= ack.upto {
@@ -132,8 +136,7 @@ impl Store {
             }
         }
         self.write_point()?;
-        self.db.apply_batch(batch)?;
-        Ok(())
+        self.db.apply(batch)
     }
 
     /// Prepares to re-offer everything to a server whose log is not the one
@@ -143,17 +146,17 @@ impl Store {
     /// server keeps what it already has). Records with nothing of this
     /// device's own leave the pending list at the next push.
     pub fn reoffer_all(&self) -> Result<()> {
-        let w = self.lock();
+        let w = self.lock_writes()?;
         let seq = w.next_seq.saturating_sub(1).to_be_bytes();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for id in self.index_read().records.keys() {
             batch.remove(key(P_SERVER_HEADS, id.as_bytes()));
-            if self.db.get(key(P_PENDING, id.as_bytes()))?.is_none() {
-                batch.insert(key(P_PENDING, id.as_bytes()), &seq);
+            if self.db.get(&key(P_PENDING, id.as_bytes()))?.is_none() {
+                batch.insert(key(P_PENDING, id.as_bytes()), seq);
             }
         }
         self.write_point()?;
-        self.db.apply_batch(batch)?;
+        self.db.apply(batch)?;
         drop(w);
         self.make_durable()
     }
@@ -163,7 +166,11 @@ impl Store {
     /// dependencies).
     pub fn forget_server_heads(&self, id: RecordId) -> Result<()> {
         self.write_point()?;
-        self.db.remove(key(P_SERVER_HEADS, id.as_bytes()))?;
+        let mut batch = Batch::default();
+        batch.remove(key(P_SERVER_HEADS, id.as_bytes()));
+        let w = self.lock_writes()?;
+        self.db.apply(batch)?;
+        drop(w);
         self.make_durable()
     }
 }

@@ -45,7 +45,7 @@ impl Store {
     }
 
     pub(super) fn scope_entry(&self, id: RecordId) -> Result<Option<StoredScope>> {
-        match self.db.get(key(P_SCOPE, id.as_bytes()))? {
+        match self.db.get(&key(P_SCOPE, id.as_bytes()))? {
             None => Ok(None),
             Some(v) => StoredScope::decode(&v)
                 .map(Some)

@@ -165,16 +165,15 @@ impl Store {
         getrandom::fill(&mut fresh)
             .map_err(|e| Error::Io(std::io::Error::other(format!("random source: {e}"))))?;
         self.write_point()?;
-        // Two first intakes at once: one key wins, both use it.
-        let key = match self
-            .db
-            .compare_and_swap(&k, None as Option<&[u8]>, Some(&fresh[..]))?
-        {
-            Ok(()) => fresh,
-            Err(current) => decode(current.current.as_deref().unwrap_or_default())?,
-        };
-        self.flush_now()?;
-        Ok(key)
+        // Two first intakes at once (or two servers): one key wins, both
+        // use it.
+        let old = self.db.update(&k, FlushMode::Sync, &mut |old| {
+            Some(old.map_or_else(|| fresh.to_vec(), <[u8]>::to_vec))
+        })?;
+        match old {
+            Some(current) => decode(&current),
+            None => Ok(fresh),
+        }
     }
 
     /// Convenes a new meeting and returns its id.
@@ -223,14 +222,13 @@ impl Store {
         F: FnOnce(&mut Transaction<'_>, Ctx<'_>, u64) -> Result<()>,
     {
         let tag_key = self.tag_key()?;
-        let mut w = self.lock();
+        let mut w = self.lock_writes()?;
         if self.index_read().records.contains_key(&id) {
             return Err(Error::Exists(id));
         }
-        let n = match self.db.get(key(P_META, counter))? {
+        let n = match self.db.get(&key(P_META, counter))? {
             Some(v) => u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
+                <[u8; 8]>::try_from(v.as_slice())
                     .map_err(|_| Error::Metadata("bad counter".into()))?,
             ),
             None => 0,
@@ -250,8 +248,8 @@ impl Store {
         if let Some(key) = &tag_key {
             self.tag_local_change(&mut doc, &[], key)?;
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(key(P_META, counter), &n.to_be_bytes());
+        let mut batch = Batch::default();
+        batch.insert(key(P_META, counter), n.to_be_bytes());
         let loaded = Loaded {
             doc,
             storage: Storage::default(),
@@ -307,7 +305,7 @@ impl Store {
             return Err(Error::OutOfScope { id });
         }
         let tag_key = self.tag_key()?;
-        let mut w = self.lock();
+        let mut w = self.lock_writes()?;
         let actual = self.kind_of(id)?;
         if let Some(kind) = kind.filter(|k| *k != actual) {
             return Err(Error::WrongKind {
@@ -348,7 +346,7 @@ impl Store {
                 scope,
                 max_document_bytes: None,
             },
-            sled::Batch::default(),
+            Batch::default(),
         )?;
         drop(w);
         self.make_durable()?;
@@ -404,7 +402,7 @@ impl Store {
         id: RecordId,
         mut loaded: Loaded,
         commit: Commit<'_>,
-        batch: sled::Batch,
+        batch: Batch,
     ) -> Result<Written> {
         let seq = w.next_seq;
         // Everything that calls into Automerge runs under `catch_unwind`;
@@ -419,7 +417,7 @@ impl Store {
             return Ok(Written { id, seq: None });
         };
         self.write_point()?;
-        self.db.apply_batch(batch)?;
+        self.db.apply(batch)?;
         w.next_seq += 1;
         self.index_mut().insert(meta);
         w.cache.put(id, loaded);
@@ -434,8 +432,8 @@ impl Store {
         loaded: &mut Loaded,
         commit: Commit<'_>,
         seq: u64,
-        mut batch: sled::Batch,
-    ) -> Result<Option<(sled::Batch, RecordMeta)>> {
+        mut batch: Batch,
+    ) -> Result<Option<(Batch, RecordMeta)>> {
         let Commit {
             heads_before,
             origin,
@@ -529,7 +527,7 @@ impl Store {
             .map_err(|e| Error::Metadata(e.to_string()))?;
         batch.insert(key(P_LOG, &seq.to_be_bytes()), entry);
         if origin == Origin::Local {
-            batch.insert(key(P_PENDING, id.as_bytes()), &seq.to_be_bytes());
+            batch.insert(key(P_PENDING, id.as_bytes()), seq.to_be_bytes());
         }
         Ok(Some((batch, meta)))
     }
