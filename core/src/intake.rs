@@ -200,10 +200,8 @@ pub fn work_order_id(key: &[u8; 32], number: &str) -> RecordId {
         .finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    // A UUID of version 8 (custom) and the RFC 4122 variant.
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    RecordId::from_bytes(bytes)
+    // A UUID of version 8 (custom), RFC 9562 variant.
+    RecordId::from_bytes(*uuid::Uuid::new_v8(bytes).as_bytes())
 }
 
 /// Who takes an order in and where they may put it.

@@ -49,6 +49,7 @@
 pub struct ReadmeDoctests;
 
 pub mod audit;
+pub mod clock;
 pub mod doc;
 mod error;
 pub mod figures;
@@ -69,6 +70,7 @@ mod tag;
 pub mod workflow;
 
 pub use automerge::{ActorId, ChangeHash};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use doc::{RegisterConflict, Unrecognized, Value};
 pub use error::{Error, Result};
 pub use foreign::ForeignLimits;

@@ -277,8 +277,9 @@ pub struct Query {
     pub sort: Sort,
     pub offset: usize,
     pub limit: usize,
-    /// The time overdue is judged at, ms since the epoch.
-    pub now: i64,
+    /// The time overdue is judged at, ms since the epoch; `None`: the
+    /// store's clock when the query runs.
+    pub now: Option<i64>,
 }
 
 impl Default for Query {
@@ -296,7 +297,7 @@ impl Default for Query {
             sort: Sort::default(),
             offset: 0,
             limit: 50,
-            now: chrono::Utc::now().timestamp_millis(),
+            now: None,
         }
     }
 }
@@ -370,11 +371,12 @@ impl Query {
     }
 
     pub fn at(mut self, now: i64) -> Self {
-        self.now = now;
+        self.now = Some(now);
         self
     }
 
-    /// Whether a record matches every filter.
+    /// Whether a record matches every filter (overdue judged at `now`,
+    /// which the store fills in from its clock unless set).
     pub fn matches(&self, m: &RecordMeta) -> bool {
         fn eq(filter: &Option<String>, value: &str) -> bool {
             filter.as_deref().is_none_or(|f| f == value)
@@ -389,7 +391,9 @@ impl Query {
                 .assignee
                 .as_deref()
                 .is_none_or(|a| m.assignee.as_deref() == Some(a))
-            && self.overdue.is_none_or(|o| o == m.is_overdue(self.now))
+            && self
+                .overdue
+                .is_none_or(|o| o == m.is_overdue(self.now.unwrap_or(0)))
             && self.conflict.is_none_or(|c| c == m.conflict)
     }
 }

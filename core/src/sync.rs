@@ -1596,10 +1596,7 @@ mod tests {
 
     /// A response's wire bytes as hex, for the format snapshots below.
     fn encoded_hex(response: &SyncResponse) -> String {
-        encode_response(response)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(encode_response(response))
     }
 
     #[test]
@@ -1635,17 +1632,11 @@ mod tests {
         .replace(char::is_whitespace, "");
         // Version 2, as devices not yet updated read it (this exact
         // string was the version 2 snapshot before version 3 existed).
-        let v2: String = encode_response_as(&response, 2)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let v2 = hex::encode(encode_response_as(&response, 2));
         assert_eq!(v2, format!("4753594e0002{body}"));
         // Version 3 adds the log and the reset flag (this exact string was
         // the version 3 snapshot before version 4 existed).
-        let v3: String = encode_response_as(&response, 3)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let v3 = hex::encode(encode_response_as(&response, 3));
         assert_eq!(v3, format!("4753594e0003{body}{}00", "06".repeat(16)));
         // Version 4 adds the server's derivation.
         assert_eq!(
@@ -1688,10 +1679,7 @@ mod tests {
                    00\
                    fbe803"
             .replace(char::is_whitespace, "");
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect();
+        let bytes = hex::decode(&hex).unwrap();
         let old = v2::SyncRequest {
             cursor: Cursor::Log(42),
             pushes: vec![Push {
@@ -1771,10 +1759,7 @@ mod tests {
             }],
             ..SyncResponse::default()
         };
-        let v2: String = encode_response_as(&response, 2)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let v2 = hex::encode(encode_response_as(&response, 2));
         assert_eq!(
             v2,
             "4753594e0002\
@@ -1791,10 +1776,7 @@ mod tests {
         );
         // Version 4 adds the unrecognized fields after the facts (and the
         // derivation at the end of the response).
-        let v4: String = encode_response(&response)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let v4 = hex::encode(encode_response(&response));
         // Version 2 ends with the record's facts, then `drop`, `cursor`
         // and `more` (one byte each).
         let v2_meta_end = v2.len() - 6;

@@ -294,9 +294,10 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-impl From<IssueView> for IssueRecord {
-    fn from(v: IssueView) -> Self {
-        let now = now_ms();
+impl IssueRecord {
+    /// The view as the app sees it; overdue judged at `now` (the store's
+    /// clock).
+    fn from_view(v: IssueView, now: i64) -> Self {
         IssueRecord {
             id: v.id.to_string(),
             overdue: v.is_overdue(now),
@@ -371,12 +372,6 @@ impl From<IssueView> for IssueRecord {
                 .collect(),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Which records to list. Empty fields do not filter.
@@ -681,7 +676,10 @@ impl GridStore {
 
     /// An issue with everything the app shows.
     pub fn issue(&self, id: String) -> Result<IssueRecord> {
-        guard(|| Ok(self.store.issue(self::id(&id)?)?.into()))
+        guard(|| {
+            let view = self.store.issue(self::id(&id)?)?;
+            Ok(IssueRecord::from_view(view, self.store.now_ms()))
+        })
     }
 
     /// A meeting's full view, as JSON.

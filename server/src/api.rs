@@ -356,10 +356,6 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
         })
 }
 
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// Runs blocking work (sled, Automerge) off the async runtime. A panic is
 /// caught and becomes a 500; the store's own guards keep the data intact.
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -438,7 +434,7 @@ async fn sync_inner(
         let (response, stats) = sync::serve(&store, &peer, request, &limits).map_err(core_error)?;
         // After the merges are durable: a request whose answer is lost
         // still counts as the device's claim to know up to its cursor.
-        identity.touch(&device.id, now_ms())?;
+        identity.touch(&device.id, store.now_ms())?;
         identity.record_round(
             &device.id,
             position,
@@ -474,7 +470,7 @@ async fn enroll(
             ));
         }
         let head = store.log_head().map_err(core_error)?;
-        let enrolled = identity.enroll(&req.code, &actor, now_ms(), head)?;
+        let enrolled = identity.enroll(&req.code, &actor, store.now_ms(), head)?;
         let role = identity.device_role(&enrolled.worker)?;
         Ok((enrolled, role))
     })
@@ -608,8 +604,9 @@ async fn create_enrollment(
     headers: HeaderMap,
     ApiJson(req): ApiJson<EnrollmentReq>,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    let now = state.store.now_ms();
     let (code, expires_at) = admin_do(&state, &headers, move |i| {
-        i.create_enrollment(&req.worker, now_ms())
+        i.create_enrollment(&req.worker, now)
     })
     .await?;
     Ok(Json(json!({ "code": code, "expires_at": expires_at })))
@@ -628,8 +625,9 @@ async fn create_office_user(
     headers: HeaderMap,
     ApiJson(req): ApiJson<OfficeUserReq>,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    let now = state.store.now_ms();
     let (id, token) = admin_do(&state, &headers, move |i| {
-        i.create_office_user(&req.worker, req.role, now_ms())
+        i.create_office_user(&req.worker, req.role, now)
     })
     .await?;
     Ok(Json(json!({ "id": id, "token": token })))

@@ -23,6 +23,7 @@ use gridsync_core::{Store, StoreConfig};
 use crate::api::AppState;
 use crate::identity::Identity;
 use gridsync_core::store::backend::Engine;
+use gridsync_core::Clock;
 
 /// What a backup holds.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -78,7 +79,7 @@ fn backup(store: &Store, identity: &Identity, dest: &Path) -> anyhow::Result<Sum
         dest.join("BACKUP"),
         format!(
             "gridsync backup\nrecords {records}\nlog_head {log_head}\nidentity_entries {identity_entries}\ntaken_at_ms {}\n",
-            crate::api::now_ms()
+            store.now_ms()
         ),
     )?;
     gridsync_core::store::make_private(dest)?;
@@ -112,7 +113,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Restored> {
         let probe = Store::open(StoreConfig::new(data_dir.join("store"), "SRV"))
             .context("the data directory is in use; stop the server before restoring")?;
         drop(probe);
-        let aside = data_dir.join(format!("replaced-{}", crate::api::now_ms()));
+        let aside = data_dir.join(format!("replaced-{}", gridsync_core::SystemClock.now_ms()));
         std::fs::create_dir_all(&aside)?;
         for part in ["store", "identity"] {
             let path = data_dir.join(part);

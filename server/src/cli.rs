@@ -255,7 +255,7 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
             loop {
                 every.tick().await;
                 let store = store.clone();
-                let now = crate::api::now_ms();
+                let now = store.now_ms();
                 let done = tokio::task::spawn_blocking(move || {
                     crate::retention::tick(&store, &policy, now)
                 })

@@ -147,7 +147,9 @@ pub fn seed(data_dir: &Path, issues: usize) -> anyhow::Result<Seeded> {
             streets: vec!["S1".into()],
         })
         .map_err(id_err)?;
-    let now = chrono::Utc::now().timestamp_millis();
+    // One clock for everything the demo writes.
+    let clock = gridsync_core::clock::system();
+    let now = clock.now_ms();
     let mut logins = Vec::new();
     for (user, role) in [
         ("street-office", Role::Office),
@@ -162,11 +164,13 @@ pub fn seed(data_dir: &Path, issues: usize) -> anyhow::Result<Seeded> {
     drop(identity);
 
     let mut config = StoreConfig::new(data_dir.join("store"), "SRV");
+    config.clock = clock.clone();
     config.durability = gridsync_core::Durability::None;
     let store = Store::open(config)?;
     // A second replica for conflicts: a worker's phone that was offline.
     let mut phone_config = StoreConfig::new("", "DEMO");
     phone_config.temporary = true;
+    phone_config.clock = clock.clone();
     let phone = Store::open(phone_config)?;
 
     let mut rng = Rng::new(12345);

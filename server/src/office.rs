@@ -115,7 +115,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, AppError> {
 
 fn issue_json(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<Value, AppError> {
     let view = ctx.present(state.store.issue(id).map_err(core_error)?);
-    let overdue = view.is_overdue(chrono::Utc::now().timestamp_millis());
+    let overdue = view.is_overdue(state.store.now_ms());
     let mut value = to_json(&view)?;
     value["overdue"] = json!(overdue);
     value["meetings"] = to_json(&state.store.meetings_for_issue(id).map_err(core_error)?)?;
@@ -196,8 +196,8 @@ impl ListParams {
     }
 }
 
-fn list(state: &AppState, ctx: &OfficeCtx, q: Query) -> Result<Json<Value>, AppError> {
-    let now = q.now;
+fn list(state: &AppState, ctx: &OfficeCtx, mut q: Query) -> Result<Json<Value>, AppError> {
+    let now = *q.now.get_or_insert_with(|| state.store.now_ms());
     let page = state
         .store
         .list_where(&q, |m| ctx.sees(m))
@@ -265,7 +265,7 @@ async fn figures(
     ApiQuery(p): ApiQuery<FigureParams>,
 ) -> Result<Json<Value>, AppError> {
     as_office(&state, &headers, move |state, ctx| {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = state.store.now_ms();
         let keep = |m: &RecordMeta| {
             ctx.sees(m)
                 && p.street.as_ref().is_none_or(|s| *s == m.street)
@@ -319,7 +319,7 @@ async fn devices(
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
     as_office(&state, &headers, move |state, ctx| {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = state.store.now_ms();
         let rows = device_rows(state, &ctx, now, STALE_HOURS)?;
         Ok(Json(json!({ "at": now, "items": rows })))
     })

@@ -510,6 +510,35 @@ gridsync_tests::on_both_engines! {
     }
 
     #[test]
+    fn the_store_reads_time_from_its_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = gridsync_core::ManualClock::new(1_790_000_000_000);
+        let mut config = gridsync_core::StoreConfig::new(dir.path(), "D1");
+        config.engine = gridsync_tests::engine::engine_for(dir.path());
+        config.clock = clock.clone();
+        let store = gridsync_core::Store::open(config).unwrap();
+        let id = store.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+        assert_eq!(store.issue(id).unwrap().created_at, 1_790_000_000_000);
+        assert_eq!(store.now_ms(), 1_790_000_000_000);
+        let overdue = || store.count(&Query::issues().overdue(true)).unwrap();
+        assert_eq!(overdue(), 0);
+        // A year later by the store's clock: the case is overdue, and a
+        // note is stamped with that time.
+        clock.advance(365 * 86_400_000);
+        assert_eq!(overdue(), 1);
+        add_note(&store, id, &worker(1), "一年后回访");
+        let note = store.issue(id).unwrap().timeline.pop().unwrap();
+        assert_eq!(note.at, 1_790_000_000_000 + 365 * 86_400_000);
+        // A query given its own time judges at that time.
+        assert_eq!(
+            store
+                .count(&Query::issues().overdue(true).at(1_790_000_000_000))
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
     fn the_store_is_shared_between_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<gridsync_core::Store>();

@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 use gridsync_core::sync::{self, Client, Peer, ServerLimits};
 use gridsync_core::{
-    ActionStatus, Durability, IssueOp, IssueStatus, MeetingOp, NewActionItem, RecordId,
-    RecordScope, Status, Store, StoreConfig, TimelineKind,
+    ActionStatus, Durability, IssueOp, IssueStatus, ManualClock, MeetingOp, NewActionItem,
+    RecordId, RecordScope, Status, Store, StoreConfig, TimelineKind,
 };
 
 use crate::{new_issue, new_meeting, office, worker};
@@ -146,10 +146,19 @@ fn in_grids(grids: &[&str], s: &RecordScope) -> bool {
     s.street == "S1" && s.community == "C1" && grids.contains(&s.grid.as_str())
 }
 
+thread_local! {
+    /// The simulated time every store of the running simulation reads.
+    static CLOCK: std::cell::RefCell<Option<std::sync::Arc<ManualClock>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn open(dir: &Path, code: &str) -> Result<Store, String> {
     let mut config = StoreConfig::new(dir, code);
     config.durability = Durability::Flush;
     config.cache_capacity = 16;
+    if let Some(clock) = CLOCK.with(|c| c.borrow().clone()) {
+        config.clock = clock;
+    }
     Store::open(config).map_err(|e| format!("open {code}: {e}"))
 }
 
@@ -200,6 +209,11 @@ fn position_of(request: &[u8]) -> u64 {
 /// Runs one seeded simulation in `dir`.
 pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String> {
     let mut rng = Rng::new(seed);
+    // Simulated time: every store reads this clock, which moves 40 s a
+    // step, so deadlines pass and change times do not depend on how fast
+    // the machine runs.
+    let clock = ManualClock::new(1_790_000_000_000);
+    CLOCK.with(|c| *c.borrow_mut() = Some(clock.clone()));
     let mut stats = SimStats::default();
     let mut server = Device {
         store: Some(std::sync::Arc::new(open(&dir.join("server"), "SRV")?)),
@@ -241,6 +255,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
     let mut delayed: Vec<(usize, Vec<u8>)> = Vec::new();
 
     for step in 0..config.steps {
+        clock.advance(40_000);
         let d = rng.below(devices.len());
         match rng.below(100) {
             // A new issue (or meeting) in one of the device's grids.

@@ -375,7 +375,7 @@ impl Store {
             Commit {
                 heads_before: &[],
                 origin: Origin::Rebased,
-                updated_at: now_ms(),
+                updated_at: self.now_ms(),
                 from: None,
                 scope: ScopeRule::Follow,
                 max_document_bytes: None,

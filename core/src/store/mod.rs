@@ -175,6 +175,8 @@ pub struct StoreConfig {
     /// The engine the store keeps its bytes in: sled under `path` (the
     /// default), or a PostgreSQL database shared by several servers.
     pub engine: backend::Engine,
+    /// Where "now" comes from (the system clock unless a test sets one).
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
     /// Tests: stop a format migration, as a crash would, after deriving
     /// this many index entries and before writing any.
     #[cfg(feature = "failpoints")]
@@ -191,6 +193,7 @@ impl StoreConfig {
             temporary: false,
             tag_own_changes: false,
             engine: backend::Engine::Sled,
+            clock: crate::clock::system(),
             #[cfg(feature = "failpoints")]
             stop_migration_after: None,
         }
@@ -484,6 +487,7 @@ pub struct Store {
     log_id: Mutex<[u8; 16]>,
     /// See [`StoreConfig::tag_own_changes`].
     tag_own: bool,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
     #[cfg(feature = "failpoints")]
     crash: failpoint::Crash,
     #[cfg(feature = "failpoints")]
@@ -558,8 +562,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+impl Store {
+    /// The current time by this store's clock ([`StoreConfig::clock`]):
+    /// the one "now" of everything built on the store.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
 }
 
 impl Store {

@@ -120,6 +120,7 @@ impl Store {
             durable_seq: std::sync::atomic::AtomicU64::new(next_seq - 1),
             log_id: Mutex::new(log_id),
             tag_own: config.tag_own_changes,
+            clock: config.clock,
             #[cfg(feature = "failpoints")]
             crash: Default::default(),
             #[cfg(feature = "failpoints")]
@@ -169,7 +170,7 @@ impl Store {
                 .ok()
                 .map(|(old, _)| old)
                 .filter(|old| old.meta_id == *id.as_bytes());
-            let (storage, updated_at) = old.map_or((Storage::default(), now_ms()), |o| {
+            let (storage, updated_at) = old.map_or((Storage::default(), self.now_ms()), |o| {
                 (o.storage, o.updated_at)
             });
             match self.load_with(id, storage) {
@@ -217,7 +218,7 @@ impl Store {
         for id in rebuild {
             match self.load_from_disk(id) {
                 Ok(loaded) => {
-                    let meta = derive_meta(id, &loaded.doc, now_ms())?;
+                    let meta = derive_meta(id, &loaded.doc, self.now_ms())?;
                     let entry = encode_index(&meta, loaded.storage)?;
                     let mut batch = Batch::default();
                     batch.insert(key(P_INDEX, id.as_bytes()), entry);

@@ -44,7 +44,15 @@ impl Store {
 
     /// One page of records matching `q`.
     pub fn list(&self, q: &Query) -> Result<Page> {
+        let q = &self.dated(q);
         Ok(query::run(q, self.index_read().records.values()))
+    }
+
+    /// The query with its time set: the store's clock unless given.
+    fn dated(&self, q: &Query) -> Query {
+        let mut q = q.clone();
+        q.now.get_or_insert_with(|| self.now_ms());
+        q
     }
 
     /// The office figures over the records `keep` accepts, grouped (see
@@ -62,6 +70,7 @@ impl Store {
     /// Like [`Store::list`], over only the records `keep` accepts (an
     /// office user's scope, say), before sorting and paging.
     pub fn list_where(&self, q: &Query, keep: impl Fn(&RecordMeta) -> bool) -> Result<Page> {
+        let q = &self.dated(q);
         Ok(query::run(
             q,
             self.index_read().records.values().filter(|m| keep(m)),
@@ -70,6 +79,7 @@ impl Store {
 
     /// How many records match `q` (paging ignored).
     pub fn count(&self, q: &Query) -> Result<usize> {
+        let q = &self.dated(q);
         Ok(self
             .index_read()
             .records
@@ -80,6 +90,7 @@ impl Store {
 
     /// Counts of matching records by derived status.
     pub fn count_by_status(&self, q: &Query) -> Result<BTreeMap<String, usize>> {
+        let q = &self.dated(q);
         Ok(query::count_by_status(
             q,
             self.index_read().records.values(),

@@ -79,7 +79,7 @@ impl Store {
     /// durable write; or returns the case a repeat of the same order made.
     pub fn intake(&self, order: &WorkOrder, taker: Taker<'_>) -> Result<Intake> {
         policy::check(taker.author.role, Action::Intake)?;
-        let now = now_ms();
+        let now = self.now_ms();
         order.validate(now)?;
         let id = intake::work_order_id(&self.intake_key()?, order.number());
         let place = order.place();
@@ -234,7 +234,7 @@ impl Store {
             None => 0,
         } + 1;
         let mut doc = Automerge::new().with_actor(self.actor.clone());
-        let now = now_ms();
+        let now = self.now_ms();
         let ctx = Ctx {
             author,
             dev: &self.actor_hex,
@@ -316,7 +316,7 @@ impl Store {
         }
         let mut loaded = self.checkout(&mut w, id)?;
         let heads = loaded.doc.get_heads();
-        let now = now_ms();
+        let now = self.now_ms();
         let ctx = Ctx {
             author,
             dev: &self.actor_hex,
