@@ -9,7 +9,10 @@
 //!
 //! A restore (`gridsync restore`, the server stopped) moves the current
 //! stores aside, puts the backup's in place and gives the restored change
-//! log a new identity. Devices notice the new log at their next sync: they
+//! log a new identity. On PostgreSQL (`--database URL`) a backup is the
+//! same sled copy, taken inside a write turn (every node's writes wait
+//! for it); a restore writes the backup into an empty database (it
+//! refuses one that holds records: nothing is moved aside there). Devices notice the new log at their next sync: they
 //! offer every change of their own again (so whatever a phone still holds
 //! comes back, including what the server had acknowledged after the
 //! backup) and follow the restored log from its start (`sync::serve`,
@@ -42,16 +45,16 @@ pub fn backup_open(state: &AppState, dest: &Path) -> anyhow::Result<Summary> {
     backup(&state.store, &state.identity, dest)
 }
 
-/// Backs up the stores of a stopped server's data directory.
-pub fn backup_stopped(data_dir: &Path, dest: &Path) -> anyhow::Result<Summary> {
-    let store =
-        Store::open(StoreConfig::new(data_dir.join("store"), "SRV")).with_context(|| {
-            format!(
-                "opening {} (if the server is running, pass --server URL)",
-                data_dir.display()
-            )
-        })?;
-    let identity = Identity::open(&Engine::Sled, &data_dir.join("identity"))
+/// Backs up the stores of a stopped server's data directory, or (on
+/// PostgreSQL) of the database, whose servers may keep running.
+pub fn backup_stopped(engine: &Engine, data_dir: &Path, dest: &Path) -> anyhow::Result<Summary> {
+    let store = Store::open(crate::store_config(engine, data_dir)).with_context(|| {
+        format!(
+            "opening {} (if the server is running, pass --server URL)",
+            data_dir.display()
+        )
+    })?;
+    let identity = Identity::open(engine, &data_dir.join("identity"))
         .map_err(|e| anyhow::anyhow!("opening the identity database: {e}"))?;
     backup(&store, &identity, dest)
 }
@@ -100,10 +103,19 @@ pub struct Restored {
 /// stopped). The stores there are moved aside into
 /// `<data-dir>/replaced-<ms>/`, never deleted. The admin token stays.
 pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Restored> {
+    restore_on(&Engine::Sled, from, data_dir)
+}
+
+/// [`restore`] onto `engine`: on PostgreSQL the backup is written into
+/// the database, which must hold no records (make a fresh one).
+pub fn restore_on(engine: &Engine, from: &Path, data_dir: &Path) -> anyhow::Result<Restored> {
     for part in ["store", "identity", "BACKUP"] {
         if !from.join(part).exists() {
             anyhow::bail!("{} is not a gridsync backup (no {part})", from.display());
         }
+    }
+    if engine.is_shared() {
+        return restore_into_database(engine, from, data_dir);
     }
     std::fs::create_dir_all(data_dir)?;
     // Refuse while a server holds the stores: opening them takes their
@@ -140,6 +152,50 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Restored> {
     Ok(Restored {
         records: store.len()?,
         replaced,
+        log_id: hex::encode(log_id),
+    })
+}
+
+/// Writes the backup's keyspaces into an empty shared database, each in
+/// one transaction, then renews the log identity and verifies.
+fn restore_into_database(
+    engine: &Engine,
+    from: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<Restored> {
+    use gridsync_core::store::backend::{self, Batch, FlushMode};
+    for space in ["records", "identity"] {
+        let target = backend::open(engine, data_dir, space, false)?;
+        if backend::first(target.as_ref(), &[])?.is_some() {
+            anyhow::bail!(
+                "the database already holds gridsync data ({space}); restore into an empty database"
+            );
+        }
+        let dir = from.join(if space == "records" {
+            "store"
+        } else {
+            "identity"
+        });
+        let source = backend::SledBackend::open(&dir, false)?;
+        let mut batch = Batch::default();
+        for item in backend::scan(&source, &[]) {
+            let (k, v) = item?;
+            batch.insert(k, v);
+        }
+        target.write_now(batch, FlushMode::Sync)?;
+    }
+    let store = Store::open(crate::store_config(engine, data_dir))?;
+    let log_id = store.renew_log_id()?;
+    let problems = store.verify()?;
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the restored store does not verify: {}",
+            problems.join("; ")
+        );
+    }
+    Ok(Restored {
+        records: store.len()?,
+        replaced: None,
         log_id: hex::encode(log_id),
     })
 }

@@ -8,11 +8,13 @@ use crate::Config;
 pub const USAGE: &str =
     "usage: gridsync serve [--data-dir DIR] [--listen ADDR] [--tls-cert PEM --tls-key PEM] [--drain-seconds N]
                       [--log-keep-days N (default 90)] [--log-keep-entries N]   (0: no bound)
+                      [--database postgres://...]   (records and identity on PostgreSQL; several servers may share it)
        gridsync demo --data-dir DIR [--issues N]   (seed a demo district)
-       gridsync backup --data-dir DIR --to DEST [--server URL]
+       gridsync backup --data-dir DIR --to DEST [--server URL] [--database URL]
                                  (a consistent copy; --server: of the running server)
-       gridsync restore --from BACKUP --data-dir DIR   (the server stopped)
-  environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_TLS_CERT, GRIDSYNC_TLS_KEY, GRIDSYNC_DRAIN_SECONDS,
+       gridsync restore --from BACKUP --data-dir DIR [--database URL]   (the server stopped;
+                        on PostgreSQL into an empty database)
+  environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_DATABASE_URL, GRIDSYNC_TLS_CERT, GRIDSYNC_TLS_KEY, GRIDSYNC_DRAIN_SECONDS,
                GRIDSYNC_LOG_KEEP_DAYS, GRIDSYNC_LOG_KEEP_ENTRIES,
                GRIDSYNC_ADMIN_TOKEN, RUST_LOG (default info), GRIDSYNC_LOG_FORMAT=json";
 
@@ -105,6 +107,23 @@ fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// The engine `--database URL` or `GRIDSYNC_DATABASE_URL` names (sled
+/// without either).
+fn database(args: &[String]) -> anyhow::Result<gridsync_core::store::backend::Engine> {
+    use gridsync_core::store::backend::Engine;
+    let url = flag_value(args, "--database")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("GRIDSYNC_DATABASE_URL").ok())
+        .filter(|u| !u.is_empty());
+    match url {
+        None => Ok(Engine::Sled),
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(Engine::Postgres(u))
+        }
+        Some(_) => anyhow::bail!("the database must be a postgres:// or postgresql:// URL"),
+    }
+}
+
 fn backup(args: &[String]) -> anyhow::Result<()> {
     let (Some(dir), Some(to)) = (flag_value(args, "--data-dir"), flag_value(args, "--to")) else {
         anyhow::bail!("--data-dir DIR and --to DEST are required\n{USAGE}");
@@ -112,7 +131,7 @@ fn backup(args: &[String]) -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(dir);
     let to = std::path::absolute(to).context("the destination path")?;
     let summary = match flag_value(args, "--server") {
-        None => crate::backup::backup_stopped(&dir, &to)?,
+        None => crate::backup::backup_stopped(&database(args)?, &dir, &to)?,
         Some(url) => {
             // The running server writes the backup itself, at one point.
             let token = crate::admin_token(&dir, |k| std::env::var(k).ok())?;
@@ -154,7 +173,11 @@ fn restore(args: &[String]) -> anyhow::Result<()> {
     else {
         anyhow::bail!("--from BACKUP and --data-dir DIR are required\n{USAGE}");
     };
-    let restored = crate::backup::restore(std::path::Path::new(from), std::path::Path::new(dir))?;
+    let restored = crate::backup::restore_on(
+        &database(args)?,
+        std::path::Path::new(from),
+        std::path::Path::new(dir),
+    )?;
     println!(
         "restored {} records into {}; the log's new identity is {}",
         restored.records, dir, restored.log_id

@@ -368,3 +368,140 @@ fn a_node_killed_under_load_loses_nothing_the_other_keeps_serving() {
         drop(node_b);
     });
 }
+
+/// The database drops every connection (a restart, a failover): the write
+/// in flight fails with a clear error and nothing half-done stays; the
+/// next writes reconnect and succeed, and the store checks out.
+#[test]
+fn a_node_recovers_when_the_database_drops_its_connections() {
+    on_postgres(|| {
+        let url = fresh_database();
+        let store = node(&url);
+        let id = store.create_issue(&office(), new_issue(1, 1, 1)).unwrap();
+        let name = url.rsplit('/').next().unwrap().to_owned();
+        let drop_all = || {
+            gridsync_tests::engine::admin(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+        };
+        drop_all();
+        // Each write either fails cleanly or lands whole; within a few
+        // tries they land again.
+        let mut landed = 0;
+        let mut failed = 0;
+        for i in 0..5 {
+            let op = IssueOp::AddTimeline {
+                kind: TimelineKind::Note,
+                text: format!("断线后第 {i} 条"),
+            };
+            match store.update_issue(id, &office(), op) {
+                Ok(_) => landed += 1,
+                Err(e) => {
+                    assert_eq!(e.code(), "storage", "{e}");
+                    failed += 1;
+                }
+            }
+        }
+        assert!(landed >= 3, "{landed} landed, {failed} failed");
+        // What the store shows is what the database holds.
+        let fresh = node(&url);
+        assert_eq!(
+            fresh.issue(id).unwrap().timeline.len(),
+            landed,
+            "a failed write left something behind, or a landed one was lost"
+        );
+        assert_eq!(store.issue(id).unwrap(), fresh.issue(id).unwrap());
+        assert_eq!(fresh.verify().unwrap(), Vec::<String>::new());
+        // A drop in the middle of a turn: a merge applied, not yet
+        // durable, when every connection goes. Making it durable fails, and
+        // the node's memory forgets it at once (no phantom note shown).
+        let shown = store.issue(id).unwrap().timeline.len();
+        let mut config = StoreConfig::new("", "D9");
+        config.temporary = true;
+        config.durability = Durability::None;
+        let device = Store::open(config).unwrap();
+        let (bytes, _) = store.export_record(id).unwrap();
+        device
+            .import_record_unflushed(
+                id,
+                &bytes,
+                gridsync_core::Import::Derive {
+                    kind: "issue",
+                    updated_at: 0,
+                },
+            )
+            .unwrap();
+        let heads = device.heads(id).unwrap();
+        add_note(&device, id, &office(), "未提交的一条");
+        let delta = device.changes_since(id, &heads).unwrap();
+        let incoming = gridsync_core::Incoming {
+            limits: &Default::default(),
+            peer: None,
+            known_through: 0,
+        };
+        store
+            .apply_changes_unflushed(id, &delta, &incoming)
+            .unwrap();
+        assert_eq!(store.issue(id).unwrap().timeline.len(), shown + 1);
+        drop_all();
+        let err = store.make_durable().unwrap_err();
+        assert_eq!(err.code(), "storage", "{err}");
+        let again = node(&url);
+        assert_eq!(again.issue(id).unwrap().timeline.len(), shown);
+        // Memory was read again (here at once, else at the next turn).
+        assert_eq!(store.issue(id).unwrap(), again.issue(id).unwrap());
+        assert_eq!(again.verify().unwrap(), Vec::<String>::new());
+        // And the node writes on.
+        add_note(&store, id, &office(), "恢复后");
+        assert_eq!(again.issue(id).unwrap().timeline.len(), shown);
+        again.follow().unwrap();
+        assert_eq!(again.issue(id).unwrap().timeline.len(), shown + 1);
+    });
+}
+
+/// A backup of a database the servers keep using (taken in a write turn,
+/// a portable sled copy), restored into a fresh database: the same
+/// records, a new log identity, the organisation and logins; a database
+/// that holds data is refused.
+#[test]
+fn a_database_backup_restores_into_an_empty_database() {
+    on_postgres(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a");
+        let url = database_of(&data);
+        let server = TestServer::start(&data);
+        server.setup_org();
+        let device = server.enroll("w1", &dir.path().join("d1"));
+        for i in 0..5 {
+            device
+                .store
+                .create_issue(&device.author, new_issue(i, 1, 1))
+                .unwrap();
+        }
+        device.sync().unwrap();
+        let engine = Engine::Postgres(url.clone());
+        let dest = dir.path().join("backup");
+        let summary = gridsync_server::backup::backup_stopped(&engine, &data, &dest).unwrap();
+        assert_eq!(summary.records, 5);
+        let live = server.store.clone().unwrap();
+        let fresh_url = fresh_database();
+        let fresh = Engine::Postgres(fresh_url.clone());
+        let restored =
+            gridsync_server::backup::restore_on(&fresh, &dest, &dir.path().join("b")).unwrap();
+        assert_eq!(restored.records, 5);
+        assert_ne!(restored.log_id, hex_of(live.log_id()));
+        let copy = node(&fresh_url);
+        assert_eq!(fingerprint(&copy).1, fingerprint(&live).1);
+        let identity =
+            gridsync_server::identity::Identity::open(&fresh, &dir.path().join("b")).unwrap();
+        assert_eq!(identity.devices().unwrap().len(), 1);
+        // Not over data: nothing is moved aside in a database.
+        let again = gridsync_server::backup::restore_on(&fresh, &dest, &dir.path().join("c"));
+        assert!(again.unwrap_err().to_string().contains("empty database"));
+    });
+}
+
+fn hex_of(bytes: [u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

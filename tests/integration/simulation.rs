@@ -33,6 +33,26 @@ fn simulation_seeds_250_to_499() {
     run_seeds(250..500);
 }
 
+/// The server as two nodes on one PostgreSQL database, every request and
+/// office move going to either (fewer seeds: each needs a database).
+#[test]
+fn simulation_two_server_nodes_seeds_0_to_59() {
+    let mut failures = Vec::new();
+    for seed in 0..60 {
+        gridsync_tests::engine::on_postgres(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let db = gridsync_tests::engine::fresh_database();
+            if let Err(e) = sim::run_on(seed, CONFIG, dir.path(), Some(&db)) {
+                failures.push(format!(
+                    "seed {seed}: {e}\n  reproduce: cargo run -p gridsync-tests --bin gridsync-sim -- --seed {seed} --devices {} --steps {} --two-nodes",
+                    CONFIG.devices, CONFIG.steps
+                ));
+            }
+        });
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn a_run_exercises_every_fault() {
     // Guards the simulation itself: runs that inject no faults, moves or

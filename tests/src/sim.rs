@@ -32,6 +32,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use gridsync_core::store::backend::Engine;
 use gridsync_core::sync::{self, Client, Peer, ServerLimits};
 use gridsync_core::{
     ActionStatus, Durability, IssueOp, IssueStatus, ManualClock, MeetingOp, NewActionItem,
@@ -112,6 +113,8 @@ fn scope_of(grid: &str) -> RecordScope {
 struct Device {
     dir: PathBuf,
     code: String,
+    /// Where its store lives (server nodes: a shared database).
+    engine: Engine,
     store: Option<std::sync::Arc<Store>>,
     /// Grids this device may access (all three for an office device).
     grids: Vec<&'static str>,
@@ -133,7 +136,11 @@ impl Device {
     /// a real crash there could leave) and opens it again from disk.
     fn restart(&mut self) -> Result<(), String> {
         self.store = None;
-        self.store = Some(std::sync::Arc::new(reopen(&self.dir, &self.code)?));
+        self.store = Some(std::sync::Arc::new(reopen(
+            &self.dir,
+            &self.code,
+            &self.engine,
+        )?));
         Ok(())
     }
 
@@ -152,8 +159,9 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn open(dir: &Path, code: &str) -> Result<Store, String> {
+fn open(dir: &Path, code: &str, engine: &Engine) -> Result<Store, String> {
     let mut config = StoreConfig::new(dir, code);
+    config.engine = engine.clone();
     config.durability = Durability::Flush;
     config.cache_capacity = 16;
     if let Some(clock) = CLOCK.with(|c| c.borrow().clone()) {
@@ -166,10 +174,10 @@ fn open(dir: &Path, code: &str) -> Result<Store, String> {
 /// lock for a while after the last handle is dropped (until its deferred
 /// clean-up has run); `Store::open` already waits briefly, and a restart
 /// here waits longer rather than count that as a failure.
-fn reopen(dir: &Path, code: &str) -> Result<Store, String> {
+fn reopen(dir: &Path, code: &str, engine: &Engine) -> Result<Store, String> {
     let mut last = String::new();
     for _ in 0..20 {
-        match open(dir, code) {
+        match open(dir, code, engine) {
             Ok(store) => return Ok(store),
             Err(e) if e.contains("could not acquire lock") => {
                 last = e;
@@ -208,6 +216,18 @@ fn position_of(request: &[u8]) -> u64 {
 
 /// Runs one seeded simulation in `dir`.
 pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String> {
+    run_on(seed, config, dir, None)
+}
+
+/// Runs one seeded simulation in `dir`; with `database`, the server is two
+/// nodes on that PostgreSQL database (an empty one), each step's request
+/// or office move going to either.
+pub fn run_on(
+    seed: u64,
+    config: SimConfig,
+    dir: &Path,
+    database: Option<&str>,
+) -> Result<SimStats, String> {
     let mut rng = Rng::new(seed);
     // Simulated time: every store reads this clock, which moves 40 s a
     // step, so deadlines pass and change times do not depend on how fast
@@ -215,15 +235,22 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
     let clock = ManualClock::new(1_790_000_000_000);
     CLOCK.with(|c| *c.borrow_mut() = Some(clock.clone()));
     let mut stats = SimStats::default();
-    let mut server = Device {
-        store: Some(std::sync::Arc::new(open(&dir.join("server"), "SRV")?)),
-        dir: dir.join("server"),
-        code: "SRV".into(),
-        grids: GRIDS.to_vec(),
-        offline_until: 0,
-        author: office(),
-        claimed: Default::default(),
-    };
+    let engine = database.map_or(Engine::Sled, |url| Engine::Postgres(url.to_owned()));
+    let mut servers: Vec<Device> = (0..if database.is_some() { 2 } else { 1 })
+        .map(|n| {
+            let dir = dir.join(format!("server-{n}"));
+            Ok(Device {
+                store: Some(std::sync::Arc::new(open(&dir, "SRV", &engine)?)),
+                dir,
+                code: "SRV".into(),
+                engine: engine.clone(),
+                grids: GRIDS.to_vec(),
+                offline_until: 0,
+                author: office(),
+                claimed: Default::default(),
+            })
+        })
+        .collect::<Result<_, String>>()?;
     let mut devices: Vec<Device> = (0..config.devices)
         .map(|i| {
             let grids = if i % 4 == 3 {
@@ -234,9 +261,10 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
             let code = format!("D{i}");
             let dir = dir.join(&code);
             Ok(Device {
-                store: Some(std::sync::Arc::new(open(&dir, &code)?)),
+                store: Some(std::sync::Arc::new(open(&dir, &code, &Engine::Sled)?)),
                 dir,
                 code,
+                engine: Engine::Sled,
                 grids,
                 offline_until: 0,
                 author: worker(i as u32),
@@ -256,6 +284,14 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
 
     for step in 0..config.steps {
         clock.advance(40_000);
+        // The node this step's server work goes to (one draw only when
+        // there are two, so single-node seeds run as they always did).
+        let node = if servers.len() > 1 {
+            rng.below(servers.len())
+        } else {
+            0
+        };
+        let server = &mut servers[node];
         let d = rng.below(devices.len());
         match rng.below(100) {
             // A new issue (or meeting) in one of the device's grids.
@@ -487,8 +523,11 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                     continue;
                 }
                 let (from, request) = delayed.swap_remove(rng.below(delayed.len()));
-                if rng.chance(40) && devices[d].offline_until <= step {
-                    concurrent_crash(&mut server, &devices, from, &request, d, &mut stats)
+                // (Server files copied at a flush: sled's crash image; on a
+                // shared database a commit is the durable point, and the
+                // feed serves committed entries only.)
+                if database.is_none() && rng.chance(40) && devices[d].offline_until <= step {
+                    concurrent_crash(server, &devices, from, &request, d, &mut stats)
                         .map_err(|e| format!("step {step}: {e}"))?;
                     continue;
                 }
@@ -513,7 +552,7 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
                     continue;
                 }
                 sync_round(
-                    &mut server,
+                    server,
                     &mut devices[d],
                     &mut rng,
                     &mut stats,
@@ -527,24 +566,38 @@ pub fn run(seed: u64, config: SimConfig, dir: &Path) -> Result<SimStats, String>
         }
     }
 
-    // A clean network until nothing moves.
-    for _ in 0..20 {
+    // A clean network until nothing moves (devices alternating nodes).
+    let server_print = |servers: &[Device]| -> Result<_, String> {
+        for s in servers {
+            s.store().follow().map_err(|e| e.to_string())?;
+        }
+        let print = crate::fingerprint(servers[0].store());
+        for s in &servers[1..] {
+            if crate::fingerprint(s.store()) != print {
+                return Err("two server nodes differ after following".into());
+            }
+        }
+        Ok(print)
+    };
+    for round in 0..20 {
         let before: Vec<_> = devices
             .iter()
             .map(|d| crate::fingerprint(d.store()))
             .collect();
-        let server_before = crate::fingerprint(server.store());
-        for d in &mut devices {
-            sync_round(&mut server, d, &mut rng, &mut stats, None)?;
+        let server_before = server_print(&servers)?;
+        for (i, d) in devices.iter_mut().enumerate() {
+            let n = (i + round) % servers.len();
+            sync_round(&mut servers[n], d, &mut rng, &mut stats, None)?;
         }
         let after: Vec<_> = devices
             .iter()
             .map(|d| crate::fingerprint(d.store()))
             .collect();
-        if before == after && server_before == crate::fingerprint(server.store()) {
+        if before == after && server_before == server_print(&servers)? {
             break;
         }
     }
+    let server = &servers[0];
     check(
         server.store(),
         &devices,
@@ -745,7 +798,11 @@ fn concurrent_crash(
         server.store = None;
         std::fs::remove_dir_all(&server.dir).map_err(|e| e.to_string())?;
         std::fs::rename(&image, &server.dir).map_err(|e| e.to_string())?;
-        server.store = Some(std::sync::Arc::new(reopen(&server.dir, &server.code)?));
+        server.store = Some(std::sync::Arc::new(reopen(
+            &server.dir,
+            &server.code,
+            &server.engine,
+        )?));
         stats.concurrent_crashes += 1;
     }
     let response = served.map_err(|e| format!("a request served beside a late one: {e}"))?;

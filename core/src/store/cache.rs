@@ -79,6 +79,31 @@ impl Store {
         Ok((snapshot, chunks.into_iter().map(|(_, v)| v).collect()))
     }
 
+    /// [`Store::read_stored`] for several records in one read.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn read_stored_many(
+        &self,
+        ids: &[RecordId],
+    ) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>> {
+        let reads: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = ids
+            .iter()
+            .map(|id| {
+                let chunks = key(P_CHUNK, id.as_bytes());
+                let end = backend::prefix_end(&chunks);
+                (key(P_SNAPSHOT, id.as_bytes()), chunks, end)
+            })
+            .collect();
+        self.db
+            .get_and_range_many(&reads)?
+            .into_iter()
+            .zip(ids)
+            .map(|((snapshot, chunks), id)| {
+                let snapshot = snapshot.ok_or(Error::NotFound(*id))?;
+                Ok((snapshot, chunks.into_iter().map(|(_, v)| v).collect()))
+            })
+            .collect()
+    }
+
     pub(super) fn with_doc<T>(&self, id: RecordId, f: impl FnOnce(&Automerge) -> T) -> Result<T> {
         let mut w = self.lock();
         let loaded = self.checkout(&mut w, id)?;

@@ -117,9 +117,18 @@ impl Store {
         };
         let applied;
         let result = if self.db.is_shared() {
-            let w = self.lock();
+            let mut w = self.lock();
             applied = w.next_seq - 1;
-            self.db.flush(mode)
+            let flushed = self.db.flush(mode);
+            if flushed.is_err() {
+                // The transaction is gone with everything the turn applied:
+                // what memory derived from it goes too. (If the database
+                // cannot be read now either, the next turn does it.)
+                if self.reload_locked(&mut w).is_ok() {
+                    self.db.take_news();
+                }
+            }
+            flushed
         } else {
             applied = self.lock().next_seq - 1;
             self.db.flush(mode)
@@ -139,15 +148,31 @@ impl Store {
     /// Takes the write lock and this process's write turn. When the turn
     /// is new on an engine other processes write to, the index and caches
     /// first follow what they wrote (see [`Store::follow`]).
+    ///
+    /// The turn is taken before the write lock, so that waiting for
+    /// another server's turn never blocks this process's readers. Whoever
+    /// next holds the write lock inside the turn does the catching up
+    /// (`Backend::take_news`), and a turn that ended in between (another request
+    /// made it durable) is taken again.
     pub(super) fn lock_writes(&self) -> Result<MutexGuard<'_, Writer>> {
-        let mut w = self.lock();
-        match self.db.begin_turn()? {
-            Turn::Continued => {}
-            Turn::Fresh => {
-                self.follow_locked(&mut w)?;
+        loop {
+            self.db.begin_turn()?;
+            let mut w = self.lock();
+            if self.db.is_shared() && !self.db.holds_turn() {
+                continue;
             }
-            Turn::Reset => self.reload_locked(&mut w)?,
+            let news = self.db.take_news();
+            let caught_up = match news {
+                Turn::Continued => Ok(()),
+                Turn::Fresh => self.follow_locked(&mut w).map(drop),
+                Turn::Reset => self.reload_locked(&mut w),
+            };
+            if let Err(e) = caught_up {
+                // Still owed by the next writer of this turn.
+                self.db.owe_news(news);
+                return Err(e);
+            }
+            return Ok(w);
         }
-        Ok(w)
     }
 }

@@ -31,8 +31,14 @@ impl Store {
         }
         // Writers wait while the copy is read (it reads the engine's view,
         // which holds every applied write; flushing is not needed for
-        // that). The copy is a sled store whatever the engine.
-        let w = self.lock();
+        // that): on a shared engine inside a write turn, so every server's
+        // writes wait. The copy is a sled store whatever the engine.
+        let shared = self.db.is_shared();
+        let w = if shared {
+            self.lock_writes()?
+        } else {
+            self.lock()
+        };
         let copy = backend::SledBackend::open(dest, false)?;
         let mut batch = Batch::default();
         for item in backend::scan(self.db.as_ref(), &[]) {
@@ -53,6 +59,10 @@ impl Store {
         copy.flush(FlushMode::Process)?;
         let head = w.next_seq - 1;
         drop(w);
+        if shared {
+            // Ends the turn (it wrote nothing).
+            self.flush_now()?;
+        }
         let records = self.len()?;
         drop(copy);
         make_private(dest)?;

@@ -23,6 +23,29 @@ impl Store {
         Ok((bytes, meta))
     }
 
+    /// [`Store::export_record`] for several records, read at once (one
+    /// statement on a shared engine): what a first sync pages through.
+    pub fn export_records(&self, ids: &[RecordId]) -> Result<Vec<(Vec<u8>, RecordMeta)>> {
+        let _w = self.lock();
+        let metas = {
+            let index = self.index_read();
+            ids.iter()
+                .map(|id| index.records.get(id).cloned().ok_or(Error::NotFound(*id)))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let stored = self.read_stored_many(ids)?;
+        Ok(stored
+            .into_iter()
+            .zip(metas)
+            .map(|((mut bytes, chunks), meta)| {
+                for chunk in chunks {
+                    bytes.extend_from_slice(&chunk);
+                }
+                (bytes, meta)
+            })
+            .collect())
+    }
+
     /// Stores a record received whole from a trusted server when this store
     /// does not have it yet; otherwise merges it (so local unsynced changes
     /// survive). Its index entry is the one given when the server derives

@@ -1,5 +1,7 @@
 //! Soak the deterministic simulation: `gridsync-sim [--seeds N] [--from S]
-//! [--devices D] [--steps K]`, or replay one run with `--seed S`.
+//! [--devices D] [--steps K] [--two-nodes]`, or replay one run with
+//! `--seed S`. `--two-nodes` runs the server as two nodes on PostgreSQL (a
+//! fresh database per seed on `GRIDSYNC_TEST_POSTGRES`).
 
 use gridsync_tests::sim::{self, SimConfig};
 
@@ -28,7 +30,16 @@ fn main() {
                 std::process::exit(2);
             }
         };
-        match sim::run(seed, config, dir.path()) {
+        let two_nodes = args.iter().any(|a| a == "--two-nodes");
+        let ran = if two_nodes {
+            gridsync_tests::engine::on_postgres(|| {
+                let db = gridsync_tests::engine::fresh_database();
+                sim::run_on(seed, config, dir.path(), Some(&db))
+            })
+        } else {
+            sim::run(seed, config, dir.path())
+        };
+        match ran {
             Ok(stats) => {
                 if count == 1 {
                     println!("seed {seed}: ok {stats:?}");
@@ -37,8 +48,10 @@ fn main() {
             Err(e) => {
                 failed += 1;
                 println!(
-                    "seed {seed} FAILED: {e}\n  reproduce: cargo run -p gridsync-tests --bin gridsync-sim -- --seed {seed} --devices {} --steps {}",
-                    config.devices, config.steps
+                    "seed {seed} FAILED: {e}\n  reproduce: cargo run -p gridsync-tests --bin gridsync-sim -- --seed {seed} --devices {} --steps {}{}",
+                    config.devices,
+                    config.steps,
+                    if args.iter().any(|a| a == "--two-nodes") { " --two-nodes" } else { "" }
                 );
             }
         }

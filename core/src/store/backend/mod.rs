@@ -67,6 +67,9 @@ impl Batch {
 /// remove), for [`Backend::update`].
 pub type Updater<'a> = &'a mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>;
 
+/// A key's value and the entries of a range, read together.
+pub type KeyAndRange = (Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// How a write turn began (see [`Backend::begin_turn`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Turn {
@@ -126,19 +129,35 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// The value at `key` and the entries of `start..end`, read as one
     /// state.
-    #[allow(clippy::type_complexity)]
-    fn get_and_range(
-        &self,
-        key: &[u8],
-        start: &[u8],
-        end: &[u8],
-    ) -> Result<(Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn get_and_range(&self, key: &[u8], start: &[u8], end: &[u8]) -> Result<KeyAndRange> {
         Ok((self.get(key)?, self.range(start, end, usize::MAX, false)?))
+    }
+
+    /// [`Backend::get_and_range`] for several keys at once (one statement
+    /// on an engine other processes write to): `(key, start, end)` each.
+    fn get_and_range_many(
+        &self,
+        reads: &[(Vec<u8>, Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<KeyAndRange>> {
+        reads
+            .iter()
+            .map(|(k, s, e)| self.get_and_range(k, s, e))
+            .collect()
     }
 
     /// Begins this process's write turn, or continues the one it holds;
     /// waits while another process holds one.
     fn begin_turn(&self) -> Result<Turn>;
+
+    /// What the current turn owes the memory of this process, taken (the
+    /// first writer inside a new turn catches up; the others find
+    /// [`Turn::Continued`]). Set when the turn begins, atomically with it.
+    fn take_news(&self) -> Turn {
+        Turn::Continued
+    }
+
+    /// Puts back what [`Backend::take_news`] took (catching up failed).
+    fn owe_news(&self, _news: Turn) {}
 
     /// Applies a batch atomically within the current turn (visible to this
     /// process at once, durable after [`Backend::flush`]).

@@ -27,8 +27,10 @@
 //! * a process killed in its turn loses its uncommitted batches, nothing
 //!   else; PostgreSQL releases its lock when the connection drops.
 //!
-//! Reads go to a small pool of other connections and see committed data
-//! plus this process's overlay.
+//! Reads go to a bounded pool of other connections (at most
+//! `POOL_MAX`, opened on demand and kept; callers wait for one when all
+//! are busy, so a burst of requests never storms the database with new
+//! connections) and see committed data plus this process's overlay.
 //!
 //! Queries run on a private tokio runtime; callers block on them with a
 //! plain executor, so the engine may be called from any thread (including
@@ -40,9 +42,10 @@ use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use futures_executor::block_on;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
-use super::{Backend, Batch, FlushMode, Turn, Updater};
+use super::{Backend, Batch, FlushMode, KeyAndRange, Turn, Updater};
 use crate::error::{Error, Result};
 
 /// Schema versions, applied in order at open. Never edit one that has
@@ -56,8 +59,8 @@ const MIGRATIONS: &[(i32, &str)] = &[(
 /// The advisory lock under which migrations run.
 const MIGRATION_LOCK: i64 = 0x6772_6964_0000;
 
-/// How many idle reader connections are kept.
-const POOL_KEEP: usize = 8;
+/// The most pooled connections one engine opens (the writer's is extra).
+const POOL_MAX: usize = 12;
 
 /// A PostgreSQL database as a store's engine.
 pub struct PgBackend {
@@ -66,7 +69,9 @@ pub struct PgBackend {
     config: tokio_postgres::Config,
     table: &'static str,
     lock_key: i64,
-    pool: Mutex<Vec<Client>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a pooled connection is returned or closed.
+    pool_freed: std::sync::Condvar,
     turn: Mutex<TurnState>,
     /// Serialises the start of turns in this process (waiting for the
     /// advisory lock happens outside the `turn` mutex, so reads go on).
@@ -75,11 +80,20 @@ pub struct PgBackend {
 }
 
 #[derive(Default)]
+struct Pool {
+    idle: Vec<Client>,
+    /// Connections open (idle or in use).
+    open: usize,
+}
+
+#[derive(Default)]
 struct TurnState {
     conn: Option<Client>,
     active: bool,
     /// This process's last turn failed to commit.
     failed: bool,
+    /// What the current turn owes the memory (see `take_news`).
+    news: Option<Turn>,
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
@@ -141,7 +155,8 @@ impl PgBackend {
             config,
             table,
             lock_key: 0x6772_6964_0000 + if space == "records" { 1 } else { 2 },
-            pool: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
+            pool_freed: std::sync::Condvar::new(),
             turn: Mutex::new(TurnState::default()),
             beginning: Mutex::new(()),
             describe: redact(url),
@@ -178,11 +193,27 @@ impl PgBackend {
         Ok(client)
     }
 
-    /// A pooled connection (a new one when none is idle).
+    /// A pooled connection: an idle one, a new one while fewer than
+    /// `POOL_MAX` are open, else the next one returned. Give it back with
+    /// `give_back`, or `discard` it after a failure.
     fn pooled(&self) -> Result<Client> {
-        match guard(&self.pool).pop() {
-            Some(c) if !c.is_closed() => Ok(c),
-            _ => self.connect(),
+        let mut pool = guard(&self.pool);
+        loop {
+            while let Some(c) = pool.idle.pop() {
+                if !c.is_closed() {
+                    return Ok(c);
+                }
+                pool.open -= 1;
+            }
+            if pool.open < POOL_MAX {
+                pool.open += 1;
+                drop(pool);
+                return self.connect().inspect_err(|_| self.discard());
+            }
+            pool = self
+                .pool_freed
+                .wait(pool)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -193,18 +224,28 @@ impl PgBackend {
         f: impl FnOnce(&Client) -> std::result::Result<T, tokio_postgres::Error>,
     ) -> Result<T> {
         let client = self.pooled()?;
-        let result = f(&client).map_err(pg);
-        if result.is_ok() {
-            self.give_back(client);
+        match f(&client) {
+            Ok(v) => {
+                self.give_back(client);
+                Ok(v)
+            }
+            Err(e) => {
+                drop(client);
+                self.discard();
+                Err(pg(e))
+            }
         }
-        result
     }
 
     fn give_back(&self, client: Client) {
-        let mut pool = guard(&self.pool);
-        if pool.len() < POOL_KEEP {
-            pool.push(client);
-        }
+        guard(&self.pool).idle.push(client);
+        self.pool_freed.notify_one();
+    }
+
+    /// A pooled connection was dropped (it failed).
+    fn discard(&self) {
+        guard(&self.pool).open -= 1;
+        self.pool_freed.notify_one();
     }
 
     fn migrate(&self) -> Result<()> {
@@ -272,7 +313,14 @@ impl PgBackend {
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_reader(|c| {
-            let rows = block_on(c.query(&sql, &[&start, &end, &limit]))?;
+            let rows = block_on(c.query_typed(
+                &sql,
+                &[
+                    (&start, Type::BYTEA),
+                    (&end, Type::BYTEA),
+                    (&limit, Type::INT8),
+                ],
+            ))?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
@@ -283,7 +331,7 @@ impl Drop for PgBackend {
         // Connections close (an open turn rolls back on the server);
         // without waiting, since the last handle may be dropped on an
         // async thread.
-        for c in guard(&self.pool).drain(..) {
+        for c in guard(&self.pool).idle.drain(..) {
             drop(c);
         }
         guard(&self.turn).conn = None;
@@ -293,9 +341,12 @@ impl Drop for PgBackend {
     }
 }
 
-/// Writes rows (`None` deletes) in the open transaction on `conn`: one
-/// statement for the deletes, one for the upserts.
-async fn write_rows(
+/// Writes rows (`None` deletes) in the open transaction on `conn` and
+/// commits it (synchronously unless `mode` is `Process`): one statement
+/// for the deletes and upserts, sent together with the `COMMIT` (the
+/// client pipelines them: one round trip). A failed write makes the
+/// `COMMIT` a rollback, and the write's error is returned.
+async fn write_and_commit(
     conn: &Client,
     table: &str,
     mode: FlushMode,
@@ -311,21 +362,38 @@ async fn write_rows(
             None => del.push(k),
         }
     }
-    if mode == FlushMode::Process {
-        conn.batch_execute("SET LOCAL synchronous_commit = off")
-            .await?;
-    }
-    if !del.is_empty() {
-        let delete = format!("DELETE FROM {table} WHERE k = ANY($1::bytea[])");
-        conn.execute(&delete, &[&del]).await?;
-    }
-    if !put_k.is_empty() {
-        let upsert = format!(
-            "INSERT INTO {table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-        );
-        conn.execute(&upsert, &[&put_k, &put_v]).await?;
-    }
+    let write = format!(
+        "WITH gone AS (DELETE FROM {table} WHERE k = ANY($1::bytea[])) \
+         INSERT INTO {table} (k, v) SELECT * FROM unnest($2::bytea[], $3::bytea[]) \
+         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+    );
+    let relax = async {
+        if mode == FlushMode::Process {
+            conn.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+        } else {
+            Ok(())
+        }
+    };
+    let written = async {
+        if del.is_empty() && put_k.is_empty() {
+            Ok(0)
+        } else {
+            // Typed: parse, bind and execute go out at once, no prepare
+            // round trip, so the COMMIT below is sent after it.
+            let arrays = Type::BYTEA_ARRAY;
+            conn.execute_typed(
+                &write,
+                &[
+                    (&del, arrays.clone()),
+                    (&put_k, arrays.clone()),
+                    (&put_v, arrays),
+                ],
+            )
+            .await
+        }
+    };
+    futures_util::future::try_join3(relax, written, conn.batch_execute("COMMIT")).await?;
     Ok(())
 }
 
@@ -360,7 +428,10 @@ impl Backend for PgBackend {
             return Ok(v.clone());
         }
         let sql = format!("SELECT v FROM {} WHERE k = $1", self.table);
-        self.with_reader(|c| Ok(block_on(c.query_opt(&sql, &[&key]))?.map(|r| r.get(0))))
+        self.with_reader(|c| {
+            let row = block_on(c.query_typed_opt(&sql, &[(&key, Type::BYTEA)]))?;
+            Ok(row.map(|r| r.get(0)))
+        })
     }
 
     fn range(
@@ -379,12 +450,7 @@ impl Backend for PgBackend {
         Ok(merge(rows, overlay, limit, reverse))
     }
 
-    fn get_and_range(
-        &self,
-        key: &[u8],
-        start: &[u8],
-        end: &[u8],
-    ) -> Result<(Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn get_and_range(&self, key: &[u8], start: &[u8], end: &[u8]) -> Result<KeyAndRange> {
         let overlay_key = guard(&self.turn).overlay.get(key).cloned();
         let overlay = self.overlay_range(start, end);
         let sql = format!(
@@ -392,7 +458,14 @@ impl Backend for PgBackend {
             self.table
         );
         let rows: Vec<(Vec<u8>, Vec<u8>)> = self.with_reader(|c| {
-            let rows = block_on(c.query(&sql, &[&key, &start, &end]))?;
+            let rows = block_on(c.query_typed(
+                &sql,
+                &[
+                    (&key, Type::BYTEA),
+                    (&start, Type::BYTEA),
+                    (&end, Type::BYTEA),
+                ],
+            ))?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })?;
         let mut value = None;
@@ -411,6 +484,64 @@ impl Backend for PgBackend {
         Ok((value, merge(ranged, overlay, usize::MAX, false)))
     }
 
+    fn get_and_range_many(
+        &self,
+        reads: &[(Vec<u8>, Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<KeyAndRange>> {
+        if reads.len() <= 1 {
+            return reads
+                .iter()
+                .map(|(k, s, e)| self.get_and_range(k, s, e))
+                .collect();
+        }
+        let keys: Vec<&[u8]> = reads.iter().map(|r| r.0.as_slice()).collect();
+        let starts: Vec<&[u8]> = reads.iter().map(|r| r.1.as_slice()).collect();
+        let ends: Vec<&[u8]> = reads.iter().map(|r| r.2.as_slice()).collect();
+        let table = self.table;
+        // Each read's key and its range, tagged with the read's position.
+        let sql = format!(
+            "SELECT r.i, t.k, t.v FROM unnest($1::bytea[]) WITH ORDINALITY AS r(k, i) \
+               JOIN {table} t ON t.k = r.k \
+             UNION ALL \
+             SELECT r.i, t.k, t.v FROM unnest($2::bytea[], $3::bytea[]) WITH ORDINALITY AS r(s, e, i) \
+               JOIN {table} t ON t.k >= r.s AND t.k < r.e \
+             ORDER BY 1, 2"
+        );
+        let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = self.with_reader(|c| {
+            let a = Type::BYTEA_ARRAY;
+            let rows = block_on(c.query_typed(
+                &sql,
+                &[(&keys, a.clone()), (&starts, a.clone()), (&ends, a)],
+            ))?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+        })?;
+        let mut out: Vec<KeyAndRange> = reads.iter().map(|_| (None, Vec::new())).collect();
+        for (i, k, v) in rows {
+            let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| out.get_mut(i)) else {
+                continue;
+            };
+            if k == reads[(i - 1) as usize].0 {
+                slot.0 = Some(v);
+            } else {
+                slot.1.push((k, v));
+            }
+        }
+        // This process's uncommitted writes win.
+        for ((key, start, end), slot) in reads.iter().zip(out.iter_mut()) {
+            if let Some(v) = guard(&self.turn).overlay.get(key) {
+                slot.0 = v.clone();
+            }
+            let overlay = self.overlay_range(start, end);
+            if !overlay.is_empty() {
+                slot.1 = merge(std::mem::take(&mut slot.1), overlay, usize::MAX, false);
+            }
+        }
+        Ok(out)
+    }
+
     fn begin_turn(&self) -> Result<Turn> {
         let _one = guard(&self.beginning);
         let conn = {
@@ -425,20 +556,32 @@ impl Backend for PgBackend {
             _ => self.connect()?,
         };
         // Waits here while another process holds its turn.
-        block_on(async {
-            conn.batch_execute("BEGIN").await?;
-            conn.execute("SELECT pg_advisory_xact_lock($1)", &[&self.lock_key])
-                .await
-        })
-        .map_err(pg)?;
+        let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({})", self.lock_key);
+        block_on(conn.batch_execute(&begin)).map_err(pg)?;
         let mut turn = guard(&self.turn);
         turn.conn = Some(conn);
         turn.active = true;
-        Ok(if std::mem::take(&mut turn.failed) {
+        let news = if std::mem::take(&mut turn.failed) {
             Turn::Reset
         } else {
             Turn::Fresh
-        })
+        };
+        turn.news = Some(news);
+        Ok(news)
+    }
+
+    fn take_news(&self) -> Turn {
+        guard(&self.turn).news.take().unwrap_or(Turn::Continued)
+    }
+
+    fn owe_news(&self, news: Turn) {
+        let mut turn = guard(&self.turn);
+        if turn.active && news != Turn::Continued {
+            // A reset outranks a follow.
+            if turn.news != Some(Turn::Reset) {
+                turn.news = Some(news);
+            }
+        }
     }
 
     fn apply(&self, batch: Batch) -> Result<()> {
@@ -467,11 +610,9 @@ impl Backend for PgBackend {
             turn.failed = true;
             return Err(Error::Storage("postgres: writer connection lost".into()));
         };
-        let committed = block_on(async {
-            write_rows(&conn, self.table, mode, overlay).await?;
-            conn.batch_execute("COMMIT").await
-        });
+        let committed = block_on(write_and_commit(&conn, self.table, mode, overlay));
         turn.active = false;
+        turn.news = None;
         match committed {
             Ok(()) => {
                 turn.conn = Some(conn);
@@ -493,43 +634,51 @@ impl Backend for PgBackend {
             let select = format!("SELECT v FROM {table} WHERE k = $1 FOR UPDATE");
             let client = self.pooled()?;
             // Read, decide, write, in one transaction on one connection.
-            let old: Option<Vec<u8>> = block_on(async {
-                client.batch_execute("BEGIN").await?;
-                if mode == FlushMode::Process {
-                    client
-                        .batch_execute("SET LOCAL synchronous_commit = off")
-                        .await?;
-                }
+            let old: Option<Vec<u8>> = match block_on(async {
+                client
+                    .batch_execute(if mode == FlushMode::Process {
+                        "BEGIN; SET LOCAL synchronous_commit = off"
+                    } else {
+                        "BEGIN"
+                    })
+                    .await?;
                 Ok::<_, tokio_postgres::Error>(
-                    client.query_opt(&select, &[&k]).await?.map(|r| r.get(0)),
+                    client
+                        .query_typed_opt(&select, &[(&k, Type::BYTEA)])
+                        .await?
+                        .map(|r| r.get(0)),
                 )
-            })
-            .map_err(pg)?;
+            }) {
+                Ok(old) => old,
+                Err(e) => {
+                    drop(client);
+                    self.discard();
+                    return Err(pg(e));
+                }
+            };
             let new = f(old.as_deref());
             let wrote: std::result::Result<bool, tokio_postgres::Error> = block_on(async {
+                let b = Type::BYTEA;
                 let n = match (&old, &new) {
                     (_, None) => {
-                        client
-                            .execute(&format!("DELETE FROM {table} WHERE k = $1"), &[&k])
-                            .await?;
+                        let delete = format!("DELETE FROM {table} WHERE k = $1");
+                        client.execute_typed(&delete, &[(&k, b)]).await?;
                         1
                     }
                     (Some(_), Some(v)) => {
+                        let update = format!("UPDATE {table} SET v = $2 WHERE k = $1");
                         client
-                            .execute(&format!("UPDATE {table} SET v = $2 WHERE k = $1"), &[&k, v])
+                            .execute_typed(&update, &[(&k, b.clone()), (v, b)])
                             .await?
                     }
                     // Another process may insert the same key meanwhile
                     // (no row to lock yet): then try again.
                     (None, Some(v)) => {
+                        let insert = format!(
+                            "INSERT INTO {table} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING"
+                        );
                         client
-                            .execute(
-                                &format!(
-                                    "INSERT INTO {table} (k, v) VALUES ($1, $2) \
-                                         ON CONFLICT (k) DO NOTHING"
-                                ),
-                                &[&k, v],
-                            )
+                            .execute_typed(&insert, &[(&k, b.clone()), (v, b)])
                             .await?
                     }
                 };
@@ -541,7 +690,14 @@ impl Backend for PgBackend {
                     Ok(false)
                 }
             });
-            let wrote = wrote.map_err(pg)?;
+            let wrote = match wrote {
+                Ok(w) => w,
+                Err(e) => {
+                    drop(client);
+                    self.discard();
+                    return Err(pg(e));
+                }
+            };
             self.give_back(client);
             if wrote {
                 return Ok(old);
@@ -555,14 +711,25 @@ impl Backend for PgBackend {
             latest.insert(k, v);
         }
         let conn = self.pooled()?;
-        block_on(async {
-            conn.batch_execute("BEGIN").await?;
-            write_rows(&conn, self.table, mode, latest).await?;
-            conn.batch_execute("COMMIT").await
-        })
-        .map_err(pg)?;
-        self.give_back(conn);
-        Ok(())
+        let written = block_on(async {
+            let (begun, written) = futures_util::future::join(
+                conn.batch_execute("BEGIN"),
+                write_and_commit(&conn, self.table, mode, latest),
+            )
+            .await;
+            begun.and(written)
+        });
+        match written {
+            Ok(()) => {
+                self.give_back(conn);
+                Ok(())
+            }
+            Err(e) => {
+                drop(conn);
+                self.discard();
+                Err(pg(e))
+            }
+        }
     }
 
     fn is_shared(&self) -> bool {
