@@ -737,6 +737,16 @@ pub fn serve(
     }
 
     response.log = store.log_id();
+    if request.log == response.log && request.cursor.position() > store.durable_head()? {
+        // This device was served positions the log no longer holds: the
+        // log went back (the store's files copied back, the database
+        // restored by its own tools, without `gridsync restore`). Those
+        // numbers would be handed out again for other changes, and every
+        // device past them would never receive those. Give the log a new
+        // identity, as a restore does: every device then re-offers what it
+        // holds and follows on from what both logs share.
+        response.log = store.renew_log_id()?;
+    }
     let known_log = request.log == [0; 16] || request.log == response.log;
     if !known_log && request.cursor != Cursor::Start {
         // The device's cursor belongs to a log this server does not have

@@ -304,3 +304,71 @@ fn moves_after_the_backup_are_settled_when_a_phone_follows_on() {
     }
     assert!(restored.verify().unwrap().is_empty());
 }
+
+/// The store's files copied back from an older copy, without `gridsync
+/// restore` (on PostgreSQL: the database restored by its own tools): the
+/// log went back behind positions devices were served. The first device
+/// to sync names a position past the head; the server gives its log a new
+/// identity, as a restore does, and every device re-offers what it holds
+/// and follows on. Nothing is lost, and no device misses a change whose
+/// sequence number it had already passed.
+#[test]
+fn a_log_rolled_back_behind_devices_is_noticed_and_renewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let server = TestServer::start(&data);
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let b = server.enroll("w1", &dir.path().join("b"));
+    let mut ids: Vec<RecordId> = (0..3)
+        .map(|i| a.store.create_issue(&a.author, new_issue(i, 1, 1)).unwrap())
+        .collect();
+    a.sync().unwrap();
+    b.sync().unwrap();
+    let log_before = server.store.as_ref().unwrap().log_id();
+    server.stop();
+    // The copy an operator keeps.
+    copy_dir(&data.join("store"), &dir.path().join("old-store"));
+    let server = TestServer::start(&data);
+    let mut a = a;
+    let mut b = b;
+    a.url = server.url.clone();
+    b.url = server.url.clone();
+    ids.push(a.store.create_issue(&a.author, new_issue(3, 1, 1)).unwrap());
+    add_note(&a.store, ids[0], &a.author, "复制之后的记录");
+    a.sync().unwrap();
+    b.sync().unwrap();
+    server.stop();
+    // The files go back; the log is behind what both devices were served.
+    std::fs::remove_dir_all(data.join("store")).unwrap();
+    copy_dir(&dir.path().join("old-store"), &data.join("store"));
+    let server = TestServer::start(&data);
+    a.url = server.url.clone();
+    b.url = server.url.clone();
+    // A writes before B syncs: its change takes a number B had passed.
+    ids.push(a.store.create_issue(&a.author, new_issue(4, 1, 1)).unwrap());
+    a.sync().unwrap();
+    let store = server.store.clone().unwrap();
+    assert_ne!(
+        store.log_id(),
+        log_before,
+        "the rolled-back log kept its identity"
+    );
+    for _ in 0..2 {
+        b.sync().unwrap();
+        a.sync().unwrap();
+    }
+    // Everything either device wrote is back, and both hold it all.
+    assert_eq!(store.len().unwrap(), 5);
+    let note = store
+        .issue(ids[0])
+        .unwrap()
+        .timeline
+        .iter()
+        .filter(|t| t.text == "复制之后的记录")
+        .count();
+    assert_eq!(note, 1);
+    let (_, reference) = fingerprint(&store);
+    assert_eq!(fingerprint(&a.store).1, reference);
+    assert_eq!(fingerprint(&b.store).1, reference);
+}
