@@ -51,7 +51,7 @@ pub enum Error {
     /// [`crate::policy`]). Nothing was written.
     #[error("the {role} role may not {action}")]
     Forbidden {
-        action: crate::policy::Action,
+        action: crate::action::Action,
         role: crate::ids::Role,
     },
 
@@ -167,6 +167,15 @@ pub enum Error {
     /// not acknowledged.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<crate::ids::ParseError> for Error {
+    fn from(e: crate::ids::ParseError) -> Self {
+        Error::InvalidInput {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
 }
 
 impl Error {

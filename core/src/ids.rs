@@ -3,8 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
-
 /// The id of a record (an issue or a meeting): a UUID v7 made on the device
 /// that created the record, so ids sort roughly by creation time and never
 /// need coordination.
@@ -52,13 +50,22 @@ impl fmt::Debug for RecordId {
     }
 }
 
-impl FromStr for RecordId {
-    type Err = Error;
+/// A name or id that does not parse; becomes [`crate::Error::InvalidInput`]
+/// (ids depend on nothing else in the crate, so errors can name ids).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct ParseError {
+    pub field: &'static str,
+    pub reason: String,
+}
 
-    fn from_str(s: &str) -> Result<Self> {
+impl FromStr for RecordId {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         uuid::Uuid::parse_str(s)
             .map(RecordId)
-            .map_err(|_| Error::InvalidInput {
+            .map_err(|_| ParseError {
                 field: "id",
                 reason: "not a UUID".into(),
             })
@@ -161,12 +168,12 @@ impl fmt::Display for Role {
 }
 
 impl FromStr for Role {
-    type Err = Error;
+    type Err = ParseError;
 
     /// Parses a role name; an unknown name is an error, never a default
     /// (a role that cannot be read grants nothing).
-    fn from_str(s: &str) -> Result<Self> {
-        Role::parse(s).ok_or_else(|| Error::InvalidInput {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Role::parse(s).ok_or_else(|| ParseError {
             field: "role",
             reason: format!(
                 "unknown role; one of {}",
@@ -193,5 +200,15 @@ impl Author {
     }
 }
 
-crate::doc::serde_by_name!(Role, |v: Role| v.as_str(), Role::parse);
-crate::doc::serde_by_name!(RecordKind, |v: RecordKind| v.as_str(), RecordKind::parse);
+crate::names::serde_by_name!(Role, |v: Role| v.as_str(), Role::parse);
+crate::names::serde_by_name!(RecordKind, |v: RecordKind| v.as_str(), RecordKind::parse);
+
+/// Who is doing what, when, from which device: passed to every operation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx<'a> {
+    pub author: &'a Author,
+    /// The store's Automerge actor, hex: the device part of log entry ids.
+    pub dev: &'a str,
+    /// The store's clock, milliseconds since the Unix epoch.
+    pub now: i64,
+}

@@ -22,27 +22,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::ids::{Author, RecordId};
 use crate::issue::{IssueKind, NewIssue, Urgency};
-use crate::model::{Location, Reporter, Source};
-use crate::query::RecordScope;
+use crate::model::{Location, RecordScope, Reporter, Source};
 
-/// How far in the past a deadline may lie (a late intake of an old order).
-pub const DEADLINE_PAST_MS: i64 = 365 * 86_400_000;
-/// How far in the future a deadline may lie.
-pub const DEADLINE_FUTURE_MS: i64 = 5 * 365 * 86_400_000;
-
-/// Refuses a deadline that is not within years of now.
-pub fn check_deadline(field: &'static str, due: i64, now: i64) -> Result<()> {
-    let earliest = now.saturating_sub(DEADLINE_PAST_MS);
-    let latest = now.saturating_add(DEADLINE_FUTURE_MS);
-    if (earliest..=latest).contains(&due) {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput {
-            field,
-            reason: "must lie between one year ago and five years ahead".into(),
-        })
-    }
-}
+pub use crate::model::{check_deadline, DEADLINE_FUTURE_MS, DEADLINE_PAST_MS};
 
 /// A 12345 work order, dispatched to a community or to one of its grids.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

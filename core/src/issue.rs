@@ -554,7 +554,7 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &IssueOp) -> 
         }
         IssueOp::ChangeDeadline { due, reason } => {
             check_len("deadline.reason", reason, MAX_NOTE)?;
-            crate::intake::check_deadline("due", *due, ctx.now)?;
+            crate::model::check_deadline("due", *due, ctx.now)?;
             let (id, _) = doc::next_entry(tx, ctx.dev)?;
             let item = doc::append_entry(tx, &ROOT, "deadline_changes", &id)?;
             tx.put(&item, "due", ScalarValue::Timestamp(*due))
@@ -758,7 +758,7 @@ pub(crate) struct IssueSummary {
     pub category: String,
     pub kind: Option<IssueKind>,
     pub created_at: i64,
-    pub facts: crate::query::Facts,
+    pub facts: crate::model::Facts,
     /// The fields holding values this build does not know.
     pub unrecognized: Vec<String>,
 }
@@ -791,13 +791,13 @@ pub(crate) fn summary<R: ReadDoc>(d: &R) -> IssueSummary {
     }
 }
 
-/// The figures' facts of an issue (see [`crate::query::Facts`]).
+/// The figures' facts of an issue (see [`crate::model::Facts`]).
 fn facts<R: ReadDoc>(
     d: &R,
     f: &Fields,
     events: &[Event],
     derived: &workflow::Derived<IssueStatus>,
-) -> crate::query::Facts {
+) -> crate::model::Facts {
     let applied = || {
         events
             .iter()
@@ -812,7 +812,7 @@ fn facts<R: ReadDoc>(
             .min()
     };
     let count = |to: IssueStatus| applied().filter(|e| e.to == to.as_str()).count() as u32;
-    let mut facts = crate::query::Facts {
+    let mut facts = crate::model::Facts {
         source: f.string("source"),
         lead_unit: f.string("lead_unit"),
         address: f.string("address").trim().to_owned(),

@@ -48,6 +48,7 @@
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+mod action;
 pub mod audit;
 pub mod clock;
 pub mod doc;
@@ -61,6 +62,7 @@ pub mod intake;
 pub mod issue;
 pub mod meeting;
 mod model;
+mod names;
 pub mod policy;
 pub mod query;
 mod rebase;
@@ -74,7 +76,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use doc::{RegisterConflict, Unrecognized, Value};
 pub use error::{Error, Result};
 pub use foreign::ForeignLimits;
-pub use ids::{Author, RecordId, RecordKind, Role};
+pub use ids::{Author, ParseError, RecordId, RecordKind, Role};
 pub use intake::{Intake, Taker, WorkOrder};
 pub use issue::{
     IssueKind, IssueOp, IssueView, NewIssue, NewReturnVisit, Relation, Resolution, Satisfaction,

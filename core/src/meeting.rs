@@ -403,7 +403,7 @@ fn append_due<T: Transactable>(
     reason: &str,
 ) -> Result<()> {
     check_len("reason", reason, MAX_NOTE)?;
-    crate::intake::check_deadline("due", due, ctx.now)?;
+    crate::model::check_deadline("due", due, ctx.now)?;
     let (id, _) = doc::next_entry(tx, ctx.dev)?;
     let entry = doc::append_entry(tx, obj, "due_changes", &id)?;
     tx.put(&entry, "due", ScalarValue::Timestamp(due))

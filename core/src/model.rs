@@ -2,21 +2,13 @@
 
 use automerge::transaction::Transactable;
 use automerge::{ObjId, ReadDoc, ScalarValue};
+use bincode::{Decode, Encode};
 
 use crate::doc::{self, am, check_len, string_enum, Fields, MAX_NOTE, MAX_SHORT};
-use crate::error::Result;
-use crate::ids::Author;
+use crate::error::{Error, Result};
 use crate::workflow::EntryId;
 
-/// Who is doing what, when, from which device: passed to every operation.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Ctx<'a> {
-    pub author: &'a Author,
-    /// The store's Automerge actor, hex: the device part of log entry ids.
-    pub dev: &'a str,
-    /// The device clock, milliseconds since the Unix epoch.
-    pub now: i64,
-}
+pub(crate) use crate::ids::Ctx;
 
 /// A position with its accuracy in metres.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -253,5 +245,96 @@ impl AttachmentRef {
                 })
             })
             .collect()
+    }
+}
+
+/// Where a record belongs: the three levels that decide who may see and
+/// write it.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, serde::Serialize,
+)]
+pub struct RecordScope {
+    pub street: String,
+    pub community: String,
+    pub grid: String,
+}
+
+impl RecordScope {
+    pub fn new(
+        street: impl Into<String>,
+        community: impl Into<String>,
+        grid: impl Into<String>,
+    ) -> Self {
+        RecordScope {
+            street: street.into(),
+            community: community.into(),
+            grid: grid.into(),
+        }
+    }
+}
+
+/// What the office figures need of a record, derived from its document
+/// with its index entry. Times are the authors' device clocks (ms), which
+/// the design reserves for display and figures; causality never uses them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode, serde::Serialize)]
+pub struct Facts {
+    // ---- issues
+    /// The channel (`Source` name).
+    pub source: String,
+    /// The responsible department.
+    pub lead_unit: String,
+    /// The address text, for repeat complaints.
+    pub address: String,
+    /// First applied move to dispatched.
+    pub dispatched_at: Option<i64>,
+    /// First applied move to signed for.
+    pub signed_at: Option<i64>,
+    /// First applied move to handled.
+    pub handled_at: Option<i64>,
+    /// Latest applied move to closed.
+    pub closed_at: Option<i64>,
+    /// Applied moves to returned.
+    pub returns: u32,
+    /// Applied moves to reopened.
+    pub reopens: u32,
+    /// Some return visit reached the resident.
+    pub visit_reached: bool,
+    /// The latest return visit that reached the resident says resolved.
+    pub visit_resolved: bool,
+    /// Return visits by the resident's verdict.
+    pub satisfied: u32,
+    pub basically_satisfied: u32,
+    pub dissatisfied: u32,
+    /// While a status conflict is open: the earliest time among the
+    /// conflicting events.
+    pub conflict_since: Option<i64>,
+    // ---- meetings
+    pub level: String,
+    pub format: String,
+    pub held_at: Option<i64>,
+    pub action_items: u32,
+    /// Action items with a due date.
+    pub actions_due: u32,
+    pub actions_verified: u32,
+    /// Verified no later than their due date.
+    pub actions_verified_on_time: u32,
+}
+
+/// How far in the past a deadline may lie (a late intake of an old order).
+pub const DEADLINE_PAST_MS: i64 = 365 * 86_400_000;
+/// How far in the future a deadline may lie.
+pub const DEADLINE_FUTURE_MS: i64 = 5 * 365 * 86_400_000;
+
+/// Refuses a deadline that is not within years of now.
+pub fn check_deadline(field: &'static str, due: i64, now: i64) -> Result<()> {
+    let earliest = now.saturating_sub(DEADLINE_PAST_MS);
+    let latest = now.saturating_add(DEADLINE_FUTURE_MS);
+    if (earliest..=latest).contains(&due) {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput {
+            field,
+            reason: "must lie between one year ago and five years ahead".into(),
+        })
     }
 }

@@ -12,6 +12,7 @@ use bincode::{Decode, Encode};
 use crate::ids::{RecordId, RecordKind};
 use crate::issue::{self, IssueSummary};
 use crate::meeting::MeetingView;
+pub use crate::model::{Facts, RecordScope};
 use crate::workflow::{ActionStatus, IssueStatus, Status};
 
 /// What lists and counts know about a record without loading it.
@@ -62,53 +63,6 @@ pub struct RecordMeta {
 /// server's, and a device stores the server's index entry for a whole
 /// record only when it is its own (see `sync::WireMeta`).
 pub const DERIVATION: u32 = 1;
-
-/// What the office figures need of a record, derived from its document
-/// with its index entry. Times are the authors' device clocks (ms), which
-/// the design reserves for display and figures; causality never uses them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode, serde::Serialize)]
-pub struct Facts {
-    // ---- issues
-    /// The channel (`Source` name).
-    pub source: String,
-    /// The responsible department.
-    pub lead_unit: String,
-    /// The address text, for repeat complaints.
-    pub address: String,
-    /// First applied move to dispatched.
-    pub dispatched_at: Option<i64>,
-    /// First applied move to signed for.
-    pub signed_at: Option<i64>,
-    /// First applied move to handled.
-    pub handled_at: Option<i64>,
-    /// Latest applied move to closed.
-    pub closed_at: Option<i64>,
-    /// Applied moves to returned.
-    pub returns: u32,
-    /// Applied moves to reopened.
-    pub reopens: u32,
-    /// Some return visit reached the resident.
-    pub visit_reached: bool,
-    /// The latest return visit that reached the resident says resolved.
-    pub visit_resolved: bool,
-    /// Return visits by the resident's verdict.
-    pub satisfied: u32,
-    pub basically_satisfied: u32,
-    pub dissatisfied: u32,
-    /// While a status conflict is open: the earliest time among the
-    /// conflicting events.
-    pub conflict_since: Option<i64>,
-    // ---- meetings
-    pub level: String,
-    pub format: String,
-    pub held_at: Option<i64>,
-    pub action_items: u32,
-    /// Action items with a due date.
-    pub actions_due: u32,
-    pub actions_verified: u32,
-    /// Verified no later than their due date.
-    pub actions_verified_on_time: u32,
-}
 
 fn id_as_text<S: serde::Serializer>(id: &[u8; 16], s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(&RecordId::from_bytes(*id))
@@ -220,31 +174,6 @@ fn meeting_facts(v: &MeetingView) -> Facts {
         }
     }
     f
-}
-
-/// Where a record belongs: the three levels that decide who may see and
-/// write it.
-#[derive(
-    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, serde::Serialize,
-)]
-pub struct RecordScope {
-    pub street: String,
-    pub community: String,
-    pub grid: String,
-}
-
-impl RecordScope {
-    pub fn new(
-        street: impl Into<String>,
-        community: impl Into<String>,
-        grid: impl Into<String>,
-    ) -> Self {
-        RecordScope {
-            street: street.into(),
-            community: community.into(),
-            grid: grid.into(),
-        }
-    }
 }
 
 /// How results are ordered. Ties are broken by record id, so paging is

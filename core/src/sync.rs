@@ -1054,23 +1054,10 @@ const WANT_STATE: &str = "want_snapshots";
 /// Set while the device follows on in a restored log and has not yet told
 /// the server what it holds.
 const HOLDINGS_STATE: &str = "send_holdings";
-const DROP_STATE: &str = "drops";
+use crate::store::DROP_STATE;
 /// Set from a reset until everything is re-offered: pushes then carry the
 /// server's own tagged changes too.
 const HAND_BACK_STATE: &str = "hand_back";
-
-/// Whether the server has told this device to drop the record (it moved
-/// out of the device's scope): the device keeps it only until its earlier
-/// edits are uploaded, and takes no new ones, which the server would
-/// refuse (see `audit` and the move rule in ARCHITECTURE.md).
-pub(crate) fn is_leaving(store: &Store, id: RecordId) -> Result<bool> {
-    Ok(match store.sync_state(DROP_STATE)? {
-        None => false,
-        Some(bytes) => bincode::decode_from_slice::<Vec<[u8; 16]>, _>(&bytes, config())
-            .map(|(ids, _)| ids.contains(id.as_bytes()))
-            .unwrap_or(false),
-    })
-}
 
 struct InFlight {
     id: RecordId,

@@ -612,12 +612,12 @@ mod tests {
     }
 }
 
-crate::doc::serde_by_name!(
+crate::names::serde_by_name!(
     IssueStatus,
     |v: IssueStatus| v.as_str(),
     <IssueStatus as Status>::parse
 );
-crate::doc::serde_by_name!(
+crate::names::serde_by_name!(
     ActionStatus,
     |v: ActionStatus| v.as_str(),
     <ActionStatus as Status>::parse

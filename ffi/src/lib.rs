@@ -69,7 +69,7 @@ fn invalid(field: &str, value: &str) -> GridsyncError {
 }
 
 fn id(text: &str) -> Result<RecordId> {
-    Ok(text.parse()?)
+    Ok(text.parse().map_err(gridsync_core::Error::from)?)
 }
 
 fn parse<T>(field: &str, value: &str, f: impl Fn(&str) -> Option<T>) -> Result<T> {

@@ -710,7 +710,9 @@ async fn move_record(
     ApiJson(req): ApiJson<MoveReq>,
 ) -> Result<StatusCode, AppError> {
     admin(&state, &headers)?;
-    let id: RecordId = id.parse().map_err(core_error)?;
+    let id: RecordId = id
+        .parse()
+        .map_err(|e: gridsync_core::ParseError| core_error(e.into()))?;
     let store = state.store.clone();
     let identity = state.identity.clone();
     let to = RecordScope::new(req.street, req.community, req.grid);

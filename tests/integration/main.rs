@@ -10,6 +10,7 @@ mod crash;
 mod durability;
 mod figures;
 mod fuzz_replay;
+mod layering;
 mod nodes;
 mod office;
 mod openapi;

@@ -56,6 +56,7 @@ mod merge;
 mod open;
 mod read;
 mod replica;
+pub(crate) use replica::DROP_STATE;
 mod scope;
 mod verify;
 mod write;

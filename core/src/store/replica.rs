@@ -2,7 +2,24 @@
 
 use super::*;
 
+/// The sync client's saved state naming the records leaving the device
+/// (moved out of its scope; see `sync`).
+pub(crate) const DROP_STATE: &str = "drops";
+
 impl Store {
+    /// Whether the server has told this device to drop the record (it moved
+    /// out of the device's scope): the device keeps it only until its earlier
+    /// edits are uploaded, and takes no new ones, which the server would
+    /// refuse (see `audit` and the move rule in ARCHITECTURE.md).
+    pub(crate) fn is_leaving(&self, id: RecordId) -> Result<bool> {
+        Ok(match self.sync_state(DROP_STATE)? {
+            None => false,
+            Some(bytes) => bincode::decode_from_slice::<Vec<[u8; 16]>, _>(&bytes, bincode_config())
+                .map(|(ids, _)| ids.contains(id.as_bytes()))
+                .unwrap_or(false),
+        })
+    }
+
     /// Removes a record from this store (a device whose scope no longer
     /// includes it). Refused, returning `false`, while the record has local
     /// changes the server has not acknowledged: those are uploaded first.

@@ -299,7 +299,7 @@ impl Store {
     where
         F: FnOnce(&mut Transaction<'_>, Ctx<'_>) -> Result<()>,
     {
-        if matches!(scope, ScopeRule::Follow) && crate::sync::is_leaving(self, id)? {
+        if matches!(scope, ScopeRule::Follow) && self.is_leaving(id)? {
             // Moved out of this device's scope: what it wrote before is
             // being uploaded; nothing new is taken.
             return Err(Error::OutOfScope { id });
