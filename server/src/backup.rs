@@ -140,7 +140,16 @@ pub fn restore_on(engine: &Engine, from: &Path, data_dir: &Path) -> anyhow::Resu
         copy_tree(&from.join(part), &data_dir.join(part))?;
     }
     gridsync_core::store::make_private(data_dir)?;
-    let store = Store::open(StoreConfig::new(data_dir.join("store"), "SRV"))?;
+    renew_and_verify(&Engine::Sled, data_dir, replaced)
+}
+
+/// Gives the restored log a new identity and checks the restored store.
+fn renew_and_verify(
+    engine: &Engine,
+    data_dir: &Path,
+    replaced: Option<PathBuf>,
+) -> anyhow::Result<Restored> {
+    let store = Store::open(crate::store_config(engine, data_dir))?;
     let log_id = store.renew_log_id()?;
     let problems = store.verify()?;
     if !problems.is_empty() {
@@ -184,20 +193,7 @@ fn restore_into_database(
         }
         target.write_now(batch, FlushMode::Sync)?;
     }
-    let store = Store::open(crate::store_config(engine, data_dir))?;
-    let log_id = store.renew_log_id()?;
-    let problems = store.verify()?;
-    if !problems.is_empty() {
-        anyhow::bail!(
-            "the restored store does not verify: {}",
-            problems.join("; ")
-        );
-    }
-    Ok(Restored {
-        records: store.len()?,
-        replaced: None,
-        log_id: hex::encode(log_id),
-    })
+    renew_and_verify(engine, data_dir, None)
 }
 
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {

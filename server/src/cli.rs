@@ -110,17 +110,13 @@ fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
 /// The engine `--database URL` or `GRIDSYNC_DATABASE_URL` names (sled
 /// without either).
 fn database(args: &[String]) -> anyhow::Result<gridsync_core::store::backend::Engine> {
-    use gridsync_core::store::backend::Engine;
     let url = flag_value(args, "--database")
         .map(str::to_owned)
         .or_else(|| std::env::var("GRIDSYNC_DATABASE_URL").ok())
         .filter(|u| !u.is_empty());
     match url {
-        None => Ok(Engine::Sled),
-        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-            Ok(Engine::Postgres(u))
-        }
-        Some(_) => anyhow::bail!("the database must be a postgres:// or postgresql:// URL"),
+        None => Ok(gridsync_core::store::backend::Engine::Sled),
+        Some(u) => crate::database(u).map_err(anyhow::Error::msg),
     }
 }
 

@@ -122,13 +122,6 @@ impl Config {
             retention: retention::Retention::default(),
             engine: Engine::Sled,
         };
-        let database = |url: String| {
-            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                Ok(Engine::Postgres(url))
-            } else {
-                Err("the database must be a postgres:// or postgresql:// URL".to_owned())
-            }
-        };
         if let Some(url) = env("GRIDSYNC_DATABASE_URL").filter(|u| !u.is_empty()) {
             config.engine = database(url)?;
         }
@@ -192,6 +185,15 @@ impl Config {
             _ => return Err("--tls-cert and --tls-key go together".into()),
         };
         Ok(config)
+    }
+}
+
+/// The engine a `--database` / `GRIDSYNC_DATABASE_URL` value names.
+pub fn database(url: String) -> Result<Engine, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Engine::Postgres(url))
+    } else {
+        Err("the database must be a postgres:// or postgresql:// URL".to_owned())
     }
 }
 

@@ -18,9 +18,10 @@
 //! from the state it holds in memory (index, cached documents, the next
 //! log sequence) and applies it. When several processes share an engine,
 //! that serialisation must span them: [`Backend::begin_turn`] waits until
-//! no other process is writing and says whether another process may have
-//! written since this one's last turn (the store then follows the change
-//! log to catch up before it computes anything). Applied batches belong to
+//! no other process is writing, and [`Backend::take_news`] tells the first
+//! writer inside a new turn whether another process may have written since
+//! this one's last turn (the store then follows the change log to catch up
+//! before it computes anything). Applied batches belong to
 //! the turn; [`Backend::flush`] makes them durable and ends it. Because a
 //! turn is exclusive from its first write until its commit, the change log
 //! becomes visible to readers in sequence order: a reader never sees entry
@@ -70,7 +71,8 @@ pub type Updater<'a> = &'a mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>;
 /// A key's value and the entries of a range, read together.
 pub type KeyAndRange = (Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>);
 
-/// How a write turn began (see [`Backend::begin_turn`]).
+/// What a write turn owes the memory of this process (see
+/// [`Backend::take_news`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Turn {
     /// This process already held the turn, or no other process writes to
@@ -146,8 +148,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
 
     /// Begins this process's write turn, or continues the one it holds;
-    /// waits while another process holds one.
-    fn begin_turn(&self) -> Result<Turn>;
+    /// waits while another process holds one. What a new turn owes the
+    /// memory is then taken with [`Backend::take_news`].
+    fn begin_turn(&self) -> Result<()>;
 
     /// What the current turn owes the memory of this process, taken (the
     /// first writer inside a new turn catches up; the others find

@@ -542,12 +542,12 @@ impl Backend for PgBackend {
         Ok(out)
     }
 
-    fn begin_turn(&self) -> Result<Turn> {
+    fn begin_turn(&self) -> Result<()> {
         let _one = guard(&self.beginning);
         let conn = {
             let mut turn = guard(&self.turn);
             if turn.active {
-                return Ok(Turn::Continued);
+                return Ok(());
             }
             turn.conn.take()
         };
@@ -567,7 +567,7 @@ impl Backend for PgBackend {
             Turn::Fresh
         };
         turn.news = Some(news);
-        Ok(news)
+        Ok(())
     }
 
     fn take_news(&self) -> Turn {

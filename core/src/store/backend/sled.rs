@@ -10,7 +10,7 @@ use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use super::{Backend, Batch, FlushMode, Turn, Updater};
+use super::{Backend, Batch, FlushMode, Updater};
 use crate::error::{Error, Result};
 
 /// sled under a directory (or in memory, deleted on drop).
@@ -208,8 +208,8 @@ impl Backend for SledBackend {
         }
     }
 
-    fn begin_turn(&self) -> Result<Turn> {
-        Ok(Turn::Continued)
+    fn begin_turn(&self) -> Result<()> {
+        Ok(())
     }
 
     fn apply(&self, batch: Batch) -> Result<()> {
