@@ -20,7 +20,7 @@ use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
 
 use crate::error::{Error, Result};
-use crate::workflow::{Clock, EntryId, Event};
+use crate::workflow::{self, Clock, EntryId, Event, Status};
 
 /// The layout version written into every record.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -624,38 +624,69 @@ pub(crate) fn put_clock<T: Transactable>(
     Ok(())
 }
 
-/// A status event about to be appended.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct NewEvent<'a> {
-    pub from: &'a str,
-    pub to: &'a str,
-    pub reason: &'a str,
-    pub resolves: bool,
+/// What a status move asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Move<'a> {
+    /// An ordinary transition, checked against the status machine.
+    Transition,
+    /// Settling an open status conflict on one of its candidates; `what`
+    /// names the status for the error when no conflict is open.
+    Resolve { what: &'a str },
 }
 
-/// Appends a status event to the transition log at `key` of `obj`,
-/// recording the clock its author had seen.
-pub(crate) fn append_event<T: Transactable>(
+/// The one path every status move takes (an issue's status, an action
+/// item's): derive the status from the transition log at `key` of `obj`,
+/// check the move (a transition must be allowed from the derived status;
+/// a resolution needs an open conflict with `to` among its candidates),
+/// and append the event with the clock its author had seen. Returns the
+/// status moved from.
+pub(crate) fn move_status<S: Status, T: Transactable>(
     tx: &mut T,
     ctx: crate::ids::Ctx<'_>,
     obj: &ObjId,
     key: &str,
-    new: NewEvent<'_>,
-) -> Result<()> {
+    to: S,
+    reason: &str,
+    how: Move<'_>,
+) -> Result<S> {
+    check_len("reason", reason, MAX_NOTE)?;
+    let derived = workflow::derive::<S>(&read_events(tx, obj, key));
+    let illegal = || Error::IllegalTransition {
+        from: derived.status.as_str().into(),
+        to: to.as_str().into(),
+    };
+    let resolves = match how {
+        Move::Transition => {
+            if !derived.status.allows(to) {
+                return Err(illegal());
+            }
+            false
+        }
+        Move::Resolve { what } => {
+            let Some(conflict) = &derived.conflict else {
+                return Err(Error::NoConflict(what.into()));
+            };
+            if !conflict.candidates.iter().any(|c| c.status == to) {
+                return Err(illegal());
+            }
+            true
+        }
+    };
     let (id, seen) = next_entry(tx, ctx.dev)?;
     let item = append_entry(tx, obj, key, &id)?;
     let event = Event {
         id,
-        from: new.from.into(),
-        to: new.to.into(),
+        from: derived.status.as_str().into(),
+        to: to.as_str().into(),
         by: ctx.author.user.clone(),
         role: ctx.author.role.as_str().into(),
-        reason: new.reason.into(),
+        reason: reason.into(),
         at: ctx.now,
-        resolves: new.resolves,
+        resolves,
         seen,
     };
-    put_event(tx, &item, &event)
+    put_event(tx, &item, &event)?;
+    Ok(derived.status)
 }
 
 /// Writes a transition event into a fresh log entry.

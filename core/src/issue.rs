@@ -6,10 +6,10 @@ use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
 
 use crate::doc::{
-    self, am, check_len, string_enum, Fields, RegisterConflict, Value, MAX_NOTE, MAX_SHORT,
+    self, am, check_len, string_enum, Fields, Move, RegisterConflict, Value, MAX_NOTE, MAX_SHORT,
     MAX_TEXT,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::{RecordId, RecordKind};
 use crate::model::{read_geo, Attachment, AttachmentRef, Ctx, Geo, Location, Reporter, Source};
 use crate::workflow::{self, clock_covers, EntryId, Event, IssueStatus, Status, StatusConflict};
@@ -452,14 +452,8 @@ pub(crate) fn create<T: Transactable>(
     tx.put_object(ROOT, doc::K_CLOCK, ObjType::Map)
         .map_err(am)?;
     if new.report {
-        append_transition(
-            tx,
-            ctx,
-            IssueStatus::Draft,
-            IssueStatus::Reported,
-            "",
-            false,
-        )?;
+        let to = IssueStatus::Reported;
+        doc::move_status(tx, ctx, &ROOT, "transitions", to, "", Move::Transition)?;
     }
     Ok(())
 }
@@ -563,31 +557,11 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &IssueOp) -> 
             put_author(tx, &item, ctx)?;
         }
         IssueOp::Transition { to, reason } => {
-            check_len("reason", reason, MAX_NOTE)?;
-            let derived =
-                workflow::derive::<IssueStatus>(&doc::read_events(tx, &ROOT, "transitions"));
-            if !derived.status.allows(*to) {
-                return Err(Error::IllegalTransition {
-                    from: derived.status.as_str().into(),
-                    to: to.as_str().into(),
-                });
-            }
-            append_transition(tx, ctx, derived.status, *to, reason, false)?;
+            doc::move_status(tx, ctx, &ROOT, "transitions", *to, reason, Move::Transition)?;
         }
         IssueOp::ResolveStatusConflict { to, reason } => {
-            check_len("reason", reason, MAX_NOTE)?;
-            let derived =
-                workflow::derive::<IssueStatus>(&doc::read_events(tx, &ROOT, "transitions"));
-            let Some(conflict) = derived.conflict else {
-                return Err(Error::NoConflict("status".into()));
-            };
-            if !conflict.candidates.iter().any(|c| c.status == *to) {
-                return Err(Error::IllegalTransition {
-                    from: derived.status.as_str().into(),
-                    to: to.as_str().into(),
-                });
-            }
-            append_transition(tx, ctx, derived.status, *to, reason, true)?;
+            let how = Move::Resolve { what: "status" };
+            doc::move_status(tx, ctx, &ROOT, "transitions", *to, reason, how)?;
         }
     }
     Ok(())
@@ -599,28 +573,6 @@ fn put_author<T: Transactable>(tx: &mut T, item: &ObjId, ctx: Ctx<'_>) -> Result
     tx.put(item, "at", ScalarValue::Timestamp(ctx.now))
         .map_err(am)?;
     Ok(())
-}
-
-fn append_transition<T: Transactable>(
-    tx: &mut T,
-    ctx: Ctx<'_>,
-    from: IssueStatus,
-    to: IssueStatus,
-    reason: &str,
-    resolves: bool,
-) -> Result<()> {
-    doc::append_event(
-        tx,
-        ctx,
-        &ROOT,
-        "transitions",
-        doc::NewEvent {
-            from: from.as_str(),
-            to: to.as_str(),
-            reason,
-            resolves,
-        },
-    )
 }
 
 /// The deadline in force: the latest deadline change in log order, else

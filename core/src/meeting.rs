@@ -8,7 +8,7 @@ use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
 
 use crate::doc::{
-    self, am, check_len, string_enum, Fields, RegisterConflict, Value, MAX_NOTE, MAX_SHORT,
+    self, am, check_len, string_enum, Fields, Move, RegisterConflict, Value, MAX_NOTE, MAX_SHORT,
     MAX_TEXT,
 };
 use crate::error::{Error, Result};
@@ -541,58 +541,17 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &MeetingOp) -
             file.append(tx, ctx, &obj, "evidence")?;
         }
         MeetingOp::TransitionAction { item, to, reason } => {
-            check_len("reason", reason, MAX_NOTE)?;
             let obj = action_obj(tx, *item)?;
-            let derived =
-                workflow::derive::<ActionStatus>(&doc::read_events(tx, &obj, "transitions"));
-            if !derived.status.allows(*to) {
-                return Err(Error::IllegalTransition {
-                    from: derived.status.as_str().into(),
-                    to: to.as_str().into(),
-                });
-            }
-            doc::append_event(
-                tx,
-                ctx,
-                &obj,
-                "transitions",
-                doc::NewEvent {
-                    from: derived.status.as_str(),
-                    to: to.as_str(),
-                    reason,
-                    resolves: false,
-                },
-            )?;
+            doc::move_status(tx, ctx, &obj, "transitions", *to, reason, Move::Transition)?;
             if *to == ActionStatus::Verified {
                 doc::put_register(tx, &obj, "verified_by", &ctx.author.user.as_str().into())?;
             }
         }
         MeetingOp::ResolveActionConflict { item, to, reason } => {
-            check_len("reason", reason, MAX_NOTE)?;
             let obj = action_obj(tx, *item)?;
-            let derived =
-                workflow::derive::<ActionStatus>(&doc::read_events(tx, &obj, "transitions"));
-            let Some(conflict) = derived.conflict else {
-                return Err(Error::NoConflict(format!("action item {item}")));
-            };
-            if !conflict.candidates.iter().any(|c| c.status == *to) {
-                return Err(Error::IllegalTransition {
-                    from: derived.status.as_str().into(),
-                    to: to.as_str().into(),
-                });
-            }
-            doc::append_event(
-                tx,
-                ctx,
-                &obj,
-                "transitions",
-                doc::NewEvent {
-                    from: derived.status.as_str(),
-                    to: to.as_str(),
-                    reason,
-                    resolves: true,
-                },
-            )?;
+            let what = format!("action item {item}");
+            let how = Move::Resolve { what: &what };
+            doc::move_status(tx, ctx, &obj, "transitions", *to, reason, how)?;
         }
     }
     Ok(())
