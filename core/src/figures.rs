@@ -1,6 +1,10 @@
 //! The office figures, computed from index entries alone (each entry
-//! carries the [`Facts`] its document yields), so a district of 100,000
-//! cases is one pass over memory, no document loaded.
+//! carries the [`Facts`](crate::query::Facts) its document yields), no
+//! document loaded. The store keeps them per place and month as records
+//! change ([`Part`], kept by the store's index), so a table costs in
+//! proportion to the places and months it covers, not to the cases ever
+//! recorded; what depends on "now" (overdue, due, conflict ages) is
+//! applied when the parts are added up ([`Tally`]).
 //!
 //! Definitions (from the design notes, made exact here):
 //!
@@ -20,9 +24,10 @@
 //!   dispatched. **Reopen rate** — cases reopened at least once ÷ cases
 //!   ever handled.
 //! * **repeat complaints** — cases with an earlier case of the same
-//!   address and category created within the 30 days before.
+//!   address and category created within the 30 days before (any case
+//!   the store holds, whatever the table's scope and time range).
 //! * **complex-dispute resolution rate** — the resolution rate over cases
-//!   that a council meeting discussed.
+//!   that a council meeting discussed (any meeting the store holds).
 //! * **council** — meetings by level and by format, cases discussed, and
 //!   action items verified no later than their due date ÷ action items
 //!   with a due date.
@@ -33,10 +38,12 @@
 //! (UTC+8), where the district is. Devices not synced are the server's to
 //! add (it knows the devices); see the server's figures endpoint.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::query::RecordMeta;
-use crate::{IssueStatus, RecordKind, Status};
+use crate::entry::{Entry, Names, Sym};
+use crate::ids::RecordId;
+use crate::model::RecordScope;
+use crate::workflow::IssueStatus;
 
 /// How the rows of a figures table are grouped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -134,6 +141,8 @@ pub const MAX_OVERDUE_LISTED: usize = 200;
 
 const MINUTE: i64 = 60_000;
 const DAY: i64 = 24 * 60 * MINUTE;
+/// How far back an earlier case makes a complaint a repeat.
+pub(crate) const REPEAT_WINDOW_MS: i64 = 30 * DAY;
 /// China Standard Time.
 const UTC_OFFSET_MS: i64 = 8 * 60 * MINUTE;
 
@@ -147,15 +156,14 @@ pub fn response_limit_ms(urgency: Option<&str>) -> i64 {
 
 /// `YYYY-MM` of a time in China Standard Time.
 pub fn month_of(ms: i64) -> String {
-    let mut out = String::new();
-    write_month(ms, &mut out);
-    out
+    let (year, month) = civil_month(month_index(ms));
+    format!("{year:04}-{month:02}")
 }
 
-/// Writes `YYYY-MM` without a calendar library: figures call it once per
-/// record (days to civil date, after Howard Hinnant's `civil_from_days`).
-fn write_month(ms: i64, out: &mut String) {
-    use std::fmt::Write;
+/// The calendar month (China Standard Time) of a time, counted from
+/// year 0: `year * 12 + month - 1`. Without a calendar library (days to
+/// civil date after Howard Hinnant's `civil_from_days`).
+pub(crate) fn month_index(ms: i64) -> i64 {
     let z = ms.saturating_add(UTC_OFFSET_MS).div_euclid(DAY) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -164,186 +172,356 @@ fn write_month(ms: i64, out: &mut String) {
     let mp = (5 * doy + 2) / 153;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(out, "{year:04}-{month:02}");
+    year * 12 + month - 1
 }
 
-/// The row a record belongs to, written into `out` (no allocation per
-/// record once the groups exist).
-fn group_key(m: &RecordMeta, by: GroupBy, out: &mut String) {
-    out.clear();
-    match by {
-        GroupBy::Street => out.push_str(&m.street),
-        GroupBy::Community => out.push_str(&m.community),
-        GroupBy::Grid => out.push_str(&m.grid),
-        GroupBy::Category => out.push_str(&m.category),
-        GroupBy::Department => out.push_str(&m.facts.lead_unit),
-        GroupBy::Channel => out.push_str(&m.facts.source),
-        GroupBy::Month => write_month(m.created_at, out),
+fn civil_month(index: i64) -> (i64, i64) {
+    (index.div_euclid(12), index.rem_euclid(12) + 1)
+}
+
+/// The first instant of a month (see [`month_index`]), ms.
+pub(crate) fn month_start(index: i64) -> i64 {
+    // Days from civil, Hinnant's `days_from_civil`, for day 1.
+    let (year, month) = civil_month(index);
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days.saturating_mul(DAY).saturating_sub(UTC_OFFSET_MS)
+}
+
+/// Which records a figures table covers.
+pub struct Within<'a> {
+    /// The places that count (the office user's scope and the request's
+    /// street, community or grid), asked once per place.
+    pub place: &'a dyn Fn(&RecordScope) -> bool,
+    /// Records created at or after this time.
+    pub from: Option<i64>,
+    /// Records created before this time.
+    pub to: Option<i64>,
+}
+
+impl std::fmt::Debug for Within<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Within")
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .finish_non_exhaustive()
     }
 }
 
-fn resolution_counts(m: &RecordMeta) -> (bool, bool) {
-    let closed = m.status == IssueStatus::Closed.as_str();
-    let counted = closed && m.facts.visit_reached;
-    (counted, counted && m.facts.visit_resolved)
+impl Within<'_> {
+    /// Every record.
+    pub const ALL: Within<'static> = Within {
+        place: &|_| true,
+        from: None,
+        to: None,
+    };
+
+    pub(crate) fn created(&self, t: i64) -> bool {
+        self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|e| t < e)
+    }
 }
 
-/// Computes the figures over `records` (issues and meetings), grouped.
-pub fn compute<'a>(
-    records: impl IntoIterator<Item = &'a RecordMeta>,
+/// One group's figures over some records before "now" is known: what
+/// depends on the time is kept as sorted deadlines, counted at `now` when
+/// the table is made.
+#[derive(Clone, Debug, Default)]
+struct PartRow {
+    issues: u64,
+    open_issues: u64,
+    response: Rate,
+    /// Handled cases with a deadline (counted whatever the time).
+    on_time_handled: Rate,
+    /// Deadlines of cases not handled: due once passed.
+    undone_deadlines: Vec<i64>,
+    /// Deadlines of running cases: overdue once passed.
+    overdue_deadlines: Vec<i64>,
+    resolution: Rate,
+    satisfaction: Rate,
+    returned: Rate,
+    reopened: Rate,
+    repeat_complaints: u64,
+    council_resolution: Rate,
+    open_conflicts: u64,
+    conflict_since: Option<i64>,
+    meetings: u64,
+    by_level: BTreeMap<Sym, u64>,
+    by_format: BTreeMap<Sym, u64>,
+    discussed: Vec<[u8; 16]>,
+    actions: Rate,
+}
+
+/// The figures of some records (a cell of the index: one place, one
+/// month), grouped, before "now" is known.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Part {
+    rows: BTreeMap<i64, PartRow>,
+    /// Running cases with a deadline, by deadline then id.
+    overdue: Vec<(i64, RecordId)>,
+}
+
+/// The row key of an entry: a name's handle, or the month.
+fn group_key(e: &Entry, names: &Names, by: GroupBy) -> i64 {
+    let sym = match by {
+        GroupBy::Street => names.place_syms(e.place)[0],
+        GroupBy::Community => names.place_syms(e.place)[1],
+        GroupBy::Grid => names.place_syms(e.place)[2],
+        GroupBy::Category => e.category,
+        GroupBy::Department => e.facts.lead_unit,
+        GroupBy::Channel => e.facts.source,
+        GroupBy::Month => return month_index(e.created_at),
+    };
+    i64::from(sym.get())
+}
+
+impl Part {
+    /// The figures of `entries`, grouped `by`.
+    pub(crate) fn of<'a>(
+        entries: impl IntoIterator<Item = &'a Entry>,
+        names: &Names,
+        by: GroupBy,
+    ) -> Part {
+        let red = names.find("red");
+        let mut part = Part::default();
+        for e in entries {
+            let row = part.rows.entry(group_key(e, names, by)).or_default();
+            row.add(e, red);
+            if let Some(d) = e.overdue_from() {
+                part.overdue.push((d, e.id));
+            }
+        }
+        for row in part.rows.values_mut() {
+            row.undone_deadlines.sort_unstable();
+            row.overdue_deadlines.sort_unstable();
+            row.discussed.sort_unstable();
+            row.discussed.dedup();
+        }
+        part.overdue.sort_unstable();
+        part
+    }
+}
+
+impl PartRow {
+    fn add(&mut self, e: &Entry, red: Option<Sym>) {
+        let f = &e.facts;
+        if e.conflict {
+            self.open_conflicts += 1;
+            if let Some(since) = f.conflict_since.get() {
+                self.conflict_since = Some(self.conflict_since.map_or(since, |s| s.min(since)));
+            }
+        }
+        if !e.is_issue {
+            self.meetings += 1;
+            for (sym, counts) in [
+                (f.level, &mut self.by_level),
+                (f.format, &mut self.by_format),
+            ] {
+                *counts.entry(sym).or_default() += 1;
+            }
+            self.discussed.extend(e.linked_issues.iter().copied());
+            self.actions.denominator += u64::from(f.actions_due);
+            self.actions.numerator += u64::from(f.actions_verified_on_time);
+            return;
+        }
+        self.issues += 1;
+        self.open_issues += u64::from(e.open);
+        if let Some(dispatched) = f.dispatched_at.get() {
+            let limit = if red.is_some() && e.urgency == red {
+                response_limit_ms(Some("red"))
+            } else {
+                response_limit_ms(None)
+            };
+            let signed = f.signed_at.get();
+            self.response
+                .add(true, signed.is_some_and(|s| s - dispatched <= limit));
+            self.returned.add(true, f.returns > 0);
+        }
+        if let Some(deadline) = e.deadline.get() {
+            match f.handled_at.get() {
+                Some(h) => self.on_time_handled.add(true, h <= deadline),
+                None => self.undone_deadlines.push(deadline),
+            }
+        }
+        if let Some(d) = e.overdue_from() {
+            self.overdue_deadlines.push(d);
+        }
+        let counted = e.issue_status == Some(IssueStatus::Closed) && f.visit_reached;
+        let resolved = counted && f.visit_resolved;
+        self.resolution.add(counted, resolved);
+        if e.discussed {
+            self.council_resolution.add(counted, resolved);
+        }
+        self.satisfaction.numerator += u64::from(f.satisfied + f.basically_satisfied);
+        self.satisfaction.denominator +=
+            u64::from(f.satisfied + f.basically_satisfied + f.dissatisfied);
+        self.reopened
+            .add(f.handled_at.get().is_some(), f.reopens > 0);
+        self.repeat_complaints += u64::from(e.repeat);
+    }
+}
+
+impl Rate {
+    fn absorb(&mut self, other: Rate) {
+        self.numerator += other.numerator;
+        self.denominator += other.denominator;
+    }
+}
+
+impl Row {
+    fn absorb(&mut self, p: &PartRow, names: &Names, now: i64) {
+        self.issues += p.issues;
+        self.open_issues += p.open_issues;
+        self.response.absorb(p.response);
+        self.on_time_completion.absorb(p.on_time_handled);
+        // Not handled: due once the deadline has passed (deadline <= now).
+        self.on_time_completion.denominator +=
+            p.undone_deadlines.partition_point(|&d| d <= now) as u64;
+        self.overdue += p.overdue_deadlines.partition_point(|&d| d < now) as u64;
+        self.resolution.absorb(p.resolution);
+        self.satisfaction.absorb(p.satisfaction);
+        self.returned.absorb(p.returned);
+        self.reopened.absorb(p.reopened);
+        self.repeat_complaints += p.repeat_complaints;
+        self.council_resolution.absorb(p.council_resolution);
+        self.open_conflicts += p.open_conflicts;
+        if let Some(since) = p.conflict_since {
+            let age = now - since;
+            self.oldest_conflict_age_ms =
+                Some(self.oldest_conflict_age_ms.map_or(age, |a| a.max(age)));
+        }
+        self.meetings += p.meetings;
+        for (from, to) in [
+            (&p.by_level, &mut self.meetings_by_level),
+            (&p.by_format, &mut self.meetings_by_format),
+        ] {
+            for (sym, n) in from {
+                let name = names.get(*sym);
+                if !name.is_empty() {
+                    *to.entry(name.to_owned()).or_default() += n;
+                }
+            }
+        }
+        self.discussed.extend(p.discussed.iter().copied());
+        self.actions_verified_on_time.absorb(p.actions);
+    }
+}
+
+/// A figures table being put together from parts.
+pub(crate) struct Tally {
     by: GroupBy,
     now: i64,
-) -> Figures {
-    let records: Vec<&RecordMeta> = records.into_iter().collect();
-    let is_issue = |m: &RecordMeta| m.kind == RecordKind::Issue.as_str();
-    // Cases some meeting discussed.
-    let discussed: BTreeSet<[u8; 16]> = records
-        .iter()
-        .filter(|m| !is_issue(m))
-        .flat_map(|m| m.linked_issues.iter().copied())
-        .collect();
-    // Repeat complaints: an earlier case at the same address and category
-    // within 30 days.
-    let mut by_place: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
-    for m in records.iter().filter(|m| is_issue(m)) {
-        if !m.facts.address.is_empty() {
-            by_place
-                .entry((&m.facts.address, &m.category))
-                .or_default()
-                .push(m.created_at);
-        }
-    }
-    for times in by_place.values_mut() {
-        times.sort_unstable();
-    }
-    let is_repeat = |m: &RecordMeta| {
-        by_place
-            .get(&(m.facts.address.as_str(), m.category.as_str()))
-            .is_some_and(|times| {
-                // Any earlier case in [created - 30 days, created).
-                let from = times.partition_point(|&t| t < m.created_at - 30 * DAY);
-                times.get(from).is_some_and(|&t| t < m.created_at)
-            })
-    };
+    rows: BTreeMap<String, Row>,
+    total: Row,
+    /// The oldest overdue cases so far (at most [`MAX_OVERDUE_LISTED`]):
+    /// a max-heap on (deadline, id), so the newest is dropped first.
+    overdue: std::collections::BinaryHeap<(i64, RecordId)>,
+}
 
-    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    let mut total = Row {
-        group: "total".into(),
-        ..Row::default()
-    };
-    let mut overdue = Vec::new();
-    let mut key = String::new();
-    for m in &records {
-        group_key(m, by, &mut key);
-        if !rows.contains_key(key.as_str()) {
-            rows.insert(
-                key.clone(),
-                Row {
-                    group: key.clone(),
-                    ..Row::default()
-                },
-            );
+impl Tally {
+    pub(crate) fn new(by: GroupBy, now: i64) -> Tally {
+        Tally {
+            by,
+            now,
+            rows: BTreeMap::new(),
+            total: Row {
+                group: "total".into(),
+                ..Row::default()
+            },
+            overdue: std::collections::BinaryHeap::new(),
         }
-        let Some(row) = rows.get_mut(key.as_str()) else {
-            continue;
-        };
-        for r in [&mut *row, &mut total] {
-            add(r, m, now, &discussed, &is_repeat);
+    }
+
+    pub(crate) fn add(&mut self, part: &Part, names: &Names) {
+        for (key, p) in &part.rows {
+            let group = match self.by {
+                GroupBy::Month => {
+                    let (year, month) = civil_month(*key);
+                    format!("{year:04}-{month:02}")
+                }
+                _ => u32::try_from(*key)
+                    .ok()
+                    .and_then(std::num::NonZeroU32::new)
+                    .map(|n| names.get(Sym::from_raw(n)).to_owned())
+                    .unwrap_or_default(),
+            };
+            let row = self.rows.entry(group).or_insert_with_key(|g| Row {
+                group: g.clone(),
+                ..Row::default()
+            });
+            row.absorb(p, names, self.now);
+            self.total.absorb(p, names, self.now);
         }
-        if is_issue(m) && m.is_overdue(now) {
-            if let Some(deadline) = m.deadline {
-                overdue.push(Overdue {
-                    id: m.record_id().to_string(),
-                    number: m.number.clone(),
-                    title: m.title.clone(),
-                    street: m.street.clone(),
-                    community: m.community.clone(),
-                    grid: m.grid.clone(),
-                    status: m.status.clone(),
-                    deadline,
-                    age_ms: now - deadline,
-                });
+        for item in &part.overdue {
+            if item.0 >= self.now {
+                break;
+            }
+            if self.overdue.len() < MAX_OVERDUE_LISTED {
+                self.overdue.push(*item);
+            } else if self.overdue.peek().is_some_and(|newest| item < newest) {
+                self.overdue.pop();
+                self.overdue.push(*item);
+            } else {
+                break;
             }
         }
     }
-    overdue.sort_by(|a, b| b.age_ms.cmp(&a.age_ms).then_with(|| a.id.cmp(&b.id)));
-    overdue.truncate(MAX_OVERDUE_LISTED);
-    let mut rows: Vec<Row> = rows.into_values().collect();
-    for r in rows.iter_mut().chain(std::iter::once(&mut total)) {
-        r.issues_discussed = r.discussed.len() as u64;
-        for rate in [
-            &mut r.response,
-            &mut r.on_time_completion,
-            &mut r.resolution,
-            &mut r.satisfaction,
-            &mut r.returned,
-            &mut r.reopened,
-            &mut r.council_resolution,
-            &mut r.actions_verified_on_time,
-        ] {
-            rate.finish();
-        }
-    }
-    Figures {
-        group_by: by,
-        at: now,
-        rows,
-        total,
-        overdue,
-    }
-}
 
-fn add(
-    r: &mut Row,
-    m: &RecordMeta,
-    now: i64,
-    discussed: &BTreeSet<[u8; 16]>,
-    is_repeat: &impl Fn(&RecordMeta) -> bool,
-) {
-    let f = &m.facts;
-    if m.conflict {
-        r.open_conflicts += 1;
-        if let Some(since) = f.conflict_since {
-            let age = now - since;
-            r.oldest_conflict_age_ms = Some(r.oldest_conflict_age_ms.map_or(age, |a| a.max(age)));
+    /// The table; `entry` finds an overdue case's entry.
+    pub(crate) fn finish<'a>(
+        self,
+        names: &Names,
+        entry: impl Fn(RecordId) -> Option<&'a Entry>,
+    ) -> Figures {
+        let now = self.now;
+        let overdue = self
+            .overdue
+            .into_sorted_vec()
+            .into_iter()
+            .filter_map(|(deadline, id)| {
+                let e = entry(id)?;
+                let scope = names.scope(e.place);
+                Some(Overdue {
+                    id: id.to_string(),
+                    number: e.number.to_string(),
+                    title: e.title.to_string(),
+                    street: scope.street.clone(),
+                    community: scope.community.clone(),
+                    grid: scope.grid.clone(),
+                    status: names.get(e.status).to_owned(),
+                    deadline,
+                    age_ms: now - deadline,
+                })
+            })
+            .collect();
+        let mut rows: Vec<Row> = self.rows.into_values().collect();
+        let mut total = self.total;
+        for r in rows.iter_mut().chain(std::iter::once(&mut total)) {
+            r.issues_discussed = r.discussed.len() as u64;
+            for rate in [
+                &mut r.response,
+                &mut r.on_time_completion,
+                &mut r.resolution,
+                &mut r.satisfaction,
+                &mut r.returned,
+                &mut r.reopened,
+                &mut r.council_resolution,
+                &mut r.actions_verified_on_time,
+            ] {
+                rate.finish();
+            }
+        }
+        Figures {
+            group_by: self.by,
+            at: now,
+            rows,
+            total,
+            overdue,
         }
     }
-    if m.kind != RecordKind::Issue.as_str() {
-        r.meetings += 1;
-        if !f.level.is_empty() {
-            *r.meetings_by_level.entry(f.level.clone()).or_default() += 1;
-        }
-        if !f.format.is_empty() {
-            *r.meetings_by_format.entry(f.format.clone()).or_default() += 1;
-        }
-        r.discussed.extend(m.linked_issues.iter().copied());
-        r.actions_verified_on_time.denominator += u64::from(f.actions_due);
-        r.actions_verified_on_time.numerator += u64::from(f.actions_verified_on_time);
-        return;
-    }
-    r.issues += 1;
-    r.open_issues += u64::from(m.open);
-    if let Some(dispatched) = f.dispatched_at {
-        let limit = response_limit_ms(m.urgency.as_deref());
-        r.response
-            .add(true, f.signed_at.is_some_and(|s| s - dispatched <= limit));
-        r.returned.add(true, f.returns > 0);
-    }
-    if let Some(deadline) = m.deadline {
-        let due = f.handled_at.is_some() || deadline <= now;
-        r.on_time_completion
-            .add(due, f.handled_at.is_some_and(|h| h <= deadline));
-    }
-    r.overdue += u64::from(m.is_overdue(now));
-    let (counted, resolved) = resolution_counts(m);
-    r.resolution.add(counted, resolved);
-    if discussed.contains(&m.id) {
-        r.council_resolution.add(counted, resolved);
-    }
-    r.satisfaction.numerator += u64::from(f.satisfied + f.basically_satisfied);
-    r.satisfaction.denominator += u64::from(f.satisfied + f.basically_satisfied + f.dissatisfied);
-    r.reopened.add(f.handled_at.is_some(), f.reopens > 0);
-    r.repeat_complaints += u64::from(is_repeat(m));
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ mod action;
 pub mod audit;
 pub mod clock;
 pub mod doc;
+mod entry;
 mod error;
 pub mod figures;
 pub mod foreign;

@@ -2,13 +2,15 @@
 //!
 //! Lists and counts never load Automerge documents: every write derives a
 //! small [`RecordMeta`] from the document and stores it in the same atomic
-//! batch as the document bytes. The store keeps all of them in memory
-//! (a few hundred bytes each) and answers queries from there.
+//! batch as the document bytes. The store keeps all of them in memory in
+//! a compact form (`entry::Entry`, a few hundred bytes each) and answers
+//! queries from there.
 
 use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 
+use crate::entry::{Entry, EntryFacts, Ms, Names, Place, Sym};
 use crate::ids::{RecordId, RecordKind};
 use crate::issue::{self, IssueSummary};
 use crate::meeting::MeetingView;
@@ -303,27 +305,71 @@ impl Query {
         self.now = Some(now);
         self
     }
+}
 
-    /// Whether a record matches every filter (overdue judged at `now`,
-    /// which the store fills in from its clock unless set).
-    pub fn matches(&self, m: &RecordMeta) -> bool {
-        fn eq(filter: &Option<String>, value: &str) -> bool {
-            filter.as_deref().is_none_or(|f| f == value)
+/// A query made ready for one index's entries: its names resolved to the
+/// index's handles, and which places pass its place filters and the
+/// caller's (each place asked once).
+pub(crate) struct Matcher {
+    /// A filter names something no record has: nothing matches.
+    never: bool,
+    kind: Option<Sym>,
+    statuses: Vec<Sym>,
+    assignee: Option<Sym>,
+    places: Vec<bool>,
+    open: Option<bool>,
+    overdue: Option<bool>,
+    conflict: Option<bool>,
+    now: i64,
+}
+
+impl Matcher {
+    pub(crate) fn new(q: &Query, names: &Names, place: impl Fn(&RecordScope) -> bool) -> Matcher {
+        let mut never = false;
+        let mut find = |name: &str| {
+            let sym = names.find(name);
+            never |= sym.is_none();
+            sym
+        };
+        let kind = q.kind.and_then(|k| find(k.as_str()));
+        let assignee = q.assignee.as_deref().and_then(&mut find);
+        let statuses: Vec<Sym> = q.statuses.iter().filter_map(|s| names.find(s)).collect();
+        never |= !q.statuses.is_empty() && statuses.is_empty();
+        let eq =
+            |filter: &Option<String>, value: &str| filter.as_deref().is_none_or(|f| f == value);
+        let places = (0..names.places())
+            .map(|p| {
+                let s = names.scope(Place::from_index(p));
+                eq(&q.street, &s.street)
+                    && eq(&q.community, &s.community)
+                    && eq(&q.grid, &s.grid)
+                    && place(s)
+            })
+            .collect();
+        Matcher {
+            never,
+            kind,
+            statuses,
+            assignee,
+            places,
+            open: q.open,
+            overdue: q.overdue,
+            conflict: q.conflict,
+            now: q.now.unwrap_or(0),
         }
-        self.kind.is_none_or(|k| k.as_str() == m.kind)
-            && eq(&self.street, &m.street)
-            && eq(&self.community, &m.community)
-            && eq(&self.grid, &m.grid)
-            && (self.statuses.is_empty() || self.statuses.contains(&m.status))
-            && self.open.is_none_or(|o| o == m.open)
-            && self
-                .assignee
-                .as_deref()
-                .is_none_or(|a| m.assignee.as_deref() == Some(a))
-            && self
-                .overdue
-                .is_none_or(|o| o == m.is_overdue(self.now.unwrap_or(0)))
-            && self.conflict.is_none_or(|c| c == m.conflict)
+    }
+
+    /// Whether an entry matches every filter (overdue judged at the
+    /// query's `now`).
+    pub(crate) fn matches(&self, e: &Entry) -> bool {
+        !self.never
+            && self.places[e.place.index()]
+            && self.kind.is_none_or(|k| k == e.kind)
+            && (self.statuses.is_empty() || self.statuses.contains(&e.status))
+            && self.open.is_none_or(|o| o == e.open)
+            && self.assignee.is_none_or(|a| e.assignee == Some(a))
+            && self.overdue.is_none_or(|o| o == e.is_overdue(self.now))
+            && self.conflict.is_none_or(|c| c == e.conflict)
     }
 }
 
@@ -334,14 +380,21 @@ pub struct Page {
     pub total: usize,
 }
 
-pub(crate) fn run<'a>(q: &Query, all: impl Iterator<Item = &'a RecordMeta>) -> Page {
-    let mut hits: Vec<&RecordMeta> = all.filter(|m| q.matches(m)).collect();
+pub(crate) fn run<'a>(
+    q: &Query,
+    names: &Names,
+    all: impl Iterator<Item = &'a Entry>,
+    place: impl Fn(&RecordScope) -> bool,
+) -> Page {
+    let matcher = Matcher::new(q, names, place);
+    let mut hits: Vec<&Entry> = all.filter(|e| matcher.matches(e)).collect();
     let total = hits.len();
     let end = q.offset.saturating_add(q.limit).min(total);
-    let key_cmp = |a: &&RecordMeta, b: &&RecordMeta| match q.sort {
+    let key_cmp = |a: &&Entry, b: &&Entry| match q.sort {
         Sort::UpdatedDesc => b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)),
         Sort::DeadlineAsc => {
-            (a.deadline.is_none(), a.deadline, a.id).cmp(&(b.deadline.is_none(), b.deadline, b.id))
+            let (da, db) = (a.deadline.get(), b.deadline.get());
+            (da.is_none(), da, a.id).cmp(&(db.is_none(), db, b.id))
         }
         Sort::CreatedAsc => (a.created_at, a.id).cmp(&(b.created_at, b.id)),
     };
@@ -354,18 +407,206 @@ pub(crate) fn run<'a>(q: &Query, all: impl Iterator<Item = &'a RecordMeta>) -> P
             hits.truncate(end);
         }
         hits.sort_unstable_by(key_cmp);
-        hits[q.offset..end].iter().map(|m| (*m).clone()).collect()
+        hits[q.offset..end].iter().map(|e| e.meta(names)).collect()
     };
     Page { items, total }
 }
 
 pub(crate) fn count_by_status<'a>(
     q: &Query,
-    all: impl Iterator<Item = &'a RecordMeta>,
+    names: &Names,
+    all: impl Iterator<Item = &'a Entry>,
 ) -> BTreeMap<String, usize> {
+    let matcher = Matcher::new(q, names, |_| true);
     let mut counts = BTreeMap::new();
-    for m in all.filter(|m| q.matches(m)) {
-        *counts.entry(m.status.clone()).or_insert(0) += 1;
+    for e in all.filter(|e| matcher.matches(e)) {
+        *counts.entry(names.get(e.status).to_owned()).or_insert(0) += 1;
     }
     counts
+}
+
+/// An index entry to and from its in-memory form.
+impl Entry {
+    pub(crate) fn new(m: &RecordMeta, names: &mut Names) -> Entry {
+        let is_issue = m.kind == RecordKind::Issue.as_str();
+        let f = &m.facts;
+        Entry {
+            id: m.record_id(),
+            number: m.number.as_str().into(),
+            title: m.title.as_str().into(),
+            linked_issues: m.linked_issues.clone().into_boxed_slice(),
+            unrecognized: m.unrecognized.iter().map(|u| names.intern(u)).collect(),
+            deadline: Ms::new(m.deadline),
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            place: names.place(&m.street, &m.community, &m.grid),
+            kind: names.intern(&m.kind),
+            status: names.intern(&m.status),
+            category: names.intern(&m.category),
+            assignee: m.assignee.as_deref().map(|s| names.intern(s)),
+            urgency: m.urgency.as_deref().map(|s| names.intern(s)),
+            issue_kind: m.issue_kind.as_deref().map(|s| names.intern(s)),
+            issue_status: if is_issue {
+                IssueStatus::parse(&m.status)
+            } else {
+                None
+            },
+            is_issue,
+            open: m.open,
+            conflict: m.conflict,
+            discussed: false,
+            repeat: false,
+            facts: EntryFacts {
+                source: names.intern(&f.source),
+                lead_unit: names.intern(&f.lead_unit),
+                address: names.intern(&f.address),
+                level: names.intern(&f.level),
+                format: names.intern(&f.format),
+                dispatched_at: Ms::new(f.dispatched_at),
+                signed_at: Ms::new(f.signed_at),
+                handled_at: Ms::new(f.handled_at),
+                closed_at: Ms::new(f.closed_at),
+                conflict_since: Ms::new(f.conflict_since),
+                held_at: Ms::new(f.held_at),
+                returns: f.returns,
+                reopens: f.reopens,
+                satisfied: f.satisfied,
+                basically_satisfied: f.basically_satisfied,
+                dissatisfied: f.dissatisfied,
+                action_items: f.action_items,
+                actions_due: f.actions_due,
+                actions_verified: f.actions_verified,
+                actions_verified_on_time: f.actions_verified_on_time,
+                visit_reached: f.visit_reached,
+                visit_resolved: f.visit_resolved,
+            },
+        }
+    }
+
+    /// The entry as the index entry it was made from.
+    pub(crate) fn meta(&self, names: &Names) -> RecordMeta {
+        let scope = names.scope(self.place);
+        let f = &self.facts;
+        RecordMeta {
+            id: *self.id.as_bytes(),
+            kind: names.get(self.kind).to_owned(),
+            number: self.number.to_string(),
+            title: self.title.to_string(),
+            street: scope.street.clone(),
+            community: scope.community.clone(),
+            grid: scope.grid.clone(),
+            status: names.get(self.status).to_owned(),
+            open: self.open,
+            deadline: self.deadline.get(),
+            assignee: names.opt(self.assignee),
+            urgency: names.opt(self.urgency),
+            category: names.get(self.category).to_owned(),
+            issue_kind: names.opt(self.issue_kind),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            conflict: self.conflict,
+            linked_issues: self.linked_issues.to_vec(),
+            facts: Facts {
+                source: names.get(f.source).to_owned(),
+                lead_unit: names.get(f.lead_unit).to_owned(),
+                address: names.get(f.address).to_owned(),
+                dispatched_at: f.dispatched_at.get(),
+                signed_at: f.signed_at.get(),
+                handled_at: f.handled_at.get(),
+                closed_at: f.closed_at.get(),
+                returns: f.returns,
+                reopens: f.reopens,
+                visit_reached: f.visit_reached,
+                visit_resolved: f.visit_resolved,
+                satisfied: f.satisfied,
+                basically_satisfied: f.basically_satisfied,
+                dissatisfied: f.dissatisfied,
+                conflict_since: f.conflict_since.get(),
+                level: names.get(f.level).to_owned(),
+                format: names.get(f.format).to_owned(),
+                held_at: f.held_at.get(),
+                action_items: f.action_items,
+                actions_due: f.actions_due,
+                actions_verified: f.actions_verified,
+                actions_verified_on_time: f.actions_verified_on_time,
+            },
+            unrecognized: self
+                .unrecognized
+                .iter()
+                .map(|u| names.get(*u).to_owned())
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Ms;
+
+    #[test]
+    fn an_entry_gives_back_the_meta_it_was_made_from() {
+        let mut names = Names::default();
+        let full = RecordMeta {
+            id: [7; 16],
+            kind: "issue".into(),
+            number: "A-000001".into(),
+            title: "楼道照明损坏".into(),
+            street: "S1".into(),
+            community: "C1".into(),
+            grid: "G1".into(),
+            status: "dispatched".into(),
+            open: true,
+            deadline: Some(1_700_000_000_000),
+            assignee: Some("w1".into()),
+            urgency: Some("red".into()),
+            category: "facilities.1".into(),
+            issue_kind: Some("complaint".into()),
+            created_at: 1_690_000_000_000,
+            updated_at: 1_690_000_100_000,
+            conflict: true,
+            linked_issues: vec![[1; 16], [2; 16]],
+            facts: Facts {
+                source: "hotline_12345".into(),
+                lead_unit: "housing".into(),
+                address: "幸福路 10 号".into(),
+                dispatched_at: Some(1),
+                signed_at: Some(2),
+                handled_at: Some(3),
+                closed_at: Some(4),
+                returns: 5,
+                reopens: 6,
+                visit_reached: true,
+                visit_resolved: true,
+                satisfied: 7,
+                basically_satisfied: 8,
+                dissatisfied: 9,
+                conflict_since: Some(10),
+                level: "community".into(),
+                format: "online".into(),
+                held_at: Some(11),
+                action_items: 12,
+                actions_due: 13,
+                actions_verified: 14,
+                actions_verified_on_time: 15,
+            },
+            unrecognized: vec!["future_field".into()],
+        };
+        let empty = RecordMeta {
+            kind: "meeting".into(),
+            assignee: None,
+            urgency: None,
+            issue_kind: None,
+            deadline: None,
+            linked_issues: Vec::new(),
+            unrecognized: Vec::new(),
+            facts: Facts::default(),
+            ..full.clone()
+        };
+        for m in [full, empty] {
+            let e = Entry::new(&m, &mut names);
+            assert_eq!(e.meta(&names), m);
+        }
+        assert_eq!(Ms::new(Some(i64::MIN)).get(), Some(i64::MIN + 1));
+    }
 }

@@ -849,9 +849,12 @@ fn reconcile_holdings(
     }
     let mut after = None;
     loop {
-        let batch = store.records_after(after, 64, |m| {
-            (peer.may_access)(&m.scope()) && !held.contains(&m.id) && !created.contains(&m.id)
-        });
+        let batch = store.records_after(
+            after,
+            64,
+            |s| (peer.may_access)(s),
+            |id| !held.contains(id.as_bytes()) && !created.contains(id.as_bytes()),
+        );
         let Some(last) = batch.last() else {
             return Ok(true);
         };
@@ -894,7 +897,7 @@ fn serve_snapshots(
     loop {
         // 16 at a time: read in one go, and a bounded read however large
         // the records are.
-        let batch = store.records_after(after, 16, |m| (peer.may_access)(&m.scope()));
+        let batch = store.records_after(after, 16, |s| (peer.may_access)(s), |_| true);
         if batch.is_empty() {
             // All snapshots sent; the log continues from where they were taken.
             let more = store.durable_head()? > then;

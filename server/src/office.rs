@@ -16,10 +16,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gridsync_core::figures::Within;
 use gridsync_core::policy;
 use gridsync_core::{
-    Author, Intake, IssueOp, IssueView, MeetingOp, Query, RecordId, RecordMeta, Sort, Taker,
-    WorkOrder,
+    Author, Intake, IssueOp, IssueView, MeetingOp, Query, RecordId, RecordMeta, RecordScope, Sort,
+    Taker, WorkOrder,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -55,6 +56,11 @@ impl OfficeCtx {
     /// Whether the record lies in the user's scope.
     fn sees(&self, m: &RecordMeta) -> bool {
         self.scope.allows_place(&m.street, &m.community, &m.grid)
+    }
+
+    /// Whether a place lies in the user's scope.
+    fn sees_place(&self, s: &RecordScope) -> bool {
+        self.scope.allows_place(&s.street, &s.community, &s.grid)
     }
 
     /// The issue as this user's role may see it.
@@ -200,7 +206,7 @@ fn list(state: &AppState, ctx: &OfficeCtx, mut q: Query) -> Result<Json<Value>, 
     let now = *q.now.get_or_insert_with(|| state.store.now_ms());
     let page = state
         .store
-        .list_where(&q, |m| ctx.sees(m))
+        .list_where(&q, |s| ctx.sees_place(s))
         .map_err(core_error)?;
     let items: Vec<Value> = page
         .items
@@ -266,15 +272,18 @@ async fn figures(
 ) -> Result<Json<Value>, AppError> {
     as_office(&state, &headers, move |state, ctx| {
         let now = state.store.now_ms();
-        let keep = |m: &RecordMeta| {
-            ctx.sees(m)
-                && p.street.as_ref().is_none_or(|s| *s == m.street)
-                && p.community.as_ref().is_none_or(|c| *c == m.community)
-                && p.grid.as_ref().is_none_or(|g| *g == m.grid)
-                && p.from.is_none_or(|f| m.created_at >= f)
-                && p.to.is_none_or(|t| m.created_at < t)
+        let place = |s: &RecordScope| {
+            ctx.sees_place(s)
+                && p.street.as_ref().is_none_or(|x| *x == s.street)
+                && p.community.as_ref().is_none_or(|c| *c == s.community)
+                && p.grid.as_ref().is_none_or(|g| *g == s.grid)
         };
-        let table = state.store.figures(p.by.unwrap_or_default(), keep, now);
+        let within = Within {
+            place: &place,
+            from: p.from,
+            to: p.to,
+        };
+        let table = state.store.figures(p.by.unwrap_or_default(), &within, now);
         let devices = device_rows(state, &ctx, now, p.stale_hours.unwrap_or(STALE_HOURS))?;
         let not_synced = devices.iter().filter(|d| d["stale"] == true).count();
         let mut out = to_json(&table)?;

@@ -1,11 +1,11 @@
 //! The office figures: each figure against a hand-computed fixture, and
 //! the facts each record contributes derived from real operations.
 
-use gridsync_core::figures::{self, GroupBy, Rate};
+use gridsync_core::figures::{GroupBy, Rate, Within};
 use gridsync_core::query::Facts;
 use gridsync_core::{
     ActionStatus, IssueOp, IssueStatus, MeetingOp, NewActionItem, NewReturnVisit, RecordId,
-    RecordMeta, Satisfaction,
+    RecordMeta, Satisfaction, Store,
 };
 use gridsync_tests::*;
 
@@ -228,7 +228,7 @@ fn rate(n: u64, d: u64) -> Rate {
 #[test]
 fn every_figure_matches_the_hand_computed_fixture() {
     let (records, now) = fixture();
-    let f = figures::compute(&records, GroupBy::Grid, now);
+    let f = Store::figures_of(&records, GroupBy::Grid, now);
     let t = &f.total;
     assert_eq!((t.issues, t.open_issues), (5, 2));
     assert_eq!(
@@ -288,7 +288,7 @@ fn every_figure_matches_the_hand_computed_fixture() {
 
     // By month (China Standard Time): the meeting made at 17:00 UTC on
     // Feb 28 belongs to March.
-    let by_month = figures::compute(&records, GroupBy::Month, now);
+    let by_month = Store::figures_of(&records, GroupBy::Month, now);
     let months: Vec<(&str, u64, u64)> = by_month
         .rows
         .iter()
@@ -296,14 +296,14 @@ fn every_figure_matches_the_hand_computed_fixture() {
         .collect();
     assert_eq!(months, [("2026-02", 4, 0), ("2026-03", 1, 1)]);
     // By category and by channel.
-    let by_category = figures::compute(&records, GroupBy::Category, now);
+    let by_category = Store::figures_of(&records, GroupBy::Category, now);
     let lighting = by_category
         .rows
         .iter()
         .find(|r| r.group == "lighting")
         .unwrap();
     assert_eq!((lighting.issues, lighting.repeat_complaints), (3, 1));
-    let by_channel = figures::compute(&records, GroupBy::Channel, now);
+    let by_channel = Store::figures_of(&records, GroupBy::Channel, now);
     let hotline = by_channel
         .rows
         .iter()
@@ -413,7 +413,7 @@ fn facts_come_from_the_records_themselves() {
         (2, 2, 1, 1)
     );
     // The store's figures see both.
-    let f = store.figures(GroupBy::Community, |_| true, now_ms());
+    let f = store.figures(GroupBy::Community, &Within::ALL, now_ms());
     assert_eq!((f.total.issues, f.total.meetings), (1, 1));
     assert_eq!(f.total.resolution, rate(1, 1));
     assert_eq!(f.total.council_resolution, rate(1, 1));

@@ -5,8 +5,8 @@ use super::*;
 impl Store {
     pub(super) fn kind_of(&self, id: RecordId) -> Result<RecordKind> {
         let index = self.index_read();
-        match index.records.get(&id) {
-            Some(m) => m.record_kind().ok_or_else(|| Error::Corrupt {
+        match index.kind(id) {
+            Some(kind) => kind.ok_or_else(|| Error::Corrupt {
                 id,
                 reason: "unknown record kind".into(),
             }),

@@ -9,12 +9,7 @@ impl Store {
     pub fn export_record(&self, id: RecordId) -> Result<(Vec<u8>, RecordMeta)> {
         // Under the write lock, so snapshot and chunks are one state.
         let _w = self.lock();
-        let meta = self
-            .index_read()
-            .records
-            .get(&id)
-            .cloned()
-            .ok_or(Error::NotFound(id))?;
+        let meta = self.index_read().meta(id).ok_or(Error::NotFound(id))?;
         let (snapshot, chunks) = self.read_stored(id)?;
         let mut bytes = snapshot;
         for chunk in chunks {
@@ -30,7 +25,7 @@ impl Store {
         let metas = {
             let index = self.index_read();
             ids.iter()
-                .map(|id| index.records.get(id).cloned().ok_or(Error::NotFound(*id)))
+                .map(|id| index.meta(*id).ok_or(Error::NotFound(*id)))
                 .collect::<Result<Vec<_>>>()?
         };
         let stored = self.read_stored_many(ids)?;
@@ -91,7 +86,7 @@ impl Store {
             }
         };
         let mut w = self.lock_writes()?;
-        if self.index_read().records.contains_key(&id) || self.index_read().corrupt.contains(&id) {
+        if self.index_read().contains(id) || self.index_read().corrupt.contains(&id) {
             drop(w);
             return self.apply_snapshot_unflushed(id, bytes);
         }
@@ -290,7 +285,7 @@ impl Store {
     ) -> Result<Vec<automerge::Change>> {
         let held: BTreeSet<ChangeHash> =
             left.iter().flat_map(|c| c.deps().iter().copied()).collect();
-        let held: BTreeSet<ChangeHash> = match self.index_read().records.contains_key(&id) {
+        let held: BTreeSet<ChangeHash> = match self.index_read().contains(id) {
             true => self.with_doc(id, |d| {
                 held.into_iter()
                     .filter(|h| d.get_change_by_hash(h).is_some())
@@ -418,8 +413,8 @@ impl Store {
         f: impl FnOnce(&mut Automerge) -> Result<()>,
     ) -> Result<Merged> {
         let mut w = self.lock_writes()?;
-        let existing = match self.index_read().records.get(&id) {
-            Some(m) => Some(m.record_kind().ok_or_else(|| Error::Corrupt {
+        let existing = match self.index_read().kind(id) {
+            Some(kind) => Some(kind.ok_or_else(|| Error::Corrupt {
                 id,
                 reason: "unknown record kind".into(),
             })?),

@@ -32,8 +32,10 @@
 //! # Memory
 //!
 //! Documents are loaded on demand and kept in a bounded LRU cache. The
-//! metadata index is held in memory in full (a few hundred bytes per
-//! record); opening a store reads the index, not the documents.
+//! metadata index is held in memory in full, compactly (`index`: about
+//! 400 bytes per record, repeated names interned once), with the figures
+//! kept per place and month; opening a store reads the index, not the
+//! documents. sled's own page cache is bounded (`backend::sled::CACHE_BYTES`).
 //!
 //! # Modules
 //!
@@ -41,6 +43,7 @@
 //! shares; each part of `Store` lives in a module of its own: `open`
 //! (sled-specific opening, format migration, index load; `format1` reads
 //! the old index layout), `durability` (write point, group commit, fsync),
+//! `index` (the in-memory index and the figures kept per cell),
 //! `cache` (loading documents), `write` (local writes and the server's
 //! change tags), `merge` (what other replicas send), `read` (views,
 //! queries, change bytes), `log` (the change log, its identity, backups),
@@ -51,6 +54,7 @@ pub mod backend;
 mod cache;
 mod durability;
 mod follow;
+mod index;
 mod log;
 mod merge;
 mod open;
@@ -85,6 +89,7 @@ use crate::query::{self, Page, Query, RecordMeta, RecordScope};
 use crate::workflow::IssueStatus;
 
 use backend::{Backend, Batch, FlushMode, Turn};
+use index::Index;
 
 const P_META: u8 = b'm';
 const P_SNAPSHOT: u8 = b'd';
@@ -424,45 +429,6 @@ struct Loaded {
 struct Writer {
     cache: lru::LruCache<RecordId, Loaded>,
     next_seq: u64,
-}
-
-/// In-memory view of the index.
-#[derive(Default)]
-struct Index {
-    records: BTreeMap<RecordId, RecordMeta>,
-    /// Issue → meetings that link it (derived from the meetings' metas).
-    meetings_of: BTreeMap<RecordId, BTreeSet<RecordId>>,
-    /// Records whose index entry could not be read or rebuilt.
-    corrupt: BTreeSet<RecordId>,
-}
-
-impl Index {
-    fn insert(&mut self, meta: RecordMeta) {
-        let id = meta.record_id();
-        self.remove(id);
-        for issue in &meta.linked_issues {
-            self.meetings_of
-                .entry(RecordId::from_bytes(*issue))
-                .or_default()
-                .insert(id);
-        }
-        self.corrupt.remove(&id);
-        self.records.insert(id, meta);
-    }
-
-    fn remove(&mut self, id: RecordId) {
-        if let Some(old) = self.records.remove(&id) {
-            for issue in &old.linked_issues {
-                let issue = RecordId::from_bytes(*issue);
-                if let Some(set) = self.meetings_of.get_mut(&issue) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        self.meetings_of.remove(&issue);
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// A gridsync record store on one device or server.

@@ -29,7 +29,7 @@ impl Store {
 
     /// The index entry of a record.
     pub fn meta(&self, id: RecordId) -> Result<Option<RecordMeta>> {
-        Ok(self.index_read().records.get(&id).cloned())
+        Ok(self.index_read().meta(id))
     }
 
     /// Meetings that discuss an issue (the reverse of the meeting's link).
@@ -44,8 +44,7 @@ impl Store {
 
     /// One page of records matching `q`.
     pub fn list(&self, q: &Query) -> Result<Page> {
-        let q = &self.dated(q);
-        Ok(query::run(q, self.index_read().records.values()))
+        self.list_where(q, |_| true)
     }
 
     /// The query with its time set: the store's clock unless given.
@@ -55,56 +54,63 @@ impl Store {
         q
     }
 
-    /// The office figures over the records `keep` accepts, grouped (see
-    /// [`crate::figures`]). Reads only the in-memory index.
+    /// The office figures over the records `within` covers, grouped (see
+    /// [`crate::figures`]). Reads only the in-memory index, where they are
+    /// kept per place and month as records change.
     pub fn figures(
         &self,
         by: crate::figures::GroupBy,
-        keep: impl Fn(&RecordMeta) -> bool,
+        within: &crate::figures::Within<'_>,
         now: i64,
     ) -> crate::figures::Figures {
-        let index = self.index_read();
-        crate::figures::compute(index.records.values().filter(|m| keep(m)), by, now)
+        self.index_read().figures(by, within, now)
     }
 
-    /// Like [`Store::list`], over only the records `keep` accepts (an
-    /// office user's scope, say), before sorting and paging.
-    pub fn list_where(&self, q: &Query, keep: impl Fn(&RecordMeta) -> bool) -> Result<Page> {
+    /// The office figures of some index entries alone (repeats and
+    /// discussed cases judged among them), as the store computes them.
+    pub fn figures_of(
+        records: &[RecordMeta],
+        by: crate::figures::GroupBy,
+        now: i64,
+    ) -> crate::figures::Figures {
+        let mut index = Index::default();
+        for m in records {
+            index.insert(m.clone());
+        }
+        index.figures(by, &crate::figures::Within::ALL, now)
+    }
+
+    /// Like [`Store::list`], over only the records in places `place`
+    /// accepts (an office user's scope, say), before sorting and paging.
+    pub fn list_where(&self, q: &Query, place: impl Fn(&RecordScope) -> bool) -> Result<Page> {
         let q = &self.dated(q);
-        Ok(query::run(
-            q,
-            self.index_read().records.values().filter(|m| keep(m)),
-        ))
+        let index = self.index_read();
+        Ok(query::run(q, index.names(), index.entries(), place))
     }
 
     /// How many records match `q` (paging ignored).
     pub fn count(&self, q: &Query) -> Result<usize> {
         let q = &self.dated(q);
-        Ok(self
-            .index_read()
-            .records
-            .values()
-            .filter(|m| q.matches(m))
-            .count())
+        let index = self.index_read();
+        let matcher = query::Matcher::new(q, index.names(), |_| true);
+        Ok(index.entries().filter(|e| matcher.matches(e)).count())
     }
 
     /// Counts of matching records by derived status.
     pub fn count_by_status(&self, q: &Query) -> Result<BTreeMap<String, usize>> {
         let q = &self.dated(q);
-        Ok(query::count_by_status(
-            q,
-            self.index_read().records.values(),
-        ))
+        let index = self.index_read();
+        Ok(query::count_by_status(q, index.names(), index.entries()))
     }
 
     /// Every record id, in id order.
     pub fn record_ids(&self) -> Result<Vec<RecordId>> {
-        Ok(self.index_read().records.keys().copied().collect())
+        Ok(self.index_read().ids().collect())
     }
 
     /// How many records the store holds.
     pub fn len(&self) -> Result<usize> {
-        Ok(self.index_read().records.len())
+        Ok(self.index_read().len())
     }
 
     /// Whether the store holds no record.
@@ -185,26 +191,15 @@ impl Store {
     }
 
     /// Up to `limit` index entries with ids after `after`, in id order,
-    /// that satisfy `keep`.
+    /// in places `place` accepts (asked once per place) with ids `keep`
+    /// accepts.
     pub fn records_after(
         &self,
         after: Option<RecordId>,
         limit: usize,
-        mut keep: impl FnMut(&RecordMeta) -> bool,
+        place: impl Fn(&RecordScope) -> bool,
+        keep: impl FnMut(RecordId) -> bool,
     ) -> Vec<RecordMeta> {
-        use std::ops::Bound;
-        let index = self.index_read();
-        let start = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Unbounded,
-        };
-        index
-            .records
-            .range((start, Bound::Unbounded))
-            .map(|(_, m)| m)
-            .filter(|m| keep(m))
-            .take(limit)
-            .cloned()
-            .collect()
+        self.index_read().after(after, limit, place, keep)
     }
 }

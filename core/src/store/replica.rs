@@ -166,7 +166,7 @@ impl Store {
         let w = self.lock_writes()?;
         let seq = w.next_seq.saturating_sub(1).to_be_bytes();
         let mut batch = Batch::default();
-        for id in self.index_read().records.keys() {
+        for id in self.index_read().ids() {
             batch.remove(key(P_SERVER_HEADS, id.as_bytes()));
             if self.db.get(&key(P_PENDING, id.as_bytes()))?.is_none() {
                 batch.insert(key(P_PENDING, id.as_bytes()), seq);

@@ -17,7 +17,7 @@ impl Store {
         }
         let from = self
             .scope_of(id)?
-            .or_else(|| self.index_read().records.get(&id).map(|m| m.scope()))
+            .or_else(|| self.index_read().scope(id))
             .ok_or(Error::NotFound(id))?;
         self.update_with(id, None, author, "move", ScopeRule::Move(&from), |tx, _| {
             for (field, value) in [

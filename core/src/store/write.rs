@@ -100,7 +100,7 @@ impl Store {
                 })
             }
         };
-        if self.index_read().records.contains_key(&id) {
+        if self.index_read().contains(id) {
             return repeat(id);
         }
         let new = order.new_issue();
@@ -223,7 +223,7 @@ impl Store {
     {
         let tag_key = self.tag_key()?;
         let mut w = self.lock_writes()?;
-        if self.index_read().records.contains_key(&id) {
+        if self.index_read().contains(id) {
             return Err(Error::Exists(id));
         }
         let n = match self.db.get(&key(P_META, counter))? {
@@ -446,7 +446,7 @@ impl Store {
         if new_changes.is_empty() {
             return Ok(None);
         }
-        let previous = self.index_read().records.get(&id).map(|m| m.updated_at);
+        let previous = self.index_read().get(id).map(|e| e.updated_at);
         let updated_at = previous.map_or(updated_at, |p| p.max(updated_at));
         let meta = derive_meta(id, &loaded.doc, updated_at)?;
 

@@ -13,6 +13,11 @@ use std::sync::{Mutex, PoisonError};
 use super::{Backend, Batch, FlushMode, Updater};
 use crate::error::{Error, Result};
 
+/// The memory sled may keep for its page cache. sled's default (1 GiB)
+/// would grow a server's resident memory with its store; what sled does
+/// not cache, the operating system's page cache still serves.
+pub const CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// sled under a directory (or in memory, deleted on drop).
 pub struct SledBackend {
     db: sled::Db,
@@ -86,6 +91,7 @@ impl SledBackend {
         let db = if temporary {
             sled::Config::new()
                 .temporary(true)
+                .cache_capacity(CACHE_BYTES)
                 .open()
                 .map_err(storage)?
         } else {
@@ -95,7 +101,12 @@ impl SledBackend {
             // the lock briefly before reporting it as held elsewhere.
             let mut attempts = 0;
             loop {
-                let opened = catch_unwind(|| sled::Config::new().path(path).open());
+                let opened = catch_unwind(|| {
+                    sled::Config::new()
+                        .path(path)
+                        .cache_capacity(CACHE_BYTES)
+                        .open()
+                });
                 match opened {
                     Ok(Ok(db)) => break db,
                     Ok(Err(e)) if is_corruption(&e) => {
