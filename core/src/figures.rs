@@ -260,8 +260,19 @@ struct PartRow {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Part {
     rows: BTreeMap<i64, PartRow>,
-    /// Running cases with a deadline, by deadline then id.
-    overdue: Vec<(i64, RecordId)>,
+}
+
+/// Running cases with a deadline, by deadline then id: where the overdue
+/// list comes from (one per cell, whatever the grouping).
+pub(crate) fn overdue_candidates<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Vec<(i64, RecordId)> {
+    let mut out: Vec<(i64, RecordId)> = entries
+        .into_iter()
+        .filter_map(|e| e.overdue_from().map(|d| (d, e.id)))
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// The row key of an entry: a name's handle, or the month.
@@ -290,9 +301,6 @@ impl Part {
         for e in entries {
             let row = part.rows.entry(group_key(e, names, by)).or_default();
             row.add(e, red);
-            if let Some(d) = e.overdue_from() {
-                part.overdue.push((d, e.id));
-            }
         }
         for row in part.rows.values_mut() {
             row.undone_deadlines.sort_unstable();
@@ -300,7 +308,6 @@ impl Part {
             row.discussed.sort_unstable();
             row.discussed.dedup();
         }
-        part.overdue.sort_unstable();
         part
     }
 }
@@ -455,7 +462,12 @@ impl Tally {
             row.absorb(p, names, self.now);
             self.total.absorb(p, names, self.now);
         }
-        for item in &part.overdue {
+    }
+
+    /// Offers the overdue candidates of some records (in order, see
+    /// [`overdue_candidates`]) to the overdue list.
+    pub(crate) fn add_overdue(&mut self, candidates: &[(i64, RecordId)]) {
+        for item in candidates {
             if item.0 >= self.now {
                 break;
             }

@@ -165,14 +165,20 @@ fn renew_and_verify(
     })
 }
 
-/// Writes the backup's keyspaces into an empty shared database, each in
-/// one transaction, then renews the log identity and verifies.
+/// Writes the backup's keyspaces into an empty shared database, a few
+/// thousand keys per transaction (memory stays bounded however large the
+/// store), then renews the log identity and verifies. A marker written
+/// first and removed last keeps a restore that stopped part way from
+/// being opened as a store.
 fn restore_into_database(
     engine: &Engine,
     from: &Path,
     data_dir: &Path,
 ) -> anyhow::Result<Restored> {
     use gridsync_core::store::backend::{self, Batch, FlushMode};
+    /// Keys per transaction.
+    const CHUNK: usize = 5_000;
+    let mut targets = Vec::new();
     for space in ["records", "identity"] {
         let target = backend::open(engine, data_dir, space, false)?;
         if backend::first(target.as_ref(), &[])?.is_some() {
@@ -180,7 +186,14 @@ fn restore_into_database(
                 "the database already holds gridsync data ({space}); restore into an empty database"
             );
         }
-        let dir = from.join(if space == "records" {
+        targets.push((space, target));
+    }
+    let marker = gridsync_core::store::unfinished_restore_key();
+    let mut begun = Batch::default();
+    begun.insert(marker.clone(), [1u8]);
+    targets[0].1.write_now(begun, FlushMode::Sync)?;
+    for (space, target) in &targets {
+        let dir = from.join(if *space == "records" {
             "store"
         } else {
             "identity"
@@ -189,10 +202,19 @@ fn restore_into_database(
         let mut batch = Batch::default();
         for item in backend::scan(&source, &[]) {
             let (k, v) = item?;
-            batch.insert(k, v);
+            if k != marker {
+                batch.insert(k, v);
+            }
+            if batch.len() == CHUNK {
+                target.write_now(std::mem::take(&mut batch), FlushMode::Process)?;
+            }
         }
         target.write_now(batch, FlushMode::Sync)?;
     }
+    let mut done = Batch::default();
+    done.remove(marker);
+    targets[0].1.write_now(done, FlushMode::Sync)?;
+    drop(targets);
     renew_and_verify(engine, data_dir, None)
 }
 

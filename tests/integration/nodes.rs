@@ -499,6 +499,22 @@ fn a_database_backup_restores_into_an_empty_database() {
         // Not over data: nothing is moved aside in a database.
         let again = gridsync_server::backup::restore_on(&fresh, &dest, &dir.path().join("c"));
         assert!(again.unwrap_err().to_string().contains("empty database"));
+
+        // A restore that stopped part way leaves its marker: no store opens
+        // on that database, and another restore into it is refused.
+        use gridsync_core::store::backend::{self, Batch, FlushMode};
+        let broken_url = fresh_database();
+        let broken = Engine::Postgres(broken_url.clone());
+        let raw = backend::open(&broken, dir.path(), "records", false).unwrap();
+        let mut half = Batch::default();
+        half.insert(gridsync_core::store::unfinished_restore_key(), [1u8]);
+        raw.write_now(half, FlushMode::Sync).unwrap();
+        let mut config = StoreConfig::new("", "SRV");
+        config.engine = broken.clone();
+        let refused = Store::open(config).unwrap_err().to_string();
+        assert!(refused.contains("did not finish"), "{refused}");
+        let again = gridsync_server::backup::restore_on(&broken, &dest, &dir.path().join("d"));
+        assert!(again.unwrap_err().to_string().contains("empty database"));
     });
 }
 

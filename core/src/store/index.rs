@@ -35,6 +35,15 @@ type CellKey = (Place, i64);
 struct Cell {
     slots: Vec<u32>,
     parts: [OnceLock<Part>; GROUPINGS],
+    overdue: OnceLock<Vec<(i64, RecordId)>>,
+}
+
+impl Cell {
+    /// Forgets what was computed from the cell's records.
+    fn forget(&mut self) {
+        self.parts = Default::default();
+        self.overdue = OnceLock::new();
+    }
 }
 
 /// The in-memory view of the index.
@@ -150,7 +159,7 @@ impl Index {
         let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
         let cell = self.cells.entry(cell_key(&e)).or_default();
         cell.slots.push(slot);
-        cell.parts = Default::default();
+        cell.forget();
         self.slots.push(e);
         self.by_id.insert(id, slot);
         self.corrupt.remove(&id);
@@ -214,7 +223,7 @@ impl Index {
     fn cell_forget(&mut self, key: CellKey, slot: u32) {
         if let Some(cell) = self.cells.get_mut(&key) {
             cell.slots.retain(|s| *s != slot);
-            cell.parts = Default::default();
+            cell.forget();
             if cell.slots.is_empty() {
                 self.cells.remove(&key);
             }
@@ -224,7 +233,7 @@ impl Index {
     fn invalidate(&mut self, slot: u32) {
         let key = cell_key(&self.slots[slot as usize]);
         if let Some(cell) = self.cells.get_mut(&key) {
-            cell.parts = Default::default();
+            cell.forget();
         }
     }
 
@@ -304,11 +313,20 @@ impl Index {
                 let part = cell.parts[by as usize]
                     .get_or_init(|| Part::of(entries(cell), &self.names, by));
                 tally.add(part, &self.names);
+                let overdue = cell
+                    .overdue
+                    .get_or_init(|| figures::overdue_candidates(entries(cell)));
+                tally.add_overdue(overdue);
             } else {
-                let some = entries(cell)
+                let some: Vec<&Entry> = entries(cell)
                     .into_iter()
-                    .filter(|e| within.created(e.created_at));
-                tally.add(&Part::of(some, &self.names, by), &self.names);
+                    .filter(|e| within.created(e.created_at))
+                    .collect();
+                tally.add(
+                    &Part::of(some.iter().copied(), &self.names, by),
+                    &self.names,
+                );
+                tally.add_overdue(&figures::overdue_candidates(some));
             }
         }
         tally.finish(&self.names, |id| self.get(id))
@@ -323,7 +341,12 @@ impl Index {
             .slots
             .iter()
             .filter(|e| (within.place)(self.names.scope(e.place)) && within.created(e.created_at));
-        tally.add(&Part::of(some, &self.names, by), &self.names);
+        let some: Vec<&Entry> = some.collect();
+        tally.add(
+            &Part::of(some.iter().copied(), &self.names, by),
+            &self.names,
+        );
+        tally.add_overdue(&figures::overdue_candidates(some));
         tally.finish(&self.names, |id| self.get(id))
     }
 }

@@ -116,6 +116,16 @@ const META_LOG_ANCESTORS: &[u8] = b"log_ancestors";
 /// copy was taken (its own log never hands those numbers out again).
 const META_BACKUP_SHARED: &[u8] = b"backup_shared_through";
 
+/// Present while a restore is writing into a shared database: a store
+/// that holds it does not open (the restore stopped part way).
+const META_RESTORING: &[u8] = b"restoring";
+
+/// The key a restore into a shared database writes first and removes last
+/// (see `gridsync restore`): while it is there the store refuses to open.
+pub fn unfinished_restore_key() -> Vec<u8> {
+    key(P_META, META_RESTORING)
+}
+
 /// The on-disk format version of this store.
 ///
 /// * 1 — the first.

@@ -49,6 +49,13 @@ impl Store {
         let shared = db.is_shared();
         // The first open of an empty shared database: one process sets the
         // metadata up, the others wait for its turn to end.
+        if db.get(&unfinished_restore_key())?.is_some() {
+            return Err(Error::Storage(format!(
+                "a restore into {} did not finish: make the database empty (or a fresh one) \
+                 and restore again",
+                db.describe()
+            )));
+        }
         db.begin_turn()?;
         let mut setup = Batch::default();
         let format = match db.get(&key(P_META, META_FORMAT))? {

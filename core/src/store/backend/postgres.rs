@@ -499,12 +499,16 @@ impl Backend for PgBackend {
         let ends: Vec<&[u8]> = reads.iter().map(|r| r.2.as_slice()).collect();
         let table = self.table;
         // Each read's key and its range, tagged with the read's position.
+        // Each is looked up on its own through the primary key (a lateral
+        // subquery the planner may not flatten, `OFFSET 0`): a join would
+        // let it choose a scan of the whole table where statistics are
+        // missing or stale, as after a restore or a bulk load.
         let sql = format!(
             "SELECT r.i, t.k, t.v FROM unnest($1::bytea[]) WITH ORDINALITY AS r(k, i) \
-               JOIN {table} t ON t.k = r.k \
+               CROSS JOIN LATERAL (SELECT k, v FROM {table} WHERE k = r.k OFFSET 0) t \
              UNION ALL \
              SELECT r.i, t.k, t.v FROM unnest($2::bytea[], $3::bytea[]) WITH ORDINALITY AS r(s, e, i) \
-               JOIN {table} t ON t.k >= r.s AND t.k < r.e \
+               CROSS JOIN LATERAL (SELECT k, v FROM {table} WHERE k >= r.s AND k < r.e OFFSET 0) t \
              ORDER BY 1, 2"
         );
         let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = self.with_reader(|c| {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 /// The memory sled may keep for its page cache. sled's default (1 GiB)
 /// would grow a server's resident memory with its store; what sled does
 /// not cache, the operating system's page cache still serves.
-pub const CACHE_BYTES: u64 = 128 * 1024 * 1024;
+pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// sled under a directory (or in memory, deleted on drop).
 pub struct SledBackend {
