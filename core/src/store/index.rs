@@ -143,8 +143,27 @@ impl Index {
 
     pub(super) fn insert(&mut self, meta: RecordMeta) {
         let id = meta.record_id();
-        self.remove(id);
         let mut e = Entry::new(&meta, &mut self.names);
+        e.discussed = e.is_issue && self.meetings_of.contains_key(&id);
+        if let Some(&slot) = self.by_id.get(&id) {
+            // Most writes (a note, a status) leave the record in its cell,
+            // its links and its place of complaint as they were: the entry
+            // is replaced where it is, and nothing derived from other
+            // records can change.
+            let old = &self.slots[slot as usize];
+            let same = cell_key(old) == cell_key(&e)
+                && old.is_issue == e.is_issue
+                && old.created_at == e.created_at
+                && old.linked_issues == e.linked_issues
+                && self.complaint_of(old) == self.complaint_of(&e);
+            if same {
+                e.repeat = old.repeat;
+                self.slots[slot as usize] = e;
+                self.invalidate(slot);
+                return;
+            }
+        }
+        self.remove(id);
         e.discussed = e.is_issue && self.meetings_of.contains_key(&id);
         let links: Vec<RecordId> = if e.is_issue {
             Vec::new()
