@@ -372,6 +372,8 @@ pub async fn run_tls(
     let store = state.store.clone();
     let draining = state.draining.clone();
     let _following = follow_other_servers(store.clone());
+    let warm = store.clone();
+    drop(tokio::task::spawn_blocking(move || warm.warm_figures()));
     let app = app(state);
     let builder = connection_builder();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -66,6 +66,22 @@ impl Store {
         self.index_read().figures(by, within, now)
     }
 
+    /// Computes and keeps the figures of every cell for the groupings an
+    /// office opens first (by grid, the dashboard's; by community, the
+    /// API's default), so that the first table after opening a large store
+    /// does not wait for them. The server runs it in the background once
+    /// it is open; nothing depends on it having run.
+    pub fn warm_figures(&self) {
+        let now = self.now_ms();
+        let index = self.index_read();
+        for by in [
+            crate::figures::GroupBy::Grid,
+            crate::figures::GroupBy::Community,
+        ] {
+            index.figures(by, &crate::figures::Within::ALL, now);
+        }
+    }
+
     /// The office figures of some index entries alone (repeats and
     /// discussed cases judged among them), as the store computes them.
     pub fn figures_of(
