@@ -201,12 +201,11 @@ impl Entry {
             .is_some_and(|s| crate::issue::is_overdue(s, self.deadline.get(), now))
     }
 
-    /// Whether the deadline can make this case overdue (it is running).
+    /// The deadline, if it is running: the case is overdue at any `now`
+    /// after it.
     pub(crate) fn overdue_from(&self) -> Option<i64> {
-        let d = self.deadline.get()?;
-        // Overdue at `now` exactly when d < now.
         self.issue_status
-            .filter(|s| crate::issue::is_overdue(*s, Some(d), d.saturating_add(1)))
-            .map(|_| d)
+            .filter(|s| crate::issue::deadline_runs(*s))
+            .and(self.deadline.get())
     }
 }

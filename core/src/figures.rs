@@ -464,6 +464,14 @@ impl Tally {
         }
     }
 
+    /// Adds some records counted afresh (their part and their overdue
+    /// candidates).
+    pub(crate) fn add_entries(&mut self, entries: &[&Entry], names: &Names) {
+        let by = self.by;
+        self.add(&Part::of(entries.iter().copied(), names, by), names);
+        self.add_overdue(&overdue_candidates(entries.iter().copied()));
+    }
+
     /// Offers the overdue candidates of some records (in order, see
     /// [`overdue_candidates`]) to the overdue list.
     pub(crate) fn add_overdue(&mut self, candidates: &[(i64, RecordId)]) {

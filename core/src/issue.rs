@@ -365,11 +365,16 @@ impl IssueView {
 /// Overdue: past the deadline and not yet handled (a draft has no deadline
 /// running yet).
 pub fn is_overdue(status: IssueStatus, deadline: Option<i64>, now: i64) -> bool {
-    let running = !matches!(
+    deadline_runs(status) && deadline.is_some_and(|d| d < now)
+}
+
+/// Whether a case's deadline is running in this status (a draft's has
+/// not started; a handled, closed or rejected case's has stopped).
+pub fn deadline_runs(status: IssueStatus) -> bool {
+    !matches!(
         status,
         IssueStatus::Draft | IssueStatus::Handled | IssueStatus::Closed | IssueStatus::Rejected
-    );
-    running && deadline.is_some_and(|d| d < now)
+    )
 }
 
 const REGISTER_KEYS: &[&str] = &[

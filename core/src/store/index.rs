@@ -341,11 +341,7 @@ impl Index {
                     .into_iter()
                     .filter(|e| within.created(e.created_at))
                     .collect();
-                tally.add(
-                    &Part::of(some.iter().copied(), &self.names, by),
-                    &self.names,
-                );
-                tally.add_overdue(&figures::overdue_candidates(some));
+                tally.add_entries(&some, &self.names);
             }
         }
         tally.finish(&self.names, |id| self.get(id))
@@ -356,16 +352,12 @@ impl Index {
     #[cfg(test)]
     fn figures_afresh(&self, by: GroupBy, within: &Within<'_>, now: i64) -> Figures {
         let mut tally = Tally::new(by, now);
-        let some = self
+        let some: Vec<&Entry> = self
             .slots
             .iter()
-            .filter(|e| (within.place)(self.names.scope(e.place)) && within.created(e.created_at));
-        let some: Vec<&Entry> = some.collect();
-        tally.add(
-            &Part::of(some.iter().copied(), &self.names, by),
-            &self.names,
-        );
-        tally.add_overdue(&figures::overdue_candidates(some));
+            .filter(|e| (within.place)(self.names.scope(e.place)) && within.created(e.created_at))
+            .collect();
+        tally.add_entries(&some, &self.names);
         tally.finish(&self.names, |id| self.get(id))
     }
 }
