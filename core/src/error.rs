@@ -163,6 +163,26 @@ pub enum Error {
     #[error("storage error: {0}")]
     Storage(String),
 
+    /// No such file here, or none the caller may have (the two answer
+    /// alike, so the answer does not tell which files exist elsewhere).
+    #[error("file {0} not found")]
+    FileNotFound(String),
+
+    /// A file larger than accepted. Nothing was kept.
+    #[error("the file is {size} bytes or more; at most {limit} are accepted")]
+    FileTooLarge { size: u64, limit: u64 },
+
+    /// A file or chunk that is not what it claims to be (wrong length,
+    /// damaged on the way, content not matching its SHA-256). Nothing of it
+    /// was kept; send it again.
+    #[error("file {hash} refused: {reason}")]
+    FileRejected { hash: String, reason: String },
+
+    /// The disk is full: nothing was written; the operation can be retried
+    /// once space is freed.
+    #[error("the disk is full")]
+    StorageFull,
+
     /// A file-system error while making a write durable; the operation was
     /// not acknowledged.
     #[error("i/o error: {0}")]
@@ -210,6 +230,11 @@ impl Error {
             Error::Stalled(_) => "stalled",
             Error::Rejected { .. } => "rejected",
             Error::Storage(_) => "storage",
+            Error::FileNotFound(_) => "file_not_found",
+            Error::FileTooLarge { .. } => "file_too_large",
+            Error::FileRejected { .. } => "file_rejected",
+            Error::StorageFull => "storage_full",
+            Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => "storage_full",
             Error::Io(_) => "io",
         }
     }

@@ -105,24 +105,33 @@ fn rejected(status: u16, body: &[u8]) -> Error {
     }
 }
 
-/// Redeems a one-time enrollment code for the store's actor.
-pub fn enroll(base_url: &str, code: &str, store: &Store) -> Result<Enrollment> {
-    let body = serde_json::json!({ "code": code, "actor": store.actor().to_hex_string() });
-    let mut response = agent()
-        .post(url(base_url, "/v1/enroll"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .map_err(transport)?;
+/// The body of a response (at most `limit` bytes), or the server's
+/// refusal as [`Error::Rejected`] when the status is not 200.
+fn answer(mut response: ureq::http::Response<ureq::Body>, limit: u64) -> Result<Vec<u8>> {
     let status = response.status().as_u16();
     let bytes = response
         .body_mut()
         .with_config()
-        .limit(1 << 20)
+        .limit(limit)
         .read_to_vec()
         .map_err(transport)?;
     if status != 200 {
         return Err(rejected(status, &bytes));
     }
+    Ok(bytes)
+}
+
+/// Redeems a one-time enrollment code for the store's actor.
+pub fn enroll(base_url: &str, code: &str, store: &Store) -> Result<Enrollment> {
+    let body = serde_json::json!({ "code": code, "actor": store.actor().to_hex_string() });
+    let bytes = answer(
+        agent()
+            .post(url(base_url, "/v1/enroll"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .map_err(transport)?,
+        1 << 20,
+    )?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Transport(format!("bad enrollment response: {e}")))?;
     let field = |k: &str| {
@@ -144,22 +153,15 @@ pub fn enroll(base_url: &str, code: &str, store: &Store) -> Result<Enrollment> {
 
 /// Sends one request to `POST /v1/sync` and returns the response bytes.
 pub fn post_sync(base_url: &str, token: &str, request: &[u8]) -> Result<Vec<u8>> {
-    let mut response = agent()
-        .post(url(base_url, "/v1/sync"))
-        .header("Authorization", format!("Bearer {token}"))
-        .header("Content-Type", "application/octet-stream")
-        .send(request)
-        .map_err(transport)?;
-    let status = response.status().as_u16();
-    let bytes = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_MESSAGE_BYTES as u64)
-        .read_to_vec()
-        .map_err(transport)?;
-    if status != 200 {
-        return Err(rejected(status, &bytes));
-    }
+    let bytes = answer(
+        agent()
+            .post(url(base_url, "/v1/sync"))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/octet-stream")
+            .send(request)
+            .map_err(transport)?,
+        MAX_MESSAGE_BYTES as u64,
+    )?;
     Ok(bytes)
 }
 
@@ -177,4 +179,161 @@ pub fn sync_with_progress(
     progress: impl FnMut(&Progress),
 ) -> Result<SyncReport> {
     Client::new(store).run_with_progress(|request| post_sync(base_url, token, &request), progress)
+}
+
+/// What [`upload_files`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FilesReport {
+    /// Files the server now holds (sent now or found there already).
+    pub stored: usize,
+    /// Chunks sent.
+    pub chunks_sent: usize,
+    /// Files left for later: the server does not know a record that
+    /// references them yet (sync first), or refused them.
+    pub left: usize,
+}
+
+const SIZE_HEADER: &str = "X-Gridsync-File-Size";
+const CHUNK_SHA_HEADER: &str = "X-Gridsync-Chunk-Sha256";
+
+fn files_url(base_url: &str, hash: &crate::files::FileHash, rest: &str) -> String {
+    url(base_url, &format!("/v1/files/{}{rest}", hash.to_hex()))
+}
+
+/// What the server holds of a file: `(stored, held chunks)`.
+fn file_status(
+    base_url: &str,
+    token: &str,
+    hash: &crate::files::FileHash,
+) -> Result<(bool, std::collections::BTreeSet<u32>)> {
+    let bytes = answer(
+        agent()
+            .get(files_url(base_url, hash, ""))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .map_err(transport)?,
+        1 << 20,
+    )?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Transport(format!("bad file status: {e}")))?;
+    let stored = v.get("stored").and_then(|s| s.as_bool()).unwrap_or(false);
+    let held = v
+        .get("held")
+        .and_then(|h| h.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_u64().and_then(|n| u32::try_from(n).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((stored, held))
+}
+
+/// Sends the files this device attached that the server does not hold
+/// yet, resuming each from the chunks the server already has, and marks
+/// each one the server reports stored (verified and durable there). Run it
+/// after [`sync`]: the server takes a file only once it knows a record
+/// that references it. `progress` is called after every chunk with the
+/// chunks sent so far.
+pub fn upload_files(
+    store: &Store,
+    base_url: &str,
+    token: &str,
+    mut progress: impl FnMut(usize),
+) -> Result<FilesReport> {
+    use crate::files::{chunk_count, FileHash};
+    let mut report = FilesReport::default();
+    for (hash, size) in store.unsent_files()? {
+        let (stored, held) = match file_status(base_url, token, &hash) {
+            Ok(s) => s,
+            // Not (yet) a file of a record the server has: later.
+            Err(Error::Rejected { status: 404, .. }) => {
+                report.left += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut done = stored;
+        if !done {
+            for n in (0..chunk_count(size)).filter(|n| !held.contains(n)) {
+                let chunk = store.files().read_chunk(&hash, n)?;
+                let bytes = answer(
+                    agent()
+                        .put(files_url(base_url, &hash, &format!("/chunks/{n}")))
+                        .header("Authorization", format!("Bearer {token}"))
+                        .header("Content-Type", "application/octet-stream")
+                        .header(SIZE_HEADER, size.to_string())
+                        .header(CHUNK_SHA_HEADER, FileHash::of(&chunk).to_hex())
+                        .send(&chunk[..])
+                        .map_err(transport)?,
+                    1 << 20,
+                )?;
+                report.chunks_sent += 1;
+                progress(report.chunks_sent);
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                if v.get("stored").and_then(|s| s.as_bool()) == Some(true) {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if done {
+            store.file_sent(&hash)?;
+            report.stored += 1;
+        } else {
+            report.left += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// The local path of the file `hash` (of `size` bytes, as the record's
+/// attachment says), downloading it first if it is not here: chunk by
+/// chunk, resuming from the chunks already held, each checked against
+/// the SHA-256 the server sends with it and the whole against its name.
+/// `progress` is called after every chunk with `(held, chunks)`.
+pub fn fetch_file(
+    store: &Store,
+    base_url: &str,
+    token: &str,
+    hash: &crate::files::FileHash,
+    size: u64,
+    mut progress: impl FnMut(u32, u32),
+) -> Result<std::path::PathBuf> {
+    use crate::files::{chunk_count, ChunkOutcome, FileHash};
+    let area = store.files();
+    if area.has(hash) {
+        area.touch(hash);
+        return Ok(area.path(hash));
+    }
+    let chunks = chunk_count(size);
+    let held = area.partial(hash)?.held;
+    let mut count = held.len() as u32;
+    for n in (0..chunks).filter(|n| !held.contains(n)) {
+        let response = agent()
+            .get(files_url(base_url, hash, &format!("/chunks/{n}")))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .map_err(transport)?;
+        let sha = response
+            .headers()
+            .get(CHUNK_SHA_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| FileHash::parse(v).ok())
+            .map(|h| h.0);
+        let bytes = answer(response, crate::files::CHUNK_BYTES as u64 + 1)?;
+        let outcome = area.put_chunk(hash, size, n, &bytes, sha)?;
+        count += 1;
+        progress(count, chunks);
+        if outcome == ChunkOutcome::Complete {
+            break;
+        }
+    }
+    if !area.has(hash) {
+        return Err(Error::FileRejected {
+            hash: hash.to_hex(),
+            reason: "the download ended incomplete".into(),
+        });
+    }
+    Ok(area.path(hash))
 }

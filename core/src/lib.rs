@@ -55,6 +55,7 @@ pub mod doc;
 mod entry;
 mod error;
 pub mod figures;
+pub mod files;
 pub mod foreign;
 #[cfg(feature = "http")]
 pub mod http;
@@ -76,6 +77,7 @@ pub use automerge::{ActorId, ChangeHash};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use doc::{RegisterConflict, Unrecognized, Value};
 pub use error::{Error, Result};
+pub use files::FileHash;
 pub use foreign::ForeignLimits;
 pub use ids::{Author, ParseError, RecordId, RecordKind, Role};
 pub use intake::{Intake, Taker, WorkOrder};
@@ -90,6 +92,7 @@ pub use meeting::{
 pub use model::{Attachment, AttachmentRef, Geo, Location, Reporter, Source};
 pub use query::{Page, Query, RecordMeta, RecordScope, Sort};
 pub use store::{
-    Durability, Import, Incoming, LogEntry, Merged, Origin, Pending, Store, StoreConfig, Written,
+    AttachTo, Durability, FileState, Import, Incoming, LogEntry, Merged, Origin, Pending, Store,
+    StoreConfig, Written,
 };
 pub use workflow::{ActionStatus, IssueStatus, Status, StatusConflict};

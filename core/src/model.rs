@@ -248,6 +248,38 @@ impl AttachmentRef {
     }
 }
 
+/// The files a record references: the hashes in its attachment log and
+/// in every action item's evidence (issues have the first, meetings both).
+/// Entries whose hash is not a SHA-256 are skipped.
+pub(crate) fn file_hashes<R: ReadDoc>(d: &R) -> std::collections::BTreeSet<crate::files::FileHash> {
+    use automerge::{ObjType, ROOT};
+    let mut out = std::collections::BTreeSet::new();
+    let mut from_log = |list: &ObjId| {
+        for item in d.list_range(list, ..) {
+            if let automerge::ValueRef::Object(ObjType::Map) = item.value {
+                if let Ok(Some((automerge::Value::Scalar(s), _))) = d.get(item.id(), "hash") {
+                    if let automerge::ScalarValue::Str(h) = s.as_ref() {
+                        if let Ok(hash) = crate::files::FileHash::parse(h) {
+                            out.insert(hash);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if let Some(list) = doc::child(d, &ROOT, "attachments", ObjType::List) {
+        from_log(&list);
+    }
+    if let Some(items) = doc::child(d, &ROOT, "action_items", ObjType::Map) {
+        for item in d.map_range(&items, ..) {
+            if let Some(evidence) = doc::child(d, &item.id(), "evidence", ObjType::List) {
+                from_log(&evidence);
+            }
+        }
+    }
+    out
+}
+
 /// Where a record belongs: the three levels that decide who may see and
 /// write it.
 #[derive(

@@ -628,6 +628,8 @@ pub struct ServerLimits {
     pub foreign: ForeignLimits,
     /// The largest page served, whatever the device asks for.
     pub max_page_bytes: u32,
+    /// The largest attached file accepted (see [`crate::files`]).
+    pub max_file_bytes: u64,
 }
 
 impl Default for ServerLimits {
@@ -636,6 +638,7 @@ impl Default for ServerLimits {
             max_pushes: 1_000,
             foreign: ForeignLimits::default(),
             max_page_bytes: DEFAULT_PAGE_BYTES,
+            max_file_bytes: crate::files::DEFAULT_MAX_FILE_BYTES,
         }
     }
 }

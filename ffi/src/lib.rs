@@ -21,6 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gridsync_core::sync::{Client, Progress, SyncReport};
+use gridsync_core::{AttachTo, FileState};
 use gridsync_core::{
     Author, IssueKind, IssueOp, IssueStatus, IssueView, Location, MeetingOp, NewIssue,
     NewReturnVisit, Query, RecordId, Reporter, Role, Satisfaction, Sort, Source, Status, Store,
@@ -275,6 +276,82 @@ pub struct IssueRecord {
     /// synced; show them marked (an unknown status among them is not
     /// applied).
     pub unrecognized: Vec<UnrecognizedRecord>,
+    /// Photos and files, with what this phone holds of each.
+    pub attachments: Vec<AttachmentRecord>,
+}
+
+/// A file attached to a record, and what this phone holds of it.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct AttachmentRecord {
+    /// SHA-256 of the content (hex): the name to fetch it by.
+    pub hash: String,
+    pub mime: String,
+    pub size: u64,
+    pub caption: String,
+    pub by: String,
+    pub at: i64,
+    /// `here` (on this phone), `unsent` (here, not yet on the server),
+    /// `partial` (a download in progress) or `missing` (fetch it).
+    pub state: String,
+    /// Where the file is on this phone, when it is here (for image views).
+    pub local_path: Option<String>,
+}
+
+impl AttachmentRecord {
+    fn of(store: &Store, a: gridsync_core::Attachment) -> Self {
+        Self::of_file(store, a.file, a.by, a.at)
+    }
+
+    fn of_file(store: &Store, file: gridsync_core::AttachmentRef, by: String, at: i64) -> Self {
+        let state = gridsync_core::FileHash::parse(&file.hash)
+            .and_then(|h| store.file_state(&h))
+            .unwrap_or(FileState::Missing);
+        let (state, local_path) = match state {
+            FileState::Here { path, unsent } => (
+                if unsent { "unsent" } else { "here" },
+                Some(path.display().to_string()),
+            ),
+            FileState::Partial { .. } => ("partial", None),
+            FileState::Missing => ("missing", None),
+        };
+        AttachmentRecord {
+            hash: file.hash,
+            mime: file.mime,
+            size: file.size,
+            caption: file.caption,
+            by,
+            at,
+            state: state.to_owned(),
+            local_path,
+        }
+    }
+}
+
+/// Where a file is attached.
+#[derive(Clone, Debug, uniffi::Enum)]
+pub enum AttachTarget {
+    Issue {
+        id: String,
+    },
+    Meeting {
+        id: String,
+    },
+    /// Evidence on a meeting's action item.
+    Evidence {
+        meeting: String,
+        item: String,
+    },
+}
+
+/// What sending this phone's files did.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct FilesReportRecord {
+    /// Files the server now holds.
+    pub stored: u32,
+    pub chunks_sent: u32,
+    /// Files left for a later sync (their record is not on the server
+    /// yet, or the server refused them).
+    pub left: u32,
 }
 
 /// A field and value written by a newer app.
@@ -297,8 +374,15 @@ fn value_text(v: &Value) -> String {
 impl IssueRecord {
     /// The view as the app sees it; overdue judged at `now` (the store's
     /// clock).
-    fn from_view(v: IssueView, now: i64) -> Self {
+    fn from_view(v: IssueView, store: &Store) -> Self {
+        let now = store.now_ms();
         IssueRecord {
+            attachments: v
+                .attachments
+                .iter()
+                .cloned()
+                .map(|a| AttachmentRecord::of(store, a))
+                .collect(),
             id: v.id.to_string(),
             overdue: v.is_overdue(now),
             case_no: v.case_no,
@@ -480,6 +564,12 @@ pub struct SyncProgress {
     pub pushed: u32,
     pub pulled: u32,
     pub bytes_received: u64,
+    /// File chunks sent so far (after the records, `sync` sends this
+    /// phone's unsent files).
+    pub file_chunks_sent: u32,
+    /// File chunks downloaded so far, and of how many (`fetch_file`).
+    pub file_chunks_received: u32,
+    pub file_chunks_total: u32,
 }
 
 impl From<&Progress> for SyncProgress {
@@ -489,6 +579,9 @@ impl From<&Progress> for SyncProgress {
             pushed: count(p.pushed),
             pulled: count(p.pulled),
             bytes_received: p.bytes_received as u64,
+            file_chunks_sent: 0,
+            file_chunks_received: 0,
+            file_chunks_total: 0,
         }
     }
 }
@@ -678,7 +771,7 @@ impl GridStore {
     pub fn issue(&self, id: String) -> Result<IssueRecord> {
         guard(|| {
             let view = self.store.issue(self::id(&id)?)?;
-            Ok(IssueRecord::from_view(view, self.store.now_ms()))
+            Ok(IssueRecord::from_view(view, &self.store))
         })
     }
 
@@ -765,8 +858,138 @@ impl GridStore {
             );
             // What was merged before a failure is there too.
             self.notify(client.take_changed());
-            Ok(report?.into())
+            let report = report?;
+            // Then this phone's files, now that the server has the records
+            // that reference them.
+            let mut last = SyncProgress {
+                rounds: count(report.rounds),
+                pushed: count(report.accepted),
+                pulled: count(report.pulled),
+                bytes_received: report.bytes_received as u64,
+                file_chunks_sent: 0,
+                file_chunks_received: 0,
+                file_chunks_total: 0,
+            };
+            gridsync_core::http::upload_files(&self.store, &url, &token, |sent| {
+                if let Some(l) = &progress {
+                    last.file_chunks_sent = count(sent);
+                    l.on_progress(last.clone());
+                }
+            })?;
+            Ok(report.into())
         })
+    }
+
+    /// Attaches the file at `path` (the photo just taken) to a record: the
+    /// bytes are copied into the store (streamed, verified by hash) and the
+    /// record references them; the next `sync` sends them. Files over
+    /// 20 MiB are refused (`file_too_large`).
+    pub fn attach_file(
+        &self,
+        to: AttachTarget,
+        author: AuthorRecord,
+        path: String,
+        mime: String,
+        caption: String,
+    ) -> Result<AttachmentRecord> {
+        guard(|| {
+            let to = match to {
+                AttachTarget::Issue { id } => AttachTo::Issue(self::id(&id)?),
+                AttachTarget::Meeting { id } => AttachTo::Meeting(self::id(&id)?),
+                AttachTarget::Evidence { meeting, item } => AttachTo::Evidence {
+                    meeting: self::id(&meeting)?,
+                    item: self::id(&item)?,
+                },
+            };
+            let author = author.author()?;
+            let mut file = std::fs::File::open(&path).map_err(|e| {
+                GridsyncError::new("invalid_input", format!("cannot read {path}: {e}"))
+            })?;
+            let attached = self.store.attach_file(
+                to,
+                &author,
+                &mut file,
+                &mime,
+                &caption,
+                None,
+                gridsync_core::files::DEFAULT_MAX_FILE_BYTES,
+            )?;
+            Ok(AttachmentRecord::of_file(
+                &self.store,
+                attached,
+                author.user.clone(),
+                self.store.now_ms(),
+            ))
+        })
+    }
+
+    /// Where the file `hash` is on this phone, if it is here.
+    pub fn file_path(&self, hash: String) -> Result<Option<String>> {
+        guard(|| {
+            let hash = gridsync_core::FileHash::parse(&hash)?;
+            Ok(match self.store.file_state(&hash)? {
+                FileState::Here { path, .. } => Some(path.display().to_string()),
+                _ => None,
+            })
+        })
+    }
+
+    /// The local path of the file `hash` (of `size` bytes, as its
+    /// attachment says), downloading it first if needed — resuming a
+    /// download cut off earlier. **Blocks** on the network; `progress`
+    /// is called after every chunk.
+    pub fn fetch_file(
+        &self,
+        url: String,
+        token: String,
+        hash: String,
+        size: u64,
+        progress: Option<Box<dyn ProgressListener>>,
+    ) -> Result<String> {
+        guard(|| {
+            let hash = gridsync_core::FileHash::parse(&hash)?;
+            let path = gridsync_core::http::fetch_file(
+                &self.store,
+                &url,
+                &token,
+                &hash,
+                size,
+                |held, of| {
+                    if let Some(l) = &progress {
+                        l.on_progress(SyncProgress {
+                            rounds: 0,
+                            pushed: 0,
+                            pulled: 0,
+                            bytes_received: 0,
+                            file_chunks_sent: 0,
+                            file_chunks_received: held,
+                            file_chunks_total: of,
+                        });
+                    }
+                },
+            )?;
+            Ok(path.display().to_string())
+        })
+    }
+
+    /// Sends this phone's unsent files (`sync` does this after the
+    /// records). **Blocks** on the network.
+    pub fn upload_files(&self, url: String, token: String) -> Result<FilesReportRecord> {
+        guard(|| {
+            let r = gridsync_core::http::upload_files(&self.store, &url, &token, |_| {})?;
+            Ok(FilesReportRecord {
+                stored: count(r.stored),
+                chunks_sent: count(r.chunks_sent),
+                left: count(r.left),
+            })
+        })
+    }
+
+    /// Drops downloaded files, least recently used first, until the
+    /// store's files take at most `cap_bytes`; files not yet sent are
+    /// kept whatever the cap. Returns the bytes freed.
+    pub fn evict_files(&self, cap_bytes: u64) -> Result<u64> {
+        guard(|| Ok(self.store.evict_files(cap_bytes)?))
     }
 
     /// A sync driven by the app's own HTTP stack.

@@ -164,6 +164,29 @@ fun main() {
         a.sync(url, tokenA, null); b.sync(url, tokenB, null)
         check(b.issue(ia).status == "signed_for" && b.issue(ia).statusCandidates.isEmpty()) { "settled" }
 
+        // A photo taken offline on a reaches b byte for byte, and the server.
+        val photoBytes = ByteArray(600_000) { i -> ((i * 7919) % 251).toByte() }
+        val photo = tmp.resolve("photo.jpg").apply { writeBytes(photoBytes) }
+        val att = a.attachFile(AttachTarget.Issue(ia), author(), photo.path, "image/jpeg", "楼道堆物")
+        check(att.size == 600_000uL && att.state == "unsent") { "attached: $att" }
+        var chunksSent = 0u
+        a.sync(url, tokenA, object : ProgressListener {
+            override fun onProgress(progress: SyncProgress) { chunksSent = maxOf(chunksSent, progress.fileChunksSent) }
+        })
+        check(chunksSent == 3u) { "chunks sent: $chunksSent" }
+        check(a.issue(ia).attachments[0].state == "here") { "sent: ${a.issue(ia).attachments}" }
+        b.sync(url, tokenB, null)
+        val seen = b.issue(ia).attachments[0]
+        check(seen.hash == att.hash && seen.state == "missing" && seen.localPath == null) { "b sees $seen" }
+        var received = 0u
+        val path = b.fetchFile(url, tokenB, seen.hash, seen.size, object : ProgressListener {
+            override fun onProgress(progress: SyncProgress) { received = progress.fileChunksReceived }
+        })
+        check(java.io.File(path).readBytes().contentEquals(photoBytes)) { "b's copy differs" }
+        check(received == 3u) { "chunks received: $received" }
+        val onServer = tmp.resolve("server/store/files/${att.hash.take(2)}/${att.hash}")
+        check(onServer.readBytes().contentEquals(photoBytes)) { "the server's copy differs" }
+
         // Error codes.
         expectCode("not_found") { a.issue("0190f0f0-0000-7000-8000-000000000000") }
         expectCode("illegal_transition") { a.updateIssue(ia, author(), IssueOperation.Transition("draft", "")) }

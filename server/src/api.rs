@@ -249,7 +249,18 @@ pub(crate) fn core_error(e: gridsync_core::Error) -> AppError {
         E::MalformedChanges { .. } | E::MissingDependencies { .. } => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::NotFound(_) | E::FileNotFound(_) => StatusCode::NOT_FOUND,
+        E::FileTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        E::FileRejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        E::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+        E::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            tracing::error!("the disk is full");
+            return AppError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                "the server's disk is full; nothing was stored, retry later",
+            );
+        }
         E::Exists(_) | E::WorkOrderMismatch { .. } => StatusCode::CONFLICT,
         E::OutOfScope { .. } | E::Forbidden { .. } | E::Unauthentic { .. } => StatusCode::FORBIDDEN,
         E::ScopeChange { .. }
@@ -286,6 +297,7 @@ pub fn router(state: AppState) -> Router {
             post(revoke_office_user),
         )
         .merge(crate::office::routes())
+        .merge(crate::files::routes())
         .merge(crate::dashboard::routes())
         .fallback(no_route)
         .with_state(state)

@@ -211,6 +211,12 @@ fn restore_into_database(
         }
         target.write_now(batch, FlushMode::Sync)?;
     }
+    // The attached files, into this server's file area (on several nodes:
+    // the shared directory they all use).
+    let files = from.join("store").join("files");
+    if files.is_dir() {
+        copy_tree(&files, &data_dir.join("store").join("files"))?;
+    }
     let mut done = Batch::default();
     done.remove(marker);
     targets[0].1.write_now(done, FlushMode::Sync)?;

@@ -266,19 +266,19 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
                 config.data_dir.join("admin-token").display()
             ));
         }
-        // The change log's retention, applied now and every hour.
+        // The change log's retention and the collection of unreferenced
+        // files, applied now and every hour.
         let store = state.store.clone();
         let policy = config.retention;
         tokio::spawn(async move {
             let mut every = tokio::time::interval(crate::retention::TICK);
             loop {
                 every.tick().await;
-                let store = store.clone();
-                let now = store.now_ms();
-                let done = tokio::task::spawn_blocking(move || {
-                    crate::retention::tick(&store, &policy, now)
-                })
-                .await;
+                let log = store.clone();
+                let now = log.now_ms();
+                let done =
+                    tokio::task::spawn_blocking(move || crate::retention::tick(&log, &policy, now))
+                        .await;
                 match done {
                     Ok(Ok(t)) if t.removed > 0 => {
                         tracing::info!(
@@ -290,6 +290,18 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "applying the log retention"),
                     Err(e) => tracing::error!(error = %e, "applying the log retention"),
+                }
+                // Files no record references any more, after their grace.
+                let files = store.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    files.collect_unreferenced_files(gridsync_core::files::UNREFERENCED_GRACE_MS)
+                })
+                .await;
+                match done {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "unreferenced files removed"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "collecting unreferenced files"),
+                    Err(e) => tracing::error!(error = %e, "collecting unreferenced files"),
                 }
             }
         });

@@ -2,7 +2,7 @@
 //! byte of the body is read, and no one caller can hold the server.
 //!
 //! * A request whose announced body exceeds the limit is refused with 413.
-//! * `/v1/sync` needs a valid device token, `/v1/office/…` an office
+//! * `/v1/sync` and `/v1/files/…` need a valid device token, `/v1/office/…` an office
 //!   token, `/v1/admin/…` the admin token: a bad or missing one is refused
 //!   with 401 at once, so a slow body behind a bad token costs nothing.
 //! * One device may have [`PER_DEVICE_REQUESTS`] requests in flight; more
@@ -144,7 +144,7 @@ async fn check(
     if announced_length(headers).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    if path == "/v1/sync" {
+    if path == "/v1/sync" || path.starts_with("/v1/files/") {
         let token = bearer(headers)?.to_owned();
         let identity = state.identity.clone();
         let device = blocking(move || Ok(identity.authenticate(&token)?)).await?;

@@ -9,6 +9,7 @@ mod convergence;
 mod crash;
 mod durability;
 mod figures;
+mod files;
 mod fuzz_replay;
 mod layering;
 mod nodes;

@@ -8,10 +8,11 @@ use gridsync_tests::*;
 use serde_json::{json, Value};
 
 const SPEC: &str = include_str!("../../server/openapi.json");
-const SOURCES: [&str; 3] = [
+const SOURCES: [&str; 4] = [
     include_str!("../../server/src/api.rs"),
     include_str!("../../server/src/office.rs"),
     include_str!("../../server/src/dashboard.rs"),
+    include_str!("../../server/src/files.rs"),
 ];
 
 fn spec() -> Value {
@@ -135,7 +136,33 @@ fn every_documented_operation_answers_as_documented() {
         .store
         .create_meeting(&worker(1), new_meeting(1, 1, vec![issue]))
         .unwrap();
+    // Two photos on the issue: one uploaded (read back), one whose
+    // chunk the PUT example sends.
+    let mut photos = Vec::new();
+    for bytes in [&b"stored photo"[..], &b"photo to upload"[..]] {
+        let file = device
+            .store
+            .attach_file(
+                gridsync_core::AttachTo::Issue(issue),
+                &worker(1),
+                &mut &bytes[..],
+                "image/jpeg",
+                "",
+                None,
+                1 << 20,
+            )
+            .unwrap();
+        photos.push((file.hash, bytes));
+    }
     device.sync().unwrap();
+    let (stored_hash, _) = &photos[0];
+    let (stored_status, _) = gridsync_tests::server::put_bytes(
+        &format!("{}/v1/files/{stored_hash}/chunks/0", server.url),
+        Some(&device.token),
+        &[("X-Gridsync-File-Size", "12")],
+        photos[0].1,
+    );
+    assert_eq!(stored_status, 200);
     let victim = server.enroll("w2", &dir.path().join("v"));
     let (_, enrollment) = server.admin("/v1/admin/enrollments", json!({"worker": "w2"}));
 
@@ -184,7 +211,15 @@ fn every_documented_operation_answers_as_documented() {
             } else {
                 issue.to_string()
             };
-            let path = template.replace("{id}", &id);
+            let hash = if method == "put" {
+                &photos[1].0
+            } else {
+                &photos[0].0
+            };
+            let path = template
+                .replace("{id}", &id)
+                .replace("{hash}", hash)
+                .replace("{n}", "0");
             let url = format!("{}{path}", server.url);
             let token = match op["security"][0].as_object().and_then(|s| s.keys().next()) {
                 Some(s) if s == "officeToken" => Some(office_token.as_str()),
@@ -207,6 +242,17 @@ fn every_documented_operation_answers_as_documented() {
                     );
                     (status, Value::Null)
                 }
+                ("get", "/v1/files/{hash}/chunks/{n}") => {
+                    let (status, bytes) = gridsync_tests::server::get_bytes(&url, token);
+                    assert_eq!(bytes, photos[0].1);
+                    (status, Value::Null)
+                }
+                ("put", "/v1/files/{hash}/chunks/{n}") => gridsync_tests::server::put_bytes(
+                    &url,
+                    token,
+                    &[("X-Gridsync-File-Size", &photos[1].1.len().to_string())],
+                    photos[1].1,
+                ),
                 ("get", _) => get_json(&url, token),
                 ("post", _) => post_json(&url, token, body_for(method, template).unwrap()),
                 _ => panic!("undocumented method {method}"),
@@ -234,7 +280,7 @@ fn every_documented_operation_answers_as_documented() {
             }
         }
     }
-    assert_eq!(checked, 31, "one operation per documented path");
+    assert_eq!(checked, 34, "one operation per documented path");
     assert!(problems.is_empty(), "{problems:#?}");
     // Errors, too, are documented JSON.
     let (status, body) = get_json(

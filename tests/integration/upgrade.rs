@@ -43,9 +43,18 @@ fn format_on_disk(path: &Path) -> u64 {
 
 #[test]
 fn a_format_1_store_opens_migrates_verifies_and_syncs() {
-    let (_dir, root, info) = fixture(1);
-    assert_eq!(info["format"], 1);
-    assert_eq!(format_on_disk(&root.join("p1")), 1);
+    opens_migrates_verifies_and_syncs(1);
+}
+
+#[test]
+fn a_format_2_store_opens_migrates_lists_its_file_references_and_syncs() {
+    opens_migrates_verifies_and_syncs(2);
+}
+
+fn opens_migrates_verifies_and_syncs(format: u64) {
+    let (_dir, root, info) = fixture(format as u32);
+    assert_eq!(info["format"], format);
+    assert_eq!(format_on_disk(&root.join("p1")), format);
     let server = TestServer::start(&root.join("server"));
     let server_store = server.store.clone().unwrap();
     assert_eq!(server_store.verify().unwrap(), Vec::<String>::new());
@@ -89,6 +98,19 @@ fn a_format_1_store_opens_migrates_verifies_and_syncs() {
         let meta = phones[0].store.meta(*id).unwrap().unwrap();
         assert_eq!(meta.unrecognized, Vec::<String>::new());
         assert_eq!(meta.grid, "G1");
+    }
+    // Format 3's file references are derived from the records: the photo
+    // written before the upgrade is listed on the server and the phone
+    // that attached it, and the server admits the phone's grid to it.
+    if let Some(photo) = info.get("photo") {
+        let hash = gridsync_core::FileHash::parse(photo["hash"].as_str().unwrap()).unwrap();
+        let case: RecordId = photo["case"].as_str().unwrap().parse().unwrap();
+        assert_eq!(server_store.file_refs(&hash).unwrap(), vec![case]);
+        assert_eq!(phones[0].store.file_refs(&hash).unwrap(), vec![case]);
+        let in_g1 = |s: &gridsync_core::RecordScope| s.grid == "G1";
+        let in_g2 = |s: &gridsync_core::RecordScope| s.grid == "G2";
+        assert!(server_store.file_visible(&hash, &in_g1).unwrap());
+        assert!(!server_store.file_visible(&hash, &in_g2).unwrap());
     }
 
     // The offline work made before the upgrade goes up; everyone ends equal.

@@ -392,3 +392,47 @@ pub fn post_raw(url: &str, bearer: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) 
         Err(e) => (0, e.to_string().into_bytes()),
     }
 }
+
+/// PUTs raw bytes with extra headers; returns status and JSON body.
+pub fn put_bytes(
+    url: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let agent = test_agent();
+    let mut req = agent
+        .put(url)
+        .header("Content-Type", "application/octet-stream");
+    if let Some(b) = bearer {
+        req = req.header("Authorization", format!("Bearer {b}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// GETs raw bytes; returns status and body.
+pub fn get_bytes(url: &str, bearer: Option<&str>) -> (u16, Vec<u8>) {
+    let agent = test_agent();
+    let mut req = agent.get(url);
+    if let Some(b) = bearer {
+        req = req.header("Authorization", format!("Bearer {b}"));
+    }
+    let mut resp = req.call().unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap_or_default();
+    (status, bytes)
+}

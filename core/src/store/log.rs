@@ -20,7 +20,8 @@ impl Store {
     /// (which must not exist), while the store stays open: writers wait
     /// for the copy, readers do not. Everything is copied — records, the
     /// change log, the scope table, metadata (actor, counters, keys, log
-    /// identity) — as it stands at one point. Returns how
+    /// identity) — as it stands at one point, then the complete attached
+    /// files into `dest/files`. Returns how
     /// many records and the log head the copy holds.
     pub fn backup_to(&self, dest: &Path) -> Result<(usize, u64)> {
         if dest.exists() {
@@ -65,6 +66,10 @@ impl Store {
         }
         let records = self.len()?;
         drop(copy);
+        // The files the records reference go with them (complete files
+        // never change, so copying them after the keys is consistent: a
+        // file attached meanwhile is simply not referenced in the copy).
+        self.files.copy_to(&dest.join("files"))?;
         make_private(dest)?;
         sync_dir_files(dest)?;
         Ok((records, head))

@@ -17,6 +17,8 @@
 //! | `p` | record id | log sequence of the latest local change the server has not acknowledged |
 //! | `h` | record id | the heads the server is known to have |
 //! | `s` | record id | the record's authoritative scope (street, community, grid) |
+//! | `f` | file hash, record id | the record references the file (see `files`) |
+//! | `u` | file hash | a file this device attached and the server does not hold yet: its size |
 //!
 //! Big-endian sequence numbers sort in order, so "what changed after N" is a
 //! range scan.
@@ -48,11 +50,14 @@
 //! change tags), `merge` (what other replicas send), `read` (views,
 //! queries, change bytes), `log` (the change log, its identity, backups),
 //! `scope` (the scope table, moves), `replica` (pending records,
-//! acknowledgements, sync state) and `verify`.
+//! acknowledgements, sync state), `files` (attaching files, which records
+//! reference which files, what a device has yet to send) and `verify`.
 
 pub mod backend;
 mod cache;
 mod durability;
+mod files;
+pub use files::{AttachTo, FileState};
 mod follow;
 mod index;
 mod log;
@@ -99,6 +104,8 @@ const P_LOG: u8 = b'l';
 const P_PENDING: u8 = b'p';
 const P_SERVER_HEADS: u8 = b'h';
 const P_SCOPE: u8 = b's';
+const P_FILE_REF: u8 = b'f';
+const P_UNSENT: u8 = b'u';
 
 const META_FORMAT: &[u8] = b"format";
 const META_ACTOR: &[u8] = b"actor";
@@ -131,7 +138,9 @@ pub fn unfinished_restore_key() -> Vec<u8> {
 /// * 1 — the first.
 /// * 2 — index entries list the fields holding values this build does not
 ///   know (`RecordMeta::unrecognized`). Migrated from 1 in place.
-pub const STORE_FORMAT: u64 = 2;
+/// * 3 — the file reference table (`f`): which records reference which
+///   files. Migrated from 1 and 2 in place.
+pub const STORE_FORMAT: u64 = 3;
 
 /// The largest snapshot accepted from another replica.
 pub const MAX_SNAPSHOT_BYTES: usize = 8 << 20;
@@ -146,6 +155,12 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
 fn sync_state_key(name: &str) -> Vec<u8> {
     let mut k = key(P_META, b"sync.");
     k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn file_ref_key(hash: &crate::files::FileHash, id: RecordId) -> Vec<u8> {
+    let mut k = key(P_FILE_REF, &hash.0);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 
@@ -191,6 +206,10 @@ pub struct StoreConfig {
     /// The engine the store keeps its bytes in: sled under `path` (the
     /// default), or a PostgreSQL database shared by several servers.
     pub engine: backend::Engine,
+    /// Where attached files live (see [`crate::files`]): `path/files`
+    /// unless set. Servers sharing a PostgreSQL database must all name
+    /// the same shared directory here.
+    pub files_dir: Option<PathBuf>,
     /// Where "now" comes from (the system clock unless a test sets one).
     pub clock: std::sync::Arc<dyn crate::clock::Clock>,
     /// Tests: stop a format migration, as a crash would, after deriving
@@ -209,6 +228,7 @@ impl StoreConfig {
             temporary: false,
             tag_own_changes: false,
             engine: backend::Engine::Sled,
+            files_dir: None,
             clock: crate::clock::system(),
             #[cfg(feature = "failpoints")]
             stop_migration_after: None,
@@ -464,6 +484,8 @@ pub struct Store {
     log_id: Mutex<[u8; 16]>,
     /// See [`StoreConfig::tag_own_changes`].
     tag_own: bool,
+    /// The attached files' area.
+    files: crate::files::Files,
     clock: std::sync::Arc<dyn crate::clock::Clock>,
     #[cfg(feature = "failpoints")]
     crash: failpoint::Crash,

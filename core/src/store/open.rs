@@ -100,6 +100,15 @@ impl Store {
         if !config.temporary && !shared {
             make_private(&config.path)?;
         }
+        let files = match (&config.files_dir, config.temporary) {
+            (Some(dir), _) => crate::files::Files::open(dir, false)?,
+            (None, false) => crate::files::Files::open(&config.path.join("files"), false)?,
+            (None, true) => {
+                let dir = std::env::temp_dir()
+                    .join(format!("gridsync-files-{}", hex::encode(random_log_id()?)));
+                crate::files::Files::open(&dir, true)?
+            }
+        };
         let next_seq = last_log_seq(db.as_ref())? + 1;
         let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         let store = Store {
@@ -127,6 +136,7 @@ impl Store {
             durable_seq: std::sync::atomic::AtomicU64::new(next_seq - 1),
             log_id: Mutex::new(log_id),
             tag_own: config.tag_own_changes,
+            files,
             clock: config.clock,
             #[cfg(feature = "failpoints")]
             crash: Default::default(),
@@ -149,18 +159,19 @@ impl Store {
         Ok(store)
     }
 
-    /// Migrates the store from `format` to [`STORE_FORMAT`] in place: every
-    /// index entry is derived again from its record, and the new entries
-    /// and the new format number are written in one atomic batch, then
-    /// flushed. A process killed at any point leaves either the old store
-    /// or the migrated one, and the old one migrates again on the next
-    /// open. Records and the change log are untouched.
+    /// Migrates the store from `format` to [`STORE_FORMAT`] in place. Every
+    /// record is loaded once: from format 1 its index entry is derived
+    /// again; from formats 1 and 2 its file references (`f`) are written.
+    /// Everything, with the new format number, goes in one atomic batch,
+    /// then is flushed. A process killed at any point leaves either the old
+    /// store or the migrated one, and the old one migrates again on the
+    /// next open. Records and the change log are untouched.
     pub(super) fn migrate(
         &self,
         format: u64,
         #[cfg(feature = "failpoints")] stop_after: Option<usize>,
     ) -> Result<()> {
-        if format != 1 {
+        if !(1..STORE_FORMAT).contains(&format) {
             return Err(Error::Metadata(format!(
                 "no migration from store format {format}"
             )));
@@ -173,20 +184,37 @@ impl Store {
             let Some(id) = RecordId::from_slice(&k[1..]) else {
                 continue;
             };
-            let old = bincode::decode_from_slice::<format1::StoredIndex, _>(&v, bincode_config())
-                .ok()
-                .map(|(old, _)| old)
-                .filter(|old| old.meta_id == *id.as_bytes());
-            let (storage, updated_at) = old.map_or((Storage::default(), self.now_ms()), |o| {
-                (o.storage, o.updated_at)
-            });
+            let (storage, updated_at) = if format == 1 {
+                let old =
+                    bincode::decode_from_slice::<format1::StoredIndex, _>(&v, bincode_config())
+                        .ok()
+                        .map(|(old, _)| old)
+                        .filter(|old| old.meta_id == *id.as_bytes());
+                old.map_or((Storage::default(), self.now_ms()), |o| {
+                    (o.storage, o.updated_at)
+                })
+            } else {
+                match bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config()) {
+                    Ok((stored, _)) if stored.meta.id == *id.as_bytes() => {
+                        (stored.storage, stored.meta.updated_at)
+                    }
+                    // Rebuilt by `load_index`, which reads the document.
+                    _ => (Storage::default(), self.now_ms()),
+                }
+            };
             match self.load_with(id, storage) {
                 Ok(loaded) => {
-                    let meta = derive_meta(id, &loaded.doc, updated_at)?;
-                    batch.insert(k, encode_index(&meta, loaded.storage)?);
+                    if format == 1 {
+                        let meta = derive_meta(id, &loaded.doc, updated_at)?;
+                        batch.insert(k, encode_index(&meta, loaded.storage)?);
+                    }
+                    for hash in crate::model::file_hashes(&loaded.doc) {
+                        batch.insert(file_ref_key(&hash, id), []);
+                    }
                 }
                 // Left for `load_index`, which lists it as corrupt.
-                Err(_) => batch.insert(k, Vec::<u8>::new()),
+                Err(_) if format == 1 => batch.insert(k, Vec::<u8>::new()),
+                Err(_) => {}
             }
             #[cfg(feature = "failpoints")]
             {

@@ -515,6 +515,7 @@ impl Store {
             storage.next_chunk += 1;
         }
         batch.insert(key(P_INDEX, id.as_bytes()), encode_index(&meta, *storage)?);
+        self.note_file_refs(id, &loaded.doc, origin, &mut batch)?;
         let entry = StoredLogEntry {
             id: *id.as_bytes(),
             hashes: new_changes.iter().map(|c| c.hash().0).collect(),

@@ -14,10 +14,13 @@
 
 use std::path::Path;
 
-use gridsync_core::{IssueOp, IssueStatus, MeetingOp};
+use gridsync_core::{AttachmentRef, IssueOp, IssueStatus, MeetingOp};
 use gridsync_tests::server::TestServer;
 use gridsync_tests::{add_note, new_issue, new_meeting};
 use serde_json::json;
+
+/// SHA-256 of `b"fixture photo"`.
+const PHOTO_SHA256: &str = "43a349a56e3254604b68030cb9fd0968660a4925187aea8e8b56e29e1c6ba271";
 
 fn main() -> anyhow::Result<()> {
     let out = std::env::args()
@@ -45,6 +48,17 @@ fn main() -> anyhow::Result<()> {
         &p1.author,
         MeetingOp::AddAgreement("议事前先走访三户".into()),
     )?;
+    // A photo's reference on the first case (the bytes are not part of
+    // the fixture: format 2 had no file area).
+    let photo = AttachmentRef {
+        hash: PHOTO_SHA256.into(),
+        mime: "image/jpeg".into(),
+        size: 13,
+        caption: "楼道堆放杂物".into(),
+        geo: None,
+    };
+    p1.store
+        .update_issue(cases[0], &p1.author, IssueOp::AddAttachment(photo.clone()))?;
     for report in [p1.sync()?, p2.sync()?] {
         anyhow::ensure!(report.refused.is_empty(), "refused: {:?}", report.refused);
     }
@@ -114,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         "their_case": theirs.to_string(),
         "work_order": order,
         "meeting": meeting.to_string(),
+        "photo": {"hash": photo.hash, "case": cases[0].to_string()},
     });
     drop(store);
     server.stop();

@@ -1,0 +1,629 @@
+//! Files that travel beside records — the photo of a hidden danger, the
+//! scanned page of a signed agreement — kept in a content-addressed area
+//! on disk.
+//!
+//! A record holds only an [`AttachmentRef`](crate::AttachmentRef) (the
+//! file's SHA-256, size, type); the bytes live here, named by that hash,
+//! never inside an Automerge document. The area is a directory:
+//!
+//! | path | what |
+//! |---|---|
+//! | `<hh>/<hash>` | a complete file whose SHA-256 was verified (`hh`: the hash's first two hex digits) |
+//! | `part/<hash>/size` | a transfer in progress: the file's announced size |
+//! | `part/<hash>/<n>` | chunk `n` of it, received and synced |
+//! | `tmp/` | files being written, renamed into place once synced |
+//!
+//! Every file is written to `tmp/`, synced, and renamed into place (then
+//! the directory is synced), so a crash leaves either the whole file or
+//! none of it, and a complete file is never half-written. Transfers move in
+//! chunks of [`CHUNK_BYTES`]: a transfer cut off resumes from the chunks
+//! already held, and a file counts as stored only once every chunk is held
+//! and the assembled bytes hash to its name. Names are content, so two
+//! processes writing the same file (two server nodes on shared storage)
+//! write the same bytes, and the rename that lands second changes nothing.
+//!
+//! This module does no network I/O and decides nothing about who may have
+//! a file: the store (`store/files.rs`) keeps which records reference which
+//! files and answers that.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The size of the chunks files travel in (the last one may be shorter).
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// The largest file accepted unless configured otherwise.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 << 20;
+
+/// How long a file no record references (and an abandoned transfer) is
+/// kept before the server removes it: a day, which covers a file taken in
+/// a moment before the write that references it and a transfer that
+/// pauses overnight.
+pub const UNREFERENCED_GRACE_MS: i64 = 24 * 3600 * 1000;
+
+/// A file's name: the SHA-256 of its content.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileHash(pub [u8; 32]);
+
+impl FileHash {
+    /// Parses 64 hex digits (either case).
+    pub fn parse(hex_digits: &str) -> Result<FileHash> {
+        let mut out = [0u8; 32];
+        if hex_digits.len() != 64 || hex::decode_to_slice(hex_digits, &mut out).is_err() {
+            return Err(Error::InvalidInput {
+                field: "file hash",
+                reason: "expected 64 hex digits (SHA-256)".into(),
+            });
+        }
+        Ok(FileHash(out))
+    }
+
+    /// Lower-case hex, as records and paths spell it.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> FileHash {
+        FileHash(Sha256::digest(bytes).into())
+    }
+}
+
+impl std::fmt::Debug for FileHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileHash({})", self.to_hex())
+    }
+}
+
+impl std::fmt::Display for FileHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// How many chunks a file of `size` bytes travels in (an empty file: one,
+/// empty).
+pub fn chunk_count(size: u64) -> u32 {
+    u32::try_from(size.div_ceil(CHUNK_BYTES as u64).max(1)).unwrap_or(u32::MAX)
+}
+
+/// The length of chunk `n` of a file of `size` bytes (`None`: no such
+/// chunk).
+pub fn chunk_len(size: u64, n: u32) -> Option<usize> {
+    if n >= chunk_count(size) {
+        return None;
+    }
+    let start = u64::from(n) * CHUNK_BYTES as u64;
+    Some(usize::try_from((size - start.min(size)).min(CHUNK_BYTES as u64)).unwrap_or(0))
+}
+
+/// A transfer in progress, as the receiving side holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Partial {
+    /// The size announced when the first chunk came (none yet: `None`).
+    pub size: Option<u64>,
+    /// The chunks held.
+    pub held: BTreeSet<u32>,
+}
+
+/// What storing a chunk came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// Held; this many chunks are still missing.
+    Held { missing: u32 },
+    /// That was the last one: the file is complete and verified.
+    Complete,
+}
+
+/// A complete file in the area.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFile {
+    pub hash: FileHash,
+    pub size: u64,
+    /// When it was last written or read (milliseconds since the epoch).
+    pub used_ms: i64,
+}
+
+/// The content-addressed file area (see the module documentation).
+#[derive(Debug)]
+pub struct Files {
+    dir: PathBuf,
+    /// Remove the whole area on drop (a temporary store's).
+    temporary: bool,
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::Io(e)
+}
+
+/// Syncs a directory, so a rename inside it survives a power cut.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)?.sync_all().map_err(io_error)
+}
+
+fn random_name() -> Result<String> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Storage(e.to_string()))?;
+    Ok(hex::encode(bytes))
+}
+
+impl Files {
+    /// Opens (creating) the area at `dir`; `temporary` removes it on drop.
+    pub fn open(dir: &Path, temporary: bool) -> Result<Files> {
+        for sub in ["part", "tmp"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        let files = Files {
+            dir: dir.to_path_buf(),
+            temporary,
+        };
+        // Whatever a crash left half-written in tmp/ is no file yet.
+        if let Ok(entries) = fs::read_dir(dir.join("tmp")) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(files)
+    }
+
+    /// The directory the area lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the complete file `hash` lives (whether or not it is there).
+    pub fn path(&self, hash: &FileHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    /// Whether the complete file is here.
+    pub fn has(&self, hash: &FileHash) -> bool {
+        self.path(hash).is_file()
+    }
+
+    /// The size of the complete file, if here.
+    pub fn size(&self, hash: &FileHash) -> Option<u64> {
+        fs::metadata(self.path(hash))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
+
+    fn part_dir(&self, hash: &FileHash) -> PathBuf {
+        self.dir.join("part").join(hash.to_hex())
+    }
+
+    /// Writes `fill`'s output to a new file in `tmp/`, synced; returns its
+    /// path and what `fill` returned. Removed again when `fill` fails.
+    fn write_tmp<T>(&self, fill: impl FnOnce(&mut File) -> Result<T>) -> Result<(PathBuf, T)> {
+        let path = self.dir.join("tmp").join(random_name()?);
+        let mut file = File::create(&path)?;
+        let written = fill(&mut file).and_then(|t| {
+            file.sync_data()?;
+            Ok(t)
+        });
+        match written {
+            Ok(t) => Ok((path, t)),
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves a synced file from `tmp/` to `to` and syncs the directory.
+    fn land(&self, tmp: &Path, to: &Path) -> Result<()> {
+        let parent = to.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(parent)?;
+        if let Err(e) = fs::rename(tmp, to) {
+            let _ = fs::remove_file(tmp);
+            return Err(e.into());
+        }
+        sync_dir(parent)
+    }
+
+    /// Streams `src` into the area, hashing as it reads (never holding the
+    /// whole file in memory), and lands it under its hash, durably.
+    /// Refused with [`Error::FileTooLarge`] past `max_bytes` (nothing
+    /// kept). Returns the hash and the size.
+    pub fn import(&self, src: &mut dyn Read, max_bytes: u64) -> Result<(FileHash, u64)> {
+        let (tmp, (hash, size)) = self.write_tmp(|file| {
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match src.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                size += n as u64;
+                if size > max_bytes {
+                    return Err(Error::FileTooLarge {
+                        size,
+                        limit: max_bytes,
+                    });
+                }
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n])?;
+            }
+            Ok((FileHash(hasher.finalize().into()), size))
+        })?;
+        let to = self.path(&hash);
+        if to.is_file() {
+            // Already here (the same photo attached twice).
+            let _ = fs::remove_file(&tmp);
+        } else {
+            self.land(&tmp, &to)?;
+        }
+        Ok((hash, size))
+    }
+
+    /// The transfer of `hash` in progress here (nothing held: empty).
+    pub fn partial(&self, hash: &FileHash) -> Result<Partial> {
+        let dir = self.part_dir(hash);
+        let mut partial = Partial::default();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(partial),
+            Err(e) => return Err(e.into()),
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name == "size" {
+                let text = fs::read_to_string(e.path()).unwrap_or_default();
+                partial.size = text.trim().parse().ok();
+            } else if let Ok(n) = name.parse::<u32>() {
+                partial.held.insert(n);
+            }
+        }
+        Ok(partial)
+    }
+
+    /// Receives chunk `n` of the file `hash` of `size` bytes and keeps it,
+    /// durably. The chunk must have exactly the length its place in the
+    /// file gives it and, when the sender named its SHA-256, hash to that;
+    /// a transfer announced with another size is refused (the file's name
+    /// fixes its content, so its size cannot change). When every chunk is
+    /// held the file is assembled, verified against its name and landed;
+    /// a file that does not verify is refused and its chunks dropped, so
+    /// the sender starts it again.
+    pub fn put_chunk(
+        &self,
+        hash: &FileHash,
+        size: u64,
+        n: u32,
+        bytes: &[u8],
+        chunk_sha256: Option<[u8; 32]>,
+    ) -> Result<ChunkOutcome> {
+        if self.has(hash) {
+            return Ok(ChunkOutcome::Complete);
+        }
+        let rejected = |reason: String| Error::FileRejected {
+            hash: hash.to_hex(),
+            reason,
+        };
+        let Some(expected) = chunk_len(size, n) else {
+            return Err(rejected(format!(
+                "chunk {n} is past the end of a file of {size} bytes ({} chunks)",
+                chunk_count(size)
+            )));
+        };
+        if bytes.len() != expected {
+            return Err(rejected(format!(
+                "chunk {n} of a file of {size} bytes has {expected} bytes, not {}",
+                bytes.len()
+            )));
+        }
+        if let Some(sha) = chunk_sha256 {
+            if FileHash::of(bytes).0 != sha {
+                return Err(rejected(format!(
+                    "chunk {n} does not match its SHA-256 (damaged on the way)"
+                )));
+            }
+        }
+        let dir = self.part_dir(hash);
+        let mut partial = self.partial(hash)?;
+        match partial.size {
+            Some(s) if s != size => {
+                return Err(rejected(format!(
+                    "the transfer began as a file of {s} bytes, not {size}"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                let (tmp, ()) =
+                    self.write_tmp(|f| Ok(f.write_all(size.to_string().as_bytes())?))?;
+                self.land(&tmp, &dir.join("size"))?;
+                partial.size = Some(size);
+            }
+        }
+        if !partial.held.contains(&n) {
+            let (tmp, ()) = self.write_tmp(|f| Ok(f.write_all(bytes)?))?;
+            self.land(&tmp, &dir.join(n.to_string()))?;
+            partial.held.insert(n);
+        }
+        let missing = (0..chunk_count(size))
+            .filter(|c| !partial.held.contains(c))
+            .count() as u32;
+        if missing > 0 {
+            return Ok(ChunkOutcome::Held { missing });
+        }
+        self.assemble(hash, size)?;
+        Ok(ChunkOutcome::Complete)
+    }
+
+    /// Joins the chunks of a complete transfer, checks the whole against
+    /// its name, and lands it; the chunks are removed either way.
+    fn assemble(&self, hash: &FileHash, size: u64) -> Result<()> {
+        let dir = self.part_dir(hash);
+        let joined = self.write_tmp(|file| {
+            let mut hasher = Sha256::new();
+            for n in 0..chunk_count(size) {
+                let bytes = fs::read(dir.join(n.to_string()))?;
+                hasher.update(&bytes);
+                file.write_all(&bytes)?;
+            }
+            Ok(FileHash(hasher.finalize().into()))
+        });
+        let result = match joined {
+            Ok((tmp, got)) if got == *hash => self.land(&tmp, &self.path(hash)),
+            Ok((tmp, _)) => {
+                let _ = fs::remove_file(&tmp);
+                Err(Error::FileRejected {
+                    hash: hash.to_hex(),
+                    reason: "the assembled file does not match its SHA-256; send it again".into(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let _ = fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// Chunk `n` of the complete file `hash`.
+    pub fn read_chunk(&self, hash: &FileHash, n: u32) -> Result<Vec<u8>> {
+        let path = self.path(hash);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::FileNotFound(hash.to_hex()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = file.metadata()?.len();
+        let Some(len) = chunk_len(size, n) else {
+            return Err(Error::InvalidInput {
+                field: "chunk",
+                reason: format!("file has {} chunks", chunk_count(size)),
+            });
+        };
+        use std::io::{Seek, SeekFrom};
+        file.seek(SeekFrom::Start(u64::from(n) * CHUNK_BYTES as u64))?;
+        let mut buf = vec![0u8; len];
+        file.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Marks the file as used now (the cache evicts the longest unused).
+    pub fn touch(&self, hash: &FileHash) {
+        if let Ok(f) = File::options().append(true).open(self.path(hash)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// Removes the complete file and any transfer of it.
+    pub fn remove(&self, hash: &FileHash) -> Result<()> {
+        match fs::remove_file(self.path(hash)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let _ = fs::remove_dir_all(self.part_dir(hash));
+        Ok(())
+    }
+
+    /// Every complete file.
+    pub fn list(&self) -> Result<Vec<StoredFile>> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.dir)?.flatten() {
+            let name = shard.file_name();
+            let name = name.to_string_lossy();
+            if name.len() != 2 || !shard.path().is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(shard.path())?.flatten() {
+                let Ok(hash) = FileHash::parse(&e.file_name().to_string_lossy()) else {
+                    continue;
+                };
+                let Ok(meta) = e.metadata() else { continue };
+                let used_ms = meta.modified().map_or(0, millis);
+                out.push(StoredFile {
+                    hash,
+                    size: meta.len(),
+                    used_ms,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts every complete file into a new area at `dest` (a backup):
+    /// hard links where the file system allows (complete files never
+    /// change in place), synced copies elsewhere. Returns how many.
+    pub fn copy_to(&self, dest: &Path) -> Result<usize> {
+        let copy = Files::open(dest, false)?;
+        let mut n = 0;
+        for f in self.list()? {
+            let to = copy.path(&f.hash);
+            if to.is_file() {
+                continue;
+            }
+            let parent = to.parent().unwrap_or(dest);
+            fs::create_dir_all(parent)?;
+            if fs::hard_link(self.path(&f.hash), &to).is_err() {
+                let mut src = File::open(self.path(&f.hash))?;
+                let (tmp, ()) = copy.write_tmp(|file| {
+                    std::io::copy(&mut src, file)?;
+                    Ok(())
+                })?;
+                copy.land(&tmp, &to)?;
+            }
+            n += 1;
+        }
+        for shard in fs::read_dir(dest)?.flatten() {
+            if shard.path().is_dir() {
+                sync_dir(&shard.path())?;
+            }
+        }
+        sync_dir(dest)?;
+        Ok(n)
+    }
+
+    /// Transfers in progress: their hashes and when a chunk last came.
+    pub fn partials(&self) -> Result<Vec<(FileHash, i64)>> {
+        Ok(fs::read_dir(self.dir.join("part"))?
+            .flatten()
+            .filter_map(|e| {
+                let hash = FileHash::parse(&e.file_name().to_string_lossy()).ok()?;
+                let used = e.metadata().ok()?.modified().ok()?;
+                Some((hash, millis(used)))
+            })
+            .collect())
+    }
+}
+
+fn millis(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn chunks_cover_a_file_exactly() {
+        assert_eq!(chunk_count(0), 1);
+        assert_eq!(chunk_len(0, 0), Some(0));
+        assert_eq!(chunk_count(CHUNK_BYTES as u64), 1);
+        assert_eq!(chunk_count(CHUNK_BYTES as u64 + 1), 2);
+        assert_eq!(chunk_len(CHUNK_BYTES as u64 + 1, 1), Some(1));
+        assert_eq!(chunk_len(CHUNK_BYTES as u64 + 1, 2), None);
+    }
+
+    #[test]
+    fn a_file_sent_in_chunks_in_any_order_lands_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::open(dir.path(), false).unwrap();
+        let data = bytes(2 * CHUNK_BYTES + 1000);
+        let hash = FileHash::of(&data);
+        let size = data.len() as u64;
+        let chunk = |n: u32| {
+            let s = n as usize * CHUNK_BYTES;
+            &data[s..(s + CHUNK_BYTES).min(data.len())]
+        };
+        assert_eq!(
+            files.put_chunk(&hash, size, 2, chunk(2), None).unwrap(),
+            ChunkOutcome::Held { missing: 2 }
+        );
+        // A repeated chunk changes nothing.
+        assert_eq!(
+            files.put_chunk(&hash, size, 2, chunk(2), None).unwrap(),
+            ChunkOutcome::Held { missing: 2 }
+        );
+        files
+            .put_chunk(&hash, size, 0, chunk(0), Some(FileHash::of(chunk(0)).0))
+            .unwrap();
+        assert_eq!(files.partial(&hash).unwrap().held, BTreeSet::from([0, 2]));
+        assert!(!files.has(&hash));
+        assert_eq!(
+            files.put_chunk(&hash, size, 1, chunk(1), None).unwrap(),
+            ChunkOutcome::Complete
+        );
+        assert_eq!(fs::read(files.path(&hash)).unwrap(), data);
+        assert_eq!(files.partial(&hash).unwrap(), Partial::default());
+        assert_eq!(files.read_chunk(&hash, 2).unwrap(), chunk(2));
+    }
+
+    #[test]
+    fn bad_chunks_and_a_wrong_whole_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::open(dir.path(), false).unwrap();
+        let data = bytes(CHUNK_BYTES + 10);
+        let hash = FileHash::of(&data);
+        let size = data.len() as u64;
+        let mut damaged = data[..CHUNK_BYTES].to_vec();
+        damaged[7] ^= 1;
+        let e = files
+            .put_chunk(
+                &hash,
+                size,
+                0,
+                &damaged,
+                Some(FileHash::of(&data[..CHUNK_BYTES]).0),
+            )
+            .unwrap_err();
+        assert_eq!(e.code(), "file_rejected");
+        assert!(files.partial(&hash).unwrap().held.is_empty());
+        // A chunk of the wrong length, and one past the end.
+        for (n, chunk) in [(0, &data[..10]), (2, &data[..0])] {
+            let e = files.put_chunk(&hash, size, n, chunk, None).unwrap_err();
+            assert_eq!(e.code(), "file_rejected");
+        }
+        assert_eq!(
+            files
+                .put_chunk(&hash, size, 1, &data[CHUNK_BYTES..], None)
+                .unwrap(),
+            ChunkOutcome::Held { missing: 1 }
+        );
+        // The same name announced with another size.
+        let e = files
+            .put_chunk(&hash, size + 1, 0, &data[..CHUNK_BYTES], None)
+            .unwrap_err();
+        assert_eq!(e.code(), "file_rejected");
+        // Damaged without a chunk hash: the whole does not verify, and
+        // the transfer starts over.
+        let e = files.put_chunk(&hash, size, 0, &damaged, None).unwrap_err();
+        assert_eq!(e.code(), "file_rejected");
+        assert!(!files.has(&hash));
+        assert_eq!(files.partial(&hash).unwrap(), Partial::default());
+    }
+
+    #[test]
+    fn import_streams_and_refuses_what_is_too_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::open(dir.path(), false).unwrap();
+        let data = bytes(300_000);
+        let (hash, size) = files.import(&mut data.as_slice(), 1 << 20).unwrap();
+        assert_eq!((hash, size), (FileHash::of(&data), 300_000));
+        assert_eq!(fs::read(files.path(&hash)).unwrap(), data);
+        // Again: deduplicated.
+        assert_eq!(files.import(&mut data.as_slice(), 1 << 20).unwrap().0, hash);
+        assert_eq!(files.list().unwrap().len(), 1);
+        let e = files.import(&mut data.as_slice(), 1000).unwrap_err();
+        assert_eq!(e.code(), "file_too_large");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

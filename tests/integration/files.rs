@@ -1,0 +1,348 @@
+//! Files end to end over real HTTP: a photo attached offline travels
+//! phone → server → phone byte for byte; uploads resume from the chunks
+//! the server holds; damaged chunks, unreferenced files, out-of-scope
+//! callers and oversized files are refused and change nothing.
+
+use gridsync_core::files::{FileHash, CHUNK_BYTES};
+use gridsync_core::http::{fetch_file, upload_files};
+use gridsync_core::{AttachTo, FileState};
+use gridsync_tests::server::{get_bytes, get_json, put_bytes, TestServer};
+use gridsync_tests::*;
+
+/// `len` bytes that do not repeat within a chunk (a photo's worth of
+/// entropy is not needed, only distinct chunks).
+fn photo(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+const MAX: u64 = 20 << 20;
+
+/// Attaches `bytes` to issue `id`, as the app does with a photo just taken.
+fn attach(
+    store: &gridsync_core::Store,
+    author: &gridsync_core::Author,
+    id: gridsync_core::RecordId,
+    bytes: &[u8],
+    mime: &str,
+) -> gridsync_core::AttachmentRef {
+    store
+        .attach_file(
+            AttachTo::Issue(id),
+            author,
+            &mut &bytes[..],
+            mime,
+            "楼道堆放杂物",
+            None,
+            MAX,
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_photo_attached_offline_reaches_a_phone_of_the_same_grid_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let b = server.enroll("w1", &dir.path().join("b"));
+    let other = server.enroll("w2", &dir.path().join("c"));
+
+    // Offline: the issue and its photo.
+    let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    let bytes = photo(700_000, 1);
+    let file = attach(&a.store, &a.author, id, &bytes, "image/jpeg");
+    let hash = FileHash::parse(&file.hash).unwrap();
+    assert_eq!(file.size, 700_000);
+    assert!(matches!(
+        a.store.file_state(&hash).unwrap(),
+        FileState::Here { unsent: true, .. }
+    ));
+    // Before the record reaches the server, the server takes no file.
+    let early = upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    assert_eq!((early.stored, early.left, early.chunks_sent), (0, 1, 0));
+
+    a.sync().unwrap();
+    let sent = upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    assert_eq!((sent.stored, sent.left, sent.chunks_sent), (1, 0, 3));
+    assert!(a.store.unsent_files().unwrap().is_empty());
+    assert!(matches!(
+        a.store.file_state(&hash).unwrap(),
+        FileState::Here { unsent: false, .. }
+    ));
+    let on_server = server.store.as_ref().unwrap().files().path(&hash);
+    assert_eq!(std::fs::read(on_server).unwrap(), bytes);
+
+    // Phone B of the same grid learns of the photo with the record and
+    // downloads it on demand.
+    b.sync().unwrap();
+    let seen = &b.store.issue(id).unwrap().attachments[0].file;
+    assert_eq!(
+        (seen.hash.as_str(), seen.size),
+        (file.hash.as_str(), 700_000)
+    );
+    assert_eq!(b.store.file_state(&hash).unwrap(), FileState::Missing);
+    let mut steps = Vec::new();
+    let path = fetch_file(&b.store, &b.url, &b.token, &hash, seen.size, |held, of| {
+        steps.push((held, of))
+    })
+    .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert_eq!(steps, vec![(1, 3), (2, 3), (3, 3)]);
+
+    // A phone of another grid neither reads nor learns anything.
+    let (status, body) = get_json(
+        &format!("{}/v1/files/{hash}", server.url),
+        Some(&other.token),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("file_not_found"))
+    );
+    let (status, _) = get_bytes(
+        &format!("{}/v1/files/{hash}/chunks/0", server.url),
+        Some(&other.token),
+    );
+    assert_eq!(status, 404);
+    let e = fetch_file(
+        &other.store,
+        &other.url,
+        &other.token,
+        &hash,
+        700_000,
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), "rejected");
+    assert_eq!(other.store.file_state(&hash).unwrap(), FileState::Missing);
+}
+
+#[test]
+fn an_upload_resumes_from_the_chunks_the_server_holds_and_refuses_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    let bytes = photo(3 * CHUNK_BYTES + 1000, 2);
+    let file = attach(&a.store, &a.author, id, &bytes, "image/jpeg");
+    let hash = FileHash::parse(&file.hash).unwrap();
+    a.sync().unwrap();
+    let chunk_url = |h: &FileHash, n: u32| format!("{}/v1/files/{h}/chunks/{n}", server.url);
+    let size = bytes.len().to_string();
+    let chunk = |n: usize| &bytes[n * CHUNK_BYTES..((n + 1) * CHUNK_BYTES).min(bytes.len())];
+    let sha = |b: &[u8]| FileHash::of(b).to_hex();
+
+    // The first chunk arrives, then the connection is lost.
+    let (status, body) = put_bytes(
+        &chunk_url(&hash, 0),
+        Some(&a.token),
+        &[
+            ("X-Gridsync-File-Size", &size),
+            ("X-Gridsync-Chunk-Sha256", &sha(chunk(0))),
+        ],
+        chunk(0),
+    );
+    assert_eq!((status, body["missing"].as_u64()), (200, Some(3)), "{body}");
+    // A chunk damaged on the way is refused and not kept.
+    let mut damaged = chunk(1).to_vec();
+    damaged[100] ^= 0x40;
+    let (status, body) = put_bytes(
+        &chunk_url(&hash, 1),
+        Some(&a.token),
+        &[
+            ("X-Gridsync-File-Size", &size),
+            ("X-Gridsync-Chunk-Sha256", &sha(chunk(1))),
+        ],
+        &damaged,
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("file_rejected"))
+    );
+    let (_, status_body) = get_json(&format!("{}/v1/files/{hash}", server.url), Some(&a.token));
+    assert_eq!(status_body["held"], serde_json::json!([0]));
+    assert_eq!(status_body["stored"], false);
+
+    // The phone resumes: only the three chunks the server lacks travel.
+    let sent = upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    assert_eq!((sent.stored, sent.chunks_sent), (1, 3));
+    let on_server = server.store.as_ref().unwrap().files().path(&hash);
+    assert_eq!(std::fs::read(on_server).unwrap(), bytes);
+
+    // A file no record references: refused as if it did not exist.
+    let stray = photo(1000, 3);
+    let stray_hash = FileHash::of(&stray);
+    let (status, body) = put_bytes(
+        &chunk_url(&stray_hash, 0),
+        Some(&a.token),
+        &[("X-Gridsync-File-Size", "1000")],
+        &stray,
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("file_not_found"))
+    );
+    assert!(!server.store.as_ref().unwrap().files().has(&stray_hash));
+
+    // Too large, malformed, unauthenticated.
+    let too_big = (MAX + 1).to_string();
+    let second = photo(10, 4);
+    let second_ref = attach(&a.store, &a.author, id, &second, "image/png");
+    a.sync().unwrap();
+    let second_hash = FileHash::parse(&second_ref.hash).unwrap();
+    let (status, body) = put_bytes(
+        &chunk_url(&second_hash, 0),
+        Some(&a.token),
+        &[("X-Gridsync-File-Size", &too_big)],
+        &second,
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("file_too_large"))
+    );
+    let (status, body) = put_bytes(&chunk_url(&second_hash, 0), Some(&a.token), &[], &second);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_input"))
+    );
+    let (status, _) = get_json(
+        &format!("{}/v1/files/not-a-hash", server.url),
+        Some(&a.token),
+    );
+    assert_eq!(status, 400);
+    let (status, _) = get_json(&format!("{}/v1/files/{hash}", server.url), None);
+    assert_eq!(status, 401);
+    let (status, _) = get_json(
+        &format!("{}/v1/files/{hash}", server.url),
+        Some("gs1.bogus"),
+    );
+    assert_eq!(status, 401);
+    // The file under limits still goes through.
+    let sent = upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    assert_eq!((sent.stored, sent.chunks_sent), (1, 1));
+}
+
+#[test]
+fn a_refused_attachment_leaves_no_reference_and_its_file_is_collected() {
+    let store = temp_store("DEV");
+    let id = store.create_issue(&worker(1), new_issue(0, 1, 1)).unwrap();
+    let bytes = photo(5000, 5);
+    // An attachment to a record that is not there is refused after the
+    // file was taken in: the file stays unreferenced.
+    let refused = store.attach_file(
+        AttachTo::Issue(gridsync_core::RecordId::new()),
+        &worker(1),
+        &mut bytes.as_slice(),
+        "image/jpeg",
+        "",
+        None,
+        MAX,
+    );
+    assert_eq!(refused.unwrap_err().code(), "not_found");
+    let hash = FileHash::of(&bytes);
+    assert!(store.file_refs(&hash).unwrap().is_empty());
+    assert!(store.unsent_files().unwrap().is_empty());
+    // Within the grace period it stays; after it, it goes.
+    assert_eq!(store.collect_unreferenced_files(60_000).unwrap(), 0);
+    assert!(store.files().has(&hash));
+    assert_eq!(store.collect_unreferenced_files(0).unwrap(), 1);
+    assert!(!store.files().has(&hash));
+
+    // An accepted one is referenced and unsent; the cache never evicts it.
+    attach(&store, &worker(1), id, &bytes, "image/jpeg");
+    assert_eq!(store.file_refs(&hash).unwrap(), vec![id]);
+    assert_eq!(store.unsent_files().unwrap(), vec![(hash, 5000)]);
+    assert_eq!(store.evict_files(0).unwrap(), 0);
+    assert_eq!(store.collect_unreferenced_files(0).unwrap(), 0);
+    store.file_sent(&hash).unwrap();
+    assert_eq!(store.evict_files(0).unwrap(), 5000);
+    assert_eq!(store.file_state(&hash).unwrap(), FileState::Missing);
+}
+
+#[test]
+fn a_backup_carries_the_files_and_a_restore_puts_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    let bytes = photo(CHUNK_BYTES + 5, 6);
+    let file = attach(&a.store, &a.author, id, &bytes, "image/jpeg");
+    a.sync().unwrap();
+    upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    let hash = FileHash::parse(&file.hash).unwrap();
+
+    let backup = dir.path().join("backup");
+    let (status, body) = server.admin(
+        "/v1/admin/backup",
+        serde_json::json!({"to": backup.to_str().unwrap()}),
+    );
+    assert_eq!(status, 200, "{body}");
+    server.stop();
+    let restored = dir.path().join("restored");
+    gridsync_server::backup::restore(&backup, &restored).unwrap();
+    let store = gridsync_core::Store::open(gridsync_server::store_config(
+        &Default::default(),
+        &restored,
+    ))
+    .unwrap();
+    assert_eq!(std::fs::read(store.files().path(&hash)).unwrap(), bytes);
+    assert_eq!(store.file_refs(&hash).unwrap(), vec![id]);
+}
+
+#[test]
+fn a_server_killed_mid_upload_takes_it_up_from_the_chunks_it_made_durable() {
+    const SERVER: &str = env!("CARGO_BIN_EXE_gridsync-under-test");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let server = TestServer::spawn(SERVER, &data, "127.0.0.1:0");
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    let bytes = photo(8 * CHUNK_BYTES - 100, 7);
+    let file = attach(&a.store, &a.author, id, &bytes, "image/jpeg");
+    let hash = FileHash::parse(&file.hash).unwrap();
+    a.sync().unwrap();
+    // kill -9 once four chunks are acknowledged.
+    let pid = server.pid().unwrap().to_string();
+    let cut = upload_files(&a.store, &a.url, &a.token, |sent| {
+        if sent == 4 {
+            let status = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    });
+    assert_eq!(cut.unwrap_err().code(), "transport");
+    server.kill();
+    assert_eq!(
+        a.store.unsent_files().unwrap(),
+        vec![(hash, bytes.len() as u64)]
+    );
+
+    let server = TestServer::spawn(SERVER, &data, "127.0.0.1:0");
+    let resumed = upload_files(&a.store, &server.url, &a.token, |_| {}).unwrap();
+    // The four acknowledged chunks survived the kill: only the rest travel.
+    assert_eq!((resumed.stored, resumed.chunks_sent), (1, 4));
+    let (status, _) = get_bytes(
+        &format!("{}/v1/files/{hash}/chunks/7", server.url),
+        Some(&a.token),
+    );
+    assert_eq!(status, 200);
+    let on_server = data
+        .join("store")
+        .join("files")
+        .join(&file.hash[..2])
+        .join(&file.hash);
+    assert_eq!(std::fs::read(on_server).unwrap(), bytes);
+    assert!(a.store.unsent_files().unwrap().is_empty());
+}
