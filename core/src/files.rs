@@ -422,6 +422,34 @@ impl Files {
         Ok(buf)
     }
 
+    /// Something made from the complete file `hash` (a thumbnail): read
+    /// from `derived/<kind>/<hash>` when made before, else made by `make`
+    /// and kept there (written whole or not at all, like every file here).
+    pub fn derived(
+        &self,
+        hash: &FileHash,
+        kind: &str,
+        make: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let path = self.dir.join("derived").join(kind).join(hash.to_hex());
+        match fs::read(&path) {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let original = match fs::read(self.path(hash)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::FileNotFound(hash.to_hex()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let made = make(&original)?;
+        let (tmp, ()) = self.write_tmp(|f| Ok(f.write_all(&made)?))?;
+        self.land(&tmp, &path)?;
+        Ok(made)
+    }
+
     /// Marks the file as used now (the cache evicts the longest unused).
     pub fn touch(&self, hash: &FileHash) {
         if let Ok(f) = File::options().append(true).open(self.path(hash)) {
@@ -437,6 +465,11 @@ impl Files {
             Err(e) => return Err(e.into()),
         }
         let _ = fs::remove_dir_all(self.part_dir(hash));
+        if let Ok(kinds) = fs::read_dir(self.dir.join("derived")) {
+            for kind in kinds.flatten() {
+                let _ = fs::remove_file(kind.path().join(hash.to_hex()));
+            }
+        }
         Ok(())
     }
 
@@ -625,5 +658,266 @@ mod tests {
         let e = files.import(&mut data.as_slice(), 1000).unwrap_err();
         assert_eq!(e.code(), "file_too_large");
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}
+
+/// What an office may be shown of a file: the bytes with the metadata a
+/// camera writes stripped — EXIF (with its GPS position and device
+/// serials), XMP, IPTC and comments from a JPEG; EXIF and text chunks from
+/// a PNG — keeping only a JPEG's orientation, so the photo stands the
+/// right way up. `None` when the bytes are not a well-formed JPEG or PNG:
+/// such a file is offered as a download, never shown.
+pub fn shown_image(bytes: &[u8]) -> Option<(&'static str, Vec<u8>)> {
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        return strip_jpeg(bytes).map(|b| ("image/jpeg", b));
+    }
+    if bytes.starts_with(PNG_SIGNATURE) {
+        return strip_png(bytes).map(|b| ("image/png", b));
+    }
+    None
+}
+
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+fn strip_jpeg(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..2]);
+    let mut at = 2;
+    let mut orientation = None;
+    loop {
+        // Markers may be padded with 0xFF bytes.
+        while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
+            at += 1;
+        }
+        if *bytes.get(at)? != 0xFF {
+            return None;
+        }
+        let marker = *bytes.get(at + 1)?;
+        if marker == 0xD9 {
+            out.extend_from_slice(&bytes[at..at + 2]);
+            return Some(out);
+        }
+        if (0xD0..=0xD7).contains(&marker) || marker == 0x01 {
+            out.extend_from_slice(&bytes[at..at + 2]);
+            at += 2;
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([
+            *bytes.get(at + 2)?,
+            *bytes.get(at + 3)?,
+        ]));
+        if len < 2 {
+            return None;
+        }
+        let end = at + 2 + len;
+        let segment = bytes.get(at..end)?;
+        let payload = &segment[4..];
+        match marker {
+            // APP1 (EXIF, XMP): dropped; the orientation is kept apart.
+            0xE1 => {
+                if payload.starts_with(b"Exif\0\0") {
+                    orientation = orientation.or_else(|| exif_orientation(&payload[6..]));
+                }
+            }
+            // APP3–APP13, APP15 (IPTC, vendor data) and comments: dropped.
+            0xE3..=0xED | 0xEF | 0xFE => {}
+            // Start of scan: the rest is image data up to the end.
+            0xDA => {
+                if let Some(o) = orientation.filter(|o| *o != 1) {
+                    insert_after_jfif(&mut out, &orientation_exif(o));
+                }
+                out.extend_from_slice(&bytes[at..]);
+                return Some(out);
+            }
+            _ => out.extend_from_slice(segment),
+        }
+        at = end;
+    }
+}
+
+/// Puts a segment after SOI and any APP0 (JFIF) segment that follows it.
+fn insert_after_jfif(out: &mut Vec<u8>, segment: &[u8]) {
+    let mut at = 2;
+    if out.get(2..4) == Some(&[0xFF, 0xE0]) {
+        if let Some(len) = out.get(4..6) {
+            at = 4 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+        }
+    }
+    let at = at.min(out.len());
+    out.splice(at..at, segment.iter().copied());
+}
+
+/// The orientation (tag 0x0112) in IFD0 of a TIFF block.
+fn exif_orientation(tiff: &[u8]) -> Option<u16> {
+    let big = match tiff.get(..2)? {
+        b"MM" => true,
+        b"II" => false,
+        _ => return None,
+    };
+    let u16_at = |i: usize| -> Option<u16> {
+        let b = [*tiff.get(i)?, *tiff.get(i + 1)?];
+        Some(if big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
+    };
+    let u32_at = |i: usize| -> Option<u32> {
+        let b = [
+            *tiff.get(i)?,
+            *tiff.get(i + 1)?,
+            *tiff.get(i + 2)?,
+            *tiff.get(i + 3)?,
+        ];
+        Some(if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    let ifd = usize::try_from(u32_at(4)?).ok()?;
+    let count = usize::from(u16_at(ifd)?);
+    (0..count.min(256)).find_map(|n| {
+        let entry = ifd + 2 + n * 12;
+        (u16_at(entry)? == 0x0112)
+            .then(|| u16_at(entry + 8))
+            .flatten()
+            .filter(|o| (1..=8).contains(o))
+    })
+}
+
+/// An APP1 segment with an EXIF block holding only the orientation.
+fn orientation_exif(orientation: u16) -> Vec<u8> {
+    let mut tiff = Vec::new();
+    tiff.extend_from_slice(b"MM\0\x2a\0\0\0\x08"); // big-endian, IFD0 at 8
+    tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
+    tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_be_bytes()); // one value
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0]); // padding of the value field
+    tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+    let mut seg = vec![0xFF, 0xE1];
+    let len = u16::try_from(2 + 6 + tiff.len()).unwrap_or(u16::MAX);
+    seg.extend_from_slice(&len.to_be_bytes());
+    seg.extend_from_slice(b"Exif\0\0");
+    seg.extend_from_slice(&tiff);
+    seg
+}
+
+fn strip_png(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(PNG_SIGNATURE);
+    let mut at = PNG_SIGNATURE.len();
+    while at < bytes.len() {
+        let len =
+            usize::try_from(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?)).ok()?;
+        let kind = bytes.get(at + 4..at + 8)?;
+        let end = at.checked_add(12)?.checked_add(len)?;
+        let chunk = bytes.get(at..end)?;
+        if !matches!(kind, b"eXIf" | b"tEXt" | b"zTXt" | b"iTXt" | b"tIME") {
+            out.extend_from_slice(chunk);
+        }
+        if kind == b"IEND" {
+            return Some(out);
+        }
+        at = end;
+    }
+    None
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::*;
+
+    /// A JPEG's skeleton: SOI, JFIF, an EXIF block with a GPS-ish tag and
+    /// orientation 6, a comment, a quantisation table, SOS with data, EOI.
+    fn camera_jpeg(orientation: u16) -> Vec<u8> {
+        let mut tiff = b"II\x2a\0\x08\0\0\0".to_vec();
+        tiff.extend_from_slice(&2u16.to_le_bytes());
+        // GPSInfo pointer (0x8825) and Orientation.
+        for (tag, value) in [(0x8825u16, 0x1234u16), (0x0112, orientation)] {
+            tiff.extend_from_slice(&tag.to_le_bytes());
+            tiff.extend_from_slice(&3u16.to_le_bytes());
+            tiff.extend_from_slice(&1u32.to_le_bytes());
+            tiff.extend_from_slice(&value.to_le_bytes());
+            tiff.extend_from_slice(&[0, 0]);
+        }
+        tiff.extend_from_slice(&0u32.to_le_bytes());
+        tiff.extend_from_slice(b"GPS 31.2304N 121.4737E serial XYZ");
+        let seg = |marker: u8, payload: &[u8]| {
+            let mut s = vec![0xFF, marker];
+            s.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+            s.extend_from_slice(payload);
+            s
+        };
+        let mut exif = b"Exif\0\0".to_vec();
+        exif.extend_from_slice(&tiff);
+        let mut j = vec![0xFF, 0xD8];
+        j.extend(seg(0xE0, b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0"));
+        j.extend(seg(0xE1, &exif));
+        j.extend(seg(0xFE, b"shot by worker w1"));
+        j.extend(seg(0xDB, &[0u8; 65]));
+        j.extend(seg(0xDA, &[1, 1, 0, 0, 63, 0]));
+        j.extend_from_slice(&[0x12, 0x34, 0xFF, 0x00, 0x56]);
+        j.extend_from_slice(&[0xFF, 0xD9]);
+        j
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn a_jpeg_is_shown_without_its_metadata_but_the_right_way_up() {
+        let original = camera_jpeg(6);
+        let (mime, shown) = shown_image(&original).unwrap();
+        assert_eq!(mime, "image/jpeg");
+        assert!(contains(&original, b"GPS 31.2304N"));
+        assert!(!contains(&shown, b"GPS 31.2304N"));
+        assert!(!contains(&shown, b"shot by worker"));
+        // The orientation survives, alone, right after the JFIF segment.
+        let exif_at = shown.windows(6).position(|w| w == b"Exif\0\0").unwrap();
+        assert_eq!(exif_orientation(&shown[exif_at + 6..]), Some(6));
+        assert_eq!(&shown[2..4], &[0xFF, 0xE0]);
+        // The image data is untouched.
+        assert!(shown.ends_with(&[0x12, 0x34, 0xFF, 0x00, 0x56, 0xFF, 0xD9]));
+        // Upright photos carry no EXIF at all.
+        let (_, upright) = shown_image(&camera_jpeg(1)).unwrap();
+        assert!(!contains(&upright, b"Exif"));
+    }
+
+    #[test]
+    fn a_png_loses_its_text_and_exif_chunks() {
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(data);
+            c.extend_from_slice(&[0, 0, 0, 0]);
+            c
+        };
+        let mut png = PNG_SIGNATURE.to_vec();
+        png.extend(chunk(b"IHDR", &[0; 13]));
+        png.extend(chunk(b"tEXt", b"Comment\0GPS 31.2304N"));
+        png.extend(chunk(b"eXIf", b"MM\0*GPS"));
+        png.extend(chunk(b"IDAT", &[1, 2, 3]));
+        png.extend(chunk(b"IEND", &[]));
+        let (mime, shown) = shown_image(&png).unwrap();
+        assert_eq!(mime, "image/png");
+        assert!(!contains(&shown, b"GPS"));
+        assert!(contains(&shown, b"IDAT"));
+    }
+
+    #[test]
+    fn anything_else_is_never_shown() {
+        for bytes in [
+            &b"<html><script>alert(1)</script>"[..],
+            &[0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF][..],
+            &[0xFF, 0xD8][..],
+            PNG_SIGNATURE,
+            b"",
+        ] {
+            assert_eq!(shown_image(bytes), None, "{bytes:?}");
+        }
     }
 }

@@ -153,6 +153,7 @@ async function openCase(id) {
   const unknown = v.unrecognized || [];
   $("#case-unrecognized").hidden = unknown.length === 0;
   $("#case-unrecognized-list").replaceChildren(...unknown.map((u) => el("li", `${u.field} = ${u.value}`)));
+  showPhotos(v.attachments || []);
   $("#case-timeline").replaceChildren(...tl.items.map((item) => {
     const e = item.entry;
     let text;
@@ -168,6 +169,47 @@ async function openCase(id) {
     return el("li", text, { "data-type": item.type });
   }));
 }
+
+// Photos are fetched with the login's token and shown from memory (an
+// <img> cannot send the token); the original opens in a new tab.
+async function fileBlob(path) {
+  const res = await fetch(path, { headers: { "Authorization": `Bearer ${token}` } });
+  if (!res.ok) throw new Error(res.statusText);
+  return res.blob();
+}
+
+function showPhotos(attachments) {
+  $("#case-photos").replaceChildren(...attachments.map((a) => {
+    const fig = el("figure", null, { "data-hash": a.file.hash });
+    const caption = el("figcaption", `${a.file.caption || a.file.mime} · ${when(a.at)}`);
+    fig.append(caption);
+    const isImage = a.file.mime === "image/jpeg" || a.file.mime === "image/png";
+    if (isImage) {
+      fileBlob(`/v1/office/files/${a.file.hash}/thumbnail`)
+        .then((b) => fig.prepend(el("img", null, { src: URL.createObjectURL(b), alt: a.file.caption || "照片" })))
+        .catch(() => fig.prepend(el("span", "（照片尚未上传）")));
+    }
+    fig.addEventListener("click", () => {
+      fileBlob(`/v1/office/files/${a.file.hash}`)
+        .then((b) => window.open(URL.createObjectURL(b), "_blank", "noopener"))
+        .catch(() => { caption.textContent = "文件尚未上传到服务器"; });
+    });
+    return fig;
+  }));
+}
+
+$("#case-upload").addEventListener("change", async (ev) => {
+  const file = ev.target.files[0];
+  const id = $("#case").dataset.id;
+  if (!file || !id) return;
+  const res = await fetch(`/v1/office/issues/${id}/attachments?caption=${encodeURIComponent(file.name)}`, {
+    method: "POST",
+    headers: { "Authorization": `Bearer ${token}`, "Content-Type": file.type || "application/octet-stream" },
+    body: file,
+  });
+  ev.target.value = "";
+  if (res.ok) await openCase(id);
+});
 
 async function resolve(id, status) {
   await api(`/v1/office/issues/${id}/ops`, {

@@ -14,8 +14,10 @@ const INDEX: &str = include_str!("../dashboard/index.html");
 const SCRIPT: &str = include_str!("../dashboard/app.js");
 const STYLE: &str = include_str!("../dashboard/dashboard.css");
 
-/// Only this origin's script and style; no framing.
-const POLICY: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// Only this origin's script and style (and photos fetched by the script,
+/// shown from memory); no framing.
+const POLICY: &str =
+    "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn routes() -> Router<AppState> {
     Router::new()

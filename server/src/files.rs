@@ -16,17 +16,32 @@
 //! read), and the file must be referenced by a record the device's scope
 //! admits — decided by the store (`Store::file_visible`); anything else is
 //! 404 `file_not_found`, like a file that does not exist.
+//!
+//! The office's side (office token, the same rule on the office user's
+//! scope):
+//!
+//! * `GET /v1/office/files/{hash}` — the file as the office may see it: a
+//!   JPEG or PNG with its camera metadata stripped
+//!   (`gridsync_core::files::shown_image`: no GPS position, no device
+//!   serials), shown inline; anything else only as a download.
+//! * `GET /v1/office/files/{hash}/thumbnail` — a JPEG at most 320 pixels
+//!   on a side, made once and kept beside the file.
+//! * `POST /v1/office/issues/{id}/attachments` and
+//!   `/v1/office/meetings/{id}/attachments` — the body is the file (its
+//!   `Content-Type` the type, `?caption=` the caption), at most the
+//!   request body limit; the record references it in one write.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use gridsync_core::files::{self, ChunkOutcome, FileHash};
 use serde_json::json;
 
-use crate::api::{bearer, blocking, core_error, AppError, AppState};
+use crate::api::{bearer, blocking, core_error, ApiQuery, AppError, AppState};
+use crate::office::{as_office, parse_id, visible};
 
 /// The header naming a file's size.
 pub const SIZE_HEADER: &str = "x-gridsync-file-size";
@@ -35,10 +50,22 @@ pub const CHUNK_SHA_HEADER: &str = "x-gridsync-chunk-sha256";
 
 /// The file routes (merged into the main router).
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/files/{hash}", get(status)).route(
-        "/v1/files/{hash}/chunks/{n}",
-        get(read_chunk).put(put_chunk),
-    )
+    Router::new()
+        .route("/v1/files/{hash}", get(status))
+        .route(
+            "/v1/files/{hash}/chunks/{n}",
+            get(read_chunk).put(put_chunk),
+        )
+        .route("/v1/office/files/{hash}", get(office_file))
+        .route("/v1/office/files/{hash}/thumbnail", get(office_thumbnail))
+        .route(
+            "/v1/office/issues/{id}/attachments",
+            post(office_attach_issue),
+        )
+        .route(
+            "/v1/office/meetings/{id}/attachments",
+            post(office_attach_meeting),
+        )
 }
 
 fn parse_hash(hash: &str) -> Result<FileHash, AppError> {
@@ -193,4 +220,205 @@ async fn read_chunk(
     }
     h.insert(SIZE_HEADER, HeaderValue::from(size));
     Ok(response)
+}
+
+/// The longest side of a thumbnail, in pixels.
+pub const THUMBNAIL_PIXELS: u32 = 320;
+
+/// The largest image decoded for a thumbnail (pixels on a side), and the
+/// memory the decoder may take: a photo bigger than that gets no
+/// thumbnail (422) rather than costing the server its memory.
+const MAX_DECODED_PIXELS: u32 = 12_000;
+const MAX_DECODE_BYTES: u64 = 256 << 20;
+
+/// A JPEG thumbnail of an image, upright (the EXIF orientation applied).
+/// It carries no metadata: it is encoded afresh.
+pub fn thumbnail(bytes: &[u8]) -> gridsync_core::Result<Vec<u8>> {
+    use image::ImageDecoder;
+    let refuse = |reason: String| gridsync_core::Error::FileRejected {
+        hash: FileHash::of(bytes).to_hex(),
+        reason,
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| refuse(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DECODED_PIXELS);
+    limits.max_image_height = Some(MAX_DECODED_PIXELS);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| refuse(format!("not an image this server reads: {e}")))?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| refuse(e.to_string()))?;
+    img.apply_orientation(orientation);
+    let small = img
+        .thumbnail(THUMBNAIL_PIXELS, THUMBNAIL_PIXELS)
+        .into_rgb8();
+    let mut out = std::io::Cursor::new(Vec::new());
+    small
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .map_err(|e| refuse(e.to_string()))?;
+    Ok(out.into_inner())
+}
+
+/// Settles that the office user's scope admits a record referencing the
+/// file; 404 otherwise.
+fn office_sees(
+    state: &AppState,
+    ctx: &crate::office::OfficeCtx,
+    hash: &FileHash,
+) -> Result<(), AppError> {
+    let visible = state
+        .store
+        .file_visible(hash, &|s| ctx.scope.allows(s))
+        .map_err(core_error)?;
+    if visible {
+        Ok(())
+    } else {
+        Err(core_error(gridsync_core::Error::FileNotFound(
+            hash.to_hex(),
+        )))
+    }
+}
+
+fn file_response(content_type: &'static str, inline: bool, bytes: Vec<u8>) -> Response {
+    use axum::http::header;
+    let mut response = bytes.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Whatever a file holds, it runs nothing in the office's browser.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400, immutable"),
+    );
+    if !inline {
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        );
+    }
+    response
+}
+
+async fn office_file(
+    State(state): State<AppState>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let hash = parse_hash(&hash)?;
+    as_office(&state, &headers, move |state, ctx| {
+        office_sees(state, &ctx, &hash)?;
+        let bytes = std::fs::read(state.store.files().path(&hash)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                core_error(gridsync_core::Error::FileNotFound(hash.to_hex()))
+            } else {
+                core_error(e.into())
+            }
+        })?;
+        Ok(match files::shown_image(&bytes) {
+            Some((mime, shown)) => file_response(mime, true, shown),
+            None => file_response("application/octet-stream", false, bytes),
+        })
+    })
+    .await
+}
+
+async fn office_thumbnail(
+    State(state): State<AppState>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let hash = parse_hash(&hash)?;
+    as_office(&state, &headers, move |state, ctx| {
+        office_sees(state, &ctx, &hash)?;
+        let thumb = state
+            .store
+            .files()
+            .derived(&hash, "thumbnail", thumbnail)
+            .map_err(core_error)?;
+        Ok(file_response("image/jpeg", true, thumb))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct Caption {
+    #[serde(default)]
+    caption: String,
+}
+
+async fn office_attach_issue(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<Caption>,
+    req: axum::extract::Request,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    office_attach(state, id, q.caption, req, false).await
+}
+
+async fn office_attach_meeting(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<Caption>,
+    req: axum::extract::Request,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    office_attach(state, id, q.caption, req, true).await
+}
+
+/// Attaches the request body to the record as the office user.
+async fn office_attach(
+    state: AppState,
+    id: String,
+    caption: String,
+    req: axum::extract::Request,
+    meeting: bool,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    let id = parse_id(&id)?;
+    let (parts, body) = req.into_parts();
+    let mime = header_value(&parts.headers, "content-type")
+        .unwrap_or_else(|| "application/octet-stream".into());
+    // Who asks and whether the record is theirs, before the body is read.
+    as_office(&state, &parts.headers, move |state, ctx| {
+        visible(state, &ctx, id).map(|_| ())
+    })
+    .await?;
+    let announced = crate::gate::announced_length(&parts.headers);
+    let bytes: Bytes = crate::gate::read_body(body, announced).await?;
+    let limit = state.limits.max_file_bytes;
+    as_office(&state, &parts.headers, move |state, ctx| {
+        let to = if meeting {
+            gridsync_core::AttachTo::Meeting(id)
+        } else {
+            gridsync_core::AttachTo::Issue(id)
+        };
+        let file = state
+            .store
+            .attach_file(
+                to,
+                &ctx.author,
+                &mut &bytes[..],
+                &mime,
+                &caption,
+                None,
+                limit,
+            )
+            .map_err(core_error)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(serde_json::to_value(&file).unwrap_or_default()),
+        ))
+    })
+    .await
 }

@@ -47,9 +47,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The authenticated office user.
-struct OfficeCtx {
-    author: Author,
-    scope: Scope,
+pub(crate) struct OfficeCtx {
+    pub(crate) author: Author,
+    pub(crate) scope: Scope,
 }
 
 impl OfficeCtx {
@@ -80,7 +80,7 @@ fn office_user(state: &AppState, token: &str) -> Result<OfficeCtx, AppError> {
 }
 
 /// Runs `f` off the async runtime with the caller's office identity.
-async fn as_office<T: Send + 'static>(
+pub(crate) async fn as_office<T: Send + 'static>(
     state: &AppState,
     headers: &HeaderMap,
     f: impl FnOnce(&AppState, OfficeCtx) -> Result<T, AppError> + Send + 'static,
@@ -94,14 +94,18 @@ async fn as_office<T: Send + 'static>(
     .await
 }
 
-fn parse_id(id: &str) -> Result<RecordId, AppError> {
+pub(crate) fn parse_id(id: &str) -> Result<RecordId, AppError> {
     id.parse()
         .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", "not a record id"))
 }
 
 /// The record's index entry, if it exists and lies in the user's scope.
 /// Records outside it are "not found", so ids do not leak.
-fn visible(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<RecordMeta, AppError> {
+pub(crate) fn visible(
+    state: &AppState,
+    ctx: &OfficeCtx,
+    id: RecordId,
+) -> Result<RecordMeta, AppError> {
     match state.store.meta(id).map_err(core_error)? {
         Some(meta) if ctx.sees(&meta) => Ok(meta),
         _ => Err(core_error(gridsync_core::Error::NotFound(id))),

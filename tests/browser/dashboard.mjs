@@ -57,6 +57,17 @@ try {
   );
   const reporter = await page.locator("#case-facts dd").nth(5).textContent();
   assert.match(reporter, /139\d{8}/, "the office sees the reporter's phone");
+  // The office attaches a photo (a 2x2 PNG): its thumbnail appears, made
+  // by the server and shown from memory under the page's policy.
+  const photo = Buffer.from(
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==",
+    "base64",
+  );
+  await page.setInputFiles("#case-upload", { name: "现场.png", mimeType: "image/png", buffer: photo });
+  await page.waitForSelector("#case-photos img");
+  const shown = await page.locator("#case-photos img").first().evaluate((img) => img.complete && img.naturalWidth);
+  assert.ok(shown > 0, "the thumbnail decodes in the browser");
+  assert.match(await page.textContent("#case-photos figcaption"), /现场\.png/);
   await page.click("#case-close");
 
   // Figures: the chart renders bars, checked on the screenshot's pixels.

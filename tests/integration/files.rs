@@ -346,3 +346,93 @@ fn a_server_killed_mid_upload_takes_it_up_from_the_chunks_it_made_durable() {
     assert_eq!(std::fs::read(on_server).unwrap(), bytes);
     assert!(a.store.unsent_files().unwrap().is_empty());
 }
+
+/// A JPEG as a phone camera writes it: JFIF, then EXIF with a GPS
+/// position, then the image (not decodable: only its structure matters).
+fn camera_jpeg() -> Vec<u8> {
+    let seg = |marker: u8, payload: &[u8]| {
+        let mut s = vec![0xFF, marker];
+        s.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+        s.extend_from_slice(payload);
+        s
+    };
+    let mut j = vec![0xFF, 0xD8];
+    j.extend(seg(0xE0, b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0"));
+    j.extend(seg(
+        0xE1,
+        b"Exif\0\0MM\0\x2a\0\0\0\x08\0\0\0\0\0\0GPS 31.2304N 121.4737E",
+    ));
+    j.extend(seg(0xDA, &[1, 1, 0, 0, 63, 0]));
+    j.extend_from_slice(&[0x12, 0x34, 0xFF, 0xD9]);
+    j
+}
+
+#[test]
+fn the_office_sees_photos_of_its_scope_without_their_camera_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    for (path, body) in [
+        (
+            "/v1/admin/communities",
+            serde_json::json!({"id": "C2", "street": "S1"}),
+        ),
+        (
+            "/v1/admin/workers",
+            serde_json::json!({"id": "office2", "communities": ["C2"]}),
+        ),
+    ] {
+        let (status, body) = server.admin(path, body);
+        assert!(status < 300, "{status} {body}");
+    }
+    let office = server.office_token("office", "office");
+    let elsewhere = server.office_token("office2", "office");
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    let jpeg = camera_jpeg();
+    let page = b"<html><script>alert(1)</script></html>".to_vec();
+    let photo = attach(&a.store, &a.author, id, &jpeg, "image/jpeg");
+    let html = attach(&a.store, &a.author, id, &page, "image/jpeg");
+    // Referenced but not uploaded yet: not found, like a file elsewhere.
+    a.sync().unwrap();
+    let url = |h: &str| format!("{}/v1/office/files/{h}", server.url);
+    assert_eq!(get_bytes(&url(&photo.hash), Some(&office)).0, 404);
+    upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+
+    let (status, shown) = get_bytes(&url(&photo.hash), Some(&office));
+    assert_eq!(status, 200);
+    assert!(shown.starts_with(&[0xFF, 0xD8]) && shown.ends_with(&[0x12, 0x34, 0xFF, 0xD9]));
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(has(&jpeg, b"GPS 31.2304N"));
+    assert!(!has(&shown, b"GPS"), "the position left the server");
+    // What is not an image is offered as a download, never rendered.
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let response = agent
+        .get(url(&html.hash))
+        .header("Authorization", format!("Bearer {office}"))
+        .call()
+        .unwrap();
+    let headers = response.headers();
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert_eq!(headers["content-disposition"], "attachment");
+    assert!(headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("sandbox"));
+    // An office of another community learns nothing.
+    assert_eq!(get_bytes(&url(&photo.hash), Some(&elsewhere)).0, 404);
+    let (status, body) = get_json(&format!("{}/thumbnail", url(&photo.hash)), Some(&elsewhere));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("file_not_found"))
+    );
+    // This one is not a decodable image: no thumbnail, a clear refusal.
+    let (status, body) = get_json(&format!("{}/thumbnail", url(&photo.hash)), Some(&office));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("file_rejected"))
+    );
+}

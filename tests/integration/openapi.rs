@@ -8,6 +8,15 @@ use gridsync_tests::*;
 use serde_json::{json, Value};
 
 const SPEC: &str = include_str!("../../server/openapi.json");
+
+/// A 2×2 PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xd4, 0x9a,
+    0x73, 0x00, 0x00, 0x00, 0x16, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xfc, 0xcf, 0xc0, 0xc0,
+    0xc0, 0xc0, 0xc0, 0xc4, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0x00, 0x00, 0x0d, 0x1d, 0x01, 0x03, 0x6a,
+    0xc2, 0x9b, 0xe9, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
 const SOURCES: [&str; 4] = [
     include_str!("../../server/src/api.rs"),
     include_str!("../../server/src/office.rs"),
@@ -139,7 +148,7 @@ fn every_documented_operation_answers_as_documented() {
     // Two photos on the issue: one uploaded (read back), one whose
     // chunk the PUT example sends.
     let mut photos = Vec::new();
-    for bytes in [&b"stored photo"[..], &b"photo to upload"[..]] {
+    for bytes in [PNG, &b"photo to upload"[..]] {
         let file = device
             .store
             .attach_file(
@@ -159,7 +168,7 @@ fn every_documented_operation_answers_as_documented() {
     let (stored_status, _) = gridsync_tests::server::put_bytes(
         &format!("{}/v1/files/{stored_hash}/chunks/0", server.url),
         Some(&device.token),
-        &[("X-Gridsync-File-Size", "12")],
+        &[("X-Gridsync-File-Size", &PNG.len().to_string())],
         photos[0].1,
     );
     assert_eq!(stored_status, 200);
@@ -187,6 +196,12 @@ fn every_documented_operation_answers_as_documented() {
                 "title": "t", "street": "S1", "community": "C1", "grid": "G2",
                 "reporter": {"name": "n", "phone": "1", "anonymous": false, "may_call_back": false}
             }),
+            (
+                "post",
+                "/v1/office/issues/{id}/attachments" | "/v1/office/meetings/{id}/attachments",
+            ) => {
+                json!({"a": "file of JSON"})
+            }
             ("post", "/v1/office/issues/{id}/ops") => {
                 json!({"op": "add_tag", "args": "复杂纠纷"})
             }
@@ -242,6 +257,11 @@ fn every_documented_operation_answers_as_documented() {
                     );
                     (status, Value::Null)
                 }
+                ("get", "/v1/office/files/{hash}" | "/v1/office/files/{hash}/thumbnail") => {
+                    let (status, bytes) = gridsync_tests::server::get_bytes(&url, token);
+                    assert!(bytes.starts_with(&[0x89, b'P']) || bytes.starts_with(&[0xFF, 0xD8]));
+                    (status, Value::Null)
+                }
                 ("get", "/v1/files/{hash}/chunks/{n}") => {
                     let (status, bytes) = gridsync_tests::server::get_bytes(&url, token);
                     assert_eq!(bytes, photos[0].1);
@@ -280,7 +300,7 @@ fn every_documented_operation_answers_as_documented() {
             }
         }
     }
-    assert_eq!(checked, 34, "one operation per documented path");
+    assert_eq!(checked, 38, "one operation per documented path");
     assert!(problems.is_empty(), "{problems:#?}");
     // Errors, too, are documented JSON.
     let (status, body) = get_json(
