@@ -9,16 +9,21 @@
 //! | path | what |
 //! |---|---|
 //! | `<hh>/<hash>` | a complete file whose SHA-256 was verified (`hh`: the hash's first two hex digits) |
-//! | `part/<hash>/size` | a transfer in progress: the file's announced size |
-//! | `part/<hash>/<n>` | chunk `n` of it, received and synced |
+//! | `part/<hash>/data-<size>` | a transfer in progress: the chunks received, each at its place |
+//! | `part/<hash>/held-<n>` | chunk `n` is in the data file |
 //! | `tmp/` | files being written, renamed into place once synced |
 //!
-//! Every file is written to `tmp/`, synced, and renamed into place (then
-//! the directory is synced), so a crash leaves either the whole file or
-//! none of it, and a complete file is never half-written. Transfers move in
-//! chunks of [`CHUNK_BYTES`]: a transfer cut off resumes from the chunks
-//! already held, and a file counts as stored only once every chunk is held
-//! and the assembled bytes hash to its name. Names are content, so two
+//! Every complete file is written to `tmp/`, synced, and renamed into
+//! place (then the directory is synced), so a crash leaves either the
+//! whole file or none of it, and a complete file is never half-written.
+//! Transfers move in chunks of [`CHUNK_BYTES`]: a transfer cut off resumes
+//! from the chunks already held. Chunks are written at their place in the
+//! transfer's data file and marked held, not synced (a chunk a power cut
+//! takes back is asked for again; one it tears fails the whole file's
+//! hash, and the transfer starts over), so a transfer pays for one sync,
+//! when the file lands. A file counts as
+//! stored only once every chunk is held and the assembled bytes hash to
+//! its name. Names are content, so two
 //! processes writing the same file (two server nodes on shared storage)
 //! write the same bytes, and the rename that lands second changes nothing.
 //!
@@ -287,24 +292,27 @@ impl Files {
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name == "size" {
-                let text = fs::read_to_string(e.path()).unwrap_or_default();
-                partial.size = text.trim().parse().ok();
-            } else if let Ok(n) = name.parse::<u32>() {
-                partial.held.insert(n);
+            if let Some(n) = name.strip_prefix("held-") {
+                if let Ok(n) = n.parse::<u32>() {
+                    partial.held.insert(n);
+                }
+            } else if let Some(size) = name.strip_prefix("data-") {
+                partial.size = size.parse().ok();
             }
         }
         Ok(partial)
     }
 
-    /// Receives chunk `n` of the file `hash` of `size` bytes and keeps it,
-    /// durably. The chunk must have exactly the length its place in the
+    /// Receives chunk `n` of the file `hash` of `size` bytes and keeps it
+    /// (whole, not yet synced: a power cut may take it back, and it is then
+    /// asked for again). The chunk must have exactly the length its place in the
     /// file gives it and, when the sender named its SHA-256, hash to that;
     /// a transfer announced with another size is refused (the file's name
     /// fixes its content, so its size cannot change). When every chunk is
-    /// held the file is assembled, verified against its name and landed;
-    /// a file that does not verify is refused and its chunks dropped, so
-    /// the sender starts it again.
+    /// held the file is assembled, verified against its name and landed,
+    /// durably, before this returns [`ChunkOutcome::Complete`]; a file that
+    /// does not verify is refused and its chunks dropped, so the sender
+    /// starts it again.
     pub fn put_chunk(
         &self,
         hash: &FileHash,
@@ -341,23 +349,26 @@ impl Files {
         }
         let dir = self.part_dir(hash);
         let mut partial = self.partial(hash)?;
-        match partial.size {
-            Some(s) if s != size => {
-                return Err(rejected(format!(
-                    "the transfer began as a file of {s} bytes, not {size}"
-                )))
-            }
-            Some(_) => {}
-            None => {
-                let (tmp, ()) =
-                    self.write_tmp(|f| Ok(f.write_all(size.to_string().as_bytes())?))?;
-                self.land(&tmp, &dir.join("size"))?;
-                partial.size = Some(size);
-            }
+        if let Some(s) = partial.size.filter(|s| *s != size) {
+            return Err(rejected(format!(
+                "the transfer began as a file of {s} bytes, not {size}"
+            )));
         }
+        // The chunk goes to its place in the transfer's data file, then a
+        // marker says it is held. Neither is synced: what a power cut
+        // takes back is asked for again, and a chunk it tore fails the
+        // whole file's hash below (the transfer then starts over). Two
+        // processes writing the same chunk write the same bytes.
         if !partial.held.contains(&n) {
-            let (tmp, ()) = self.write_tmp(|f| Ok(f.write_all(bytes)?))?;
-            self.land(&tmp, &dir.join(n.to_string()))?;
+            fs::create_dir_all(&dir)?;
+            let data = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(format!("data-{size}")))?;
+            write_all_at(&data, bytes, u64::from(n) * CHUNK_BYTES as u64)?;
+            File::create(dir.join(format!("held-{n}")))?;
+            partial.size = Some(size);
             partial.held.insert(n);
         }
         let missing = (0..chunk_count(size))
@@ -374,24 +385,38 @@ impl Files {
     /// its name, and lands it; the chunks are removed either way.
     fn assemble(&self, hash: &FileHash, size: u64) -> Result<()> {
         let dir = self.part_dir(hash);
-        let joined = self.write_tmp(|file| {
+        let data = dir.join(format!("data-{size}"));
+        let checked = (|| -> Result<bool> {
+            let mut file = File::open(&data)?;
+            if file.metadata()?.len() != size {
+                return Ok(false);
+            }
             let mut hasher = Sha256::new();
-            for n in 0..chunk_count(size) {
-                let bytes = fs::read(dir.join(n.to_string()))?;
-                hasher.update(&bytes);
-                file.write_all(&bytes)?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match file.read(&mut buf)? {
+                    0 => break,
+                    n => hasher.update(&buf[..n]),
+                }
             }
-            Ok(FileHash(hasher.finalize().into()))
-        });
-        let result = match joined {
-            Ok((tmp, got)) if got == *hash => self.land(&tmp, &self.path(hash)),
-            Ok((tmp, _)) => {
-                let _ = fs::remove_file(&tmp);
-                Err(Error::FileRejected {
-                    hash: hash.to_hex(),
-                    reason: "the assembled file does not match its SHA-256; send it again".into(),
-                })
+            if FileHash(hasher.finalize().into()) != *hash {
+                return Ok(false);
             }
+            // The one sync a transfer pays for.
+            file.sync_data()?;
+            Ok(true)
+        })();
+        let result = match checked {
+            Ok(true) => {
+                // Moved out of the transfer's directory, then into place.
+                let tmp = self.dir.join("tmp").join(random_name()?);
+                fs::rename(&data, &tmp)?;
+                self.land(&tmp, &self.path(hash))
+            }
+            Ok(false) => Err(Error::FileRejected {
+                hash: hash.to_hex(),
+                reason: "the assembled file does not match its SHA-256; send it again".into(),
+            }),
             Err(e) => return Err(e),
         };
         let _ = fs::remove_dir_all(&dir);
@@ -541,6 +566,25 @@ impl Files {
             })
             .collect())
     }
+}
+
+/// Writes `bytes` at `offset` of `file`.
+#[cfg(unix)]
+fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    Ok(file.write_all_at(bytes, offset)?)
+}
+
+/// Writes `bytes` at `offset` of `file`.
+#[cfg(windows)]
+fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !bytes.is_empty() {
+        let n = file.seek_write(bytes, offset)?;
+        bytes = &bytes[n..];
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 fn millis(t: std::time::SystemTime) -> i64 {

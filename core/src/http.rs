@@ -202,12 +202,13 @@ fn files_url(base_url: &str, hash: &crate::files::FileHash, rest: &str) -> Strin
 
 /// What the server holds of a file: `(stored, held chunks)`.
 fn file_status(
+    agent: &ureq::Agent,
     base_url: &str,
     token: &str,
     hash: &crate::files::FileHash,
 ) -> Result<(bool, std::collections::BTreeSet<u32>)> {
     let bytes = answer(
-        agent()
+        agent
             .get(files_url(base_url, hash, ""))
             .header("Authorization", format!("Bearer {token}"))
             .call()
@@ -229,62 +230,121 @@ fn file_status(
     Ok((stored, held))
 }
 
+/// Requests in flight while files upload: a file's durable landing on the
+/// server overlaps the next file's transfer (the server allows a device
+/// two requests at once).
+pub const UPLOAD_STREAMS: usize = 2;
+
+/// Sends one file's missing chunks; `Some(true)` once the server reports
+/// it stored, `None` when the server does not take it (yet).
+fn upload_one(
+    agent: &ureq::Agent,
+    store: &Store,
+    base_url: &str,
+    token: &str,
+    (hash, size): (crate::files::FileHash, u64),
+    sent: &dyn Fn(),
+) -> Result<Option<bool>> {
+    use crate::files::{chunk_count, FileHash};
+    let (stored, held) = match file_status(agent, base_url, token, &hash) {
+        Ok(s) => s,
+        // Not (yet) a file of a record the server has: later.
+        Err(Error::Rejected { status: 404, .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if stored {
+        return Ok(Some(true));
+    }
+    for n in (0..chunk_count(size)).filter(|n| !held.contains(n)) {
+        let chunk = store.files().read_chunk(&hash, n)?;
+        let bytes = answer(
+            agent
+                .put(files_url(base_url, &hash, &format!("/chunks/{n}")))
+                .header("Authorization", format!("Bearer {token}"))
+                .header("Content-Type", "application/octet-stream")
+                .header(SIZE_HEADER, size.to_string())
+                .header(CHUNK_SHA_HEADER, FileHash::of(&chunk).to_hex())
+                .send(&chunk[..])
+                .map_err(transport)?,
+            1 << 20,
+        )?;
+        sent();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if v.get("stored").and_then(|s| s.as_bool()) == Some(true) {
+            return Ok(Some(true));
+        }
+    }
+    Ok(Some(false))
+}
+
 /// Sends the files this device attached that the server does not hold
-/// yet, resuming each from the chunks the server already has, and marks
-/// each one the server reports stored (verified and durable there). Run it
-/// after [`sync`]: the server takes a file only once it knows a record
-/// that references it. `progress` is called after every chunk with the
-/// chunks sent so far.
+/// yet, [`UPLOAD_STREAMS`] at a time, each resuming from the chunks the
+/// server already has, and marks each one the server reports stored
+/// (verified and durable there). Run it after [`sync`]: the server takes
+/// a file only once it knows a record that references it. `progress` is
+/// called after every chunk with the chunks sent so far. The first error
+/// stops the upload (what was stored stays marked).
 pub fn upload_files(
     store: &Store,
     base_url: &str,
     token: &str,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize) + Send,
 ) -> Result<FilesReport> {
-    use crate::files::{chunk_count, FileHash};
-    let mut report = FilesReport::default();
-    for (hash, size) in store.unsent_files()? {
-        let (stored, held) = match file_status(base_url, token, &hash) {
-            Ok(s) => s,
-            // Not (yet) a file of a record the server has: later.
-            Err(Error::Rejected { status: 404, .. }) => {
-                report.left += 1;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let mut done = stored;
-        if !done {
-            for n in (0..chunk_count(size)).filter(|n| !held.contains(n)) {
-                let chunk = store.files().read_chunk(&hash, n)?;
-                let bytes = answer(
-                    agent()
-                        .put(files_url(base_url, &hash, &format!("/chunks/{n}")))
-                        .header("Authorization", format!("Bearer {token}"))
-                        .header("Content-Type", "application/octet-stream")
-                        .header(SIZE_HEADER, size.to_string())
-                        .header(CHUNK_SHA_HEADER, FileHash::of(&chunk).to_hex())
-                        .send(&chunk[..])
-                        .map_err(transport)?,
-                    1 << 20,
-                )?;
-                report.chunks_sent += 1;
-                progress(report.chunks_sent);
-                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                if v.get("stored").and_then(|s| s.as_bool()) == Some(true) {
-                    done = true;
-                    break;
+    let queue = Mutex::new(store.unsent_files()?.into_iter());
+    let report = Mutex::new(FilesReport::default());
+    let progress = Mutex::new(progress);
+    let failed: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..UPLOAD_STREAMS {
+            scope.spawn(|| {
+                let agent = agent();
+                loop {
+                    if failed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_some()
+                    {
+                        return;
+                    }
+                    let Some(next) = queue.lock().unwrap_or_else(PoisonError::into_inner).next()
+                    else {
+                        return;
+                    };
+                    let sent = || {
+                        let n = {
+                            let mut r = report.lock().unwrap_or_else(PoisonError::into_inner);
+                            r.chunks_sent += 1;
+                            r.chunks_sent
+                        };
+                        (progress.lock().unwrap_or_else(PoisonError::into_inner))(n);
+                    };
+                    let outcome =
+                        upload_one(&agent, store, base_url, token, next, &sent).and_then(|done| {
+                            if done == Some(true) {
+                                store.file_sent(&next.0)?;
+                            }
+                            Ok(done)
+                        });
+                    let mut r = report.lock().unwrap_or_else(PoisonError::into_inner);
+                    match outcome {
+                        Ok(Some(true)) => r.stored += 1,
+                        Ok(_) => r.left += 1,
+                        Err(e) => {
+                            failed
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .get_or_insert(e);
+                            return;
+                        }
+                    }
                 }
-            }
+            });
         }
-        if done {
-            store.file_sent(&hash)?;
-            report.stored += 1;
-        } else {
-            report.left += 1;
-        }
+    });
+    match failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        Some(e) => Err(e),
+        None => Ok(report.into_inner().unwrap_or_else(PoisonError::into_inner)),
     }
-    Ok(report)
 }
 
 /// The local path of the file `hash` (of `size` bytes, as the record's
@@ -309,8 +369,9 @@ pub fn fetch_file(
     let chunks = chunk_count(size);
     let held = area.partial(hash)?.held;
     let mut count = held.len() as u32;
+    let agent = agent();
     for n in (0..chunks).filter(|n| !held.contains(n)) {
-        let response = agent()
+        let response = agent
             .get(files_url(base_url, hash, &format!("/chunks/{n}")))
             .header("Authorization", format!("Bearer {token}"))
             .call()
