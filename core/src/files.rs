@@ -141,6 +141,9 @@ pub struct Files {
     dir: PathBuf,
     /// Remove the whole area on drop (a temporary store's).
     temporary: bool,
+    /// Tests: every write fails as on a full disk.
+    #[cfg(feature = "failpoints")]
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Files {
@@ -175,6 +178,8 @@ impl Files {
         let files = Files {
             dir: dir.to_path_buf(),
             temporary,
+            #[cfg(feature = "failpoints")]
+            full: Default::default(),
         };
         // Whatever a crash left half-written in tmp/ is no file yet.
         if let Ok(entries) = fs::read_dir(dir.join("tmp")) {
@@ -183,6 +188,22 @@ impl Files {
             }
         }
         Ok(files)
+    }
+
+    /// Tests (feature `failpoints`): from now on every write fails as on a
+    /// full disk (`false`: space again).
+    #[cfg(feature = "failpoints")]
+    pub fn simulate_full_disk(&self, full: bool) {
+        self.full.store(full, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Fails as a full disk would, when a test says so.
+    fn space(&self) -> Result<()> {
+        #[cfg(feature = "failpoints")]
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull).into());
+        }
+        Ok(())
     }
 
     /// The directory the area lives in.
@@ -216,6 +237,7 @@ impl Files {
     /// Writes `fill`'s output to a new file in `tmp/`, synced; returns its
     /// path and what `fill` returned. Removed again when `fill` fails.
     fn write_tmp<T>(&self, fill: impl FnOnce(&mut File) -> Result<T>) -> Result<(PathBuf, T)> {
+        self.space()?;
         let path = self.dir.join("tmp").join(random_name()?);
         let mut file = File::create(&path)?;
         let written = fill(&mut file).and_then(|t| {
@@ -360,6 +382,7 @@ impl Files {
         // whole file's hash below (the transfer then starts over). Two
         // processes writing the same chunk write the same bytes.
         if !partial.held.contains(&n) {
+            self.space()?;
             fs::create_dir_all(&dir)?;
             let data = File::options()
                 .create(true)

@@ -3,7 +3,8 @@
 //! records in their scope.
 //!
 //! * `GET /v1/files/{hash}` — what the server holds of the file: stored or
-//!   not, its size, the chunks of an upload in progress.
+//!   not, its size, the chunks of an upload in progress (part of an
+//!   upload: it follows the upload rule).
 //! * `PUT /v1/files/{hash}/chunks/{n}` — chunk `n` (headers
 //!   `X-Gridsync-File-Size`, and `X-Gridsync-Chunk-Sha256` to have a chunk
 //!   damaged on the way refused at once). The answer says whether the
@@ -14,8 +15,10 @@
 //!
 //! Every call needs a device token (the gate checks it before any body is
 //! read), and the file must be referenced by a record the device's scope
-//! admits — decided by the store (`Store::file_visible`); anything else is
-//! 404 `file_not_found`, like a file that does not exist.
+//! admits — decided by the store (`Store::file_visible` to download,
+//! `Store::file_accepts_upload` to upload, which also admits a record
+//! moved out of the device's scope); anything else is 404
+//! `file_not_found`, like a file that does not exist.
 //!
 //! The office's side (office token, the same rule on the office user's
 //! scope):
@@ -90,17 +93,27 @@ fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Settles that the caller is a device whose scope admits a record that
-/// references the file; 404 otherwise.
-async fn admit(state: &AppState, headers: &HeaderMap, hash: FileHash) -> Result<(), AppError> {
+/// references the file (for an upload: admits, or admitted before an
+/// office move); 404 otherwise.
+async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    hash: FileHash,
+    upload: bool,
+) -> Result<(), AppError> {
     let token = bearer(headers)?.to_owned();
     let identity = state.identity.clone();
     let store = state.store.clone();
     blocking(move || {
         let device = identity.authenticate(&token)?;
         let scope = identity.scope_of(&device.worker)?;
-        let visible = store
-            .file_visible(&hash, &|s| scope.allows(s))
-            .map_err(core_error)?;
+        let may = |s: &gridsync_core::RecordScope| scope.allows(s);
+        let visible = if upload {
+            store.file_accepts_upload(&hash, &may)
+        } else {
+            store.file_visible(&hash, &may)
+        }
+        .map_err(core_error)?;
         if visible {
             Ok(())
         } else {
@@ -118,7 +131,7 @@ async fn status(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let hash = parse_hash(&hash)?;
-    admit(&state, &headers, hash).await?;
+    admit(&state, &headers, hash, true).await?;
     let store = state.store.clone();
     blocking(move || {
         let area = store.files();
@@ -151,7 +164,7 @@ async fn put_chunk(
     let (parts, body) = req.into_parts();
     let hash = parse_hash(&hash)?;
     let n = parse_chunk(&n)?;
-    admit(&state, &parts.headers, hash).await?;
+    admit(&state, &parts.headers, hash, true).await?;
     let size: u64 = header_value(&parts.headers, SIZE_HEADER)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| {
@@ -199,7 +212,7 @@ async fn read_chunk(
 ) -> Result<Response, AppError> {
     let hash = parse_hash(&hash)?;
     let n = parse_chunk(&n)?;
-    admit(&state, &headers, hash).await?;
+    admit(&state, &headers, hash, false).await?;
     let store = state.store.clone();
     let (bytes, size) = blocking(move || {
         let area = store.files();

@@ -436,3 +436,78 @@ fn the_office_sees_photos_of_its_scope_without_their_camera_metadata() {
         (422, Some("file_rejected"))
     );
 }
+
+#[test]
+fn a_photo_taken_before_its_record_moved_away_still_reaches_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let other = server.enroll("w2", &dir.path().join("b"));
+    let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    a.sync().unwrap();
+    // Offline, the worker photographs the case; meanwhile the office
+    // moves it to grid G2.
+    let bytes = photo(CHUNK_BYTES + 10, 8);
+    let file = attach(&a.store, &a.author, id, &bytes, "image/jpeg");
+    let (status, body) = server.admin(
+        &format!("/v1/admin/records/{id}/move"),
+        serde_json::json!({"street": "S1", "community": "C1", "grid": "G2"}),
+    );
+    assert_eq!(status, 204, "{body}");
+    // The sync uploads the reference and learns of the move; the photo
+    // still goes up, and the grid that has the case now can fetch it.
+    a.sync().unwrap();
+    let sent = upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    assert_eq!((sent.stored, sent.left), (1, 0));
+    let hash = FileHash::parse(&file.hash).unwrap();
+    other.sync().unwrap();
+    let path = fetch_file(
+        &other.store,
+        &other.url,
+        &other.token,
+        &hash,
+        file.size,
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), bytes);
+    // The first worker, no longer in the case's grid, may not download.
+    let (status, _) = get_bytes(
+        &format!("{}/v1/files/{hash}/chunks/0", server.url),
+        Some(&a.token),
+    );
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn a_full_disk_on_the_server_is_a_clear_refusal_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    let bytes = photo(2 * CHUNK_BYTES + 3, 9);
+    let file = attach(&a.store, &a.author, id, &bytes, "image/jpeg");
+    let hash = FileHash::parse(&file.hash).unwrap();
+    a.sync().unwrap();
+    let area = server.store.as_ref().unwrap().files();
+    area.simulate_full_disk(true);
+    let e = upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap_err();
+    match &e {
+        gridsync_core::Error::Rejected { status, code, .. } => {
+            assert_eq!((*status, code.as_str()), (507, "storage_full"), "{e}")
+        }
+        other => panic!("{other}"),
+    }
+    // The phone still holds it as unsent; nothing half-written counts.
+    assert_eq!(
+        a.store.unsent_files().unwrap(),
+        vec![(hash, bytes.len() as u64)]
+    );
+    assert!(!area.has(&hash));
+    area.simulate_full_disk(false);
+    let sent = upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    assert_eq!((sent.stored, sent.chunks_sent), (1, 3));
+    assert_eq!(std::fs::read(area.path(&hash)).unwrap(), bytes);
+}

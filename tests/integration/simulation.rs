@@ -95,4 +95,8 @@ fn a_run_exercises_every_fault() {
         stats.conflicts_seen > 0,
         "no status or register conflict arose: {stats:?}"
     );
+    assert!(
+        stats.files_attached > 0 && stats.files_cut > 0 && stats.chunks_damaged > 0,
+        "files were not attached, cut off and damaged: {stats:?}"
+    );
 }

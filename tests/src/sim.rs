@@ -32,8 +32,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use gridsync_core::files::{chunk_count, ChunkOutcome, FileHash, CHUNK_BYTES};
 use gridsync_core::store::backend::Engine;
 use gridsync_core::sync::{self, Client, Peer, ServerLimits};
+use gridsync_core::AttachTo;
 use gridsync_core::{
     ActionStatus, Durability, IssueOp, IssueStatus, ManualClock, MeetingOp, NewActionItem,
     RecordId, RecordScope, Status, Store, StoreConfig, TimelineKind,
@@ -79,6 +81,12 @@ pub struct SimStats {
     /// Records showing a status or register conflict after sync rounds
     /// (summed over rounds).
     pub conflicts_seen: usize,
+    /// Files attached on devices.
+    pub files_attached: usize,
+    /// File transfers cut off part-way (taken up again later).
+    pub files_cut: usize,
+    /// Chunks damaged on the way (refused by the server, sent again).
+    pub chunks_damaged: usize,
 }
 
 impl SimStats {
@@ -100,6 +108,9 @@ impl SimStats {
         self.moves += o.moves;
         self.records += o.records;
         self.conflicts_seen += o.conflicts_seen;
+        self.files_attached += o.files_attached;
+        self.files_cut += o.files_cut;
+        self.chunks_damaged += o.chunks_damaged;
     }
 }
 
@@ -162,6 +173,10 @@ thread_local! {
 fn open(dir: &Path, code: &str, engine: &Engine) -> Result<Store, String> {
     let mut config = StoreConfig::new(dir, code);
     config.engine = engine.clone();
+    if engine.is_shared() {
+        // Server nodes on one database share one file area, as deployed.
+        config.files_dir = Some(dir.with_file_name("server-files"));
+    }
     config.durability = Durability::Flush;
     config.cache_capacity = 16;
     if let Some(clock) = CLOCK.with(|c| c.borrow().clone()) {
@@ -281,6 +296,8 @@ pub fn run_on(
     let mut maybe_notes: BTreeMap<RecordId, Vec<String>> = BTreeMap::new();
     // Requests held back by the network: (device, request bytes).
     let mut delayed: Vec<(usize, Vec<u8>)> = Vec::new();
+    // Every file a device attached (acknowledged), by hash: its bytes.
+    let mut files: BTreeMap<FileHash, Vec<u8>> = BTreeMap::new();
 
     for step in 0..config.steps {
         clock.advance(40_000);
@@ -397,7 +414,27 @@ pub fn run_on(
                         ),
                     }
                 } else {
-                    match rng.below(6) {
+                    match rng.below(7) {
+                        6 => {
+                            // A photo of a size around a chunk or two.
+                            let size = 1 + rng.below(CHUNK_BYTES * 3 / 2);
+                            let bytes = sim_file(seed, step, size);
+                            store
+                                .attach_file(
+                                    AttachTo::Issue(id),
+                                    &who,
+                                    &mut &bytes[..],
+                                    "image/jpeg",
+                                    "",
+                                    None,
+                                    20 << 20,
+                                )
+                                .map(|_| {
+                                    stats.files_attached += 1;
+                                    files.insert(FileHash::of(&bytes), bytes);
+                                    gridsync_core::Written { id, seq: None }
+                                })
+                        }
                         0 | 1 => {
                             let text = format!("note {seed}-{step}");
                             note = Some(text.clone());
@@ -562,6 +599,8 @@ pub fn run_on(
                     }),
                 )
                 .map_err(|e| format!("step {step}: sync of device {d}: {e}"))?;
+                transfer_files(server, &devices[d], &mut rng, &mut stats, true)
+                    .map_err(|e| format!("step {step}: files of device {d}: {e}"))?;
             }
         }
     }
@@ -597,6 +636,15 @@ pub fn run_on(
             break;
         }
     }
+    // Every device's files, over a clean network (to either node).
+    for (i, d) in devices.iter().enumerate() {
+        let n = i % servers.len();
+        transfer_files(&servers[n], d, &mut rng, &mut stats, false)?;
+        let left = d.store().unsent_files().map_err(|e| e.to_string())?;
+        if !left.is_empty() {
+            return Err(format!("device {i} could not send {left:?}"));
+        }
+    }
     let server = &servers[0];
     check(
         server.store(),
@@ -606,7 +654,95 @@ pub fn run_on(
         &maybe_notes,
         &mut stats,
     )?;
+    check_files(server.store(), &files)?;
     Ok(stats)
+}
+
+/// The bytes of a simulated photo.
+fn sim_file(seed: u64, step: usize, size: usize) -> Vec<u8> {
+    let mut x = (seed << 20) ^ step as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends the device's unsent files to the server chunk by chunk, as
+/// `http::upload_files` does, through the same checks; with faults a
+/// transfer may be cut off part-way or a chunk damaged on the way.
+fn transfer_files(
+    server: &Device,
+    dev: &Device,
+    rng: &mut Rng,
+    stats: &mut SimStats,
+    faults: bool,
+) -> Result<(), String> {
+    let e = |e: gridsync_core::Error| e.to_string();
+    let allow = |s: &RecordScope| dev.allows(s);
+    let area = server.store().files();
+    for (hash, size) in dev.store().unsent_files().map_err(e)? {
+        if !server
+            .store()
+            .file_accepts_upload(&hash, &allow)
+            .map_err(e)?
+        {
+            // The record has not reached the server yet.
+            continue;
+        }
+        let held = area.partial(&hash).map_err(e)?.held;
+        let mut done = area.has(&hash);
+        for n in (0..chunk_count(size)).filter(|n| !held.contains(n)) {
+            if done {
+                break;
+            }
+            if faults && rng.chance(15) {
+                stats.files_cut += 1;
+                return Ok(());
+            }
+            let bytes = dev.store().files().read_chunk(&hash, n).map_err(e)?;
+            let sha = FileHash::of(&bytes).0;
+            if faults && rng.chance(5) {
+                let mut damaged = bytes.clone();
+                damaged[0] ^= 1;
+                match area.put_chunk(&hash, size, n, &damaged, Some(sha)) {
+                    Err(gridsync_core::Error::FileRejected { .. }) => stats.chunks_damaged += 1,
+                    other => return Err(format!("a damaged chunk was taken: {other:?}")),
+                }
+            }
+            done = area
+                .put_chunk(&hash, size, n, &bytes, Some(sha))
+                .map_err(e)?
+                == ChunkOutcome::Complete;
+        }
+        if done {
+            dev.store().file_sent(&hash).map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every file a device attached (acknowledged) is referenced by a record on
+/// the server and is there exactly as written.
+fn check_files(server: &Store, files: &BTreeMap<FileHash, Vec<u8>>) -> Result<(), String> {
+    for (hash, bytes) in files {
+        if server
+            .file_refs(hash)
+            .map_err(|e| e.to_string())?
+            .is_empty()
+        {
+            return Err(format!("no record on the server references file {hash}"));
+        }
+        let held = std::fs::read(server.files().path(hash))
+            .map_err(|e| format!("file {hash} referenced but not on the server: {e}"))?;
+        if held != *bytes {
+            return Err(format!("file {hash} differs on the server"));
+        }
+    }
+    Ok(())
 }
 
 /// The network's and the machines' misbehaviour during a sync round.

@@ -13,8 +13,10 @@
 //!   first download are not read, so their references are not listed
 //!   there; only the server answers for scope, and it merges change by
 //!   change.)
-//! * A caller may upload or download a file only when a record it may
-//!   access references it ([`Store::file_visible`]).
+//! * A caller may download a file only when a record it may access
+//!   references it ([`Store::file_visible`]); a device may upload one when
+//!   such a record lies, or lay before an office move, in its scope
+//!   ([`Store::file_accepts_upload`]).
 //! * A device's own files — referenced by a write made on this device while
 //!   the file is in its area — are marked unsent in that write's batch and
 //!   stay until the server says it holds them; they are never evicted.
@@ -151,6 +153,26 @@ impl Store {
         for id in self.file_refs(hash)? {
             if let Some(entry) = self.scope_entry(id)? {
                 if may_access(&entry.current) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether a device whose scope `may_access` admits may send the file:
+    /// a record that references it lies in its scope now, or did before an
+    /// office move took it out (a photo taken before the worker learned of
+    /// the move still reaches the server; sending it reveals nothing the
+    /// worker did not hold). Downloads follow [`Store::file_visible`].
+    pub fn file_accepts_upload(
+        &self,
+        hash: &FileHash,
+        may_access: &dyn Fn(&RecordScope) -> bool,
+    ) -> Result<bool> {
+        for id in self.file_refs(hash)? {
+            if let Some(entry) = self.scope_entry(id)? {
+                if entry.ever_admitted(may_access) {
                     return Ok(true);
                 }
             }
