@@ -46,6 +46,38 @@ pub const CHUNK_BYTES: usize = 256 * 1024;
 /// The largest file accepted unless configured otherwise.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 << 20;
 
+/// The file bytes one device may send in a day unless configured
+/// otherwise: 1 GiB, some 2,000 photos.
+pub const DEFAULT_FILE_BYTES_PER_DEVICE_DAY: u64 = 1 << 30;
+
+/// Bytes a device sent today, counted against its daily quota.
+#[derive(Debug, Default)]
+pub struct DailyQuota {
+    used: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
+}
+
+impl DailyQuota {
+    /// Counts `bytes` for `device` on the day of `now_ms` if that keeps it
+    /// within `limit`; false (nothing counted) otherwise.
+    pub fn charge(&self, device: &str, bytes: u64, now_ms: i64, limit: u64) -> bool {
+        let day = now_ms.div_euclid(86_400_000);
+        let mut used = self
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Yesterday's counts are of no use.
+        used.retain(|_, (d, _)| *d == day);
+        let entry = used.entry(device.to_owned()).or_insert((day, 0));
+        match entry.1.checked_add(bytes) {
+            Some(total) if total <= limit => {
+                entry.1 = total;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// How long a file no record references (and an abandoned transfer) is
 /// kept before the server removes it: a day, which covers a file taken in
 /// a moment before the write that references it and a transfer that
@@ -618,6 +650,19 @@ fn millis(t: std::time::SystemTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_may_send_its_quota_a_day() {
+        let q = DailyQuota::default();
+        let day = 86_400_000;
+        assert!(q.charge("d1", 600, 5, 1000));
+        assert!(!q.charge("d1", 500, 6, 1000));
+        assert!(q.charge("d2", 1000, 7, 1000));
+        assert!(q.charge("d1", 400, 8, 1000));
+        assert!(!q.charge("d1", 1, 9, 1000));
+        // The next day starts afresh.
+        assert!(q.charge("d1", 1000, day + 1, 1000));
+    }
 
     fn bytes(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()

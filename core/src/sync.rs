@@ -630,6 +630,9 @@ pub struct ServerLimits {
     pub max_page_bytes: u32,
     /// The largest attached file accepted (see [`crate::files`]).
     pub max_file_bytes: u64,
+    /// The file bytes one device may send in a day (UTC); past it, chunks
+    /// are refused until the next day and the phone keeps them unsent.
+    pub file_bytes_per_device_day: u64,
 }
 
 impl Default for ServerLimits {
@@ -639,6 +642,7 @@ impl Default for ServerLimits {
             foreign: ForeignLimits::default(),
             max_page_bytes: DEFAULT_PAGE_BYTES,
             max_file_bytes: crate::files::DEFAULT_MAX_FILE_BYTES,
+            file_bytes_per_device_day: crate::files::DEFAULT_FILE_BYTES_PER_DEVICE_DAY,
         }
     }
 }

@@ -9,13 +9,14 @@ pub const USAGE: &str =
     "usage: gridsync serve [--data-dir DIR] [--listen ADDR] [--tls-cert PEM --tls-key PEM] [--drain-seconds N]
                       [--log-keep-days N (default 90)] [--log-keep-entries N]   (0: no bound)
                       [--database postgres://...]   (records and identity on PostgreSQL; several servers may share it)
+                      [--max-file-mb N (default 20)] [--file-quota-mb N (per device and day, default 1024)]
        gridsync demo --data-dir DIR [--issues N]   (seed a demo district)
        gridsync backup --data-dir DIR --to DEST [--server URL] [--database URL]
                                  (a consistent copy; --server: of the running server)
        gridsync restore --from BACKUP --data-dir DIR [--database URL]   (the server stopped;
                         on PostgreSQL into an empty database)
   environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_DATABASE_URL, GRIDSYNC_TLS_CERT, GRIDSYNC_TLS_KEY, GRIDSYNC_DRAIN_SECONDS,
-               GRIDSYNC_LOG_KEEP_DAYS, GRIDSYNC_LOG_KEEP_ENTRIES,
+               GRIDSYNC_LOG_KEEP_DAYS, GRIDSYNC_LOG_KEEP_ENTRIES, GRIDSYNC_MAX_FILE_MB, GRIDSYNC_FILE_QUOTA_MB,
                GRIDSYNC_ADMIN_TOKEN, RUST_LOG (default info), GRIDSYNC_LOG_FORMAT=json";
 
 /// Runs the command line; returns the process exit code.
@@ -254,8 +255,12 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         ));
         let data_dir = config.data_dir.clone();
         let engine = config.engine.clone();
+        let (max_file, quota) = (config.max_file_bytes, config.file_bytes_per_device_day);
         let state = crate::open_while_starting(&listener, tls.clone(), move || {
-            crate::open_on(&engine, &data_dir, &token)
+            let mut state = crate::open_on(&engine, &data_dir, &token)?;
+            state.limits.max_file_bytes = max_file;
+            state.limits.file_bytes_per_device_day = quota;
+            Ok(state)
         })
         .await
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;

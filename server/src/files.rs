@@ -92,6 +92,13 @@ fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
+/// The calling device's id.
+async fn device_id(state: &AppState, headers: &HeaderMap) -> Result<String, AppError> {
+    let token = bearer(headers)?.to_owned();
+    let identity = state.identity.clone();
+    blocking(move || Ok(identity.authenticate(&token)?.id)).await
+}
+
 /// Settles that the caller is a device whose scope admits a record that
 /// references the file (for an upload: admits, or admitted before an
 /// office move); 404 otherwise.
@@ -186,6 +193,21 @@ async fn put_chunk(
     };
     let announced = crate::gate::announced_length(&parts.headers);
     let bytes: Bytes = crate::gate::read_body(body, announced).await?;
+    let device = device_id(&state, &parts.headers).await?;
+    let limit = state.limits.file_bytes_per_device_day;
+    if !state
+        .file_quota
+        .charge(&device, bytes.len() as u64, state.store.now_ms(), limit)
+    {
+        return Err(AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "file_quota",
+            format!(
+                "this device has sent its {} MiB of files for today; the rest wait until tomorrow",
+                limit >> 20
+            ),
+        ));
+    }
     let store = state.store.clone();
     blocking(move || {
         let outcome = store

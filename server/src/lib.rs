@@ -52,6 +52,10 @@ pub struct Config {
     /// Where records and identity live: sled under `data_dir` (default),
     /// or a PostgreSQL database several servers share.
     pub engine: Engine,
+    /// The largest attached file taken, in bytes.
+    pub max_file_bytes: u64,
+    /// The file bytes one device may send a day.
+    pub file_bytes_per_device_day: u64,
 }
 
 /// A certificate chain and its private key, PEM files, for HTTPS.
@@ -122,6 +126,8 @@ impl Config {
             drain: Duration::ZERO,
             retention: retention::Retention::default(),
             engine: Engine::Sled,
+            max_file_bytes: gridsync_core::files::DEFAULT_MAX_FILE_BYTES,
+            file_bytes_per_device_day: gridsync_core::files::DEFAULT_FILE_BYTES_PER_DEVICE_DAY,
         };
         if let Some(url) = env("GRIDSYNC_DATABASE_URL").filter(|u| !u.is_empty()) {
             config.engine = database(url)?;
@@ -155,6 +161,19 @@ impl Config {
         if let Some(v) = env("GRIDSYNC_DRAIN_SECONDS") {
             config.drain = seconds(&v)?;
         }
+        let mib = |name: &str, v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|m| (1..=1 << 20).contains(m))
+                .map(|m| m << 20)
+                .ok_or_else(|| format!("{name} must be 1 to 1048576 MiB, not {v:?}"))
+        };
+        if let Some(v) = env("GRIDSYNC_MAX_FILE_MB") {
+            config.max_file_bytes = mib("the largest file", &v)?;
+        }
+        if let Some(v) = env("GRIDSYNC_FILE_QUOTA_MB") {
+            config.file_bytes_per_device_day = mib("the daily file quota", &v)?;
+        }
         let mut cert = env("GRIDSYNC_TLS_CERT").map(PathBuf::from);
         let mut key = env("GRIDSYNC_TLS_KEY").map(PathBuf::from);
         let mut it = args.iter();
@@ -176,6 +195,13 @@ impl Config {
                 }
                 "--log-keep-entries" => {
                     config.retention.keep_entries = keep_entries(&value("--log-keep-entries")?)?;
+                }
+                "--max-file-mb" => {
+                    config.max_file_bytes = mib("the largest file", &value("--max-file-mb")?)?;
+                }
+                "--file-quota-mb" => {
+                    config.file_bytes_per_device_day =
+                        mib("the daily file quota", &value("--file-quota-mb")?)?;
                 }
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -273,6 +299,7 @@ pub fn open_on(engine: &Engine, data_dir: &Path, admin_token: &str) -> anyhow::R
         admin_digest: Sha256::digest(admin_token.as_bytes()).into(),
         slots: Arc::default(),
         draining: Arc::default(),
+        file_quota: Arc::default(),
     })
 }
 
@@ -571,6 +598,21 @@ mod tests {
             }
         );
         for bad in [&["--log-keep-days", "x"][..], &["--log-keep-entries", "-3"]] {
+            assert!(Config::from_args(&args(bad), none).is_err());
+        }
+        // File limits: MiB, from the environment or flags.
+        let d = Config::from_args(&[], none).unwrap();
+        assert_eq!(
+            (d.max_file_bytes, d.file_bytes_per_device_day),
+            (20 << 20, 1 << 30)
+        );
+        let env = |k: &str| (k == "GRIDSYNC_MAX_FILE_MB").then(|| "50".to_owned());
+        let c = Config::from_args(&args(&["--file-quota-mb", "100"]), env).unwrap();
+        assert_eq!(
+            (c.max_file_bytes, c.file_bytes_per_device_day),
+            (50 << 20, 100 << 20)
+        );
+        for bad in [&["--max-file-mb", "0"][..], &["--file-quota-mb", "lots"]] {
             assert!(Config::from_args(&args(bad), none).is_err());
         }
     }

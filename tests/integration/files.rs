@@ -511,3 +511,30 @@ fn a_full_disk_on_the_server_is_a_clear_refusal_and_loses_nothing() {
     assert_eq!((sent.stored, sent.chunks_sent), (1, 3));
     assert_eq!(std::fs::read(area.path(&hash)).unwrap(), bytes);
 }
+
+#[test]
+fn a_device_past_its_daily_file_quota_is_refused_clearly_and_loses_nothing() {
+    // (The next day's fresh quota: `files::tests::a_device_may_send_its_quota_a_day`.)
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(&dir.path().join("server"), |state| {
+        state.limits.file_bytes_per_device_day = 3 * CHUNK_BYTES as u64;
+    });
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    let first = photo(2 * CHUNK_BYTES, 10);
+    let second = photo(2 * CHUNK_BYTES, 11);
+    attach(&a.store, &a.author, id, &first, "image/jpeg");
+    attach(&a.store, &a.author, id, &second, "image/jpeg");
+    a.sync().unwrap();
+    // Two files of two chunks against a quota of three chunks: one goes
+    // up, the other is refused part-way with a clear code.
+    let e = upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap_err();
+    match &e {
+        gridsync_core::Error::Rejected { status, code, .. } => {
+            assert_eq!((*status, code.as_str()), (429, "file_quota"), "{e}")
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(a.store.unsent_files().unwrap().len(), 1);
+}

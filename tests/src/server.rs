@@ -32,20 +32,34 @@ impl std::fmt::Debug for TestServer {
 impl TestServer {
     /// Starts a server in this process on a free port.
     pub fn start(data_dir: &Path) -> TestServer {
-        Self::start_with(data_dir, None)
+        Self::start_with(data_dir, None, |_| {})
+    }
+
+    /// Starts a server in this process with its state adjusted first
+    /// (limits, say).
+    pub fn start_configured(
+        data_dir: &Path,
+        configure: impl FnOnce(&mut gridsync_server::AppState),
+    ) -> TestServer {
+        Self::start_with(data_dir, None, configure)
     }
 
     /// Starts a server in this process on a free port, serving HTTPS with
     /// the given certificate and key (its URL is `https://127.0.0.1:…`).
     pub fn start_tls(data_dir: &Path, tls: &gridsync_server::TlsFiles) -> TestServer {
-        Self::start_with(data_dir, Some(tls))
+        Self::start_with(data_dir, Some(tls), |_| {})
     }
 
-    fn start_with(data_dir: &Path, tls: Option<&gridsync_server::TlsFiles>) -> TestServer {
+    fn start_with(
+        data_dir: &Path,
+        tls: Option<&gridsync_server::TlsFiles>,
+        configure: impl FnOnce(&mut gridsync_server::AppState),
+    ) -> TestServer {
         let acceptor = tls.map(|t| gridsync_server::tls_acceptor(t).unwrap());
         let scheme = if tls.is_some() { "https" } else { "http" };
         let engine = crate::engine::engine_for(data_dir);
-        let state = gridsync_server::open_on(&engine, data_dir, ADMIN).unwrap();
+        let mut state = gridsync_server::open_on(&engine, data_dir, ADMIN).unwrap();
+        configure(&mut state);
         let store = state.store.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
