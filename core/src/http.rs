@@ -347,6 +347,36 @@ pub fn upload_files(
     }
 }
 
+/// Downloads the files the records on this device reference and it does
+/// not hold, those of the most recently changed records first, until
+/// `budget_bytes` more are held (for an app on Wi-Fi: the photos of the
+/// worker's own grid ready before they go out). Files the server does not
+/// hold yet are skipped. Returns how many were fetched.
+pub fn prefetch_files(
+    store: &Store,
+    base_url: &str,
+    token: &str,
+    budget_bytes: u64,
+) -> Result<usize> {
+    let mut left = budget_bytes;
+    let mut fetched = 0;
+    for (hash, size) in store.missing_files()? {
+        if size > left {
+            continue;
+        }
+        match fetch_file(store, base_url, token, &hash, size, |_, _| {}) {
+            Ok(_) => {
+                left -= size;
+                fetched += 1;
+            }
+            // Not uploaded yet, or no longer the device's: later, or never.
+            Err(Error::Rejected { status: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(fetched)
+}
+
 /// The local path of the file `hash` (of `size` bytes, as the record's
 /// attachment says), downloading it first if it is not here: chunk by
 /// chunk, resuming from the chunks already held, each checked against

@@ -972,6 +972,17 @@ impl GridStore {
         })
     }
 
+    /// Downloads the photos and files of this phone's records that it
+    /// does not hold, newest records first, up to `budget_bytes` more: call
+    /// it on Wi-Fi so the worker's grid is ready offline. **Blocks** on the
+    /// network. Returns how many files were fetched.
+    pub fn prefetch_files(&self, url: String, token: String, budget_bytes: u64) -> Result<u32> {
+        guard(|| {
+            let n = gridsync_core::http::prefetch_files(&self.store, &url, &token, budget_bytes)?;
+            Ok(count(n))
+        })
+    }
+
     /// Sends this phone's unsent files (`sync` does this after the
     /// records). **Blocks** on the network.
     pub fn upload_files(&self, url: String, token: String) -> Result<FilesReportRecord> {

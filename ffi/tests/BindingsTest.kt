@@ -184,6 +184,7 @@ fun main() {
         })
         check(java.io.File(path).readBytes().contentEquals(photoBytes)) { "b's copy differs" }
         check(received == 3u) { "chunks received: $received" }
+        check(b.prefetchFiles(url, tokenB, 1_000_000_000uL) == 0u) { "nothing left to prefetch" }
         val onServer = tmp.resolve("server/store/files/${att.hash.take(2)}/${att.hash}")
         check(onServer.readBytes().contentEquals(photoBytes)) { "the server's copy differs" }
 

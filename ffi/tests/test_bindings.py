@@ -223,6 +223,7 @@ def main():
             assert f.read() == photo_bytes
         assert (got.received, got.total) == (3, 3), (got.received, got.total)
         assert b.issue(ia).attachments[0].local_path == path
+        assert b.prefetch_files(url, token_b, 10**9) == 0  # nothing left to fetch
         on_server = os.path.join(tmp, "server", "store", "files", att.hash[:2], att.hash)
         with open(on_server, "rb") as f:
             assert f.read() == photo_bytes

@@ -538,3 +538,48 @@ fn a_device_past_its_daily_file_quota_is_refused_clearly_and_loses_nothing() {
     }
     assert_eq!(a.store.unsent_files().unwrap().len(), 1);
 }
+
+#[test]
+fn a_phone_on_wifi_prefetches_its_grids_photos_within_a_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let b = server.enroll("w1", &dir.path().join("b"));
+    let old = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    let older_photo = photo(300_000, 12);
+    attach(&a.store, &a.author, old, &older_photo, "image/jpeg");
+    let new = a.store.create_issue(&a.author, new_issue(1, 1, 1)).unwrap();
+    let newer_photo = photo(300_000, 13);
+    let newer = attach(&a.store, &a.author, new, &newer_photo, "image/jpeg");
+    // A photo whose bytes never reached the server is skipped.
+    let unsent = attach(&a.store, &a.author, new, &photo(1000, 14), "image/png");
+    a.sync().unwrap();
+    let sent_hashes: Vec<_> = a.store.unsent_files().unwrap();
+    assert_eq!(sent_hashes.len(), 3);
+    upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    // (Make the third one unknown to the server again: it was never sent.)
+    let unsent_hash = FileHash::parse(&unsent.hash).unwrap();
+    server
+        .store
+        .as_ref()
+        .unwrap()
+        .files()
+        .remove(&unsent_hash)
+        .unwrap();
+
+    b.sync().unwrap();
+    assert_eq!(b.store.missing_files().unwrap().len(), 3);
+    // A budget for one photo: the newest record's comes first.
+    let fetched = gridsync_core::http::prefetch_files(&b.store, &b.url, &b.token, 400_000).unwrap();
+    assert_eq!(fetched, 1);
+    let newer_hash = FileHash::parse(&newer.hash).unwrap();
+    assert_eq!(
+        std::fs::read(b.store.files().path(&newer_hash)).unwrap(),
+        newer_photo
+    );
+    // Then the rest that exist.
+    let fetched = gridsync_core::http::prefetch_files(&b.store, &b.url, &b.token, 1 << 30).unwrap();
+    assert_eq!(fetched, 1);
+    assert_eq!(b.store.missing_files().unwrap(), vec![(unsent_hash, 1000)]);
+}
