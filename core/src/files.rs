@@ -213,10 +213,19 @@ impl Files {
             #[cfg(feature = "failpoints")]
             full: Default::default(),
         };
-        // Whatever a crash left half-written in tmp/ is no file yet.
+        // Whatever a crash left half-written in tmp/ is no file yet. Only
+        // what is an hour old goes: another process sharing the area (a
+        // second server node) may be writing the rest right now.
+        let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         if let Ok(entries) = fs::read_dir(dir.join("tmp")) {
             for e in entries.flatten() {
-                let _ = fs::remove_file(e.path());
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < stale);
+                if old {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
         Ok(files)
@@ -666,6 +675,26 @@ mod tests {
 
     fn bytes(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn opening_clears_only_stale_leftovers_of_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Files::open(dir.path(), false).unwrap());
+        let tmp = dir.path().join("tmp");
+        fs::write(tmp.join("old"), b"x").unwrap();
+        fs::write(tmp.join("busy"), b"y").unwrap();
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        File::options()
+            .append(true)
+            .open(tmp.join("old"))
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
+        // Another process opens the shared area meanwhile.
+        drop(Files::open(dir.path(), false).unwrap());
+        assert!(!tmp.join("old").exists());
+        assert!(tmp.join("busy").exists(), "another writer's file was taken");
     }
 
     #[test]
