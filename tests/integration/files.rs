@@ -583,3 +583,51 @@ fn a_phone_on_wifi_prefetches_its_grids_photos_within_a_budget() {
     assert_eq!(fetched, 1);
     assert_eq!(b.store.missing_files().unwrap(), vec![(unsent_hash, 1000)]);
 }
+
+#[test]
+fn a_download_cut_off_resumes_from_the_chunks_the_phone_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let b = server.enroll("w1", &dir.path().join("b"));
+    let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    let bytes = photo(3 * CHUNK_BYTES + 7, 15);
+    let file = attach(&a.store, &a.author, id, &bytes, "image/jpeg");
+    let hash = FileHash::parse(&file.hash).unwrap();
+    a.sync().unwrap();
+    upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    b.sync().unwrap();
+    // The app was killed after two of four chunks had arrived.
+    for n in 0..2u32 {
+        let (status, chunk) = get_bytes(
+            &format!("{}/v1/files/{hash}/chunks/{n}", server.url),
+            Some(&b.token),
+        );
+        assert_eq!(status, 200);
+        b.store
+            .files()
+            .put_chunk(&hash, file.size, n, &chunk, None)
+            .unwrap();
+    }
+    assert_eq!(
+        b.store.file_state(&hash).unwrap(),
+        FileState::Partial { held: 2, chunks: 4 }
+    );
+    let (token, code) = (b.token.clone(), b.store.device_code().to_owned());
+    drop(b);
+    let b = gridsync_core::Store::open({
+        let mut c = gridsync_core::StoreConfig::new(dir.path().join("b"), code);
+        c.durability = gridsync_core::Durability::Flush;
+        c
+    })
+    .unwrap();
+    let mut steps = Vec::new();
+    let path = fetch_file(&b, &a.url, &token, &hash, file.size, |held, of| {
+        steps.push((held, of))
+    })
+    .unwrap();
+    // Only the two missing chunks travelled.
+    assert_eq!(steps, vec![(3, 4), (4, 4)]);
+    assert_eq!(std::fs::read(path).unwrap(), bytes);
+}
