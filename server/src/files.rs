@@ -92,22 +92,15 @@ fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
-/// The calling device's id.
-async fn device_id(state: &AppState, headers: &HeaderMap) -> Result<String, AppError> {
-    let token = bearer(headers)?.to_owned();
-    let identity = state.identity.clone();
-    blocking(move || Ok(identity.authenticate(&token)?.id)).await
-}
-
 /// Settles that the caller is a device whose scope admits a record that
 /// references the file (for an upload: admits, or admitted before an
-/// office move); 404 otherwise.
+/// office move); 404 otherwise. Returns the device's id.
 async fn admit(
     state: &AppState,
     headers: &HeaderMap,
     hash: FileHash,
     upload: bool,
-) -> Result<(), AppError> {
+) -> Result<String, AppError> {
     let token = bearer(headers)?.to_owned();
     let identity = state.identity.clone();
     let store = state.store.clone();
@@ -122,7 +115,7 @@ async fn admit(
         }
         .map_err(core_error)?;
         if visible {
-            Ok(())
+            Ok(device.id)
         } else {
             Err(core_error(gridsync_core::Error::FileNotFound(
                 hash.to_hex(),
@@ -171,7 +164,7 @@ async fn put_chunk(
     let (parts, body) = req.into_parts();
     let hash = parse_hash(&hash)?;
     let n = parse_chunk(&n)?;
-    admit(&state, &parts.headers, hash, true).await?;
+    let device = admit(&state, &parts.headers, hash, true).await?;
     let size: u64 = header_value(&parts.headers, SIZE_HEADER)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| {
@@ -193,7 +186,6 @@ async fn put_chunk(
     };
     let announced = crate::gate::announced_length(&parts.headers);
     let bytes: Bytes = crate::gate::read_body(body, announced).await?;
-    let device = device_id(&state, &parts.headers).await?;
     let limit = state.limits.file_bytes_per_device_day;
     if !state
         .file_quota

@@ -17,7 +17,7 @@ use gridsync_core::files::{FileHash, CHUNK_BYTES};
 use gridsync_core::http::{fetch_file, upload_files};
 use gridsync_core::AttachTo;
 use gridsync_tests::server::{TestDevice, TestServer};
-use gridsync_tests::{new_issue, peak_rss_kib};
+use gridsync_tests::{new_issue, peak_rss_kib, rss_kib};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_gridsync-under-test");
 
@@ -124,21 +124,6 @@ fn mib_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
 }
 
-fn current_rss_kib(pid: Option<u32>) -> u64 {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/status"),
-        None => "/proc/self/status".to_owned(),
-    };
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
     let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
     let data = tmp.path().join("server");
@@ -184,8 +169,8 @@ fn main() {
     // Memory: 200 MB up from one phone and down to another.
     reset_peak(pid);
     reset_peak(None);
-    let server_before = current_rss_kib(pid);
-    let phone_before = current_rss_kib(None);
+    let server_before = rss_kib(pid);
+    let phone_before = rss_kib(None);
     let big = attach_all(&phone, tmp.path(), 10, 20_000_000, 99);
     phone.sync().unwrap();
     let start = Instant::now();

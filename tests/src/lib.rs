@@ -279,6 +279,16 @@ pub fn all_issue_views(store: &Store) -> Vec<gridsync_core::IssueView> {
 
 /// A process's peak resident memory in KiB (`VmHWM`), 0 if unknown.
 pub fn peak_rss_kib(pid: Option<u32>) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// The resident memory of process `pid` (this process: `None`) now, KiB.
+pub fn rss_kib(pid: Option<u32>) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB figure of `/proc/<pid>/status` (0 when unreadable).
+fn status_kib(pid: Option<u32>, field: &str) -> u64 {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/status"),
         None => "/proc/self/status".to_owned(),
@@ -287,7 +297,7 @@ pub fn peak_rss_kib(pid: Option<u32>) -> u64 {
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)

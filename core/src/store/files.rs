@@ -143,21 +143,14 @@ impl Store {
     }
 
     /// Whether a record whose scope `may_access` admits references the
-    /// file: the one rule for who may upload or download it. A caller it
-    /// does not admit is answered as if the file did not exist.
+    /// file: the rule for who may download it. A caller it does not admit
+    /// is answered as if the file did not exist.
     pub fn file_visible(
         &self,
         hash: &FileHash,
         may_access: &dyn Fn(&RecordScope) -> bool,
     ) -> Result<bool> {
-        for id in self.file_refs(hash)? {
-            if let Some(entry) = self.scope_entry(id)? {
-                if may_access(&entry.current) {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
+        self.any_referencing_scope(hash, |entry| may_access(&entry.current))
     }
 
     /// Whether a device whose scope `may_access` admits may send the file:
@@ -170,11 +163,19 @@ impl Store {
         hash: &FileHash,
         may_access: &dyn Fn(&RecordScope) -> bool,
     ) -> Result<bool> {
+        self.any_referencing_scope(hash, |entry| entry.ever_admitted(may_access))
+    }
+
+    /// Whether `admits` holds for the scope entry of a record referencing
+    /// the file.
+    fn any_referencing_scope(
+        &self,
+        hash: &FileHash,
+        admits: impl Fn(&StoredScope) -> bool,
+    ) -> Result<bool> {
         for id in self.file_refs(hash)? {
-            if let Some(entry) = self.scope_entry(id)? {
-                if entry.ever_admitted(may_access) {
-                    return Ok(true);
-                }
+            if self.scope_entry(id)?.is_some_and(|entry| admits(&entry)) {
+                return Ok(true);
             }
         }
         Ok(false)
