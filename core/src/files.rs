@@ -42,6 +42,10 @@ use crate::error::{Error, Result};
 
 /// The size of the chunks files travel in (the last one may be shorter).
 pub const CHUNK_BYTES: usize = 256 * 1024;
+/// A file at most this large may travel whole, in one request, instead of
+/// chunk by chunk: a cut then re-sends at most one chunk the server had
+/// already received, as a chunked transfer may.
+pub const WHOLE_FILE_BYTES: usize = 2 * CHUNK_BYTES;
 
 /// The largest file accepted unless configured otherwise.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 << 20;
@@ -147,6 +151,67 @@ pub struct Partial {
     pub size: Option<u64>,
     /// The chunks held.
     pub held: BTreeSet<u32>,
+}
+
+/// The header naming a file's size on the chunk routes.
+pub const SIZE_HEADER: &str = "X-Gridsync-File-Size";
+/// The header naming a chunk's CRC-32 (8 hex digits), sent with every
+/// chunk both ways: a chunk damaged on the way is refused at once.
+pub const CHUNK_CRC32_HEADER: &str = "X-Gridsync-Chunk-Crc32";
+/// The header naming a chunk's SHA-256 (hex), which apps before the
+/// CRC-32 sent instead; still accepted.
+pub const CHUNK_SHA256_HEADER: &str = "X-Gridsync-Chunk-Sha256";
+
+/// What a sender says a chunk hashes to, so that a chunk damaged on the
+/// way is refused on its own instead of failing the whole file. Only a
+/// check against damage: the file's SHA-256, checked when it is whole,
+/// is what makes it trusted, so the cheap CRC-32 is the default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkCheck {
+    /// CRC-32 (IEEE), as [`ChunkCheck::of`] gives.
+    Crc32(u32),
+    /// SHA-256.
+    Sha256([u8; 32]),
+}
+
+impl ChunkCheck {
+    /// The CRC-32 of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        ChunkCheck::Crc32(crc32fast::hash(bytes))
+    }
+
+    /// Reads a check from its header value: the CRC-32 as 8 hex digits
+    /// (`crc32`) or the SHA-256 as 64 (`sha256`).
+    pub fn parse(crc32: Option<&str>, sha256: Option<&str>) -> Result<Option<Self>> {
+        if let Some(v) = crc32 {
+            return match (v.len(), u32::from_str_radix(v, 16)) {
+                (8, Ok(c)) => Ok(Some(ChunkCheck::Crc32(c))),
+                _ => Err(Error::InvalidInput {
+                    field: "chunk crc32",
+                    reason: "must be 8 hex digits".into(),
+                }),
+            };
+        }
+        sha256
+            .map(|v| FileHash::parse(v).map(|h| ChunkCheck::Sha256(h.0)))
+            .transpose()
+    }
+
+    /// The CRC-32's header value (8 hex digits), when this is one.
+    pub fn crc32_hex(&self) -> Option<String> {
+        match self {
+            ChunkCheck::Crc32(c) => Some(format!("{c:08x}")),
+            ChunkCheck::Sha256(_) => None,
+        }
+    }
+
+    /// Whether `bytes` match.
+    pub fn holds(&self, bytes: &[u8]) -> bool {
+        match self {
+            ChunkCheck::Crc32(c) => crc32fast::hash(bytes) == *c,
+            ChunkCheck::Sha256(h) => FileHash::of(bytes).0 == *h,
+        }
+    }
 }
 
 /// What storing a chunk came to.
@@ -369,7 +434,7 @@ impl Files {
     /// Receives chunk `n` of the file `hash` of `size` bytes and keeps it
     /// (whole, not yet synced: a power cut may take it back, and it is then
     /// asked for again). The chunk must have exactly the length its place in the
-    /// file gives it and, when the sender named its SHA-256, hash to that;
+    /// file gives it and, when the sender named its check, match it;
     /// a transfer announced with another size is refused (the file's name
     /// fixes its content, so its size cannot change). When every chunk is
     /// held the file is assembled, verified against its name and landed,
@@ -382,7 +447,7 @@ impl Files {
         size: u64,
         n: u32,
         bytes: &[u8],
-        chunk_sha256: Option<[u8; 32]>,
+        check: Option<ChunkCheck>,
     ) -> Result<ChunkOutcome> {
         if self.has(hash) {
             return Ok(ChunkOutcome::Complete);
@@ -403,10 +468,10 @@ impl Files {
                 bytes.len()
             )));
         }
-        if let Some(sha) = chunk_sha256 {
-            if FileHash::of(bytes).0 != sha {
+        if let Some(check) = check {
+            if !check.holds(bytes) {
                 return Err(rejected(format!(
-                    "chunk {n} does not match its SHA-256 (damaged on the way)"
+                    "chunk {n} does not match its check (damaged on the way)"
                 )));
             }
         }
@@ -485,6 +550,62 @@ impl Files {
         };
         let _ = fs::remove_dir_all(&dir);
         result
+    }
+
+    /// Receives the whole file `hash` in one piece (a small file, at most
+    /// [`WHOLE_FILE_BYTES`]): checked against its name, then landed,
+    /// durably, before this returns. A file that does not match is
+    /// refused and nothing is kept.
+    pub fn put_whole(&self, hash: &FileHash, bytes: &[u8]) -> Result<()> {
+        if self.has(hash) {
+            return Ok(());
+        }
+        if bytes.len() > WHOLE_FILE_BYTES {
+            return Err(Error::FileRejected {
+                hash: hash.to_hex(),
+                reason: format!(
+                    "a file of {} bytes is sent chunk by chunk, not whole (at most {WHOLE_FILE_BYTES})",
+                    bytes.len()
+                ),
+            });
+        }
+        if FileHash::of(bytes) != *hash {
+            return Err(Error::FileRejected {
+                hash: hash.to_hex(),
+                reason: "the file does not match its SHA-256 (damaged on the way); send it again"
+                    .into(),
+            });
+        }
+        let (tmp, ()) = self.write_tmp(|file| Ok(file.write_all(bytes)?))?;
+        let to = self.path(hash);
+        if to.is_file() {
+            let _ = fs::remove_file(&tmp);
+            return Ok(());
+        }
+        self.land(&tmp, &to)
+    }
+
+    /// The whole of the complete file `hash`, when it is small enough to
+    /// travel whole ([`WHOLE_FILE_BYTES`]).
+    pub fn read_whole(&self, hash: &FileHash) -> Result<Vec<u8>> {
+        let mut file = match File::open(self.path(hash)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::FileNotFound(hash.to_hex()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut bytes = Vec::new();
+        (&mut file)
+            .take(WHOLE_FILE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() > WHOLE_FILE_BYTES {
+            return Err(Error::InvalidInput {
+                field: "file",
+                reason: format!("larger than {WHOLE_FILE_BYTES} bytes: it travels in chunks"),
+            });
+        }
+        Ok(bytes)
     }
 
     /// Chunk `n` of the complete file `hash`.
@@ -708,6 +829,40 @@ mod tests {
     }
 
     #[test]
+    fn a_small_file_lands_whole_only_when_it_matches_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::open(dir.path(), false).unwrap();
+        let data = bytes(WHOLE_FILE_BYTES);
+        let hash = FileHash::of(&data);
+        let mut damaged = data.clone();
+        damaged[10] ^= 1;
+        let e = files.put_whole(&hash, &damaged).unwrap_err();
+        assert_eq!(e.code(), "file_rejected");
+        assert!(!files.has(&hash));
+        assert_eq!(
+            files.read_whole(&hash).unwrap_err().code(),
+            "file_not_found"
+        );
+        files.put_whole(&hash, &data).unwrap();
+        assert_eq!(files.read_whole(&hash).unwrap(), data);
+        // Again: already here, nothing to do.
+        files.put_whole(&hash, &data).unwrap();
+        // One byte more travels in chunks, both ways.
+        let large = bytes(WHOLE_FILE_BYTES + 1);
+        let large_hash = FileHash::of(&large);
+        let e = files.put_whole(&large_hash, &large).unwrap_err();
+        assert_eq!(e.code(), "file_rejected");
+        assert!(!files.has(&large_hash));
+        let (imported, _) = files.import(&mut &large[..], 1 << 30).unwrap();
+        assert_eq!(
+            files.read_whole(&imported).unwrap_err().code(),
+            "invalid_input"
+        );
+        // Nothing is left behind in tmp/.
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
     fn a_file_sent_in_chunks_in_any_order_lands_verified() {
         let dir = tempfile::tempdir().unwrap();
         let files = Files::open(dir.path(), false).unwrap();
@@ -728,7 +883,7 @@ mod tests {
             ChunkOutcome::Held { missing: 2 }
         );
         files
-            .put_chunk(&hash, size, 0, chunk(0), Some(FileHash::of(chunk(0)).0))
+            .put_chunk(&hash, size, 0, chunk(0), Some(ChunkCheck::of(chunk(0))))
             .unwrap();
         assert_eq!(files.partial(&hash).unwrap().held, BTreeSet::from([0, 2]));
         assert!(!files.has(&hash));
@@ -750,17 +905,19 @@ mod tests {
         let size = data.len() as u64;
         let mut damaged = data[..CHUNK_BYTES].to_vec();
         damaged[7] ^= 1;
-        let e = files
-            .put_chunk(
-                &hash,
-                size,
-                0,
-                &damaged,
-                Some(FileHash::of(&data[..CHUNK_BYTES]).0),
-            )
-            .unwrap_err();
-        assert_eq!(e.code(), "file_rejected");
-        assert!(files.partial(&hash).unwrap().held.is_empty());
+        // Refused by either check a sender may name (the CRC-32 apps send,
+        // the SHA-256 older apps sent), and nothing kept.
+        for check in [
+            ChunkCheck::of(&data[..CHUNK_BYTES]),
+            ChunkCheck::Sha256(FileHash::of(&data[..CHUNK_BYTES]).0),
+        ] {
+            assert!(check.holds(&data[..CHUNK_BYTES]));
+            let e = files
+                .put_chunk(&hash, size, 0, &damaged, Some(check))
+                .unwrap_err();
+            assert_eq!(e.code(), "file_rejected");
+            assert!(files.partial(&hash).unwrap().held.is_empty());
+        }
         // A chunk of the wrong length, and one past the end.
         for (n, chunk) in [(0, &data[..10]), (2, &data[..0])] {
             let e = files.put_chunk(&hash, size, n, chunk, None).unwrap_err();
@@ -783,6 +940,25 @@ mod tests {
         assert_eq!(e.code(), "file_rejected");
         assert!(!files.has(&hash));
         assert_eq!(files.partial(&hash).unwrap(), Partial::default());
+    }
+
+    #[test]
+    fn chunk_checks_parse_from_their_headers() {
+        let crc = ChunkCheck::of(b"chunk");
+        let hex = crc.crc32_hex().unwrap();
+        assert_eq!(hex.len(), 8);
+        assert_eq!(ChunkCheck::parse(Some(&hex), None).unwrap(), Some(crc));
+        let sha = FileHash::of(b"chunk");
+        assert_eq!(
+            ChunkCheck::parse(None, Some(&sha.to_hex())).unwrap(),
+            Some(ChunkCheck::Sha256(sha.0))
+        );
+        assert_eq!(ChunkCheck::parse(None, None).unwrap(), None);
+        for bad in ["", "1234567", "123456789", "zzzzzzzz"] {
+            let e = ChunkCheck::parse(Some(bad), None).unwrap_err();
+            assert_eq!(e.code(), "invalid_input", "{bad:?}");
+        }
+        assert!(ChunkCheck::parse(None, Some("00")).is_err());
     }
 
     #[test]

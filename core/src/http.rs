@@ -193,8 +193,7 @@ pub struct FilesReport {
     pub left: usize,
 }
 
-const SIZE_HEADER: &str = "X-Gridsync-File-Size";
-const CHUNK_SHA_HEADER: &str = "X-Gridsync-Chunk-Sha256";
+use crate::files::{ChunkCheck, CHUNK_CRC32_HEADER, CHUNK_SHA256_HEADER, SIZE_HEADER};
 
 fn files_url(base_url: &str, hash: &crate::files::FileHash, rest: &str) -> String {
     url(base_url, &format!("/v1/files/{}{rest}", hash.to_hex()))
@@ -230,10 +229,10 @@ fn file_status(
     Ok((stored, held))
 }
 
-/// Requests in flight while files upload: a file's durable landing on the
-/// server overlaps the next file's transfer (the server allows a device
-/// two requests at once).
-pub const UPLOAD_STREAMS: usize = 2;
+/// Requests in flight while files upload: files' durable landings on the
+/// server overlap other files' transfers (the server allows a device
+/// four requests at once, `gate::PER_DEVICE_REQUESTS`).
+pub const UPLOAD_STREAMS: usize = 4;
 
 /// Sends one file's missing chunks; `Some(true)` once the server reports
 /// it stored, `None` when the server does not take it (yet).
@@ -245,29 +244,59 @@ fn upload_one(
     (hash, size): (crate::files::FileHash, u64),
     sent: &dyn Fn(),
 ) -> Result<Option<bool>> {
-    use crate::files::{chunk_count, FileHash};
-    let (stored, held) = match file_status(agent, base_url, token, &hash) {
-        Ok(s) => s,
-        // Not (yet) a file of a record the server has: later.
+    use crate::files::chunk_count;
+    let chunks = chunk_count(size);
+    // A small file travels whole, without asking first: the answer says
+    // whether the server takes the file, and a cut re-sends at most the
+    // one chunk the server had already received.
+    if size <= crate::files::WHOLE_FILE_BYTES as u64 {
+        let bytes = store.files().read_whole(&hash)?;
+        let response = agent
+            .put(files_url(base_url, &hash, ""))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/octet-stream")
+            .send(&bytes[..])
+            .map_err(transport)?;
+        match answer(response, 1 << 20) {
+            Ok(_) => {
+                for _ in 0..chunks {
+                    sent();
+                }
+                return Ok(Some(true));
+            }
+            // Not (yet) a file of a record the server has: later.
+            Err(Error::Rejected { status: 404, .. }) => return Ok(None),
+            // A server from before whole-file uploads: chunk by chunk.
+            Err(Error::Rejected { status: 405, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // A larger one asks which chunks the server holds and sends only the
+    // others.
+    let held = match file_status(agent, base_url, token, &hash) {
+        Ok((true, _)) => return Ok(Some(true)),
+        Ok((false, held)) => held,
         Err(Error::Rejected { status: 404, .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    if stored {
-        return Ok(Some(true));
-    }
-    for n in (0..chunk_count(size)).filter(|n| !held.contains(n)) {
+    for n in (0..chunks).filter(|n| !held.contains(n)) {
         let chunk = store.files().read_chunk(&hash, n)?;
-        let bytes = answer(
-            agent
-                .put(files_url(base_url, &hash, &format!("/chunks/{n}")))
-                .header("Authorization", format!("Bearer {token}"))
-                .header("Content-Type", "application/octet-stream")
-                .header(SIZE_HEADER, size.to_string())
-                .header(CHUNK_SHA_HEADER, FileHash::of(&chunk).to_hex())
-                .send(&chunk[..])
-                .map_err(transport)?,
-            1 << 20,
-        )?;
+        let response = agent
+            .put(files_url(base_url, &hash, &format!("/chunks/{n}")))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/octet-stream")
+            .header(SIZE_HEADER, size.to_string())
+            .header(
+                CHUNK_CRC32_HEADER,
+                ChunkCheck::of(&chunk).crc32_hex().unwrap_or_default(),
+            )
+            .send(&chunk[..])
+            .map_err(transport)?;
+        let bytes = match answer(response, 1 << 20) {
+            Ok(bytes) => bytes,
+            Err(Error::Rejected { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         sent();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         if v.get("stored").and_then(|s| s.as_bool()) == Some(true) {
@@ -390,7 +419,7 @@ pub fn fetch_file(
     size: u64,
     mut progress: impl FnMut(u32, u32),
 ) -> Result<std::path::PathBuf> {
-    use crate::files::{chunk_count, ChunkOutcome, FileHash};
+    use crate::files::{chunk_count, ChunkOutcome};
     let area = store.files();
     if area.has(hash) {
         area.touch(hash);
@@ -406,14 +435,20 @@ pub fn fetch_file(
             .header("Authorization", format!("Bearer {token}"))
             .call()
             .map_err(transport)?;
-        let sha = response
-            .headers()
-            .get(CHUNK_SHA_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| FileHash::parse(v).ok())
-            .map(|h| h.0);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let check = ChunkCheck::parse(
+            header(CHUNK_CRC32_HEADER).as_deref(),
+            header(CHUNK_SHA256_HEADER).as_deref(),
+        )
+        .map_err(|e| Error::Transport(format!("bad chunk check from the server: {e}")))?;
         let bytes = answer(response, crate::files::CHUNK_BYTES as u64 + 1)?;
-        let outcome = area.put_chunk(hash, size, n, &bytes, sha)?;
+        let outcome = area.put_chunk(hash, size, n, &bytes, check)?;
         count += 1;
         progress(count, chunks);
         if outcome == ChunkOutcome::Complete {

@@ -279,7 +279,7 @@ pub(crate) fn core_error(e: gridsync_core::Error) -> AppError {
 
 /// The router with every endpoint.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/sync", post(sync_round))
@@ -300,9 +300,10 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(crate::office::routes())
         .merge(crate::files::routes())
-        .merge(crate::dashboard::routes())
-        .fallback(no_route)
-        .with_state(state)
+        .merge(crate::dashboard::routes());
+    #[cfg(feature = "test-hooks")]
+    let router = router.merge(crate::test_hooks::routes());
+    router.fallback(no_route).with_state(state)
 }
 
 /// Unknown paths get a JSON error like everything else.

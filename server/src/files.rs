@@ -5,13 +5,18 @@
 //! * `GET /v1/files/{hash}` — what the server holds of the file: stored or
 //!   not, its size, the chunks of an upload in progress (part of an
 //!   upload: it follows the upload rule).
+//! * `PUT /v1/files/{hash}` — a small file whole, in one request (at
+//!   most `files::WHOLE_FILE_BYTES`, two chunks): checked against its
+//!   name and stored durably before the answer, which has the same shape
+//!   as a chunk's.
 //! * `PUT /v1/files/{hash}/chunks/{n}` — chunk `n` (headers
-//!   `X-Gridsync-File-Size`, and `X-Gridsync-Chunk-Sha256` to have a chunk
-//!   damaged on the way refused at once). The answer says whether the
+//!   `X-Gridsync-File-Size`, and `X-Gridsync-Chunk-Crc32` — or, from
+//!   apps before it, `X-Gridsync-Chunk-Sha256` — to have a chunk damaged
+//!   on the way refused at once). The answer says whether the
 //!   file is now stored (verified and durable) and how many chunks are
 //!   missing.
 //! * `GET /v1/files/{hash}/chunks/{n}` — chunk `n` of a stored file, with
-//!   its SHA-256 and the file's size in the same headers.
+//!   its CRC-32 and the file's size in the same headers.
 //!
 //! Every call needs a device token (the gate checks it before any body is
 //! read), and the file must be referenced by a record the device's scope
@@ -40,21 +45,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gridsync_core::files::{self, ChunkOutcome, FileHash};
+use gridsync_core::files::{
+    self, ChunkCheck, ChunkOutcome, FileHash, CHUNK_CRC32_HEADER, CHUNK_SHA256_HEADER, SIZE_HEADER,
+};
 use serde_json::json;
 
 use crate::api::{bearer, blocking, core_error, ApiQuery, AppError, AppState};
 use crate::office::{as_office, parse_id, visible};
 
-/// The header naming a file's size.
-pub const SIZE_HEADER: &str = "x-gridsync-file-size";
-/// The header naming a chunk's SHA-256 (hex).
-pub const CHUNK_SHA_HEADER: &str = "x-gridsync-chunk-sha256";
-
 /// The file routes (merged into the main router).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/files/{hash}", get(status))
+        .route("/v1/files/{hash}", get(status).put(put_whole))
         .route(
             "/v1/files/{hash}/chunks/{n}",
             get(read_chunk).put(put_chunk),
@@ -125,6 +127,29 @@ async fn admit(
     .await
 }
 
+/// [`admit`] for an upload (of a well-formed name), then the body. The body is read even when
+/// the upload is refused (the caller's token is good; the gate bounds the
+/// body's size and time): a server that answers while the phone is still
+/// sending resets the connection, and the phone would see a broken
+/// transfer instead of the reason.
+async fn admitted_upload(
+    state: &AppState,
+    headers: &HeaderMap,
+    hash: Result<FileHash, AppError>,
+    body: axum::body::Body,
+    announced: Option<u64>,
+) -> Result<(FileHash, String, Bytes), AppError> {
+    let admitted = match hash {
+        Ok(hash) => admit(state, headers, hash, true)
+            .await
+            .map(|device| (hash, device)),
+        Err(e) => Err(e),
+    };
+    let bytes = crate::gate::read_body(body, announced).await;
+    let (hash, device) = admitted?;
+    Ok((hash, device, bytes?))
+}
+
 async fn status(
     State(state): State<AppState>,
     Path(hash): Path<String>,
@@ -156,15 +181,78 @@ async fn status(
     .await
 }
 
+async fn put_whole(
+    State(state): State<AppState>,
+    Path(hash): Path<String>,
+    req: axum::extract::Request,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let (parts, body) = req.into_parts();
+    let announced = crate::gate::announced_length(&parts.headers);
+    let (hash, device, bytes) =
+        admitted_upload(&state, &parts.headers, parse_hash(&hash), body, announced).await?;
+    let too_large = |size: u64| {
+        core_error(gridsync_core::Error::FileRejected {
+            hash: hash.to_hex(),
+            reason: format!(
+                "a file of {size} bytes is sent chunk by chunk, not whole (at most {})",
+                files::WHOLE_FILE_BYTES
+            ),
+        })
+    };
+    let size = bytes.len() as u64;
+    if size > files::WHOLE_FILE_BYTES as u64 {
+        return Err(too_large(size));
+    }
+    if size > state.limits.max_file_bytes {
+        return Err(core_error(gridsync_core::Error::FileTooLarge {
+            size,
+            limit: state.limits.max_file_bytes,
+        }));
+    }
+    charge_quota(&state, &device, size)?;
+    let store = state.store.clone();
+    blocking(move || {
+        store.files().put_whole(&hash, &bytes).map_err(core_error)?;
+        Ok(Json(json!({
+            "hash": hash.to_hex(),
+            "stored": true,
+            "missing": 0,
+        })))
+    })
+    .await
+}
+
+/// Counts `bytes` against the device's daily file quota; 429 `file_quota`
+/// once it is spent.
+fn charge_quota(state: &AppState, device: &str, bytes: u64) -> Result<(), AppError> {
+    let limit = state.limits.file_bytes_per_device_day;
+    if state
+        .file_quota
+        .charge(device, bytes, state.store.now_ms(), limit)
+    {
+        return Ok(());
+    }
+    Err(AppError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "file_quota",
+        format!(
+            "this device has sent its {} MiB of files for today; the rest wait until tomorrow",
+            limit >> 20
+        ),
+    ))
+}
+
 async fn put_chunk(
     State(state): State<AppState>,
     Path((hash, n)): Path<(String, String)>,
     req: axum::extract::Request,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let (parts, body) = req.into_parts();
-    let hash = parse_hash(&hash)?;
-    let n = parse_chunk(&n)?;
-    let device = admit(&state, &parts.headers, hash, true).await?;
+    let n = parse_chunk(&n);
+    let announced = crate::gate::announced_length(&parts.headers);
+    let (hash, device, bytes) =
+        admitted_upload(&state, &parts.headers, parse_hash(&hash), body, announced).await?;
+    let n = n?;
     let size: u64 = header_value(&parts.headers, SIZE_HEADER)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| {
@@ -180,31 +268,17 @@ async fn put_chunk(
             limit: state.limits.max_file_bytes,
         }));
     }
-    let chunk_sha = match header_value(&parts.headers, CHUNK_SHA_HEADER) {
-        None => None,
-        Some(v) => Some(FileHash::parse(&v).map_err(core_error)?.0),
-    };
-    let announced = crate::gate::announced_length(&parts.headers);
-    let bytes: Bytes = crate::gate::read_body(body, announced).await?;
-    let limit = state.limits.file_bytes_per_device_day;
-    if !state
-        .file_quota
-        .charge(&device, bytes.len() as u64, state.store.now_ms(), limit)
-    {
-        return Err(AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "file_quota",
-            format!(
-                "this device has sent its {} MiB of files for today; the rest wait until tomorrow",
-                limit >> 20
-            ),
-        ));
-    }
+    let check = ChunkCheck::parse(
+        header_value(&parts.headers, CHUNK_CRC32_HEADER).as_deref(),
+        header_value(&parts.headers, CHUNK_SHA256_HEADER).as_deref(),
+    )
+    .map_err(core_error)?;
+    charge_quota(&state, &device, bytes.len() as u64)?;
     let store = state.store.clone();
     blocking(move || {
         let outcome = store
             .files()
-            .put_chunk(&hash, size, n, &bytes, chunk_sha)
+            .put_chunk(&hash, size, n, &bytes, check)
             .map_err(core_error)?;
         let missing = match outcome {
             ChunkOutcome::Complete => 0,
@@ -235,15 +309,15 @@ async fn read_chunk(
         Ok((bytes, size))
     })
     .await?;
-    let sha = FileHash::of(&bytes).to_hex();
+    let crc = ChunkCheck::of(&bytes).crc32_hex().unwrap_or_default();
     let mut response = bytes.into_response();
     let h = response.headers_mut();
     h.insert(
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    if let Ok(v) = HeaderValue::from_str(&sha) {
-        h.insert(CHUNK_SHA_HEADER, v);
+    if let Ok(v) = HeaderValue::from_str(&crc) {
+        h.insert(CHUNK_CRC32_HEADER, v);
     }
     h.insert(SIZE_HEADER, HeaderValue::from(size));
     Ok(response)

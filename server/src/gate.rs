@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use crate::api::{bearer, blocking, AppError, AppState, MAX_BODY_BYTES};
 
 /// Requests one device may have in flight at once.
-pub const PER_DEVICE_REQUESTS: usize = 2;
+pub const PER_DEVICE_REQUESTS: usize = 4;
 /// Enrollment requests served at once.
 pub const ENROLL_REQUESTS: usize = 8;
 /// The time any body may take, before the allowance for its size.

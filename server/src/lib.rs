@@ -19,6 +19,8 @@ pub mod identity;
 pub mod metrics;
 pub mod office;
 pub mod retention;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

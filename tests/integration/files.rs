@@ -3,7 +3,7 @@
 //! the server holds; damaged chunks, unreferenced files, out-of-scope
 //! callers and oversized files are refused and change nothing.
 
-use gridsync_core::files::{FileHash, CHUNK_BYTES};
+use gridsync_core::files::{ChunkCheck, FileHash, CHUNK_BYTES};
 use gridsync_core::http::{fetch_file, upload_files};
 use gridsync_core::{AttachTo, FileState};
 use gridsync_tests::server::{get_bytes, get_json, put_bytes, TestServer};
@@ -125,6 +125,71 @@ fn a_photo_attached_offline_reaches_a_phone_of_the_same_grid_byte_for_byte() {
 }
 
 #[test]
+fn a_small_photo_travels_whole_and_a_damaged_misnamed_or_large_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    server.setup_org();
+    let a = server.enroll("w1", &dir.path().join("a"));
+    let other = server.enroll("w2", &dir.path().join("c"));
+    let id = a.store.create_issue(&a.author, new_issue(0, 1, 1)).unwrap();
+    let bytes = photo(300_000, 5);
+    let file = attach(&a.store, &a.author, id, &bytes, "image/jpeg");
+    let hash = FileHash::parse(&file.hash).unwrap();
+    let large = photo(CHUNK_BYTES * 2 + 1, 6);
+    let large_hash =
+        FileHash::parse(&attach(&a.store, &a.author, id, &large, "image/jpeg").hash).unwrap();
+    let whole_url = |h: &FileHash| format!("{}/v1/files/{h}", server.url);
+    let stored = || server.store.as_ref().unwrap().files().has(&hash);
+
+    // Before its record reaches the server: not taken (the phone hears
+    // why, and keeps both for later), nothing kept.
+    let early = upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    assert_eq!((early.stored, early.left, early.chunks_sent), (0, 2, 0));
+    let (status, body) = put_bytes(&whole_url(&hash), Some(&a.token), &[], &bytes);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("file_not_found"))
+    );
+    a.sync().unwrap();
+
+    // A phone of another grid may not send it; damaged bytes are refused;
+    // neither keeps anything.
+    let (status, _) = put_bytes(&whole_url(&hash), Some(&other.token), &[], &bytes);
+    assert_eq!(status, 404);
+    let mut damaged = bytes.clone();
+    damaged[1234] ^= 0x10;
+    let (status, body) = put_bytes(&whole_url(&hash), Some(&a.token), &[], &damaged);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("file_rejected")),
+        "{body}"
+    );
+    assert!(!stored());
+    // Past two chunks a file travels chunk by chunk.
+    let (status, body) = put_bytes(&whole_url(&large_hash), Some(&a.token), &[], &large);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("file_rejected")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("chunk by chunk"),
+        "{body}"
+    );
+
+    // The phone sends the small one whole (its two chunks counted as
+    // sent) and the large one in chunks.
+    let sent = upload_files(&a.store, &a.url, &a.token, |_| {}).unwrap();
+    assert_eq!((sent.stored, sent.left, sent.chunks_sent), (2, 0, 5));
+    let files = server.store.as_ref().unwrap().files();
+    assert_eq!(std::fs::read(files.path(&hash)).unwrap(), bytes);
+    assert_eq!(std::fs::read(files.path(&large_hash)).unwrap(), large);
+    // Sending it again is harmless.
+    let (status, body) = put_bytes(&whole_url(&hash), Some(&a.token), &[], &bytes);
+    assert_eq!((status, body["stored"].as_bool()), (200, Some(true)));
+}
+
+#[test]
 fn an_upload_resumes_from_the_chunks_the_server_holds_and_refuses_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("server"));
@@ -139,8 +204,10 @@ fn an_upload_resumes_from_the_chunks_the_server_holds_and_refuses_what_is_wrong(
     let size = bytes.len().to_string();
     let chunk = |n: usize| &bytes[n * CHUNK_BYTES..((n + 1) * CHUNK_BYTES).min(bytes.len())];
     let sha = |b: &[u8]| FileHash::of(b).to_hex();
+    let crc = |b: &[u8]| ChunkCheck::of(b).crc32_hex().unwrap();
 
-    // The first chunk arrives, then the connection is lost.
+    // The first chunk arrives (checked by its SHA-256, as apps before the
+    // CRC-32 send it), then the connection is lost.
     let (status, body) = put_bytes(
         &chunk_url(&hash, 0),
         Some(&a.token),
@@ -151,7 +218,8 @@ fn an_upload_resumes_from_the_chunks_the_server_holds_and_refuses_what_is_wrong(
         chunk(0),
     );
     assert_eq!((status, body["missing"].as_u64()), (200, Some(3)), "{body}");
-    // A chunk damaged on the way is refused and not kept.
+    // A chunk damaged on the way is refused and not kept; a check that
+    // is not one is a 400.
     let mut damaged = chunk(1).to_vec();
     damaged[100] ^= 0x40;
     let (status, body) = put_bytes(
@@ -159,13 +227,26 @@ fn an_upload_resumes_from_the_chunks_the_server_holds_and_refuses_what_is_wrong(
         Some(&a.token),
         &[
             ("X-Gridsync-File-Size", &size),
-            ("X-Gridsync-Chunk-Sha256", &sha(chunk(1))),
+            ("X-Gridsync-Chunk-Crc32", &crc(chunk(1))),
         ],
         &damaged,
     );
     assert_eq!(
         (status, body["code"].as_str()),
         (422, Some("file_rejected"))
+    );
+    let (status, body) = put_bytes(
+        &chunk_url(&hash, 1),
+        Some(&a.token),
+        &[
+            ("X-Gridsync-File-Size", &size),
+            ("X-Gridsync-Chunk-Crc32", "not-hex!"),
+        ],
+        chunk(1),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_input"))
     );
     let (_, status_body) = get_json(&format!("{}/v1/files/{hash}", server.url), Some(&a.token));
     assert_eq!(status_body["held"], serde_json::json!([0]));

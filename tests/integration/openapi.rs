@@ -267,6 +267,9 @@ fn every_documented_operation_answers_as_documented() {
                     assert_eq!(bytes, photos[0].1);
                     (status, Value::Null)
                 }
+                ("put", "/v1/files/{hash}") => {
+                    gridsync_tests::server::put_bytes(&url, token, &[], photos[1].1)
+                }
                 ("put", "/v1/files/{hash}/chunks/{n}") => gridsync_tests::server::put_bytes(
                     &url,
                     token,
@@ -300,7 +303,7 @@ fn every_documented_operation_answers_as_documented() {
             }
         }
     }
-    assert_eq!(checked, 38, "one operation per documented path");
+    assert_eq!(checked, 39, "one operation per documented path");
     assert!(problems.is_empty(), "{problems:#?}");
     // Errors, too, are documented JSON.
     let (status, body) = get_json(

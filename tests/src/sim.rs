@@ -32,7 +32,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use gridsync_core::files::{chunk_count, ChunkOutcome, FileHash, CHUNK_BYTES};
+use gridsync_core::files::{chunk_count, ChunkCheck, ChunkOutcome, FileHash, CHUNK_BYTES};
 use gridsync_core::store::backend::Engine;
 use gridsync_core::sync::{self, Client, Peer, ServerLimits};
 use gridsync_core::AttachTo;
@@ -704,17 +704,17 @@ fn transfer_files(
                 return Ok(());
             }
             let bytes = dev.store().files().read_chunk(&hash, n).map_err(e)?;
-            let sha = FileHash::of(&bytes).0;
+            let check = ChunkCheck::of(&bytes);
             if faults && rng.chance(5) {
                 let mut damaged = bytes.clone();
                 damaged[0] ^= 1;
-                match area.put_chunk(&hash, size, n, &damaged, Some(sha)) {
+                match area.put_chunk(&hash, size, n, &damaged, Some(check)) {
                     Err(gridsync_core::Error::FileRejected { .. }) => stats.chunks_damaged += 1,
                     other => return Err(format!("a damaged chunk was taken: {other:?}")),
                 }
             }
             done = area
-                .put_chunk(&hash, size, n, &bytes, Some(sha))
+                .put_chunk(&hash, size, n, &bytes, Some(check))
                 .map_err(e)?
                 == ChunkOutcome::Complete;
         }

@@ -197,12 +197,14 @@ impl Store {
             .collect()
     }
 
-    /// Records that the server holds the file (durably, before it may be
-    /// evicted here).
+    /// Records that the server holds the file (durably there), so that it
+    /// may be evicted here.
     pub fn file_sent(&self, hash: &FileHash) -> Result<()> {
         let mut batch = Batch::default();
         batch.remove(key(P_UNSENT, &hash.0));
-        self.db.write_now(batch, self.flush_mode())
+        // Lazily: a note lost to a crash only means the phone asks the
+        // server once more and hears the file is stored.
+        self.db.write_now(batch, FlushMode::Lazy)
     }
 
     /// What this store holds of the file.
@@ -314,12 +316,5 @@ impl Store {
             removed += 1;
         }
         Ok(removed)
-    }
-
-    fn flush_mode(&self) -> FlushMode {
-        match self.durability {
-            Durability::Fsync => FlushMode::Sync,
-            _ => FlushMode::Process,
-        }
     }
 }

@@ -94,6 +94,10 @@ pub enum FlushMode {
     Sync,
     /// Survives a killed process.
     Process,
+    /// Written in the engine's own time: a crash may take it back (for
+    /// notes that are cheap to learn again, such as a file the server
+    /// reported stored).
+    Lazy,
 }
 
 /// Which engine a store or identity database lives in.

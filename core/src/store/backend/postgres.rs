@@ -342,7 +342,7 @@ impl Drop for PgBackend {
 }
 
 /// Writes rows (`None` deletes) in the open transaction on `conn` and
-/// commits it (synchronously unless `mode` is `Process`): one statement
+/// commits it (synchronously only when `mode` is `Sync`): one statement
 /// for the deletes and upserts, sent together with the `COMMIT` (the
 /// client pipelines them: one round trip). A failed write makes the
 /// `COMMIT` a rollback, and the write's error is returned.
@@ -368,7 +368,7 @@ async fn write_and_commit(
          ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
     );
     let relax = async {
-        if mode == FlushMode::Process {
+        if mode != FlushMode::Sync {
             conn.batch_execute("SET LOCAL synchronous_commit = off")
                 .await
         } else {
@@ -640,7 +640,7 @@ impl Backend for PgBackend {
             // Read, decide, write, in one transaction on one connection.
             let old: Option<Vec<u8>> = match block_on(async {
                 client
-                    .batch_execute(if mode == FlushMode::Process {
+                    .batch_execute(if mode != FlushMode::Sync {
                         "BEGIN; SET LOCAL synchronous_commit = off"
                     } else {
                         "BEGIN"
