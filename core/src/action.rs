@@ -49,10 +49,12 @@ pub enum Action {
     VerifyAction,
     /// Cancel an action item or guide it to a legal channel.
     CancelAction,
+    /// Look cases up by a resident's phone number.
+    FindByPhone,
 }
 
 impl Action {
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 26] = [
         Action::Report,
         Action::Intake,
         Action::Accept,
@@ -78,6 +80,7 @@ impl Action {
         Action::WorkAction,
         Action::VerifyAction,
         Action::CancelAction,
+        Action::FindByPhone,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +110,7 @@ impl Action {
             Action::WorkAction => "work_action",
             Action::VerifyAction => "verify_action",
             Action::CancelAction => "cancel_action",
+            Action::FindByPhone => "find_by_phone",
         }
     }
 

@@ -68,6 +68,7 @@ mod names;
 pub mod policy;
 pub mod query;
 mod rebase;
+pub mod search;
 pub mod store;
 pub mod sync;
 mod tag;

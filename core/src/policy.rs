@@ -60,7 +60,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         Move => matches!(role, Community | Street | Office),
         Supervise => matches!(role, Community | Street | Hotline | Office),
         // Those who call residents back.
-        ChangeReporter => sees_personal_data(role),
+        ChangeReporter | FindByPhone => sees_personal_data(role),
         Assign | ConveneMeeting | AgreeAction => role != Department,
     }
 }
@@ -191,10 +191,17 @@ fn is_personal_register(field: &str) -> bool {
 /// An issue as `role` may see it. Without access to personal data the
 /// reporter's name and phone are emptied, wherever they appear: the
 /// reporter, register conflicts over them, and any text that quotes them.
-pub fn present_issue(mut view: IssueView, role: Role) -> IssueView {
+pub fn present_issue(view: IssueView, role: Role) -> IssueView {
     if sees_personal_data(role) {
         return view;
     }
+    without_personal_data(view)
+}
+
+/// An issue with the reporter's name and phone emptied wherever they
+/// appear (what [`present_issue`] shows a role without access to personal
+/// data, and what searches look in: `crate::search`).
+pub fn without_personal_data(mut view: IssueView) -> IssueView {
     let mut secrets: Vec<String> = Vec::new();
     for value in [&view.reporter.name, &view.reporter.phone] {
         if !value.trim().is_empty() {
@@ -254,10 +261,17 @@ fn withhold_unrecognized(values: &mut [crate::doc::Unrecognized]) {
 /// A meeting as `role` may see it: without access to personal data,
 /// attendees' contacts are emptied, and so are the names of attendees who
 /// are residents (requesters); officials' and organisations' names stay.
-pub fn present_meeting(mut view: MeetingView, role: Role) -> MeetingView {
+pub fn present_meeting(view: MeetingView, role: Role) -> MeetingView {
     if sees_personal_data(role) {
         return view;
     }
+    meeting_without_personal_data(view)
+}
+
+/// A meeting with residents' names and every contact emptied (what
+/// [`present_meeting`] shows a role without access to personal data, and
+/// what searches look in).
+pub fn meeting_without_personal_data(mut view: MeetingView) -> MeetingView {
     let mut secrets = Vec::new();
     for a in &mut view.attendees {
         if !a.contact.trim().is_empty() {

@@ -205,6 +205,31 @@ pub struct Query {
     /// Overdue (or not) at `now`.
     pub overdue: Option<bool>,
     pub conflict: Option<bool>,
+    /// Issues of this urgency (`red`, `yellow`, `blue`).
+    pub urgency: Option<String>,
+    /// Issues of this kind (`demand`, `complaint`, …).
+    pub issue_kind: Option<String>,
+    pub category: Option<String>,
+    /// Issues that came in through this channel (`hotline_12345`, …).
+    pub source: Option<String>,
+    /// Issues led by this department.
+    pub lead_unit: Option<String>,
+    /// Created at or after, ms.
+    pub created_from: Option<i64>,
+    /// Created before, ms.
+    pub created_to: Option<i64>,
+    /// Deadline at or after, ms (records without one never match).
+    pub deadline_from: Option<i64>,
+    /// Deadline before, ms. (A range that ends before it begins matches
+    /// nothing.)
+    pub deadline_to: Option<i64>,
+    /// Search terms, as typed (see [`crate::search`]); needs a store that
+    /// keeps search texts.
+    pub text: Option<String>,
+    /// The reporter's phone number, matched exactly on its digits. Only
+    /// for roles that see personal data (the caller checks
+    /// [`crate::policy::sees_personal_data`]); needs search texts.
+    pub phone: Option<String>,
     pub sort: Sort,
     pub offset: usize,
     pub limit: usize,
@@ -225,6 +250,17 @@ impl Default for Query {
             assignee: None,
             overdue: None,
             conflict: None,
+            urgency: None,
+            issue_kind: None,
+            category: None,
+            source: None,
+            lead_unit: None,
+            created_from: None,
+            created_to: None,
+            deadline_from: None,
+            deadline_to: None,
+            text: None,
+            phone: None,
             sort: Sort::default(),
             offset: 0,
             limit: 50,
@@ -305,7 +341,71 @@ impl Query {
         self.now = Some(now);
         self
     }
+
+    /// Records whose text holds every term of `q` (see [`crate::search`]).
+    pub fn search(mut self, q: impl Into<String>) -> Self {
+        self.text = Some(q.into());
+        self
+    }
+
+    /// Refuses filter values no record can have, naming the valid ones:
+    /// a mistyped `status=close` is an error, not an empty list.
+    pub fn check(&self) -> crate::Result<()> {
+        use crate::issue::{IssueKind, Urgency};
+        use crate::model::Source;
+        fn one_of(field: &'static str, value: &str, valid: &[&str]) -> crate::Result<()> {
+            if valid.contains(&value) {
+                return Ok(());
+            }
+            Err(crate::Error::InvalidInput {
+                field,
+                reason: format!("{value:?} is not one of: {}", valid.join(", ")),
+            })
+        }
+        let mut statuses: Vec<&str> = Vec::new();
+        if self.kind != Some(RecordKind::Meeting) {
+            statuses.extend(IssueStatus::ALL.iter().map(|s| s.as_str()));
+        }
+        if self.kind != Some(RecordKind::Issue) {
+            statuses.extend(MEETING_STATUSES);
+        }
+        for s in &self.statuses {
+            one_of("status", s, &statuses)?;
+        }
+        if let Some(u) = &self.urgency {
+            let valid: Vec<&str> = Urgency::ALL.iter().map(|u| u.as_str()).collect();
+            one_of("urgency", u, &valid)?;
+        }
+        if let Some(k) = &self.issue_kind {
+            let valid: Vec<&str> = IssueKind::ALL.iter().map(|k| k.as_str()).collect();
+            one_of("kind", k, &valid)?;
+        }
+        if let Some(s) = &self.source {
+            let valid: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+            one_of("source", s, &valid)?;
+        }
+        if let Some(q) = &self.text {
+            crate::search::Terms::parse(q)?;
+        }
+        if let Some(p) = &self.phone {
+            if crate::search::phone_digits(p).len() < 5 {
+                return Err(crate::Error::InvalidInput {
+                    field: "phone",
+                    reason: "a phone number to look up has at least 5 digits".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the query needs search texts (terms or a phone number).
+    pub fn needs_texts(&self) -> bool {
+        self.text.as_deref().is_some_and(|q| !q.trim().is_empty()) || self.phone.is_some()
+    }
 }
+
+/// The statuses a meeting's entry may have (see `MeetingView::status`).
+pub const MEETING_STATUSES: [&str; 3] = ["scheduled", "held", "concluded"];
 
 /// A query made ready for one index's entries: its names resolved to the
 /// index's handles, and which places pass its place filters and the
@@ -320,6 +420,15 @@ pub(crate) struct Matcher {
     open: Option<bool>,
     overdue: Option<bool>,
     conflict: Option<bool>,
+    urgency: Option<Sym>,
+    issue_kind: Option<Sym>,
+    category: Option<Sym>,
+    source: Option<Sym>,
+    lead_unit: Option<Sym>,
+    created: (i64, i64),
+    deadline: Option<(i64, i64)>,
+    terms: crate::search::Terms,
+    phone: Option<String>,
     now: i64,
 }
 
@@ -333,6 +442,20 @@ impl Matcher {
         };
         let kind = q.kind.and_then(|k| find(k.as_str()));
         let assignee = q.assignee.as_deref().and_then(&mut find);
+        let urgency = q.urgency.as_deref().and_then(&mut find);
+        let issue_kind = q.issue_kind.as_deref().and_then(&mut find);
+        let category = q.category.as_deref().and_then(&mut find);
+        let source = q.source.as_deref().and_then(&mut find);
+        let lead_unit = q.lead_unit.as_deref().and_then(&mut find);
+        // Checked by `Query::check`; terms that cannot be read match nothing.
+        let terms = match q.text.as_deref().map(crate::search::Terms::parse) {
+            None => crate::search::Terms::default(),
+            Some(Ok(terms)) => terms,
+            Some(Err(_)) => {
+                never = true;
+                crate::search::Terms::default()
+            }
+        };
         let statuses: Vec<Sym> = q.statuses.iter().filter_map(|s| names.find(s)).collect();
         never |= !q.statuses.is_empty() && statuses.is_empty();
         let eq =
@@ -355,8 +478,46 @@ impl Matcher {
             open: q.open,
             overdue: q.overdue,
             conflict: q.conflict,
+            urgency,
+            issue_kind,
+            category,
+            source,
+            lead_unit,
+            created: (
+                q.created_from.unwrap_or(i64::MIN),
+                q.created_to.unwrap_or(i64::MAX),
+            ),
+            deadline: (q.deadline_from.is_some() || q.deadline_to.is_some()).then(|| {
+                (
+                    q.deadline_from.unwrap_or(i64::MIN),
+                    q.deadline_to.unwrap_or(i64::MAX),
+                )
+            }),
+            terms,
+            phone: q.phone.as_deref().map(crate::search::phone_digits),
             now: q.now.unwrap_or(0),
         }
+    }
+
+    /// Whether the query looks at search texts at all.
+    pub(crate) fn needs_texts(&self) -> bool {
+        !self.terms.is_empty() || self.phone.is_some()
+    }
+
+    /// Whether a record's search text matches the query's terms and
+    /// phone number (a record without a text matches only a query that
+    /// asks neither).
+    pub(crate) fn matches_text(&self, text: Option<&crate::search::Held>) -> bool {
+        if !self.needs_texts() {
+            return true;
+        }
+        let Some(t) = text else {
+            return false;
+        };
+        self.phone
+            .as_deref()
+            .is_none_or(|p| !t.text.phone.is_empty() && t.text.phone == p)
+            && self.terms.matches_held(t)
     }
 
     /// Whether an entry matches every filter (overdue judged at the
@@ -370,6 +531,15 @@ impl Matcher {
             && self.assignee.is_none_or(|a| e.assignee == Some(a))
             && self.overdue.is_none_or(|o| o == e.is_overdue(self.now))
             && self.conflict.is_none_or(|c| c == e.conflict)
+            && self.urgency.is_none_or(|u| e.urgency == Some(u))
+            && self.issue_kind.is_none_or(|k| e.issue_kind == Some(k))
+            && self.category.is_none_or(|c| e.category == c)
+            && self.source.is_none_or(|s| e.facts.source == s)
+            && self.lead_unit.is_none_or(|l| e.facts.lead_unit == l)
+            && (self.created.0..self.created.1).contains(&e.created_at)
+            && self
+                .deadline
+                .is_none_or(|(from, to)| e.deadline.get().is_some_and(|d| (from..to).contains(&d)))
     }
 }
 
@@ -380,14 +550,20 @@ pub struct Page {
     pub total: usize,
 }
 
+/// The search texts a query may look at, by record.
+pub(crate) type Texts = std::collections::HashMap<RecordId, crate::search::Held>;
+
 pub(crate) fn run<'a>(
     q: &Query,
     names: &Names,
     all: impl Iterator<Item = &'a Entry>,
+    texts: &Texts,
     place: impl Fn(&RecordScope) -> bool,
 ) -> Page {
     let matcher = Matcher::new(q, names, place);
-    let mut hits: Vec<&Entry> = all.filter(|e| matcher.matches(e)).collect();
+    let mut hits: Vec<&Entry> = all
+        .filter(|e| matcher.matches(e) && matcher.matches_text(texts.get(&e.id)))
+        .collect();
     let total = hits.len();
     let end = q.offset.saturating_add(q.limit).min(total);
     let key_cmp = |a: &&Entry, b: &&Entry| match q.sort {
@@ -416,10 +592,11 @@ pub(crate) fn count_by_status<'a>(
     q: &Query,
     names: &Names,
     all: impl Iterator<Item = &'a Entry>,
+    texts: &Texts,
 ) -> BTreeMap<String, usize> {
     let matcher = Matcher::new(q, names, |_| true);
     let mut counts = BTreeMap::new();
-    for e in all.filter(|e| matcher.matches(e)) {
+    for e in all.filter(|e| matcher.matches(e) && matcher.matches_text(texts.get(&e.id))) {
         *counts.entry(names.get(e.status).to_owned()).or_insert(0) += 1;
     }
     counts

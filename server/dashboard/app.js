@@ -95,6 +95,7 @@ async function showTab(name) {
   }
   for (const s of document.querySelectorAll(".tab")) s.hidden = s.id !== `tab-${name}`;
   if (name === "attention") await loadAttention();
+  if (name === "cases") await loadCases();
   if (name === "figures") await loadFigures();
   if (name === "devices") await loadDevices();
 }
@@ -115,13 +116,79 @@ async function loadAttention() {
   ob.replaceChildren(...overdue.items.map((m) =>
     row([m.number, m.title, m.grid, STATUS[m.status] || m.status, ago(now - m.deadline)],
       () => openCase(m.id))));
-  $("#overdue-count").textContent = `共 ${overdue.total} 件`;
+  $("#overdue-count").textContent = shown(overdue);
   const cb = $("#conflicts tbody");
   cb.replaceChildren(...conflicts.items.map((m) =>
     row([m.number, m.title, m.grid, STATUS[m.status] || m.status, when(m.updated_at)],
       () => openCase(m.id))));
-  $("#conflict-count").textContent = `共 ${conflicts.total} 件`;
+  $("#conflict-count").textContent = shown(conflicts);
 }
+
+// "共 N 件", and how many of them the list shows when not all.
+function shown(page) {
+  return page.total > page.items.length
+    ? `共 ${page.total} 件（此处显示前 ${page.items.length} 件，全部见“案件查询”）`
+    : `共 ${page.total} 件`;
+}
+
+// ------------------------------------------------------------ cases
+
+const PAGE = 50;
+const URGENCY = { red: "红", yellow: "黄", blue: "蓝" };
+let casesOffset = 0;
+
+for (const [value, label] of Object.entries(STATUS)) {
+  $("#case-status").append(el("option", label, { value }));
+}
+
+function caseQuery() {
+  const p = new URLSearchParams();
+  const q = $("#case-q").value.trim();
+  if (q) p.set("q", q);
+  for (const [name, sel] of [["status", "#case-status"], ["urgency", "#case-urgency"], ["sort", "#case-sort"]]) {
+    if ($(sel).value) p.set(name, $(sel).value);
+  }
+  if ($("#case-overdue").checked) p.set("overdue", "true");
+  p.set("offset", String(casesOffset));
+  p.set("limit", String(PAGE));
+  return p;
+}
+
+async function loadCases() {
+  $("#case-error").textContent = "";
+  let page;
+  const query = caseQuery();
+  try {
+    page = await api(`/v1/office/issues?${query}`);
+  } catch (e) {
+    $("#case-error").textContent = e.message;
+    return;
+  }
+  $("#cases tbody").replaceChildren(...page.items.map((m) =>
+    row([m.number, m.title, m.grid, STATUS[m.status] || m.status, URGENCY[m.urgency] || "—",
+      m.deadline ? when(m.deadline) : "—"], () => openCase(m.id))));
+  const pages = Math.max(1, Math.ceil(page.total / PAGE));
+  $("#cases-count").textContent = `共 ${page.total} 件`;
+  $("#cases-page").textContent = `第 ${Math.floor(casesOffset / PAGE) + 1} / ${pages} 页`;
+  $("#cases-prev").disabled = casesOffset === 0;
+  $("#cases-next").disabled = casesOffset + PAGE >= page.total;
+  // What the list shows (tests wait for it).
+  $("#cases").dataset.query = String(query);
+}
+
+$("#case-search").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  casesOffset = 0;
+  loadCases();
+});
+$("#cases-prev").addEventListener("click", () => {
+  casesOffset = Math.max(0, casesOffset - PAGE);
+  loadCases();
+});
+$("#cases-next").addEventListener("click", () => {
+  casesOffset += PAGE;
+  loadCases();
+});
 
 // ------------------------------------------------------------ a case
 

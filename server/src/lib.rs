@@ -279,6 +279,8 @@ pub fn store_config(engine: &Engine, data_dir: &Path) -> StoreConfig {
     // The office's and intake's changes are tagged, so phones can hand them
     // back after a restore from a backup.
     config.tag_own_changes = true;
+    // The office finds cases by what is written in them.
+    config.search = true;
     config.engine = engine.clone();
     config
 }

@@ -94,6 +94,30 @@ pub(crate) async fn as_office<T: Send + 'static>(
     .await
 }
 
+/// A record named by its id, or by its case, meeting or 12345 work-order
+/// number (what a clerk has at hand), if it lies in the user's scope. A
+/// number outside the scope is "not found" exactly like one that does not
+/// exist.
+pub(crate) fn visible_by(
+    state: &AppState,
+    ctx: &OfficeCtx,
+    id: &str,
+) -> Result<RecordId, AppError> {
+    if let Ok(id) = id.parse() {
+        visible(state, ctx, id)?;
+        return Ok(id);
+    }
+    let found = state.store.find_by_number(id).map_err(core_error)?;
+    match found.map(|found| (found, visible(state, ctx, found))) {
+        Some((found, Ok(_))) => Ok(found),
+        _ => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no record has the id or number {id:?}"),
+        )),
+    }
+}
+
 pub(crate) fn parse_id(id: &str) -> Result<RecordId, AppError> {
     id.parse()
         .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", "not a record id"))
@@ -157,12 +181,27 @@ pub struct ListParams {
     street: Option<String>,
     community: Option<String>,
     grid: Option<String>,
-    /// One status, or several separated by commas.
+    /// One status, or several separated by commas. Empty parameters
+    /// filter nothing.
     status: Option<String>,
     open: Option<bool>,
     overdue: Option<bool>,
     conflict: Option<bool>,
     assignee: Option<String>,
+    urgency: Option<String>,
+    kind: Option<String>,
+    category: Option<String>,
+    /// The channel a case came in through.
+    source: Option<String>,
+    lead_unit: Option<String>,
+    created_from: Option<i64>,
+    created_to: Option<i64>,
+    deadline_from: Option<i64>,
+    deadline_to: Option<i64>,
+    /// Search terms (every one must occur in the record's text).
+    q: Option<String>,
+    /// The reporter's phone number (roles that see personal data only).
+    phone: Option<String>,
     /// `updated` (default), `deadline` or `created`.
     sort: Option<String>,
     offset: Option<usize>,
@@ -177,22 +216,45 @@ pub const MAX_OFFSET: usize = i32::MAX as usize;
 impl ListParams {
     fn query(self, mut q: Query) -> Result<Query, AppError> {
         let bad = |what: &str| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", what);
-        q.street = self.street;
-        q.community = self.community;
-        q.grid = self.grid;
+        // An empty parameter (an HTML form's "all") is no filter.
+        let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        q.street = given(self.street);
+        q.community = given(self.community);
+        q.grid = given(self.grid);
         q.statuses = self
             .status
-            .map(|s| s.split(',').map(str::to_owned).collect())
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         q.open = self.open;
         q.overdue = self.overdue;
         q.conflict = self.conflict;
-        q.assignee = self.assignee;
+        q.assignee = given(self.assignee);
+        q.urgency = given(self.urgency);
+        q.issue_kind = given(self.kind);
+        q.category = given(self.category);
+        q.source = given(self.source);
+        q.lead_unit = given(self.lead_unit);
+        q.created_from = self.created_from;
+        q.created_to = self.created_to;
+        q.deadline_from = self.deadline_from;
+        q.deadline_to = self.deadline_to;
+        q.text = given(self.q);
+        q.phone = given(self.phone);
         q.sort = match self.sort.as_deref() {
             None | Some("updated") => Sort::UpdatedDesc,
             Some("deadline") => Sort::DeadlineAsc,
             Some("created") => Sort::CreatedAsc,
-            Some(_) => return Err(bad("sort is one of updated, deadline, created")),
+            Some(other) => {
+                return Err(bad(&format!(
+                    "sort: {other:?} is not one of: updated, deadline, created"
+                )))
+            }
         };
         q.offset = self.offset.unwrap_or(0);
         if q.offset > MAX_OFFSET {
@@ -207,6 +269,9 @@ impl ListParams {
 }
 
 fn list(state: &AppState, ctx: &OfficeCtx, mut q: Query) -> Result<Json<Value>, AppError> {
+    if q.phone.is_some() {
+        policy::check(ctx.author.role, policy::Action::FindByPhone).map_err(core_error)?;
+    }
     let now = *q.now.get_or_insert_with(|| state.store.now_ms());
     let page = state
         .store
@@ -346,9 +411,8 @@ async fn get_issue(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    let id = parse_id(&id)?;
     as_office(&state, &headers, move |state, ctx| {
-        visible(state, &ctx, id)?;
+        let id = visible_by(state, &ctx, &id)?;
         Ok(Json(issue_json(state, &ctx, id)?))
     })
     .await
@@ -420,9 +484,8 @@ async fn get_meeting(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    let id = parse_id(&id)?;
     as_office(&state, &headers, move |state, ctx| {
-        visible(state, &ctx, id)?;
+        let id = visible_by(state, &ctx, &id)?;
         meeting_json(state, &ctx, id)
     })
     .await

@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p gridsync-tests --bench store` (10,000 records; set
 //! `GRIDSYNC_BENCH_RECORDS` for another size; `-- --phone-only` for the
-//! phone-growth row alone).
+//! phone-growth row alone; `-- --search-only` for the office search rows
+//! at 100,000 issues).
 //!
 //! Floors:
 //! * create: raw Automerge (the same fields built with plain `put`s) +
@@ -325,11 +326,113 @@ fn child(mode: &str, path: &Path) -> (Duration, u64, usize) {
     (Duration::from_nanos(f[0]), f[1], f[2] as usize)
 }
 
+/// The office's search at `n` issues: each kind of query's median
+/// against a plain list query (a status filter) over the same store, and
+/// what keeping the texts adds to a create.
+fn search_rows(n: usize) {
+    let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+    let open = |name: &str, search: bool| {
+        let mut c = config(&tmp.path().join(name), Durability::None);
+        c.search = search;
+        Store::open(c).unwrap()
+    };
+    // What a create costs with and without texts, alternating.
+    let (with, without) = (open("with", true), open("without", false));
+    let (mut t_with, mut t_without) = (Vec::new(), Vec::new());
+    for i in 0..SAMPLES {
+        for (store, times) in [(&with, &mut t_with), (&without, &mut t_without)] {
+            let start = Instant::now();
+            store.create_issue(&worker(1), new_issue(i, 1, 1)).unwrap();
+            times.push(start.elapsed());
+        }
+    }
+    drop((with, without));
+    let store = open("search", true);
+    let start = Instant::now();
+    for i in 0..n {
+        store
+            .create_issue(
+                &worker(1 + i as u32 % 50),
+                new_issue(i, 1 + i as u32 % 5, 1 + i as u32 % 50),
+            )
+            .unwrap();
+    }
+    let filled = start.elapsed();
+    let some = store.list(&Query::issues().page(0, 1)).unwrap().items[0]
+        .number
+        .clone();
+    let time = |q: &Query| {
+        let mut times = Vec::new();
+        let mut total = 0;
+        for _ in 0..21 {
+            let start = Instant::now();
+            total = store.list(q).unwrap().total;
+            times.push(start.elapsed());
+        }
+        (median(times), total)
+    };
+    let (base, base_total) = time(&Query::issues().status(IssueStatus::Reported));
+    let mut phone = Query::issues();
+    phone.phone = Some("13800000000".into());
+    let queries = [
+        (
+            "a word every case has (楼道), first page of 50",
+            Query::issues().search("楼道"),
+        ),
+        (
+            "a partial word in one case (编号 12345)",
+            Query::issues().search("编号 12345"),
+        ),
+        ("a word no case has (漏水)", Query::issues().search("漏水")),
+        (
+            "two words, one grid (楼道 照明, grid G7)",
+            Query::issues().search("楼道 照明").grid("G7"),
+        ),
+        ("the reporter's phone, exactly", phone),
+    ];
+    println!(
+        "\n| office search, {n} issues (medians of 21) | time | matched | vs. a status filter |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| a status filter, no search (the baseline) | {} | {base_total} | 1.00x |",
+        fmt(base)
+    );
+    for (label, q) in queries {
+        let (t, total) = time(&q);
+        println!(
+            "| {label} | {} | {total} | {:.2}x |",
+            fmt(t),
+            t.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let start = Instant::now();
+        assert!(store.find_by_number(&some).unwrap().is_some());
+        times.push(start.elapsed());
+    }
+    let t = median(times);
+    println!(
+        "| a case number, exactly (`find_by_number`) | {} | 1 | {:.2}x |",
+        fmt(t),
+        t.as_secs_f64() / base.as_secs_f64()
+    );
+    println!(
+        "\ncreate, median of {SAMPLES}: {} keeping search texts, {} without ({:.2}x);          filling {n} issues took {:.1} s",
+        fmt(median(t_with.clone())),
+        fmt(median(t_without.clone())),
+        median(t_with).as_secs_f64() / median(t_without).as_secs_f64(),
+        filled.as_secs_f64()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--open-only") => return open_only(Path::new(&args[1])),
         Some("--load-all") => return load_all(Path::new(&args[1])),
+        Some("--search-only") => return search_rows(100_000),
         Some("--phone-only") => {
             // Just the phone-growth row (its own run takes a minute).
             let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();

@@ -70,6 +70,32 @@ try {
   assert.match(await page.textContent("#case-photos figcaption"), /现场\.png/);
   await page.click("#case-close");
 
+  // Any case is found by a partial Chinese word, paged, and opened.
+  await page.click('nav button[data-tab="cases"]');
+  await page.waitForSelector("#cases tbody tr");
+  const everything = await page.textContent("#cases-count");
+  await page.fill("#case-q", "充电");
+  await page.click("#case-search-button");
+  await page.waitForFunction((before) => document.querySelector("#cases-count").textContent !== before, everything);
+  const titles = await page.locator("#cases tbody tr td:nth-child(2)").allTextContents();
+  assert.ok(titles.length > 0, "cases found");
+  assert.ok(titles.every((t) => t.includes("充电")), `every hit holds the word: ${titles}`);
+  const found = Number((await page.textContent("#cases-count")).match(/\d+/)[0]);
+  assert.ok(found < Number(everything.match(/\d+/)[0]), "the search narrows the list");
+  if (found > 50) {
+    await page.click("#cases-next");
+    await page.waitForFunction(() => document.querySelector("#cases-page").textContent.startsWith("第 2 "));
+  }
+  await page.locator("#cases tbody tr").first().click();
+  await page.waitForSelector("#case-timeline li");
+  assert.match(await page.textContent("#case-title"), /充电/);
+  await page.click("#case-close");
+  // A word no case has: an empty list, not an error.
+  await page.fill("#case-q", "不存在的词语");
+  await page.click("#case-search-button");
+  await page.waitForFunction(() => document.querySelector("#cases-count").textContent === "共 0 件");
+  assert.equal(await page.locator("#cases tbody tr").count(), 0);
+
   // Figures: the chart renders bars, checked on the screenshot's pixels.
   await page.click('nav button[data-tab="figures"]');
   await page.waitForSelector("#figures-chart svg rect[data-rate]");
@@ -119,6 +145,17 @@ try {
   await page.waitForSelector("#case-timeline li");
   const hidden = await page.locator("#case-facts dd").nth(5).textContent();
   assert.equal(hidden, "（个人信息不可见）");
+  await page.click("#case-close");
+  // Nowhere on its screens a resident's phone number: the case list, a
+  // search for one, the case panel.
+  await page.click('nav button[data-tab="cases"]');
+  await page.waitForSelector("#cases tbody tr");
+  const mobile = /1[3-9]\d{9}/;
+  assert.doesNotMatch(await page.innerText("body"), mobile);
+  await page.fill("#case-q", "139");
+  await page.click("#case-search-button");
+  await page.waitForFunction(() => (document.querySelector("#cases").dataset.query || "").includes("q=139"));
+  assert.doesNotMatch(await page.innerText("body"), mobile);
   assert.equal(failures.length, 0, failures.join("\n"));
   console.log(`dashboard ok: ${overdue} overdue, ${conflicts} conflicted, ${bars} bars, ${colored.blue}+${colored.red} bar pixels`);
 } finally {

@@ -18,6 +18,7 @@ mod openapi;
 mod records;
 mod restore;
 mod scope_property;
+mod search;
 mod server;
 mod simulation;
 mod sync_protocol;

@@ -306,8 +306,14 @@ fn every_documented_operation_answers_as_documented() {
     assert_eq!(checked, 39, "one operation per documented path");
     assert!(problems.is_empty(), "{problems:#?}");
     // Errors, too, are documented JSON.
+    // Not an id (a case opens by number too: "nope" is an unknown one).
     let (status, body) = get_json(
         &format!("{}/v1/office/issues/nope", server.url),
+        Some(&office_token),
+    );
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = get_json(
+        &format!("{}/v1/office/issues/nope/timeline", server.url),
         Some(&office_token),
     );
     assert_eq!(status, 400);

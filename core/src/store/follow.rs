@@ -80,6 +80,7 @@ impl Store {
     pub(super) fn reload_locked(&self, w: &mut Writer) -> Result<()> {
         w.cache.clear();
         self.load_index()?;
+        self.load_texts(false)?;
         w.next_seq = open::last_log_seq(self.db.as_ref())? + 1;
         self.durable_seq
             .fetch_max(w.next_seq - 1, std::sync::atomic::Ordering::SeqCst);
@@ -87,6 +88,7 @@ impl Store {
     }
 
     fn reload_entry(&self, id: RecordId) -> Result<()> {
+        self.reload_text(id)?;
         match self.db.get(&key(P_INDEX, id.as_bytes()))? {
             None => self.index_mut().remove(id),
             Some(v) => match bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config()) {

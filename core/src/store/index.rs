@@ -60,6 +60,9 @@ pub(super) struct Index {
     cells: HashMap<CellKey, Cell>,
     /// Records whose index entry could not be read or rebuilt.
     pub(super) corrupt: BTreeSet<RecordId>,
+    /// Search texts, when the store keeps them (`store/search.rs`); kept
+    /// apart from the entries, which moves between slots do not touch.
+    pub(super) texts: HashMap<RecordId, crate::search::Held>,
 }
 
 fn cell_key(e: &Entry) -> CellKey {

@@ -53,7 +53,7 @@ impl Store {
         bytes: &[u8],
         index: Import<'_>,
     ) -> Result<Merged> {
-        let meta = match index {
+        let (meta, text) = match index {
             Import::Derived(meta) => {
                 if bytes.len() > MAX_SNAPSHOT_BYTES {
                     return Err(Error::MalformedChanges {
@@ -70,7 +70,13 @@ impl Store {
                         reason: "the record's index entry does not match it".into(),
                     });
                 }
-                *meta
+                // Only a store that keeps search texts loads the record.
+                let text = if self.search {
+                    self.derive_text(id, &load_snapshot(id, bytes)?)
+                } else {
+                    None
+                };
+                (*meta, text)
             }
             Import::Derive { kind, updated_at } => {
                 let doc = load_snapshot(id, bytes)?;
@@ -82,7 +88,8 @@ impl Store {
                         reason: "the record's index entry does not match it".into(),
                     });
                 }
-                meta
+                let text = self.derive_text(id, &doc);
+                (meta, text)
             }
         };
         let mut w = self.lock_writes()?;
@@ -111,6 +118,9 @@ impl Store {
         let mut batch = Batch::default();
         batch.insert(key(P_SNAPSHOT, id.as_bytes()), bytes);
         batch.insert(key(P_INDEX, id.as_bytes()), encode_index(&meta, storage)?);
+        if let Some(text) = &text {
+            Self::put_text(&mut batch, id, text)?;
+        }
         batch.insert(
             key(P_SCOPE, id.as_bytes()),
             bincode::encode_to_vec(&scope, bincode_config()).map_err(encode_err)?,
@@ -122,7 +132,12 @@ impl Store {
         self.write_point()?;
         self.db.apply(batch)?;
         w.next_seq += 1;
-        self.index_mut().insert(meta);
+        let mut index = self.index_mut();
+        index.insert(meta);
+        if let Some(text) = text {
+            index.texts.insert(id, text.into());
+        }
+        drop(index);
         Ok(Merged {
             id,
             new_changes: 0,

@@ -67,6 +67,7 @@ mod read;
 mod replica;
 pub(crate) use replica::DROP_STATE;
 mod scope;
+mod search;
 mod verify;
 mod write;
 
@@ -106,6 +107,8 @@ const P_SERVER_HEADS: u8 = b'h';
 const P_SCOPE: u8 = b's';
 const P_FILE_REF: u8 = b'f';
 const P_UNSENT: u8 = b'u';
+/// A record's search text (`crate::search`), when the store keeps them.
+const P_TEXT: u8 = b't';
 
 const META_FORMAT: &[u8] = b"format";
 const META_ACTOR: &[u8] = b"actor";
@@ -203,6 +206,12 @@ pub struct StoreConfig {
     /// `tag`), so that devices can hand them back after a restore: the
     /// server's store does; a device's has no use for it.
     pub tag_own_changes: bool,
+    /// Keep a search text per record (see [`crate::search`]) so that
+    /// lists can find records by what is written in them: the server's
+    /// store does; a device's has no use for it. Turned on for a store
+    /// that had it off, the texts are derived once at open; turned off,
+    /// they are removed.
+    pub search: bool,
     /// The engine the store keeps its bytes in: sled under `path` (the
     /// default), or a PostgreSQL database shared by several servers.
     pub engine: backend::Engine,
@@ -227,6 +236,7 @@ impl StoreConfig {
             durability: Durability::Fsync,
             temporary: false,
             tag_own_changes: false,
+            search: false,
             engine: backend::Engine::Sled,
             files_dir: None,
             clock: crate::clock::system(),
@@ -484,6 +494,8 @@ pub struct Store {
     log_id: Mutex<[u8; 16]>,
     /// See [`StoreConfig::tag_own_changes`].
     tag_own: bool,
+    /// See [`StoreConfig::search`].
+    search: bool,
     /// The attached files' area.
     files: crate::files::Files,
     clock: std::sync::Arc<dyn crate::clock::Clock>,

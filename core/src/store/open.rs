@@ -136,6 +136,7 @@ impl Store {
             durable_seq: std::sync::atomic::AtomicU64::new(next_seq - 1),
             log_id: Mutex::new(log_id),
             tag_own: config.tag_own_changes,
+            search: config.search,
             files,
             clock: config.clock,
             #[cfg(feature = "failpoints")]
@@ -151,6 +152,7 @@ impl Store {
             )?;
         }
         store.load_index()?;
+        store.load_texts(true)?;
         if store.tag_own {
             // The tag key exists from the first open on, so that every
             // backup holds the key its tags were made with.

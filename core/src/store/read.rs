@@ -48,10 +48,19 @@ impl Store {
     }
 
     /// The query with its time set: the store's clock unless given.
-    fn dated(&self, q: &Query) -> Query {
+    /// The query checked ([`Query::check`]; search terms need a store
+    /// that keeps search texts), with its "now" set.
+    fn checked(&self, q: &Query) -> Result<Query> {
+        q.check()?;
+        if q.needs_texts() && !self.search {
+            return Err(Error::InvalidInput {
+                field: "q",
+                reason: "this store keeps no search texts (StoreConfig::search)".into(),
+            });
+        }
         let mut q = q.clone();
         q.now.get_or_insert_with(|| self.now_ms());
-        q
+        Ok(q)
     }
 
     /// The office figures over the records `within` covers, grouped (see
@@ -99,24 +108,61 @@ impl Store {
     /// Like [`Store::list`], over only the records in places `place`
     /// accepts (an office user's scope, say), before sorting and paging.
     pub fn list_where(&self, q: &Query, place: impl Fn(&RecordScope) -> bool) -> Result<Page> {
-        let q = &self.dated(q);
+        let q = &self.checked(q)?;
         let index = self.index_read();
-        Ok(query::run(q, index.names(), index.entries(), place))
+        Ok(query::run(
+            q,
+            index.names(),
+            index.entries(),
+            &index.texts,
+            place,
+        ))
+    }
+
+    /// The record a case number, meeting number or 12345 work-order
+    /// number names (as written, or typed in another case or width), if
+    /// this store has it; work-order numbers need a store that keeps
+    /// search texts. Reads only the in-memory index.
+    pub fn find_by_number(&self, number: &str) -> Result<Option<RecordId>> {
+        let wanted = crate::search::normalize(number);
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        let index = self.index_read();
+        if let Some(e) = index
+            .entries()
+            .find(|e| e.number.eq_ignore_ascii_case(&wanted))
+        {
+            return Ok(Some(e.id));
+        }
+        Ok(index
+            .texts
+            .iter()
+            .find(|(_, t)| t.text.work_order == wanted)
+            .map(|(id, _)| *id))
     }
 
     /// How many records match `q` (paging ignored).
     pub fn count(&self, q: &Query) -> Result<usize> {
-        let q = &self.dated(q);
+        let q = &self.checked(q)?;
         let index = self.index_read();
         let matcher = query::Matcher::new(q, index.names(), |_| true);
-        Ok(index.entries().filter(|e| matcher.matches(e)).count())
+        Ok(index
+            .entries()
+            .filter(|e| matcher.matches(e) && matcher.matches_text(index.texts.get(&e.id)))
+            .count())
     }
 
     /// Counts of matching records by derived status.
     pub fn count_by_status(&self, q: &Query) -> Result<BTreeMap<String, usize>> {
-        let q = &self.dated(q);
+        let q = &self.checked(q)?;
         let index = self.index_read();
-        Ok(query::count_by_status(q, index.names(), index.entries()))
+        Ok(query::count_by_status(
+            q,
+            index.names(),
+            index.entries(),
+            &index.texts,
+        ))
     }
 
     /// Every record id, in id order.

@@ -29,7 +29,7 @@ impl Store {
             return Ok(false);
         }
         let mut batch = Batch::default();
-        for prefix in [P_SNAPSHOT, P_INDEX, P_SERVER_HEADS, P_SCOPE] {
+        for prefix in [P_SNAPSHOT, P_INDEX, P_SERVER_HEADS, P_SCOPE, P_TEXT] {
             batch.remove(key(prefix, id.as_bytes()));
         }
         for item in backend::scan(self.db.as_ref(), &key(P_CHUNK, id.as_bytes())) {
@@ -39,7 +39,10 @@ impl Store {
         self.write_point()?;
         self.db.apply(batch)?;
         w.cache.pop(&id);
-        self.index_mut().remove(id);
+        let mut index = self.index_mut();
+        index.remove(id);
+        index.texts.remove(&id);
+        drop(index);
         drop(w);
         self.make_durable()?;
         Ok(true)

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// What [`Store::prepare`] builds: the batch, the record's new index
+/// entry, and its search text when the store keeps them.
+type Prepared = (Batch, RecordMeta, Option<crate::search::SearchText>);
+
 impl Store {
     /// Records a new issue and returns its id.
     pub fn create_issue(&self, author: &Author, new: NewIssue) -> Result<RecordId> {
@@ -412,14 +416,19 @@ impl Store {
             self.prepare(id, &mut loaded, commit, seq, batch)
         }))
         .map_err(|_| Error::MergePanicked(id))??;
-        let Some((batch, meta)) = prepared else {
+        let Some((batch, meta, text)) = prepared else {
             w.cache.put(id, loaded);
             return Ok(Written { id, seq: None });
         };
         self.write_point()?;
         self.db.apply(batch)?;
         w.next_seq += 1;
-        self.index_mut().insert(meta);
+        let mut index = self.index_mut();
+        index.insert(meta);
+        if let Some(text) = text {
+            index.texts.insert(id, text.into());
+        }
+        drop(index);
         w.cache.put(id, loaded);
         Ok(Written { id, seq: Some(seq) })
     }
@@ -433,7 +442,7 @@ impl Store {
         commit: Commit<'_>,
         seq: u64,
         mut batch: Batch,
-    ) -> Result<Option<(Batch, RecordMeta)>> {
+    ) -> Result<Option<Prepared>> {
         let Commit {
             heads_before,
             origin,
@@ -515,6 +524,10 @@ impl Store {
             storage.next_chunk += 1;
         }
         batch.insert(key(P_INDEX, id.as_bytes()), encode_index(&meta, *storage)?);
+        let text = self.derive_text(id, &loaded.doc);
+        if let Some(text) = &text {
+            Self::put_text(&mut batch, id, text)?;
+        }
         self.note_file_refs(id, &loaded.doc, origin, &mut batch)?;
         let entry = StoredLogEntry {
             id: *id.as_bytes(),
@@ -530,6 +543,6 @@ impl Store {
         if origin == Origin::Local {
             batch.insert(key(P_PENDING, id.as_bytes()), seq.to_be_bytes());
         }
-        Ok(Some((batch, meta)))
+        Ok(Some((batch, meta, text)))
     }
 }
