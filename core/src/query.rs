@@ -230,6 +230,11 @@ pub struct Query {
     /// for roles that see personal data (the caller checks
     /// [`crate::policy::sees_personal_data`]); needs search texts.
     pub phone: Option<String>,
+    /// Issues under supervision (or not); needs search texts.
+    pub supervised: Option<bool>,
+    /// Issues with notes, visits or photos after their close (or not);
+    /// needs search texts.
+    pub activity_after_close: Option<bool>,
     pub sort: Sort,
     pub offset: usize,
     pub limit: usize,
@@ -261,6 +266,8 @@ impl Default for Query {
             deadline_to: None,
             text: None,
             phone: None,
+            supervised: None,
+            activity_after_close: None,
             sort: Sort::default(),
             offset: 0,
             limit: 50,
@@ -398,9 +405,13 @@ impl Query {
         Ok(())
     }
 
-    /// Whether the query needs search texts (terms or a phone number).
+    /// Whether the query needs search texts (terms, a phone number, or
+    /// the flags kept with them).
     pub fn needs_texts(&self) -> bool {
-        self.text.as_deref().is_some_and(|q| !q.trim().is_empty()) || self.phone.is_some()
+        self.text.as_deref().is_some_and(|q| !q.trim().is_empty())
+            || self.phone.is_some()
+            || self.supervised.is_some()
+            || self.activity_after_close.is_some()
     }
 }
 
@@ -429,6 +440,8 @@ pub(crate) struct Matcher {
     deadline: Option<(i64, i64)>,
     terms: crate::search::Terms,
     phone: Option<String>,
+    supervised: Option<bool>,
+    activity_after_close: Option<bool>,
     now: i64,
 }
 
@@ -495,13 +508,18 @@ impl Matcher {
             }),
             terms,
             phone: q.phone.as_deref().map(crate::search::phone_digits),
+            supervised: q.supervised,
+            activity_after_close: q.activity_after_close,
             now: q.now.unwrap_or(0),
         }
     }
 
     /// Whether the query looks at search texts at all.
     pub(crate) fn needs_texts(&self) -> bool {
-        !self.terms.is_empty() || self.phone.is_some()
+        !self.terms.is_empty()
+            || self.phone.is_some()
+            || self.supervised.is_some()
+            || self.activity_after_close.is_some()
     }
 
     /// Whether a record's search text matches the query's terms and
@@ -517,6 +535,10 @@ impl Matcher {
         self.phone
             .as_deref()
             .is_none_or(|p| !t.text.phone.is_empty() && t.text.phone == p)
+            && self.supervised.is_none_or(|s| s == t.text.supervised)
+            && self
+                .activity_after_close
+                .is_none_or(|a| a == t.text.activity_after_close)
             && self.terms.matches_held(t)
     }
 

@@ -44,6 +44,10 @@ pub struct SearchText {
     /// The 12345 work-order number, normalized (issues that came from
     /// the hotline; else empty).
     pub work_order: String,
+    /// The office has put the case under supervision.
+    pub supervised: bool,
+    /// Notes, visits or photos arrived after the case was closed.
+    pub activity_after_close: bool,
 }
 
 /// Folds what people type in different ways to one form: full-width
@@ -112,6 +116,8 @@ fn collect<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
 /// The search text of an issue.
 pub fn of_issue(view: IssueView) -> SearchText {
     let phone = phone_digits(&view.reporter.phone);
+    let supervised = view.supervised;
+    let activity_after_close = !view.activity_after_close.is_empty();
     let v = policy::without_personal_data(view);
     let kind = v.kind.map(|k| k.as_str()).unwrap_or_default();
     let urgency = v.urgency.map(|u| u.as_str()).unwrap_or_default();
@@ -141,6 +147,8 @@ pub fn of_issue(view: IssueView) -> SearchText {
         text,
         phone,
         work_order,
+        supervised,
+        activity_after_close,
     }
 }
 

@@ -149,6 +149,7 @@ function caseQuery() {
     if ($(sel).value) p.set(name, $(sel).value);
   }
   if ($("#case-overdue").checked) p.set("overdue", "true");
+  if ($("#case-supervised").checked) p.set("supervised", "true");
   p.set("offset", String(casesOffset));
   p.set("limit", String(PAGE));
   return p;

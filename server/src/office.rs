@@ -202,6 +202,8 @@ pub struct ListParams {
     q: Option<String>,
     /// The reporter's phone number (roles that see personal data only).
     phone: Option<String>,
+    supervised: Option<bool>,
+    activity_after_close: Option<bool>,
     /// `updated` (default), `deadline` or `created`.
     sort: Option<String>,
     offset: Option<usize>,
@@ -246,6 +248,8 @@ impl ListParams {
         q.deadline_to = self.deadline_to;
         q.text = given(self.q);
         q.phone = given(self.phone);
+        q.supervised = self.supervised;
+        q.activity_after_close = self.activity_after_close;
         q.sort = match self.sort.as_deref() {
             None | Some("updated") => Sort::UpdatedDesc,
             Some("deadline") => Sort::DeadlineAsc,

@@ -68,6 +68,16 @@ fn a_store_finds_cases_by_partial_words_and_numbers_never_by_personal_data() {
         store.issue(b_id).unwrap().case_no,
     );
     let b_urgency = store.issue(b_id).unwrap().urgency.unwrap();
+    store
+        .update_issue(
+            b_id,
+            &office(),
+            IssueOp::AddTimeline {
+                kind: TimelineKind::Supervision,
+                text: "街道督办，限三日内处理".into(),
+            },
+        )
+        .unwrap();
     drop(store);
 
     // Reopened: the texts come from disk, and no query loads a document.
@@ -86,6 +96,17 @@ fn a_store_finds_cases_by_partial_words_and_numbers_never_by_personal_data() {
     let mut q = Query::issues().search("楼道");
     q.urgency = Some(b_urgency.as_str().into());
     assert_eq!(found(&store, q), vec![b_no.clone()]);
+    // Supervision and activity after close are kept with the texts.
+    let mut q = Query::issues();
+    q.supervised = Some(true);
+    assert_eq!(found(&store, q.clone()), vec![b_no.clone()]);
+    q.supervised = Some(false);
+    assert_eq!(found(&store, q), vec![a_no.clone()]);
+    let mut q = Query::issues();
+    q.activity_after_close = Some(false);
+    assert_eq!(found(&store, q.clone()), both);
+    q.activity_after_close = Some(true);
+    assert!(found(&store, q).is_empty());
     // Numbers name their case.
     assert_eq!(store.find_by_number(&a_no).unwrap(), Some(a_id));
     assert_eq!(
@@ -211,6 +232,13 @@ fn the_office_searches_filters_and_opens_cases_by_number_as_its_role_allows() {
     );
     let (status, _) = list(&office, "sort=newest");
     assert_eq!(status, 400);
+    // Empty parameters (a form's "all") filter nothing.
+    let (status, body) = list(&office, "status=&urgency=&q=&street=");
+    assert_eq!((status, body["total"].as_u64()), (200, Some(1)), "{body}");
+    let (_, body) = list(&office, "supervised=true");
+    assert_eq!(body["total"], 0);
+    let (_, body) = list(&office, "supervised=false&activity_after_close=false");
+    assert_eq!(body["total"], 1);
 
     // The case number opens the case; an unknown one, or one outside the
     // caller's scope, is "not found" alike.

@@ -51,7 +51,8 @@ impl Store {
             let Some(id) = RecordId::from_slice(&k[1..]) else {
                 continue;
             };
-            // One that cannot be read is derived again (at open).
+            // One that cannot be read (an older build's layout) is
+            // derived again at open.
             if let Ok((text, _)) = bincode::decode_from_slice::<SearchText, _>(&v, bincode_config())
             {
                 texts.insert(id, text.into());
