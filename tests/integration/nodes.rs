@@ -20,6 +20,7 @@ fn node(url: &str) -> Store {
     let mut config = StoreConfig::new("", "SRV");
     config.engine = Engine::Postgres(url.to_owned());
     config.tag_own_changes = true;
+    config.search = true;
     config.durability = Durability::Fsync;
     Store::open(config).unwrap()
 }
@@ -125,11 +126,16 @@ fn a_node_shows_another_nodes_writes_once_it_follows() {
         assert_eq!(b.list(&Query::issues()).unwrap().total, 0);
         assert_eq!(b.follow().unwrap(), 1);
         assert_eq!(b.list(&Query::issues()).unwrap().total, 1);
+        // Its search text came with it.
+        let found = |s: &Store, q: &str| s.list(&Query::issues().search(q)).unwrap().total;
+        assert_eq!(found(&b, "楼道"), 1);
         // An edit through b reaches a, and a's cached document is dropped,
         // not served stale.
         assert_eq!(a.issue(id).unwrap().timeline.len(), 0);
+        assert_eq!(found(&a, "第二个节点"), 0);
         add_note(&b, id, &office(), "来自第二个节点");
         a.follow().unwrap();
+        assert_eq!(found(&a, "第二个节点"), 1);
         assert_eq!(a.issue(id).unwrap().timeline.len(), 1);
         // A write through a node that has not followed starts its turn by
         // following: nothing of b's edit is lost.
