@@ -266,6 +266,19 @@ fn random_name() -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
+/// Refuses a file too large to travel whole ([`WHOLE_FILE_BYTES`]).
+pub fn check_whole(hash: &FileHash, size: u64) -> Result<()> {
+    if size <= WHOLE_FILE_BYTES as u64 {
+        return Ok(());
+    }
+    Err(Error::FileRejected {
+        hash: hash.to_hex(),
+        reason: format!(
+            "a file of {size} bytes is sent chunk by chunk, not whole (at most {WHOLE_FILE_BYTES})"
+        ),
+    })
+}
+
 impl Files {
     /// Opens (creating) the area at `dir`; `temporary` removes it on drop.
     pub fn open(dir: &Path, temporary: bool) -> Result<Files> {
@@ -560,15 +573,7 @@ impl Files {
         if self.has(hash) {
             return Ok(());
         }
-        if bytes.len() > WHOLE_FILE_BYTES {
-            return Err(Error::FileRejected {
-                hash: hash.to_hex(),
-                reason: format!(
-                    "a file of {} bytes is sent chunk by chunk, not whole (at most {WHOLE_FILE_BYTES})",
-                    bytes.len()
-                ),
-            });
-        }
+        check_whole(hash, bytes.len() as u64)?;
         if FileHash::of(bytes) != *hash {
             return Err(Error::FileRejected {
                 hash: hash.to_hex(),

@@ -272,6 +272,10 @@ pub struct MeetingView {
     pub unrecognized: Vec<doc::Unrecognized>,
 }
 
+/// The states a meeting's list entry may have: scheduled, held,
+/// concluded ([`MeetingView::status`]).
+pub const MEETING_STATUSES: [&str; 3] = ["scheduled", "held", "concluded"];
+
 impl MeetingView {
     /// Whether anything about the meeting awaits review.
     pub fn has_conflict(&self) -> bool {
@@ -282,18 +286,19 @@ impl MeetingView {
                 .any(|a| a.status_conflict.is_some())
     }
 
-    /// The derived state shown in lists: scheduled, held or concluded.
+    /// The derived state shown in lists: one of [`MEETING_STATUSES`].
     pub fn status(&self) -> &'static str {
+        let [scheduled, held, concluded] = MEETING_STATUSES;
         match (self.held_at, self.outcome) {
-            (_, Some(o)) if o != MeetingOutcome::Adjourned => "concluded",
-            (Some(_), _) => "held",
-            _ => "scheduled",
+            (_, Some(o)) if o != MeetingOutcome::Adjourned => concluded,
+            (Some(_), _) => held,
+            _ => scheduled,
         }
     }
 
     /// Whether follow-up work is outstanding.
     pub fn is_open(&self) -> bool {
-        self.status() != "concluded" || self.action_items.iter().any(|a| a.status.is_open())
+        self.status() != MEETING_STATUSES[2] || self.action_items.iter().any(|a| a.status.is_open())
     }
 }
 

@@ -374,7 +374,7 @@ impl Query {
             statuses.extend(IssueStatus::ALL.iter().map(|s| s.as_str()));
         }
         if self.kind != Some(RecordKind::Issue) {
-            statuses.extend(MEETING_STATUSES);
+            statuses.extend(crate::meeting::MEETING_STATUSES);
         }
         for s in &self.statuses {
             one_of("status", s, &statuses)?;
@@ -415,9 +415,6 @@ impl Query {
     }
 }
 
-/// The statuses a meeting's entry may have (see `MeetingView::status`).
-pub const MEETING_STATUSES: [&str; 3] = ["scheduled", "held", "concluded"];
-
 /// A query made ready for one index's entries: its names resolved to the
 /// index's handles, and which places pass its place filters and the
 /// caller's (each place asked once).
@@ -442,6 +439,8 @@ pub(crate) struct Matcher {
     phone: Option<String>,
     supervised: Option<bool>,
     activity_after_close: Option<bool>,
+    /// [`Query::needs_texts`].
+    needs_texts: bool,
     now: i64,
 }
 
@@ -510,23 +509,16 @@ impl Matcher {
             phone: q.phone.as_deref().map(crate::search::phone_digits),
             supervised: q.supervised,
             activity_after_close: q.activity_after_close,
+            needs_texts: q.needs_texts(),
             now: q.now.unwrap_or(0),
         }
-    }
-
-    /// Whether the query looks at search texts at all.
-    pub(crate) fn needs_texts(&self) -> bool {
-        !self.terms.is_empty()
-            || self.phone.is_some()
-            || self.supervised.is_some()
-            || self.activity_after_close.is_some()
     }
 
     /// Whether a record's search text matches the query's terms and
     /// phone number (a record without a text matches only a query that
     /// asks neither).
     pub(crate) fn matches_text(&self, text: Option<&crate::search::Held>) -> bool {
-        if !self.needs_texts() {
+        if !self.needs_texts {
             return true;
         }
         let Some(t) = text else {

@@ -190,19 +190,8 @@ async fn put_whole(
     let announced = crate::gate::announced_length(&parts.headers);
     let (hash, device, bytes) =
         admitted_upload(&state, &parts.headers, parse_hash(&hash), body, announced).await?;
-    let too_large = |size: u64| {
-        core_error(gridsync_core::Error::FileRejected {
-            hash: hash.to_hex(),
-            reason: format!(
-                "a file of {size} bytes is sent chunk by chunk, not whole (at most {})",
-                files::WHOLE_FILE_BYTES
-            ),
-        })
-    };
     let size = bytes.len() as u64;
-    if size > files::WHOLE_FILE_BYTES as u64 {
-        return Err(too_large(size));
-    }
+    files::check_whole(&hash, size).map_err(core_error)?;
     if size > state.limits.max_file_bytes {
         return Err(core_error(gridsync_core::Error::FileTooLarge {
             size,
