@@ -27,6 +27,9 @@ pub enum Action {
     /// Move it to another grid, community or street.
     Move,
     Supervise,
+    /// Ask for more time to handle the case (the office grants or refuses).
+    RequestExtension,
+    /// Change the deadline, or grant or refuse an extension request.
     ExtendDeadline,
     RecordReturnVisit,
     ChangeReporter,
@@ -54,7 +57,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 27] = [
         Action::Report,
         Action::Intake,
         Action::Accept,
@@ -68,6 +71,7 @@ impl Action {
         Action::Reopen,
         Action::Move,
         Action::Supervise,
+        Action::RequestExtension,
         Action::ExtendDeadline,
         Action::RecordReturnVisit,
         Action::ChangeReporter,
@@ -98,6 +102,7 @@ impl Action {
             Action::Reopen => "reopen",
             Action::Move => "move",
             Action::Supervise => "supervise",
+            Action::RequestExtension => "request_extension",
             Action::ExtendDeadline => "extend_deadline",
             Action::RecordReturnVisit => "record_return_visit",
             Action::ChangeReporter => "change_reporter",

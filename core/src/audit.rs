@@ -30,6 +30,7 @@ use automerge::{ActorId, Automerge, ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
 
 use crate::error::{Error, Result};
 use crate::ids::{Author, RecordId, RecordKind};
+use crate::issue::TimelineKind;
 use crate::policy::{self, Action};
 use crate::query::RecordScope;
 use crate::workflow::{ActionStatus, IssueStatus, Status};
@@ -518,10 +519,12 @@ pub(crate) fn check(
                     };
                 }
             }
-            "timeline" if one("kind") == Some("supervision") => {
-                actions.insert(Action::Supervise);
+            "timeline" if kind == RecordKind::Issue => {
+                // An unknown kind (a newer app's) is a note.
+                let entry_kind = one("kind").and_then(TimelineKind::parse);
+                actions.insert(entry_kind.map_or(Action::Note, policy::timeline_action));
             }
-            "timeline" | "attachments" if kind == RecordKind::Issue => {
+            "attachments" if kind == RecordKind::Issue => {
                 actions.insert(Action::Note);
             }
             "deadline_changes" => {

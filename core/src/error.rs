@@ -105,6 +105,11 @@ pub enum Error {
     #[error("record {id} is outside the writer's scope")]
     OutOfScope { id: RecordId },
 
+    /// A move to a place the mover may not reach (a community's staff
+    /// moving a case out of their community, say). Nothing was written.
+    #[error("{place} is not a place this user may move cases to")]
+    PlaceOutOfScope { place: String },
+
     /// Changes that would move the record to another street, community or
     /// grid; only an office move may. Nothing was applied.
     #[error("changes to record {id} would change its scope; only an office move may")]
@@ -219,6 +224,7 @@ impl Error {
             Error::MergePanicked(_) => "merge_panicked",
             Error::DocumentTooLarge { .. } => "document_too_large",
             Error::OutOfScope { .. } => "out_of_scope",
+            Error::PlaceOutOfScope { .. } => "place_out_of_scope",
             Error::ScopeChange { .. } => "scope_change",
             Error::Corrupt { .. } => "corrupt_record",
             Error::StoreMovedAside { .. } => "store_moved_aside",

@@ -68,6 +68,10 @@ string_enum! {
         Call = "call",
         Supervision = "supervision",
         Reminder = "reminder",
+        /// A handler asks for more time ([`IssueOp::RequestExtension`]).
+        ExtensionRequest = "extension_request",
+        /// The office refuses a request ([`IssueOp::RefuseExtension`]).
+        ExtensionRefused = "extension_refused",
     }
 }
 
@@ -155,6 +159,26 @@ pub enum IssueOp {
         due: i64,
         reason: String,
     },
+    /// Asks for the deadline to move to `due` (a handler that needs more
+    /// time); the case shows "extension requested" until the office
+    /// grants or refuses it.
+    RequestExtension {
+        /// Milliseconds since the Unix epoch.
+        due: i64,
+        reason: String,
+    },
+    /// Grants a pending request: the deadline moves to `due` (the date
+    /// asked for, or another the office decides).
+    GrantExtension {
+        request: EntryId,
+        due: i64,
+        reason: String,
+    },
+    /// Refuses a pending request; the deadline stays.
+    RefuseExtension {
+        request: EntryId,
+        reason: String,
+    },
     /// Moves the case along its workflow; refused if not allowed from the
     /// current status.
     Transition {
@@ -193,6 +217,9 @@ impl IssueOp {
             IssueOp::AddReturnVisit(_) => "add_return_visit",
             IssueOp::AddAttachment(_) => "add_attachment",
             IssueOp::ChangeDeadline { .. } => "change_deadline",
+            IssueOp::RequestExtension { .. } => "request_extension",
+            IssueOp::GrantExtension { .. } => "grant_extension",
+            IssueOp::RefuseExtension { .. } => "refuse_extension",
             IssueOp::Transition { .. } => "transition",
             IssueOp::ResolveStatusConflict { .. } => "resolve_status_conflict",
         }
@@ -219,6 +246,10 @@ pub struct TimelineEntry {
     pub by: String,
     pub role: String,
     pub at: i64,
+    /// An extension request: the deadline asked for.
+    pub due: Option<i64>,
+    /// A refusal: the request it answers.
+    pub answers: Option<EntryId>,
 }
 
 /// A return visit as read.
@@ -241,6 +272,8 @@ pub struct DeadlineChange {
     pub reason: String,
     pub by: String,
     pub at: i64,
+    /// A granted extension: the request it answers.
+    pub answers: Option<EntryId>,
 }
 
 /// A status event with whether it was applied.
@@ -299,6 +332,10 @@ pub struct IssueView {
     pub activity_after_close: Vec<EntryId>,
     /// Whether the office has put the case under supervision.
     pub supervised: bool,
+    /// Extension requests that nobody has granted or refused yet.
+    pub pending_extensions: Vec<EntryId>,
+    /// Some extension request awaits the office's answer.
+    pub extension_requested: bool,
     /// Values written by a newer app that this build does not know: kept,
     /// merged and synced, shown here (a status among them is not applied).
     pub unrecognized: Vec<doc::Unrecognized>,
@@ -529,11 +566,50 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &IssueOp) -> 
             doc::set_remove(tx, &ROOT, "related", &format!("{}:{id}", rel.as_str()))?;
         }
         IssueOp::AddTimeline { kind, text } => {
+            if matches!(
+                kind,
+                TimelineKind::ExtensionRequest | TimelineKind::ExtensionRefused
+            ) {
+                return Err(crate::error::Error::InvalidInput {
+                    field: "kind",
+                    reason: "extension requests and answers have their own operations \
+                             (request_extension, grant_extension, refuse_extension)"
+                        .into(),
+                });
+            }
             check_len("timeline.text", text, MAX_NOTE)?;
+            let item = timeline_entry(tx, ctx, *kind, text)?;
+            put_author(tx, &item, ctx)?;
+        }
+        IssueOp::RequestExtension { due, reason } => {
+            check_len("reason", reason, MAX_NOTE)?;
+            crate::model::check_deadline("due", *due, ctx.now)?;
+            let item = timeline_entry(tx, ctx, TimelineKind::ExtensionRequest, reason)?;
+            tx.put(&item, "due", ScalarValue::Timestamp(*due))
+                .map_err(am)?;
+            put_author(tx, &item, ctx)?;
+        }
+        IssueOp::GrantExtension {
+            request,
+            due,
+            reason,
+        } => {
+            check_len("reason", reason, MAX_NOTE)?;
+            crate::model::check_deadline("due", *due, ctx.now)?;
+            check_pending(tx, request)?;
             let (id, _) = doc::next_entry(tx, ctx.dev)?;
-            let item = doc::append_entry(tx, &ROOT, "timeline", &id)?;
-            tx.put(&item, "kind", kind.as_str()).map_err(am)?;
-            tx.put(&item, "text", text.as_str()).map_err(am)?;
+            let item = doc::append_entry(tx, &ROOT, "deadline_changes", &id)?;
+            tx.put(&item, "due", ScalarValue::Timestamp(*due))
+                .map_err(am)?;
+            tx.put(&item, "reason", reason.as_str()).map_err(am)?;
+            put_answers(tx, &item, request)?;
+            put_author(tx, &item, ctx)?;
+        }
+        IssueOp::RefuseExtension { request, reason } => {
+            check_len("reason", reason, MAX_NOTE)?;
+            check_pending(tx, request)?;
+            let item = timeline_entry(tx, ctx, TimelineKind::ExtensionRefused, reason)?;
+            put_answers(tx, &item, request)?;
             put_author(tx, &item, ctx)?;
         }
         IssueOp::AddReturnVisit(v) => {
@@ -570,6 +646,71 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &IssueOp) -> 
         }
     }
     Ok(())
+}
+
+fn timeline_entry<T: Transactable>(
+    tx: &mut T,
+    ctx: Ctx<'_>,
+    kind: TimelineKind,
+    text: &str,
+) -> Result<ObjId> {
+    let (id, _) = doc::next_entry(tx, ctx.dev)?;
+    let item = doc::append_entry(tx, &ROOT, "timeline", &id)?;
+    tx.put(&item, "kind", kind.as_str()).map_err(am)?;
+    tx.put(&item, "text", text).map_err(am)?;
+    Ok(item)
+}
+
+fn put_answers<T: Transactable>(tx: &mut T, item: &ObjId, request: &EntryId) -> Result<()> {
+    tx.put(item, "answers_dev", request.dev.as_str())
+        .map_err(am)?;
+    tx.put(item, "answers_n", ScalarValue::Int(request.n as i64))
+        .map_err(am)?;
+    Ok(())
+}
+
+fn read_answers(e: &Fields) -> Option<EntryId> {
+    Some(EntryId {
+        dev: e.str("answers_dev")?,
+        n: e.u64("answers_n")?,
+    })
+}
+
+/// Refuses an answer to anything but a pending extension request.
+fn check_pending<R: ReadDoc>(d: &R, request: &EntryId) -> Result<()> {
+    let f = Fields::read(d, &ROOT);
+    let (requests, answered) = extension_log(d, &f);
+    let reason = if !requests.contains(request) {
+        "no extension request with this id"
+    } else if answered.contains(request) {
+        "this extension request has already been answered"
+    } else {
+        return Ok(());
+    };
+    Err(crate::error::Error::InvalidInput {
+        field: "request",
+        reason: reason.into(),
+    })
+}
+
+/// The case's extension requests, and those that have an answer (a
+/// grant in the deadline changes, a refusal in the timeline). A grant and
+/// a refusal made concurrently both stand: the granted deadline holds,
+/// and both answers show in the timeline.
+fn extension_log<R: ReadDoc>(d: &R, f: &Fields) -> (Vec<EntryId>, BTreeSet<EntryId>) {
+    let mut requests = Vec::new();
+    let mut answered = BTreeSet::new();
+    for e in doc::log(d, f, "timeline") {
+        match e.str("kind").and_then(|k| TimelineKind::parse(&k)) {
+            Some(TimelineKind::ExtensionRequest) => requests.extend(e.entry_id()),
+            Some(TimelineKind::ExtensionRefused) => answered.extend(read_answers(&e)),
+            _ => {}
+        }
+    }
+    for e in doc::log(d, f, "deadline_changes") {
+        answered.extend(read_answers(&e));
+    }
+    (requests, answered)
 }
 
 fn put_author<T: Transactable>(tx: &mut T, item: &ObjId, ctx: Ctx<'_>) -> Result<()> {
@@ -833,6 +974,8 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
                 by: e.string("by"),
                 role: e.string("role"),
                 at: e.time("at").unwrap_or(0),
+                due: e.time("due"),
+                answers: read_answers(&e),
             })
         })
         .collect();
@@ -845,8 +988,19 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
                 reason: e.string("reason"),
                 by: e.string("by"),
                 at: e.time("at").unwrap_or(0),
+                answers: read_answers(&e),
             })
         })
+        .collect();
+    let answered: BTreeSet<&EntryId> = timeline
+        .iter()
+        .filter_map(|t| t.answers.as_ref())
+        .chain(deadline_changes.iter().filter_map(|c| c.answers.as_ref()))
+        .collect();
+    let pending_extensions: Vec<EntryId> = timeline
+        .iter()
+        .filter(|t| t.kind == Some(TimelineKind::ExtensionRequest) && !answered.contains(&t.id))
+        .map(|t| t.id.clone())
         .collect();
     let return_visits: Vec<ReturnVisit> = doc::log(d, &f, "return_visits")
         .into_iter()
@@ -933,6 +1087,8 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
         supervised: timeline
             .iter()
             .any(|t| t.kind == Some(TimelineKind::Supervision)),
+        extension_requested: !pending_extensions.is_empty(),
+        pending_extensions,
         timeline,
         deadline_changes,
         return_visits,

@@ -50,6 +50,7 @@ pub struct ReadmeDoctests;
 
 mod action;
 pub mod audit;
+pub mod board;
 pub mod clock;
 pub mod doc;
 mod entry;

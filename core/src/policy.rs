@@ -54,7 +54,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         }
         // Those who handle a case: the grid, the community itself and the
         // departments.
-        SignFor | Start | Handle | Return => {
+        SignFor | Start | Handle | Return | RequestExtension => {
             matches!(role, GridWorker | Community | Department | Office)
         }
         Move => matches!(role, Community | Street | Office),
@@ -82,10 +82,11 @@ pub fn issue_op_actions(op: &IssueOp) -> Vec<Action> {
         | IssueOp::SetLeadUnit(_)
         | IssueOp::AddAssistUnit(_)
         | IssueOp::RemoveAssistUnit(_) => vec![Action::Assign],
-        IssueOp::AddTimeline { kind, .. } => match kind {
-            crate::issue::TimelineKind::Supervision => vec![Action::Supervise],
-            _ => vec![Action::Note],
-        },
+        IssueOp::AddTimeline { kind, .. } => vec![timeline_action(*kind)],
+        IssueOp::RequestExtension { .. } => vec![Action::RequestExtension],
+        IssueOp::GrantExtension { .. } | IssueOp::RefuseExtension { .. } => {
+            vec![Action::ExtendDeadline]
+        }
         IssueOp::AddAttachment(_) => vec![Action::Note],
         IssueOp::AddReturnVisit(_) => vec![Action::RecordReturnVisit],
         IssueOp::ChangeDeadline { .. } => vec![Action::ExtendDeadline],
@@ -104,6 +105,19 @@ pub fn issue_op_actions(op: &IssueOp) -> Vec<Action> {
         | IssueOp::RemoveTag(_)
         | IssueOp::AddRelated(..)
         | IssueOp::RemoveRelated(..) => vec![Action::Edit],
+    }
+}
+
+/// The action a new timeline entry of `kind` performs.
+pub fn timeline_action(kind: crate::issue::TimelineKind) -> Action {
+    use crate::issue::TimelineKind;
+    match kind {
+        TimelineKind::Supervision => Action::Supervise,
+        TimelineKind::ExtensionRequest => Action::RequestExtension,
+        TimelineKind::ExtensionRefused => Action::ExtendDeadline,
+        TimelineKind::Note | TimelineKind::Visit | TimelineKind::Call | TimelineKind::Reminder => {
+            Action::Note
+        }
     }
 }
 

@@ -235,6 +235,9 @@ pub struct Query {
     /// Issues with notes, visits or photos after their close (or not);
     /// needs search texts.
     pub activity_after_close: Option<bool>,
+    /// Issues with an extension request awaiting an answer (or not);
+    /// needs search texts.
+    pub extension_requested: Option<bool>,
     pub sort: Sort,
     pub offset: usize,
     pub limit: usize,
@@ -268,6 +271,7 @@ impl Default for Query {
             phone: None,
             supervised: None,
             activity_after_close: None,
+            extension_requested: None,
             sort: Sort::default(),
             offset: 0,
             limit: 50,
@@ -412,6 +416,7 @@ impl Query {
             || self.phone.is_some()
             || self.supervised.is_some()
             || self.activity_after_close.is_some()
+            || self.extension_requested.is_some()
     }
 }
 
@@ -439,6 +444,7 @@ pub(crate) struct Matcher {
     phone: Option<String>,
     supervised: Option<bool>,
     activity_after_close: Option<bool>,
+    extension_requested: Option<bool>,
     /// [`Query::needs_texts`].
     needs_texts: bool,
     now: i64,
@@ -509,6 +515,7 @@ impl Matcher {
             phone: q.phone.as_deref().map(crate::search::phone_digits),
             supervised: q.supervised,
             activity_after_close: q.activity_after_close,
+            extension_requested: q.extension_requested,
             needs_texts: q.needs_texts(),
             now: q.now.unwrap_or(0),
         }
@@ -531,6 +538,9 @@ impl Matcher {
             && self
                 .activity_after_close
                 .is_none_or(|a| a == t.text.activity_after_close)
+            && self
+                .extension_requested
+                .is_none_or(|x| x == t.text.extension_requested)
             && self.terms.matches_held(t)
     }
 

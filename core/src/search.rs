@@ -48,6 +48,8 @@ pub struct SearchText {
     pub supervised: bool,
     /// Notes, visits or photos arrived after the case was closed.
     pub activity_after_close: bool,
+    /// A handler's extension request awaits the office's answer.
+    pub extension_requested: bool,
 }
 
 /// Folds what people type in different ways to one form: full-width
@@ -118,6 +120,7 @@ pub fn of_issue(view: IssueView) -> SearchText {
     let phone = phone_digits(&view.reporter.phone);
     let supervised = view.supervised;
     let activity_after_close = !view.activity_after_close.is_empty();
+    let extension_requested = view.extension_requested;
     let v = policy::without_personal_data(view);
     let kind = v.kind.map(|k| k.as_str()).unwrap_or_default();
     let urgency = v.urgency.map(|u| u.as_str()).unwrap_or_default();
@@ -149,6 +152,7 @@ pub fn of_issue(view: IssueView) -> SearchText {
         work_order,
         supervised,
         activity_after_close,
+        extension_requested,
     }
 }
 

@@ -235,7 +235,9 @@ impl Status for ActionStatus {
 
 /// Identifies a log entry: the device (Automerge actor, hex) that wrote it
 /// and that device's sequence number within the record.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct EntryId {
     pub dev: String,
     pub n: u64,

@@ -264,7 +264,10 @@ pub(crate) fn core_error(e: gridsync_core::Error) -> AppError {
             );
         }
         E::Exists(_) | E::WorkOrderMismatch { .. } => StatusCode::CONFLICT,
-        E::OutOfScope { .. } | E::Forbidden { .. } | E::Unauthentic { .. } => StatusCode::FORBIDDEN,
+        E::OutOfScope { .. }
+        | E::PlaceOutOfScope { .. }
+        | E::Forbidden { .. }
+        | E::Unauthentic { .. } => StatusCode::FORBIDDEN,
         E::ScopeChange { .. }
         | E::WrongKind { .. }
         | E::IllegalTransition { .. }

@@ -447,6 +447,9 @@ async fn office_thumbnail(
 struct Caption {
     #[serde(default)]
     caption: String,
+    /// Meetings: the action item the file is evidence for.
+    #[serde(default)]
+    item: Option<String>,
 }
 
 async fn office_attach_issue(
@@ -455,7 +458,7 @@ async fn office_attach_issue(
     ApiQuery(q): ApiQuery<Caption>,
     req: axum::extract::Request,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
-    office_attach(state, id, q.caption, req, false).await
+    office_attach(state, id, q, req, false).await
 }
 
 async fn office_attach_meeting(
@@ -464,14 +467,15 @@ async fn office_attach_meeting(
     ApiQuery(q): ApiQuery<Caption>,
     req: axum::extract::Request,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
-    office_attach(state, id, q.caption, req, true).await
+    office_attach(state, id, q, req, true).await
 }
 
-/// Attaches the request body to the record as the office user.
+/// Attaches the request body to the record as the office user: to an
+/// issue, a meeting, or as evidence on a meeting's action item (`item`).
 async fn office_attach(
     state: AppState,
     id: String,
-    caption: String,
+    q: Caption,
     req: axum::extract::Request,
     meeting: bool,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
@@ -480,19 +484,31 @@ async fn office_attach(
     let mime = header_value(&parts.headers, "content-type")
         .unwrap_or_else(|| "application/octet-stream".into());
     // Who asks and whether the record is theirs, before the body is read.
-    as_office(&state, &parts.headers, move |state, ctx| {
-        visible(state, &ctx, id).map(|_| ())
+    let item = q.item.filter(|i| !i.is_empty());
+    let caption = q.caption;
+    let to = as_office(&state, &parts.headers, move |state, ctx| {
+        visible(state, &ctx, id)?;
+        Ok(match (meeting, item) {
+            (false, None) => gridsync_core::AttachTo::Issue(id),
+            (true, None) => gridsync_core::AttachTo::Meeting(id),
+            (true, Some(item)) => gridsync_core::AttachTo::Evidence {
+                meeting: id,
+                item: parse_id(&item)?,
+            },
+            (false, Some(_)) => {
+                return Err(AppError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_input",
+                    "item: only a meeting's action items take evidence",
+                ))
+            }
+        })
     })
     .await?;
     let announced = crate::gate::announced_length(&parts.headers);
     let bytes: Bytes = crate::gate::read_body(body, announced).await?;
     let limit = state.limits.max_file_bytes;
     as_office(&state, &parts.headers, move |state, ctx| {
-        let to = if meeting {
-            gridsync_core::AttachTo::Meeting(id)
-        } else {
-            gridsync_core::AttachTo::Issue(id)
-        };
         let file = state
             .store
             .attach_file(

@@ -12,15 +12,18 @@
 //! every record shown goes through `policy::present_issue` /
 //! `present_meeting`. This module translates; it does not decide.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gridsync_core::board::BoardQuery;
 use gridsync_core::figures::Within;
 use gridsync_core::policy;
 use gridsync_core::{
-    Author, Intake, IssueOp, IssueView, MeetingOp, Query, RecordId, RecordMeta, RecordScope, Sort,
-    Taker, WorkOrder,
+    Author, Intake, IssueOp, IssueView, MeetingOp, NewMeeting, Query, RecordId, RecordMeta,
+    RecordScope, Sort, Taker, WorkOrder,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,6 +35,7 @@ use crate::identity::Scope;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/office/me", get(me))
+        .route("/v1/office/places", get(places))
         .route("/v1/office/work-orders", post(intake))
         .route("/v1/office/issues", get(list_issues))
         .route("/v1/office/issues/{id}", get(get_issue))
@@ -39,9 +43,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/office/issues/{id}/history", get(issue_history))
         .route("/v1/office/issues/{id}/conflicts", get(issue_conflicts))
         .route("/v1/office/issues/{id}/ops", post(issue_op))
+        .route("/v1/office/issues/{id}/move", post(move_issue))
         .route("/v1/office/figures", get(figures))
         .route("/v1/office/devices", get(devices))
-        .route("/v1/office/meetings", get(list_meetings))
+        .route("/v1/office/meetings", get(list_meetings).post(convene))
+        .route("/v1/office/action-items", get(action_board))
         .route("/v1/office/meetings/{id}", get(get_meeting))
         .route("/v1/office/meetings/{id}/ops", post(meeting_op))
 }
@@ -61,6 +67,14 @@ impl OfficeCtx {
     /// Whether a place lies in the user's scope.
     fn sees_place(&self, s: &RecordScope) -> bool {
         self.scope.allows_place(&s.street, &s.community, &s.grid)
+    }
+
+    /// The user's scope as core asks for it ([`Taker`]).
+    fn taker<'a>(&'a self, may: &'a dyn Fn(&RecordScope) -> bool) -> Taker<'a> {
+        Taker {
+            author: &self.author,
+            may_access: may,
+        }
     }
 
     /// The issue as this user's role may see it.
@@ -172,6 +186,53 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Va
     .await
 }
 
+/// The places in the user's scope with their names, in order: where
+/// cases may be moved and meetings convened, and the labels the
+/// dashboard shows for codes. A community itself (grid `""`) is a place
+/// too: work dispatched to a community before a grid is chosen.
+async fn places(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    as_office(&state, &headers, |state, ctx| {
+        let mut names: HashMap<(&str, String), String> = HashMap::new();
+        for st in state.identity.streets()? {
+            names.insert(("street", st.id), st.name);
+        }
+        for c in state.identity.communities()? {
+            names.insert(("community", c.id), c.name);
+        }
+        for g in state.identity.grids()? {
+            names.insert(("grid", g.id), g.name);
+        }
+        let mut places: Vec<RecordScope> = ctx.scope.places().collect();
+        places.sort_by(|a, b| {
+            (&a.street, &a.community, &a.grid).cmp(&(&b.street, &b.community, &b.grid))
+        });
+        let label = |level: &'static str, id: &str| {
+            names
+                .get(&(level, id.to_owned()))
+                .filter(|n| !n.is_empty())
+                .cloned()
+        };
+        let items: Vec<Value> = places
+            .iter()
+            .map(|p| {
+                json!({
+                    "street": p.street,
+                    "street_name": label("street", &p.street),
+                    "community": p.community,
+                    "community_name": label("community", &p.community),
+                    "grid": p.grid,
+                    "grid_name": label("grid", &p.grid),
+                })
+            })
+            .collect();
+        Ok(Json(json!({ "items": items })))
+    })
+    .await
+}
+
 // ---------------------------------------------------------------- lists
 
 /// Filters, paging and sorting of a list, as query parameters.
@@ -204,6 +265,7 @@ pub struct ListParams {
     phone: Option<String>,
     supervised: Option<bool>,
     activity_after_close: Option<bool>,
+    extension_requested: Option<bool>,
     /// `updated` (default), `deadline` or `created`.
     sort: Option<String>,
     offset: Option<usize>,
@@ -250,6 +312,7 @@ impl ListParams {
         q.phone = given(self.phone);
         q.supervised = self.supervised;
         q.activity_after_close = self.activity_after_close;
+        q.extension_requested = self.extension_requested;
         q.sort = match self.sort.as_deref() {
             None | Some("updated") => Sort::UpdatedDesc,
             Some("deadline") => Sort::DeadlineAsc,
@@ -496,11 +559,141 @@ async fn get_meeting(
 }
 
 fn meeting_json(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<Json<Value>, AppError> {
-    let view = state.store.meeting(id).map_err(core_error)?;
-    Ok(Json(to_json(&policy::present_meeting(
-        view,
+    let view = policy::present_meeting(
+        state.store.meeting(id).map_err(core_error)?,
         ctx.author.role,
-    ))?))
+    );
+    let now = state.store.now_ms();
+    let mut value = to_json(&view)?;
+    if let Some(items) = value["action_items"].as_array_mut() {
+        for (json, item) in items.iter_mut().zip(&view.action_items) {
+            json["overdue"] = json!(gridsync_core::board::is_overdue(item, now));
+            json["awaiting_verification"] = json!(gridsync_core::board::awaits_verification(item));
+        }
+    }
+    Ok(Json(value))
+}
+
+/// Filters and paging of the action-item board.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardParams {
+    /// One status, or several separated by commas.
+    status: Option<String>,
+    /// The owner party, exactly.
+    owner: Option<String>,
+    overdue: Option<bool>,
+    awaiting_verification: Option<bool>,
+    open: Option<bool>,
+    street: Option<String>,
+    community: Option<String>,
+    grid: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// Every action item of the meetings in the user's scope, with what to
+/// follow up on (`gridsync_core::board` decides overdue and awaiting
+/// verification).
+async fn action_board(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<BoardParams>,
+) -> Result<Json<Value>, AppError> {
+    as_office(&state, &headers, move |state, ctx| {
+        let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let limit = p.limit.unwrap_or(50);
+        if limit > MAX_PAGE {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "limit is at most 500",
+            ));
+        }
+        let q = BoardQuery {
+            statuses: given(p.status)
+                .map(|s| {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            owner: given(p.owner),
+            overdue: p.overdue,
+            awaiting_verification: p.awaiting_verification,
+            open: p.open,
+            offset: p.offset.unwrap_or(0),
+            limit,
+        };
+        let (street, community, grid) = (given(p.street), given(p.community), given(p.grid));
+        let place = |s: &RecordScope| {
+            ctx.sees_place(s)
+                && street.as_ref().is_none_or(|x| *x == s.street)
+                && community.as_ref().is_none_or(|c| *c == s.community)
+                && grid.as_ref().is_none_or(|g| *g == s.grid)
+        };
+        let page = state
+            .store
+            .action_board(&q, ctx.author.role, place)
+            .map_err(core_error)?;
+        Ok(Json(to_json(&page)?))
+    })
+    .await
+}
+
+/// Convenes a council meeting from the office (`Store::convene_in_scope`
+/// decides: the role, the place and every case discussed lie in the
+/// user's scope). 201 with the new meeting.
+async fn convene(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: LaterJson<NewMeeting>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    as_office(&state, &headers, move |state, ctx| {
+        let new = body.parse()?;
+        let may = |s: &RecordScope| ctx.scope.allows(s);
+        let id = state
+            .store
+            .convene_in_scope(ctx.taker(&may), new)
+            .map_err(core_error)?;
+        Ok((StatusCode::CREATED, meeting_json(state, &ctx, id)?))
+    })
+    .await
+}
+
+/// Where a case moves to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveTo {
+    street: String,
+    community: String,
+    grid: String,
+}
+
+/// Moves a case to another grid (community staff within their
+/// community, street staff within their street; `Store::move_case`
+/// decides). Answers with the case as it now is.
+async fn move_issue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: LaterJson<MoveTo>,
+) -> Result<Json<Value>, AppError> {
+    let id = parse_id(&id)?;
+    as_office(&state, &headers, move |state, ctx| {
+        visible(state, &ctx, id)?;
+        let to = body.parse()?;
+        let to = RecordScope::new(to.street, to.community, to.grid);
+        let may = |s: &RecordScope| ctx.scope.allows(s);
+        state
+            .store
+            .move_case(id, ctx.taker(&may), &to)
+            .map_err(core_error)?;
+        Ok(Json(issue_json(state, &ctx, id)?))
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- actions
@@ -566,12 +759,11 @@ async fn intake(
                 ),
             ));
         }
-        let may = |s: &gridsync_core::RecordScope| ctx.scope.allows(s);
-        let taker = Taker {
-            author: &ctx.author,
-            may_access: &may,
-        };
-        let done = state.store.intake(&order, taker).map_err(core_error)?;
+        let may = |s: &RecordScope| ctx.scope.allows(s);
+        let done = state
+            .store
+            .intake(&order, ctx.taker(&may))
+            .map_err(core_error)?;
         let code = match done {
             Intake::Created(_) => StatusCode::CREATED,
             Intake::Existing(_) => StatusCode::OK,

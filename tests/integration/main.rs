@@ -7,6 +7,7 @@ mod bad_input;
 mod browser;
 mod convergence;
 mod crash;
+mod desk;
 mod durability;
 mod figures;
 mod files;

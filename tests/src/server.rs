@@ -407,6 +407,27 @@ pub fn post_raw(url: &str, bearer: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) 
     }
 }
 
+/// POSTs raw bytes of a content type; returns status and JSON body.
+pub fn post_bytes(
+    url: &str,
+    bearer: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let agent = test_agent();
+    let mut req = agent.post(url).header("Content-Type", content_type);
+    if let Some(b) = bearer {
+        req = req.header("Authorization", format!("Bearer {b}"));
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// PUTs raw bytes with extra headers; returns status and JSON body.
 pub fn put_bytes(
     url: &str,

@@ -32,6 +32,39 @@ impl Store {
         Ok(self.index_read().meta(id))
     }
 
+    /// The action items of the meetings in places `place` accepts, as
+    /// `role` may see them (see [`crate::board`]). Loads those meetings'
+    /// documents (a district holds hundreds of meetings, not the
+    /// hundred thousands of cases the index serves without loading).
+    pub fn action_board(
+        &self,
+        q: &crate::board::BoardQuery,
+        role: crate::Role,
+        place: impl Fn(&RecordScope) -> bool,
+    ) -> Result<crate::board::BoardPage> {
+        q.check()?;
+        let ids: Vec<RecordId> = {
+            let index = self.index_read();
+            let meeting = index.names().find(RecordKind::Meeting.as_str());
+            index
+                .entries()
+                .filter(|e| !e.is_issue && Some(e.kind) == meeting)
+                .filter(|e| place(index.names().scope(e.place)))
+                .map(|e| e.id)
+                .collect()
+        };
+        let mut meetings = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.meeting(id) {
+                Ok(m) => meetings.push(m),
+                // Listed by `corrupt_records`; the board shows the rest.
+                Err(Error::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        crate::board::board(meetings, role, q, self.now_ms())
+    }
+
     /// Meetings that discuss an issue (the reverse of the meeting's link).
     pub fn meetings_for_issue(&self, issue: RecordId) -> Result<Vec<RecordId>> {
         Ok(self

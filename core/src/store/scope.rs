@@ -31,6 +31,34 @@ impl Store {
         })
     }
 
+    /// Moves a case or meeting on behalf of an office user, as the policy
+    /// allows: the role may move ([`crate::policy::Action::Move`]), the
+    /// record lies in the user's scope, and so does the place it goes to
+    /// (community staff move their community's cases between its grids;
+    /// a street's staff within the street). `taker.may_access` is the
+    /// caller's scope, which also knows which places exist.
+    pub fn move_case(
+        &self,
+        id: RecordId,
+        taker: crate::Taker<'_>,
+        to: &RecordScope,
+    ) -> Result<Written> {
+        crate::policy::check(taker.author.role, crate::policy::Action::Move)?;
+        let from = self
+            .scope_of(id)?
+            .or_else(|| self.index_read().scope(id))
+            .ok_or(Error::NotFound(id))?;
+        if !(taker.may_access)(&from) {
+            return Err(Error::OutOfScope { id });
+        }
+        if !(taker.may_access)(to) {
+            return Err(Error::PlaceOutOfScope {
+                place: format!("{}/{}/{}", to.street, to.community, to.grid),
+            });
+        }
+        self.move_record(id, taker.author, to)
+    }
+
     /// The record's authoritative scope, if it has one.
     pub fn scope_of(&self, id: RecordId) -> Result<Option<RecordScope>> {
         Ok(self.scope_entry(id)?.map(|e| e.current))

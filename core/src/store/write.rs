@@ -72,6 +72,32 @@ impl Store {
         self.create_issue(author, new)
     }
 
+    /// Convenes a meeting from the office: the policy allows the role, the
+    /// meeting's place lies in the user's scope (`taker.may_access`, which
+    /// also knows which places exist), and so does every case it
+    /// discusses (each must be an issue in this store).
+    pub fn convene_in_scope(&self, taker: crate::Taker<'_>, new: NewMeeting) -> Result<RecordId> {
+        policy::check(taker.author.role, Action::ConveneMeeting)?;
+        let place = RecordScope::new(
+            new.location.street.clone(),
+            new.location.community.clone(),
+            new.location.grid.clone(),
+        );
+        if !(taker.may_access)(&place) {
+            return Err(Error::PlaceOutOfScope {
+                place: format!("{}/{}/{}", place.street, place.community, place.grid),
+            });
+        }
+        for id in &new.issue_ids {
+            self.expect_kind(*id, RecordKind::Issue)?;
+            let scope = self.scope_of(*id)?.or_else(|| self.index_read().scope(*id));
+            if !scope.is_some_and(|s| (taker.may_access)(&s)) {
+                return Err(Error::NotFound(*id));
+            }
+        }
+        self.convene_meeting(taker.author, new)
+    }
+
     /// Convenes a meeting on behalf of `author` if the policy allows it.
     pub fn convene_meeting(&self, author: &Author, new: NewMeeting) -> Result<RecordId> {
         policy::check(author.role, Action::ConveneMeeting)?;
