@@ -63,6 +63,7 @@ pub mod http;
 mod ids;
 pub mod intake;
 pub mod issue;
+pub mod labels;
 pub mod meeting;
 mod model;
 mod names;

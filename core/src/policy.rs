@@ -65,6 +65,47 @@ pub fn allowed(role: Role, action: Action) -> bool {
     }
 }
 
+/// What a role may do to a case as it stands: the statuses it may move
+/// the case to (the workflow allows the move from the current status and
+/// the matrix allows the role), and the other actions the matrix allows
+/// it. The dashboard offers exactly these; the checks on the write path
+/// stay the same.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Offers {
+    pub transitions: Vec<&'static str>,
+    pub actions: Vec<&'static str>,
+}
+
+/// The actions besides status moves that a case's panel offers.
+const CASE_ACTIONS: [Action; 9] = [
+    Action::Move,
+    Action::Assign,
+    Action::Supervise,
+    Action::RequestExtension,
+    Action::ExtendDeadline,
+    Action::RecordReturnVisit,
+    Action::ChangeReporter,
+    Action::Edit,
+    Action::Note,
+];
+
+/// [`Offers`] for `role` on the case `view`.
+pub fn issue_offers(role: Role, view: &IssueView) -> Offers {
+    use crate::workflow::Status;
+    Offers {
+        transitions: IssueStatus::ALL
+            .iter()
+            .filter(|to| view.status.allows(**to) && allowed(role, Action::reaching(**to)))
+            .map(|to| to.as_str())
+            .collect(),
+        actions: CASE_ACTIONS
+            .iter()
+            .filter(|a| allowed(role, **a))
+            .map(|a| a.as_str())
+            .collect(),
+    }
+}
+
 /// Refuses `action` unless `role` may perform it.
 pub fn check(role: Role, action: Action) -> Result<()> {
     if allowed(role, action) {

@@ -162,6 +162,13 @@ pub enum IssueOperation {
         due: i64,
         reason: String,
     },
+    /// Asks the office for more time: the deadline `due` (ms) is what the
+    /// handler needs; the case shows "extension requested" until the
+    /// office grants or refuses it.
+    RequestExtension {
+        due: i64,
+        reason: String,
+    },
     Transition {
         to: String,
         reason: String,
@@ -203,6 +210,9 @@ impl IssueOperation {
             }),
             IssueOperation::ChangeDeadline { due, reason } => {
                 IssueOp::ChangeDeadline { due, reason }
+            }
+            IssueOperation::RequestExtension { due, reason } => {
+                IssueOp::RequestExtension { due, reason }
             }
             IssueOperation::Transition { to, reason } => IssueOp::Transition {
                 to: status(&to)?,
@@ -269,6 +279,8 @@ pub struct IssueRecord {
     pub assignee: Option<String>,
     pub effective_deadline: Option<i64>,
     pub overdue: bool,
+    /// An extension request awaits the office's answer.
+    pub extension_requested: bool,
     pub tags: Vec<String>,
     pub timeline: Vec<TimelineRecord>,
     pub transitions: Vec<TransitionRecord>,
@@ -385,6 +397,7 @@ impl IssueRecord {
                 .collect(),
             id: v.id.to_string(),
             overdue: v.is_overdue(now),
+            extension_requested: v.extension_requested,
             case_no: v.case_no,
             external_ref: v.external_ref,
             title: v.title,

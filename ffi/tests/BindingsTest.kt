@@ -126,6 +126,11 @@ fun main() {
         val ib = b.createIssue(author(), newIssue("垃圾清运不及时", "G1"))
         val outside = a.createIssue(author(), newIssue("别的网格", "G2"))
         a.updateIssue(ia, author(), IssueOperation.AddNote("已上门核实"))
+        // More time asked from the phone: flagged until the office answers.
+        check(!a.issue(ia).extensionRequested) { "no request yet" }
+        val threeDays = System.currentTimeMillis() + 3L * 24 * 3600 * 1000
+        a.updateIssue(ia, author(), IssueOperation.RequestExtension(threeDays, "需协调物业"))
+        check(a.issue(ia).extensionRequested) { "the request is flagged" }
         val changed = mutableListOf<String>()
         b.addChangeListener(object : ChangeListener {
             override fun onChange(ids: List<String>) { synchronized(changed) { changed.addAll(ids) } }

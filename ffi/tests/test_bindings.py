@@ -151,6 +151,11 @@ def main():
         ib = b.create_issue(author("w1"), new_issue("垃圾清运不及时", "G1"))
         outside = a.create_issue(author("w1"), new_issue("别的网格", "G2"))
         a.update_issue(ia, author("w1"), g.IssueOperation.ADD_NOTE(text="已上门核实"))
+        # More time asked from the phone: flagged until the office answers.
+        assert not a.issue(ia).extension_requested
+        three_days = int(time.time() * 1000) + 3 * 24 * 3600 * 1000
+        a.update_issue(ia, author("w1"), g.IssueOperation.REQUEST_EXTENSION(due=three_days, reason="需协调物业"))
+        assert a.issue(ia).extension_requested
         changes = Changes()
         b.add_change_listener(changes)
 

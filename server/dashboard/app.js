@@ -4,11 +4,21 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const STATUS = {
-  draft: "草稿", reported: "已上报", accepted: "已受理", rejected: "不予受理",
-  dispatched: "已派单", signed_for: "已签收", in_progress: "办理中",
-  handled: "已办结待回访", closed: "已结案", returned: "已退单", reopened: "已重启",
-};
+// The Chinese names of codes (core's labels), the places in the user's
+// scope with their names, and who the user is: loaded at login.
+let L = {};
+let PLACES = [];
+let ME = null;
+const STATUS = new Proxy({}, { get: (_, code) => (L.status || {})[code] });
+const label = (table, code) => (code === null || code === undefined || code === "")
+  ? "—" : ((L[table] || {})[code] || code);
+
+function placeName(street, community, grid) {
+  const p = PLACES.find((x) => x.community === community && x.grid === (grid || ""));
+  if (!p) return [community, grid].filter(Boolean).join(" / ");
+  const c = p.community_name || p.community;
+  return grid ? `${c} / ${p.grid_name || p.grid}` : c;
+}
 const RATES = [
   ["response", "响应率"], ["on_time_completion", "按期办结率"],
   ["resolution", "问题解决率"], ["satisfaction", "满意率"],
@@ -63,8 +73,11 @@ async function login(t) {
   token = t;
   try {
     const me = await api("/v1/office/me");
+    [L, PLACES] = await Promise.all([api("/v1/office/labels"), api("/v1/office/places").then((p) => p.items)]);
+    ME = me;
+    fillChoices();
     sessionStorage.setItem("gridsync-token", t);
-    $("#who-name").textContent = `${me.user}（${me.role}）`;
+    $("#who-name").textContent = `${me.user}（${label("role", me.role)}）`;
     $("#who").hidden = false;
     $("#login").hidden = true;
     $("#app").hidden = false;
@@ -96,6 +109,8 @@ async function showTab(name) {
   for (const s of document.querySelectorAll(".tab")) s.hidden = s.id !== `tab-${name}`;
   if (name === "attention") await loadAttention();
   if (name === "cases") await loadCases();
+  if (name === "meetings") await loadMeetings();
+  if (name === "board") await loadBoard();
   if (name === "figures") await loadFigures();
   if (name === "devices") await loadDevices();
 }
@@ -114,12 +129,12 @@ async function loadAttention() {
   const now = Date.now();
   const ob = $("#overdue tbody");
   ob.replaceChildren(...overdue.items.map((m) =>
-    row([m.number, m.title, m.grid, STATUS[m.status] || m.status, ago(now - m.deadline)],
+    row([m.number, m.title, placeName(m.street, m.community, m.grid), STATUS[m.status] || m.status, ago(now - m.deadline)],
       () => openCase(m.id))));
   $("#overdue-count").textContent = shown(overdue);
   const cb = $("#conflicts tbody");
   cb.replaceChildren(...conflicts.items.map((m) =>
-    row([m.number, m.title, m.grid, STATUS[m.status] || m.status, when(m.updated_at)],
+    row([m.number, m.title, placeName(m.street, m.community, m.grid), STATUS[m.status] || m.status, when(m.updated_at)],
       () => openCase(m.id))));
   $("#conflict-count").textContent = shown(conflicts);
 }
@@ -137,8 +152,29 @@ const PAGE = 50;
 const URGENCY = { red: "红", yellow: "黄", blue: "蓝" };
 let casesOffset = 0;
 
-for (const [value, label] of Object.entries(STATUS)) {
-  $("#case-status").append(el("option", label, { value }));
+// Options from the label tables and the user's places (after login).
+function options(sel, table, keepFirst = true) {
+  const first = keepFirst ? [...$(sel).options].slice(0, 1) : [];
+  $(sel).replaceChildren(...first, ...Object.entries(L[table] || {}).map(([value, name]) => el("option", name, { value })));
+}
+
+function placeOptions(sel, withCommunities) {
+  const first = [...$(sel).options].filter((o) => o.value === "").slice(0, 1);
+  $(sel).replaceChildren(...first, ...PLACES.filter((p) => withCommunities || p.grid).map((p) =>
+    el("option", placeName(p.street, p.community, p.grid), { value: JSON.stringify([p.street, p.community, p.grid]) })));
+}
+
+function fillChoices() {
+  options("#case-status", "status");
+  options("#case-kind", "kind");
+  options("#case-source", "source");
+  placeOptions("#case-place", false);
+  options("#cv-level", "meeting_level", false);
+  options("#cv-format", "meeting_format", false);
+  placeOptions("#cv-place", true);
+  options("#rv-satisfaction", "satisfaction");
+  options("#at-role", "attendee_role", false);
+  options("#mt-outcome", "meeting_outcome");
 }
 
 function caseQuery() {
@@ -148,25 +184,41 @@ function caseQuery() {
   for (const [name, sel] of [["status", "#case-status"], ["urgency", "#case-urgency"], ["sort", "#case-sort"]]) {
     if ($(sel).value) p.set(name, $(sel).value);
   }
+  for (const [name, sel] of [["kind", "#case-kind"], ["source", "#case-source"]]) {
+    if ($(sel).value) p.set(name, $(sel).value);
+  }
+  if ($("#case-place").value) {
+    const [street, community, grid] = JSON.parse($("#case-place").value);
+    p.set("street", street);
+    p.set("community", community);
+    p.set("grid", grid);
+  }
   if ($("#case-overdue").checked) p.set("overdue", "true");
   if ($("#case-supervised").checked) p.set("supervised", "true");
+  if ($("#case-extension").checked) p.set("extension_requested", "true");
+  if ($("#case-conflicted").checked) p.set("conflict", "true");
   p.set("offset", String(casesOffset));
   p.set("limit", String(PAGE));
   return p;
 }
 
+let casesAsked = 0;
+
 async function loadCases() {
   $("#case-error").textContent = "";
   let page;
   const query = caseQuery();
+  const asked = ++casesAsked;
   try {
     page = await api(`/v1/office/issues?${query}`);
   } catch (e) {
     $("#case-error").textContent = e.message;
     return;
   }
+  // A slower answer to an earlier search does not overwrite a later one.
+  if (asked !== casesAsked) return;
   $("#cases tbody").replaceChildren(...page.items.map((m) =>
-    row([m.number, m.title, m.grid, STATUS[m.status] || m.status, URGENCY[m.urgency] || "—",
+    row([m.number, m.title, placeName(m.street, m.community, m.grid), STATUS[m.status] || m.status, URGENCY[m.urgency] || "—",
       m.deadline ? when(m.deadline) : "—"], () => openCase(m.id))));
   const pages = Math.max(1, Math.ceil(page.total / PAGE));
   $("#cases-count").textContent = `共 ${page.total} 件`;
@@ -193,50 +245,217 @@ $("#cases-next").addEventListener("click", () => {
 
 // ------------------------------------------------------------ a case
 
+// Button words for moving a case to each status.
+const MOVE = {
+  reported: "上报", accepted: "受理", rejected: "不予受理", dispatched: "派单",
+  signed_for: "签收", in_progress: "开始办理", handled: "办结", closed: "结案",
+  returned: "退单", reopened: "重启", draft: "退回草稿",
+};
+// Register conflicts the office settles by writing the register again.
+const REGISTER_OPS = {
+  title: "set_title", category: "set_category", urgency: "set_urgency", kind: "set_kind",
+  assignee: "set_assignee", lead_unit: "set_lead_unit", reply_to_citizen: "set_reply_to_citizen",
+};
+const REGISTER_NAMES = {
+  title: "标题", category: "类别", urgency: "紧急程度", kind: "类型", assignee: "承办人",
+  lead_unit: "牵头单位", reply_to_citizen: "答复市民", resolution: "办理结果",
+  resolution_summary: "办理情况", reporter_name: "反映人姓名", reporter_phone: "反映人电话",
+  address: "地址", building: "楼栋",
+};
+const REGISTER_TABLES = { urgency: "urgency", kind: "kind", category: "category", resolution: "resolution" };
+
+let current = null;
+
+function localInput(ms) {
+  const d = new Date(ms - new Date().getTimezoneOffset() * 60000);
+  return d.toISOString().slice(0, 16);
+}
+
+async function caseOp(id, op, args) {
+  $("#act-error").textContent = "";
+  try {
+    await api(`/v1/office/issues/${id}/ops`, { method: "POST", body: JSON.stringify({ op, args }) });
+  } catch (e) {
+    $("#act-error").textContent = e.message;
+    return false;
+  }
+  await openCase(id);
+  return true;
+}
+
 async function openCase(id) {
   const [v, tl] = await Promise.all([
     api(`/v1/office/issues/${id}`),
     api(`/v1/office/issues/${id}/timeline`),
   ]);
+  current = v;
+  $("#meeting").hidden = true;
   $("#case").hidden = false;
   $("#case").dataset.id = id;
   $("#case-title").textContent = `${v.case_no} ${v.title}`;
+  const flags = [];
+  if (v.overdue) flags.push("已逾期");
+  if (v.supervised) flags.push("督办");
+  if (v.extension_requested) flags.push("申请延期待批");
+  if ((v.activity_after_close || []).length) flags.push("结案后有新动态");
+  if (v.status_conflict || (v.register_conflicts || []).length) flags.push("有冲突待核");
+  $("#case-flags").replaceChildren(...flags.map((f) => el("span", f)));
+  const loc = v.location;
+  const visit = (v.return_visits || []).slice(-1)[0];
   const facts = [
-    ["状态", STATUS[v.status] || v.status],
-    ["地点", `${v.location.community} / ${v.location.grid} ${v.location.address}`],
-    ["类别", v.category],
+    ["状态", label("status", v.status)],
+    ["地点", `${placeName(loc.street, loc.community, loc.grid)} ${loc.address} ${loc.building}`.trim()],
+    ["类别", label("category", v.category)],
     ["工单号", v.external_ref || "—"],
     ["期限", when(v.effective_deadline) + (v.overdue ? "（已逾期）" : "")],
     ["反映人", v.reporter ? `${v.reporter.name} ${v.reporter.phone}` : "（个人信息不可见）"],
+    ["类型", label("kind", v.kind)],
+    ["紧急程度", label("urgency", v.urgency)],
+    ["来源渠道", label("source", v.source)],
+    ["承办人", v.assignee || "—"],
+    ["牵头单位", v.lead_unit || "—"],
+    ["协办单位", (v.assist_units || []).join("、") || "—"],
+    ["问题描述", v.description || "—"],
+    ["原始诉求", v.original_statement || "—"],
+    ["办理结果", v.resolution ? `${label("resolution", v.resolution)} ${v.resolution_summary}` : (v.resolution_summary || "—")],
+    ["答复市民", v.reply_to_citizen || "—"],
+    ["最近回访", visit ? `${visit.reached ? "已联系" : "未联系上"}，${visit.resolved ? "已解决" : "未解决"}，${label("satisfaction", visit.satisfaction)}` : "—"],
+    ["登记", `${when(v.created_at)} ${v.created_by}`],
   ];
-  $("#case-facts").replaceChildren(...facts.flatMap(([k, val]) => [el("dt", k), el("dd", val)]));
+  $("#case-facts").replaceChildren(...facts.flatMap(([k, val]) => [el("dt", k), el("dd", val, { class: "pre" })]));
   const conflict = v.status_conflict;
   const candidates = conflict ? conflict.candidates : [];
   $("#case-conflict").hidden = candidates.length < 2;
   $("#case-candidates").replaceChildren(...candidates.map((c) => {
-    const b = el("button", `确认为「${STATUS[c.status] || c.status}」`, { type: "button", "data-status": c.status });
+    const b = el("button", `确认为「${label("status", c.status)}」`, { type: "button", "data-status": c.status });
     b.addEventListener("click", () => resolve(id, c.status));
     return b;
   }));
+  showRegisters(id, v.register_conflicts || []);
+  showActions(id, v);
   const unknown = v.unrecognized || [];
   $("#case-unrecognized").hidden = unknown.length === 0;
   $("#case-unrecognized-list").replaceChildren(...unknown.map((u) => el("li", `${u.field} = ${u.value}`)));
   showPhotos(v.attachments || []);
+  $("#case-meetings").replaceChildren(...(v.meetings || []).map((mid) => {
+    const li = el("li", "议事会", { "data-id": mid });
+    api(`/v1/office/meetings/${mid}`).then((m) => { li.textContent = `${m.meeting_no} ${m.topic}`; }).catch(() => {});
+    li.addEventListener("click", () => openMeeting(mid));
+    return li;
+  }));
+  if (!(v.meetings || []).length) $("#case-meetings").append(el("li", "（无）"));
   $("#case-timeline").replaceChildren(...tl.items.map((item) => {
     const e = item.entry;
     let text;
     if (item.type === "status") {
-      text = `${when(e.event.at)} ${e.event.by}：${STATUS[e.event.from] || e.event.from} → ${STATUS[e.event.to] || e.event.to}${e.applied ? "" : "（未生效）"}`;
+      const ev = e.event;
+      text = `${when(ev.at)} ${ev.by}（${label("role", ev.role)}）：${label("status", ev.from) === "—" ? "" : label("status", ev.from) + " → "}${label("status", ev.to)}${ev.reason ? `，理由：${ev.reason}` : ""}${e.applied ? "" : "（未生效）"}`;
     } else if (item.type === "return_visit") {
-      text = `${when(e.at)} 回访：${e.reached ? "已联系" : "未联系上"}，${e.resolved ? "已解决" : "未解决"}`;
+      text = `${when(e.at)} ${e.by} 回访：${e.reached ? "已联系" : "未联系上"}，${e.resolved ? "已解决" : "未解决"}，${label("satisfaction", e.satisfaction)}${e.note ? `，${e.note}` : ""}`;
     } else if (item.type === "deadline_change") {
-      text = `${when(e.at)} 期限改为 ${when(e.due)}：${e.reason}`;
+      text = `${when(e.at)} ${e.by} ${e.answers ? "同意延期" : "调整期限"}至 ${when(e.due)}${e.reason ? `：${e.reason}` : ""}`;
+    } else if (item.type === "timeline") {
+      const asked = e.due ? `（申请延至 ${when(e.due)}）` : "";
+      text = `${when(e.at)} ${e.by}（${label("role", e.role)}）【${label("timeline", e.kind)}】${e.text}${asked}`;
     } else {
-      text = `${when(e.at)} ${e.by || ""}：${e.text || e.caption || ""}`;
+      text = `${when(e.at)} ${e.by || ""}：附件 ${e.file ? (e.file.caption || e.file.mime) : ""}`;
     }
-    return el("li", text, { "data-type": item.type });
+    const li = el("li", text, { "data-type": item.type });
+    if (item.type === "timeline" && e.kind) li.dataset.kind = e.kind;
+    return li;
   }));
 }
+
+function showRegisters(id, conflicts) {
+  $("#case-registers").hidden = conflicts.length === 0;
+  $("#case-register-list").replaceChildren(...conflicts.map((c) => {
+    const div = el("div", `${REGISTER_NAMES[c.field] || c.field}：`, { "data-field": c.field });
+    const op = REGISTER_OPS[c.field];
+    for (const value of c.values) {
+      const shown = REGISTER_TABLES[c.field] ? label(REGISTER_TABLES[c.field], value) : (value === null ? "（空）" : String(value));
+      if (op) {
+        const b = el("button", `采用「${shown}」`, { type: "button" });
+        b.addEventListener("click", () => caseOp(id, op, value));
+        div.append(b);
+      } else {
+        div.append(el("span", `「${shown}」 `));
+      }
+    }
+    if (!op) div.append(el("span", "（请在手机端核实后修改）"));
+    return div;
+  }));
+}
+
+function showActions(id, v) {
+  const offers = v.offers || { transitions: [], actions: [] };
+  const may = (a) => offers.actions.includes(a);
+  $("#act-error").textContent = "";
+  $("#act-transitions").replaceChildren(...offers.transitions.map((to) => {
+    const b = el("button", MOVE[to] || label("status", to), { type: "button", "data-to": to });
+    b.addEventListener("click", () => caseOp(id, "transition", { to, reason: $("#act-reason").value.trim() })
+      .then((ok) => { if (ok) $("#act-reason").value = ""; }));
+    return b;
+  }));
+  // Moving to a grid: the grids of the user's scope, this community's first.
+  $("#act-move-row").hidden = !may("move");
+  const grids = PLACES.filter((p) => p.grid && !(p.community === v.location.community && p.grid === v.location.grid));
+  grids.sort((a, b) => (b.community === v.location.community) - (a.community === v.location.community));
+  $("#act-grid").replaceChildren(...grids.map((p) =>
+    el("option", placeName(p.street, p.community, p.grid), { value: JSON.stringify([p.street, p.community, p.grid]) })));
+  $("#act-assign-row").hidden = !may("assign");
+  $("#act-assignee").value = v.assignee || "";
+  $("#act-supervise").hidden = !may("supervise");
+  $("#act-visit-row").hidden = !may("record_return_visit");
+  $("#act-deadline-row").hidden = !(may("extend_deadline") || may("request_extension"));
+  $("#act-deadline").hidden = !may("extend_deadline");
+  $("#act-request").hidden = !may("request_extension");
+  $("#act-due").value = localInput((v.effective_deadline || Date.now()) + 72 * 3600000);
+  // Pending extension requests: grant the date asked for, or refuse.
+  const pending = (v.timeline || []).filter((t) => t.kind === "extension_request"
+    && (v.pending_extensions || []).some((p) => p.dev === t.id.dev && p.n === t.id.n));
+  $("#act-extension").hidden = !(pending.length && may("extend_deadline"));
+  $("#act-extension").replaceChildren(...pending.flatMap((t) => {
+    const grant = el("button", `同意延期至 ${when(t.due)}`, { type: "button", id: "act-grant" });
+    grant.addEventListener("click", () => caseOp(id, "grant_extension", { request: t.id, due: t.due, reason: $("#act-reason").value.trim() }));
+    const refuse = el("button", "不同意延期", { type: "button", id: "act-refuse" });
+    refuse.addEventListener("click", () => caseOp(id, "refuse_extension", { request: t.id, reason: $("#act-reason").value.trim() }));
+    return [el("span", `${t.by} 申请延期：${t.text}`), grant, refuse];
+  }));
+}
+
+const caseId = () => $("#case").dataset.id;
+const reason = () => $("#act-reason").value.trim();
+const dueInput = () => new Date($("#act-due").value).getTime();
+
+$("#act-move").addEventListener("click", async () => {
+  const [street, community, grid] = JSON.parse($("#act-grid").value);
+  $("#act-error").textContent = "";
+  try {
+    await api(`/v1/office/issues/${caseId()}/move`, { method: "POST", body: JSON.stringify({ street, community, grid }) });
+  } catch (e) {
+    $("#act-error").textContent = e.message;
+    return;
+  }
+  await openCase(caseId());
+});
+$("#act-assign").addEventListener("click", () =>
+  caseOp(caseId(), "set_assignee", $("#act-assignee").value.trim() || null));
+$("#act-supervise").addEventListener("click", () => {
+  if (!reason()) { $("#act-error").textContent = "请填写督办要求"; return; }
+  caseOp(caseId(), "add_timeline", { kind: "supervision", text: reason() }).then((ok) => { if (ok) $("#act-reason").value = ""; });
+});
+$("#act-note").addEventListener("click", () => {
+  if (!reason()) { $("#act-error").textContent = "请填写记录内容"; return; }
+  caseOp(caseId(), "add_timeline", { kind: "note", text: reason() }).then((ok) => { if (ok) $("#act-reason").value = ""; });
+});
+$("#act-deadline").addEventListener("click", () =>
+  caseOp(caseId(), "change_deadline", { due: dueInput(), reason: reason() }));
+$("#act-request").addEventListener("click", () =>
+  caseOp(caseId(), "request_extension", { due: dueInput(), reason: reason() }));
+$("#act-visit").addEventListener("click", () => caseOp(caseId(), "add_return_visit", {
+  reached: $("#rv-reached").checked, resolved: $("#rv-resolved").checked,
+  satisfaction: $("#rv-satisfaction").value || null, note: reason(),
+}));
 
 // Photos are fetched with the login's token and shown from memory (an
 // <img> cannot send the token); the original opens in a new tab.
@@ -280,15 +499,205 @@ $("#case-upload").addEventListener("change", async (ev) => {
 });
 
 async function resolve(id, status) {
-  await api(`/v1/office/issues/${id}/ops`, {
-    method: "POST",
-    body: JSON.stringify({ op: "resolve_status_conflict", args: { to: status, reason: "办公室核实" } }),
-  });
-  await openCase(id);
+  await caseOp(id, "resolve_status_conflict", { to: status, reason: "办公室核实" });
   await loadAttention();
 }
 
 $("#case-close").addEventListener("click", () => { $("#case").hidden = true; });
+
+// ------------------------------------------------------------ meetings
+
+async function loadMeetings() {
+  const page = await api("/v1/office/meetings?limit=100");
+  $("#meetings tbody").replaceChildren(...page.items.map((m) =>
+    row([m.number, m.title, placeName(m.street, m.community, m.grid), label("meeting_status", m.status), m.deadline ? when(m.deadline) : "—"],
+      () => openMeeting(m.id))));
+  $("#meetings-count").textContent = shown(page).replace("件", "次").replace("件", "次");
+}
+
+$("#convene-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("#cv-error").textContent = "";
+  const [street, community, grid] = JSON.parse($("#cv-place").value || "[\"\",\"\",\"\"]");
+  try {
+    // Cases are named by their numbers, as a clerk has them.
+    const numbers = $("#cv-cases").value.split(/[,，\s]+/).filter(Boolean);
+    const ids = [];
+    for (const n of numbers) ids.push((await api(`/v1/office/issues/${encodeURIComponent(n)}`)).id);
+    const at = $("#cv-when").value;
+    const m = await api("/v1/office/meetings", {
+      method: "POST",
+      body: JSON.stringify({
+        topic: $("#cv-topic").value.trim(), level: $("#cv-level").value, format: $("#cv-format").value,
+        venue: $("#cv-venue").value.trim(), group_ref: $("#cv-group").value.trim(),
+        convener: $("#cv-convener").value.trim() || ME.user,
+        scheduled_at: at ? new Date(at).getTime() : null,
+        location: { street, community, grid, building: "", address: "" },
+        agenda: $("#cv-agenda").value, issue_ids: ids,
+      }),
+    });
+    $("#convene-form").reset();
+    await loadMeetings();
+    await openMeeting(m.id);
+  } catch (e) {
+    $("#cv-error").textContent = e.message;
+  }
+});
+
+// Action item moves the office makes, by status.
+const ITEM_MOVES = {
+  proposed: [["agreed", "议定"]],
+  agreed: [["in_progress", "开始落实"]],
+  reopened: [["in_progress", "重新落实"]],
+  in_progress: [["done", "报完成"]],
+  done: [["verified", "验收通过"], ["reopened", "验收不通过"]],
+};
+
+async function meetingOp(id, op, args) {
+  $("#meeting-error").textContent = "";
+  try {
+    await api(`/v1/office/meetings/${id}/ops`, { method: "POST", body: JSON.stringify({ op, args }) });
+  } catch (e) {
+    $("#meeting-error").textContent = e.message;
+    return false;
+  }
+  await openMeeting(id);
+  return true;
+}
+
+async function openMeeting(id) {
+  const m = await api(`/v1/office/meetings/${id}`);
+  $("#case").hidden = true;
+  $("#meeting").hidden = false;
+  $("#meeting").dataset.id = id;
+  $("#meeting-error").textContent = "";
+  $("#meeting-title").textContent = `${m.meeting_no} ${m.topic}`;
+  const loc = m.location;
+  const facts = [
+    ["层级", label("meeting_level", m.level)], ["形式", label("meeting_format", m.format)],
+    ["会场", m.venue || "—"], ["线上群组", m.group_ref || "—"], ["召集人", m.convener || "—"],
+    ["所属", placeName(loc.street, loc.community, loc.grid)],
+    ["计划召开", m.scheduled_at ? when(m.scheduled_at) : "—"],
+    ["实际召开", m.held_at ? when(m.held_at) : "未召开"],
+    ["结果", label("meeting_outcome", m.outcome)],
+  ];
+  $("#meeting-facts").replaceChildren(...facts.flatMap(([k, val]) => [el("dt", k), el("dd", val)]));
+  $("#meeting-cases").replaceChildren(...m.issue_ids.map((cid) => {
+    const li = el("li", cid, { "data-id": cid });
+    api(`/v1/office/issues/${cid}`).then((v) => { li.textContent = `${v.case_no} ${v.title}（${label("status", v.status)}）`; }).catch(() => {});
+    li.addEventListener("click", () => openCase(cid));
+    return li;
+  }));
+  $("#it-case").replaceChildren(el("option", "（不关联案件）", { value: "" }), ...m.issue_ids.map((cid) => el("option", cid, { value: cid })));
+  for (const o of [...$("#it-case").options].slice(1)) {
+    api(`/v1/office/issues/${o.value}`).then((v) => { o.textContent = v.case_no; }).catch(() => {});
+  }
+  $("#meeting-attendees").replaceChildren(...m.attendees.map((a) =>
+    el("li", `${label("attendee_role", a.role)} ${a.organisation} ${a.name}${a.contact ? ` ${a.contact}` : ""}${a.online ? "（线上）" : ""}`)));
+  $("#meeting-agenda").textContent = m.agenda || "—";
+  $("#mt-minutes").value = m.minutes;
+  $("#meeting-agreements").replaceChildren(...m.agreements.map((t) => el("li", `${t.text}（${t.by}）`)));
+  $("#meeting-legal").replaceChildren(...m.legal_guidance.map((t) => el("li", `${t.text}（${t.by}）`)));
+  $("#meeting-items tbody").replaceChildren(...m.action_items.map((item) => {
+    const tr = el("tr", null, { "data-item": item.id, "data-status": item.status });
+    const hint = item.overdue ? "（已逾期）" : item.awaiting_verification ? "（待验收）" : "";
+    for (const c of [item.text, item.owner_party || "—", item.due ? when(item.due) : "—",
+      label("action_status", item.status) + hint, `${item.evidence.length} 张`]) tr.append(el("td", c));
+    if (item.overdue) tr.classList.add("overdue");
+    const td = el("td");
+    for (const [to, name] of ITEM_MOVES[item.status] || []) {
+      const b = el("button", name, { type: "button", "data-to": to });
+      b.addEventListener("click", () => moveItem(id, item.id, to));
+      td.append(b);
+    }
+    tr.append(td);
+    return tr;
+  }));
+}
+
+// A random (version 4) UUID; crypto.randomUUID needs HTTPS, this does not.
+function uuid() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+async function moveItem(meeting, item, to) {
+  // Verifying takes the evidence photo chosen below, if any, first.
+  const file = $("#it-evidence").files[0];
+  if (to === "verified" && file) {
+    const res = await fetch(`/v1/office/meetings/${meeting}/attachments?item=${item}&caption=${encodeURIComponent(file.name)}`, {
+      method: "POST",
+      headers: { "Authorization": `Bearer ${token}`, "Content-Type": file.type || "application/octet-stream" },
+      body: file,
+    });
+    if (!res.ok) {
+      $("#meeting-error").textContent = "佐证照片上传失败";
+      return;
+    }
+    $("#it-evidence").value = "";
+  }
+  await meetingOp(meeting, "transition_action", { item, to, reason: "" });
+}
+
+const meetingId = () => $("#meeting").dataset.id;
+$("#meeting-close").addEventListener("click", () => { $("#meeting").hidden = true; });
+$("#mt-held").addEventListener("click", () => meetingOp(meetingId(), "set_held_at", Date.now()));
+$("#mt-outcome-save").addEventListener("click", () => meetingOp(meetingId(), "set_outcome", $("#mt-outcome").value || null));
+$("#mt-minutes-save").addEventListener("click", () => meetingOp(meetingId(), "edit_minutes", $("#mt-minutes").value));
+$("#mt-agreement-add").addEventListener("click", async () => {
+  if ($("#mt-agreement").value.trim() && await meetingOp(meetingId(), "add_agreement", $("#mt-agreement").value.trim())) $("#mt-agreement").value = "";
+});
+$("#mt-legal-add").addEventListener("click", async () => {
+  if ($("#mt-legal").value.trim() && await meetingOp(meetingId(), "add_legal_guidance", $("#mt-legal").value.trim())) $("#mt-legal").value = "";
+});
+$("#attendee-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const ok = await meetingOp(meetingId(), "add_attendee", {
+    role: $("#at-role").value, organisation: $("#at-org").value.trim(), name: $("#at-name").value.trim(),
+    contact: $("#at-contact").value.trim(), attended: true, online: $("#at-online").checked,
+  });
+  if (ok) $("#attendee-form").reset();
+});
+$("#item-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const due = $("#it-due").value;
+  const ok = await meetingOp(meetingId(), "add_action_item", {
+    item: uuid(),
+    new: {
+      text: $("#it-text").value.trim(), owner_party: $("#it-owner").value.trim(),
+      issue_id: $("#it-case").value || null,
+      // The end of the day chosen, local time.
+      due: due ? new Date(`${due}T23:59:59`).getTime() : null,
+    },
+  });
+  if (ok) $("#item-form").reset();
+});
+
+// ------------------------------------------------------------ action board
+
+let boardAsked = 0;
+
+async function loadBoard() {
+  // Only the latest request's answer is shown (a slower earlier one, for
+  // a filter since changed, is dropped).
+  const asked = ++boardAsked;
+  const filter = $("#board-filter").value;
+  const page = await api(`/v1/office/action-items?limit=200&${filter}`);
+  if (asked !== boardAsked) return;
+  $("#board tbody").replaceChildren(...page.items.map((b) => {
+    const tr = row([`${b.meeting_no} ${b.topic}`, b.item.text, b.item.owner_party || "—",
+      b.item.due ? when(b.item.due) : "—", label("action_status", b.item.status),
+      b.overdue ? "已逾期" : b.awaiting_verification ? "待验收" : ""], () => openMeeting(b.meeting));
+    if (b.overdue) tr.classList.add("overdue");
+    return tr;
+  }));
+  $("#board-count").textContent = `共 ${page.total} 项`;
+  $("#board").dataset.query = filter;
+}
+$("#board-filter").addEventListener("change", loadBoard);
 
 // ------------------------------------------------------------ figures
 

@@ -14,9 +14,10 @@ use std::path::Path;
 
 use anyhow::Context;
 use gridsync_core::{
-    ActionStatus, Author, IssueKind, IssueOp, IssueStatus, Location, MeetingFormat, MeetingLevel,
-    MeetingOp, MeetingOutcome, NewActionItem, NewIssue, NewMeeting, NewReturnVisit, RecordId,
-    Reporter, Role, Satisfaction, Source, Store, StoreConfig, TimelineKind, Urgency,
+    ActionStatus, AttendeeRole, Author, IssueKind, IssueOp, IssueStatus, Location, MeetingFormat,
+    MeetingLevel, MeetingOp, MeetingOutcome, NewActionItem, NewAttendee, NewIssue, NewMeeting,
+    NewReturnVisit, RecordId, Reporter, Role, Satisfaction, Source, Store, StoreConfig,
+    TimelineKind, Urgency,
 };
 
 use crate::identity::{Community, Grid, Identity, Street, Worker};
@@ -155,6 +156,7 @@ pub fn seed(data_dir: &Path, issues: usize) -> anyhow::Result<Seeded> {
         ("street-office", Role::Office),
         ("street-office", Role::Hotline),
         ("street-office", Role::Department),
+        ("street-office", Role::Street),
     ] {
         let (_, token) = identity
             .create_office_user(user, role, now)
@@ -174,6 +176,9 @@ pub fn seed(data_dir: &Path, issues: usize) -> anyhow::Result<Seeded> {
     let phone = Store::open(phone_config)?;
 
     let mut rng = Rng::new(12345);
+    // A second stream for what later versions of the demo added, so the
+    // cases the first stream draws stay the same.
+    let mut extra = Rng::new(54321);
     let hotline = Author::new("street-office", Role::Hotline);
     let office = Author::new("street-office", Role::Office);
     let mut made = Vec::new();
@@ -262,6 +267,17 @@ pub fn seed(data_dir: &Path, issues: usize) -> anyhow::Result<Seeded> {
                 IssueOp::AddTimeline {
                     kind: TimelineKind::Visit,
                     text: "上门走访，已与物业沟通。".into(),
+                },
+            )?;
+        }
+        // Some workers in the middle of a case ask for more time.
+        if (3..6).contains(&stage) && extra.below(5) == 0 {
+            store.update_issue(
+                id,
+                &worker,
+                IssueOp::RequestExtension {
+                    due: now + (48 + extra.below(96) as i64) * 3_600_000,
+                    reason: "需协调相关部门，申请延期".into(),
                 },
             )?;
         }
@@ -379,6 +395,23 @@ pub fn seed(data_dir: &Path, issues: usize) -> anyhow::Result<Seeded> {
             &office,
             MeetingOp::AddAgreement("物业十五日内完成整改".into()),
         )?;
+        for (role, organisation, name) in [
+            (AttendeeRole::Requester, "居民代表", "赵女士"),
+            (AttendeeRole::Respondent, "物业公司", "钱经理"),
+        ] {
+            store.update_meeting(
+                meeting,
+                &office,
+                MeetingOp::AddAttendee(NewAttendee {
+                    role,
+                    organisation: organisation.into(),
+                    name: name.into(),
+                    contact: format!("138{:08}", extra.below(100_000_000)),
+                    attended: true,
+                    online: format == MeetingFormat::Online,
+                }),
+            )?;
+        }
         for (k, owner) in ["物业公司", "街道城管科"].iter().enumerate() {
             let item = RecordId::new();
             store.update_meeting(

@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/office/me", get(me))
         .route("/v1/office/places", get(places))
+        .route("/v1/office/labels", get(labels))
         .route("/v1/office/work-orders", post(intake))
         .route("/v1/office/issues", get(list_issues))
         .route("/v1/office/issues/{id}", get(get_issue))
@@ -167,6 +168,7 @@ fn issue_json(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<Value, 
     let mut value = to_json(&view)?;
     value["overdue"] = json!(overdue);
     value["meetings"] = to_json(&state.store.meetings_for_issue(id).map_err(core_error)?)?;
+    value["offers"] = to_json(&policy::issue_offers(ctx.author.role, &view))?;
     if !policy::sees_personal_data(ctx.author.role) {
         // Emptied by the policy; shown as absent so no client mistakes an
         // empty name for an anonymous resident.
@@ -182,6 +184,17 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Va
             "role": ctx.author.role,
             "sees_personal_data": policy::sees_personal_data(ctx.author.role),
         })))
+    })
+    .await
+}
+
+/// The Chinese names of every code the office sees (`gridsync_core::labels`).
+async fn labels(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    as_office(&state, &headers, |_, _| {
+        Ok(Json(to_json(&gridsync_core::labels::tables())?))
     })
     .await
 }

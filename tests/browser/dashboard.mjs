@@ -1,7 +1,8 @@
 // The office dashboard in Debian's chromium, driven by playwright-core.
 // Run by tests/integration/browser.rs against a server seeded with the
 // demo district:  GRIDSYNC_URL, GRIDSYNC_OFFICE_TOKEN, GRIDSYNC_DEPT_TOKEN,
-// GRIDSYNC_SCREENSHOT (where to write the figures screenshot).
+// GRIDSYNC_STREET_TOKEN, GRIDSYNC_SCREENSHOT (where to write the figures
+// chart), GRIDSYNC_SCREENSHOTS (a directory for a picture of each view).
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
@@ -9,8 +10,11 @@ import { writeFileSync } from "node:fs";
 const url = process.env.GRIDSYNC_URL;
 const officeToken = process.env.GRIDSYNC_OFFICE_TOKEN;
 const deptToken = process.env.GRIDSYNC_DEPT_TOKEN;
+const streetToken = process.env.GRIDSYNC_STREET_TOKEN;
 const shot = process.env.GRIDSYNC_SCREENSHOT;
-assert.ok(url && officeToken && deptToken && shot, "environment not set");
+const shots = process.env.GRIDSYNC_SCREENSHOTS;
+assert.ok(url && officeToken && deptToken && streetToken && shot && shots, "environment not set");
+const mobile = /1[3-9]\d{9}/;
 
 const browser = await chromium.launch({
   executablePath: process.env.GRIDSYNC_CHROMIUM || "/usr/bin/chromium",
@@ -21,6 +25,8 @@ try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
   page.on("console", (m) => { if (m.type() === "error") failures.push(`console: ${m.text()}`); });
+  // A picture of a view for a person to look at (CI keeps them).
+  const snap = (name) => page.screenshot({ path: `${shots}/${name}.png` });
 
   // A wrong token is refused with a message.
   await page.goto(url);
@@ -41,6 +47,7 @@ try {
   assert.ok(overdue > 0, "overdue cases listed");
   assert.ok(conflicts > 0, "conflicted cases listed");
   const conflictTotal = await page.textContent("#conflict-count");
+  await snap("1-attention");
 
   // A conflicted case: its timeline, then the office settles it.
   await page.locator("#conflicts tbody tr").first().click();
@@ -68,6 +75,7 @@ try {
   const shown = await page.locator("#case-photos img").first().evaluate((img) => img.complete && img.naturalWidth);
   assert.ok(shown > 0, "the thumbnail decodes in the browser");
   assert.match(await page.textContent("#case-photos figcaption"), /现场\.png/);
+  await snap("3-case");
   await page.click("#case-close");
 
   // Any case is found by a partial Chinese word, paged, and opened.
@@ -77,6 +85,7 @@ try {
   await page.fill("#case-q", "充电");
   await page.click("#case-search-button");
   await page.waitForFunction((before) => document.querySelector("#cases-count").textContent !== before, everything);
+  await snap("2-cases");
   const titles = await page.locator("#cases tbody tr td:nth-child(2)").allTextContents();
   assert.ok(titles.length > 0, "cases found");
   assert.ok(titles.every((t) => t.includes("充电")), `every hit holds the word: ${titles}`);
@@ -96,11 +105,142 @@ try {
   await page.waitForFunction(() => document.querySelector("#cases-count").textContent === "共 0 件");
   assert.equal(await page.locator("#cases tbody tr").count(), 0);
 
+  // The clerk's day: a dispatched case found by a partial word is moved to
+  // another grid, supervised, given more time, handled, visited, closed.
+  const search = async (params) => {
+    await page.click("#case-search-button");
+    await page.waitForFunction((p) => p.every((x) => (document.querySelector("#cases").dataset.query || "").includes(x)), params);
+  };
+  await page.fill("#case-q", "充电");
+  await page.selectOption("#case-status", "dispatched");
+  await search(["status=dispatched"]);
+  await page.locator("#cases tbody tr").first().click();
+  await page.waitForSelector('#act-transitions button[data-to="signed_for"]');
+  const caseNo = (await page.textContent("#case-title")).split(" ")[0];
+  const place = () => page.locator("#case-facts dd").nth(1).textContent();
+  const before = await place();
+  const target = await page.locator("#act-grid option").first().textContent();
+  await page.click("#act-move");
+  await page.waitForFunction((b) => document.querySelectorAll("#case-facts dd")[1].textContent !== b, before);
+  assert.ok((await place()).startsWith(target), `moved to ${target}: ${await place()}`);
+  const timeline = (sel) => page.locator(`#case-timeline li${sel}`).count();
+  await page.fill("#act-reason", "请三日内办结");
+  await page.click("#act-supervise");
+  await page.waitForSelector('#case-timeline li[data-kind="supervision"]:has-text("请三日内办结")');
+  assert.match(await page.textContent("#case-flags"), /督办/);
+  const changes = await timeline('[data-type="deadline_change"]');
+  await page.fill("#act-reason", "协调物业，延长期限");
+  await page.click("#act-deadline");
+  await page.waitForFunction((n) => document.querySelectorAll('#case-timeline li[data-type="deadline_change"]').length > n, changes);
+  for (const to of ["signed_for", "in_progress", "handled"]) {
+    await page.click(`#act-transitions button[data-to="${to}"]`);
+    await page.waitForFunction((t) => !document.querySelector(`#act-transitions button[data-to="${t}"]`), to);
+  }
+  await page.check("#rv-resolved");
+  await page.selectOption("#rv-satisfaction", "satisfied");
+  await page.fill("#act-reason", "电话回访，居民满意");
+  await page.click("#act-visit");
+  await page.waitForSelector('#case-timeline li[data-type="return_visit"]:has-text("居民满意")');
+  await page.click('#act-transitions button[data-to="closed"]');
+  await page.waitForFunction(() => document.querySelector("#case-facts dd").textContent === "已结案");
+  assert.equal(await page.textContent("#act-error"), "");
+  await page.click("#case-close");
+
+  // A worker's request for more time, granted from the list of requests.
+  await page.fill("#case-q", "");
+  await page.selectOption("#case-status", "");
+  await page.check("#case-extension");
+  await search(["extension_requested=true"]);
+  const waiting = Number((await page.textContent("#cases-count")).match(/\d+/)[0]);
+  assert.ok(waiting > 0, "the demo's workers asked for time");
+  await page.locator("#cases tbody tr").first().click();
+  await page.waitForSelector("#act-grant");
+  assert.match(await page.textContent("#case-flags"), /申请延期待批/);
+  await page.click("#act-grant");
+  await page.waitForFunction(() => document.querySelector("#act-extension").hidden);
+  assert.doesNotMatch(await page.textContent("#case-flags"), /申请延期待批/);
+  await page.waitForSelector('#case-timeline li[data-type="deadline_change"]:has-text("同意延期")');
+  await page.click("#case-close");
+  await search(["extension_requested=true"]);
+  await page.waitForFunction((n) => document.querySelector("#cases-count").textContent === `共 ${n} 件`, waiting - 1);
+  await page.uncheck("#case-extension");
+
+  // A council meeting convened from the office for the closed case, with
+  // an attendee and an action item that is overdue until it is done and
+  // verified with a photo.
+  await page.click('nav button[data-tab="meetings"]');
+  await page.waitForSelector("#meetings tbody tr");
+  await page.fill("#cv-topic", "电动车充电议事会");
+  await page.selectOption("#cv-level", "community");
+  await page.selectOption("#cv-format", "hybrid");
+  await page.fill("#cv-venue", "社区议事厅");
+  await page.fill("#cv-group", "幸福社区云议事群");
+  await page.fill("#cv-convener", "社区书记");
+  await page.fill("#cv-cases", caseNo);
+  await page.fill("#cv-agenda", "一、通报情况；二、各方发言；三、形成措施");
+  await page.click("#cv-submit");
+  await page.waitForFunction(() => !document.querySelector("#meeting").hidden
+    && document.querySelector("#meeting-title").textContent.includes("电动车充电议事会"));
+  await page.waitForSelector(`#meeting-cases li:has-text("${caseNo}")`);
+  await page.selectOption("#at-role", "respondent");
+  await page.fill("#at-org", "幸福物业");
+  await page.fill("#at-name", "王经理");
+  await page.fill("#at-contact", "13700000000");
+  await page.click("#at-add");
+  await page.waitForSelector('#meeting-attendees li:has-text("幸福物业")');
+  await page.fill("#mt-agreement", "物业一个月内安装充电桩");
+  await page.click("#mt-agreement-add");
+  await page.waitForSelector('#meeting-agreements li:has-text("充电桩")');
+  const yesterday = await page.evaluate(() => {
+    const d = new Date(Date.now() - 86400000);
+    return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  });
+  await page.fill("#it-text", "安装集中充电桩");
+  await page.fill("#it-owner", "幸福物业");
+  await page.fill("#it-due", yesterday);
+  await page.selectOption("#it-case", { index: 1 });
+  await page.click("#it-add");
+  const item = page.locator('#meeting-items tbody tr:has-text("安装集中充电桩")');
+  await item.waitFor();
+  await item.locator('button[data-to="agreed"]').click();
+  await page.waitForSelector('#meeting-items tbody tr[data-status="agreed"]:has-text("安装集中充电桩")');
+  assert.match(await item.textContent(), /已逾期/);
+  await snap("5-meeting");
+  // The board across meetings: overdue first, opened from there.
+  await page.click("#meeting-close");
+  await page.click('nav button[data-tab="board"]');
+  await page.selectOption("#board-filter", "overdue=true");
+  await page.waitForFunction(() => document.querySelector("#board").dataset.query === "overdue=true");
+  await page.waitForSelector('#board tbody tr:has-text("安装集中充电桩")');
+  assert.ok((await page.locator("#board tbody tr").allTextContents()).every((t) => t.includes("已逾期")), "only overdue items");
+  await snap("6-board");
+  await page.locator('#board tbody tr:has-text("安装集中充电桩")').click();
+  await item.waitFor();
+  for (const to of ["in_progress", "done"]) {
+    await item.locator(`button[data-to="${to}"]`).click();
+    await page.waitForSelector(`#meeting-items tbody tr[data-status="${to}"]:has-text("安装集中充电桩")`);
+  }
+  await page.setInputFiles("#it-evidence", { name: "充电桩.png", mimeType: "image/png", buffer: photo });
+  await item.locator('button[data-to="verified"]').click();
+  await page.waitForSelector('#meeting-items tbody tr[data-status="verified"]:has-text("安装集中充电桩")');
+  assert.match(await item.textContent(), /1 张/);
+  assert.equal(await page.textContent("#meeting-error"), "");
+  await page.click("#meeting-close");
+  await page.selectOption("#board-filter", "");
+  await page.waitForFunction(() => document.querySelector("#board").dataset.query === "");
+  await page.selectOption("#board-filter", "overdue=true");
+  await page.waitForFunction(() => document.querySelector("#board").dataset.query === "overdue=true");
+  assert.equal(await page.locator('#board tbody tr:has-text("安装集中充电桩")').count(), 0);
+  await page.click('nav button[data-tab="meetings"]');
+  await page.waitForSelector('#meetings tbody tr:has-text("电动车充电议事会")');
+  await snap("4-meetings");
+
   // Figures: the chart renders bars, checked on the screenshot's pixels.
   await page.click('nav button[data-tab="figures"]');
   await page.waitForSelector("#figures-chart svg rect[data-rate]");
   const bars = await page.locator("#figures-chart svg rect[data-rate]").count();
   assert.ok(bars >= 9 * 4, `a bar per rate per grid (${bars})`);
+  await snap("7-figures");
   const png = await page.locator("#figures-chart").screenshot();
   writeFileSync(shot, png);
   // Decoded in a blank page: the dashboard's own policy forbids data: images.
@@ -134,6 +274,7 @@ try {
   await page.click('nav button[data-tab="devices"]');
   await page.waitForSelector("#devices tbody tr");
   assert.ok((await page.textContent("#devices-stale")).includes("未同步"));
+  await snap("8-devices");
 
   // A department user sees cases without personal data.
   await page.click("#logout");
@@ -150,11 +291,38 @@ try {
   // search for one, the case panel.
   await page.click('nav button[data-tab="cases"]');
   await page.waitForSelector("#cases tbody tr");
-  const mobile = /1[3-9]\d{9}/;
   assert.doesNotMatch(await page.innerText("body"), mobile);
   await page.fill("#case-q", "139");
   await page.click("#case-search-button");
   await page.waitForFunction(() => (document.querySelector("#cases").dataset.query || "").includes("q=139"));
+  assert.doesNotMatch(await page.innerText("body"), mobile);
+
+  // A street login: no resident's phone number on any of its screens —
+  // the attention list, a case, the case list, a meeting with residents
+  // at the table, the action-item board.
+  await page.click("#logout");
+  await page.waitForSelector("#login-form");
+  await page.fill("#token", streetToken);
+  await page.click("#login-button");
+  await page.waitForSelector("#overdue tbody tr");
+  assert.doesNotMatch(await page.innerText("body"), mobile);
+  await page.locator("#overdue tbody tr").first().click();
+  await page.waitForSelector("#case-timeline li");
+  assert.doesNotMatch(await page.innerText("body"), mobile);
+  await page.click("#case-close");
+  await page.click('nav button[data-tab="cases"]');
+  await page.waitForSelector("#cases tbody tr");
+  assert.doesNotMatch(await page.innerText("body"), mobile);
+  await page.click('nav button[data-tab="meetings"]');
+  await page.waitForSelector('#meetings tbody tr:has-text("居民议事协商会")');
+  await page.locator('#meetings tbody tr:has-text("居民议事协商会")').first().click();
+  await page.waitForSelector('#meeting-attendees li:has-text("物业公司")');
+  const seen = await page.innerText("body");
+  assert.doesNotMatch(seen, mobile);
+  assert.doesNotMatch(seen, /赵女士/, "a requester's name is personal data");
+  await page.click("#meeting-close");
+  await page.click('nav button[data-tab="board"]');
+  await page.waitForSelector("#board tbody tr");
   assert.doesNotMatch(await page.innerText("body"), mobile);
   assert.equal(failures.length, 0, failures.join("\n"));
   console.log(`dashboard ok: ${overdue} overdue, ${conflicts} conflicted, ${bars} bars, ${colored.blue}+${colored.red} bar pixels`);

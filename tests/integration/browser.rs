@@ -41,12 +41,17 @@ fn the_dashboard_works_in_a_real_browser() {
             .unwrap()
     };
     let shot = dir.path().join("figures.png");
+    // A picture of each view, kept where a person (or CI) can look.
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
     let status = Command::new("node")
         .arg(browser_dir.join("dashboard.mjs"))
         .current_dir(&browser_dir)
         .env("GRIDSYNC_URL", &server.url)
         .env("GRIDSYNC_OFFICE_TOKEN", token("office"))
         .env("GRIDSYNC_DEPT_TOKEN", token("department"))
+        .env("GRIDSYNC_STREET_TOKEN", token("street"))
+        .env("GRIDSYNC_SCREENSHOTS", &shots)
         .env("GRIDSYNC_SCREENSHOT", &shot)
         .status()
         .expect("node runs");
@@ -56,4 +61,17 @@ fn the_dashboard_works_in_a_real_browser() {
         png.starts_with(b"\x89PNG") && png.len() > 2_000,
         "a real screenshot"
     );
+    for view in [
+        "1-attention",
+        "2-cases",
+        "3-case",
+        "4-meetings",
+        "5-meeting",
+        "6-board",
+        "7-figures",
+        "8-devices",
+    ] {
+        let png = std::fs::read(shots.join(format!("{view}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{view}");
+    }
 }

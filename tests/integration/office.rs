@@ -430,7 +430,7 @@ fn the_demo_seeds_a_whole_district_once() {
     let seeded = gridsync_server::demo::seed(&data, 300).unwrap();
     assert_eq!(seeded.issues, 300);
     assert!(seeded.meetings > 0 && seeded.conflicts > 0, "{seeded:?}");
-    assert_eq!(seeded.logins.len(), 3);
+    assert_eq!(seeded.logins.len(), 4);
     let again = gridsync_server::demo::seed(&data, 10).unwrap_err();
     assert!(again.to_string().contains("fresh directory"), "{again}");
     let server = TestServer::start(&data);
