@@ -66,6 +66,17 @@ pub enum Error {
     #[error("work order {number} was already taken in with different content")]
     WorkOrderMismatch { number: String },
 
+    /// An entry inside a record (an action item, an extension request)
+    /// that the record does not hold. Nothing was written.
+    #[error("no {what} {id} in this record")]
+    EntryNotFound { what: &'static str, id: String },
+
+    /// An operation the record's state no longer allows (answering an
+    /// extension request that was already answered, say). Nothing was
+    /// written.
+    #[error("{0}")]
+    StateConflict(String),
+
     /// A conflict resolution that names nothing that is in conflict.
     #[error("no open conflict on {0}")]
     NoConflict(String),
@@ -215,6 +226,8 @@ impl Error {
             Error::InvalidInput { .. } => "invalid_input",
             Error::FieldTooLong { .. } => "field_too_long",
             Error::NoConflict(_) => "no_conflict",
+            Error::EntryNotFound { .. } => "not_found",
+            Error::StateConflict(_) => "state_conflict",
             Error::Forbidden { .. } => "forbidden",
             Error::Unauthentic { .. } => "unauthentic",
             Error::WorkOrderMismatch { .. } => "work_order_mismatch",

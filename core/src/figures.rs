@@ -9,8 +9,12 @@
 //! Definitions (from the design notes, made exact here):
 //!
 //! * **response rate** — cases signed for within the response limit after
-//!   dispatch ÷ cases dispatched. The limit is 30 minutes for red urgency
-//!   and 2 hours otherwise ([`response_limit_ms`]).
+//!   dispatch ÷ cases dispatched whose outcome is known: signed for (in
+//!   time or late), or not signed for when the limit has passed. A case
+//!   still inside its window is not counted yet. The limit is 30 minutes
+//!   for red urgency and 2 hours otherwise ([`response_limit_ms`]).
+//!   Meetings have no category, department or channel: tables grouped by
+//!   those count them in the total only, not in a row of their own.
 //! * **on-time completion** — cases handled by their effective deadline ÷
 //!   cases due: those with a deadline that has passed or that were handled.
 //! * **overdue** — open cases past their deadline, listed with their age
@@ -30,7 +34,8 @@
 //!   that a council meeting discussed (any meeting the store holds).
 //! * **council** — meetings by level and by format, cases discussed, and
 //!   action items verified no later than their due date ÷ action items
-//!   with a due date.
+//!   with a due date (items whose due date is still ahead count too, for
+//!   now: the index entry does not carry their dates).
 //! * **open conflicts** — records awaiting a conflict review, with the age
 //!   of the oldest status conflict.
 //!
@@ -233,7 +238,11 @@ impl Within<'_> {
 struct PartRow {
     issues: u64,
     open_issues: u64,
+    /// Cases signed for (in time or not): counted whatever the time.
     response: Rate,
+    /// When the response window of dispatched cases not signed for
+    /// closes: missed once passed.
+    response_windows: Vec<i64>,
     /// Handled cases with a deadline (counted whatever the time).
     on_time_handled: Rate,
     /// Deadlines of cases not handled: due once passed.
@@ -275,8 +284,20 @@ pub(crate) fn overdue_candidates<'a>(
     out
 }
 
+/// The row key of records that belong to no row of the grouping (meetings
+/// by category, department or channel): counted in the total only.
+const TOTAL_ONLY: i64 = i64::MIN;
+
 /// The row key of an entry: a name's handle, or the month.
 fn group_key(e: &Entry, names: &Names, by: GroupBy) -> i64 {
+    if !e.is_issue
+        && matches!(
+            by,
+            GroupBy::Category | GroupBy::Department | GroupBy::Channel
+        )
+    {
+        return TOTAL_ONLY;
+    }
     let sym = match by {
         GroupBy::Street => names.place_syms(e.place)[0],
         GroupBy::Community => names.place_syms(e.place)[1],
@@ -304,6 +325,7 @@ impl Part {
         }
         for row in part.rows.values_mut() {
             row.undone_deadlines.sort_unstable();
+            row.response_windows.sort_unstable();
             row.overdue_deadlines.sort_unstable();
             row.discussed.sort_unstable();
             row.discussed.dedup();
@@ -342,9 +364,10 @@ impl PartRow {
             } else {
                 response_limit_ms(None)
             };
-            let signed = f.signed_at.get();
-            self.response
-                .add(true, signed.is_some_and(|s| s - dispatched <= limit));
+            match f.signed_at.get() {
+                Some(signed) => self.response.add(true, signed - dispatched <= limit),
+                None => self.response_windows.push(dispatched.saturating_add(limit)),
+            }
             self.returned.add(true, f.returns > 0);
         }
         if let Some(deadline) = e.deadline.get() {
@@ -383,6 +406,8 @@ impl Row {
         self.issues += p.issues;
         self.open_issues += p.open_issues;
         self.response.absorb(p.response);
+        // Not signed for: missed once the window has closed.
+        self.response.denominator += p.response_windows.partition_point(|&d| d < now) as u64;
         self.on_time_completion.absorb(p.on_time_handled);
         // Not handled: due once the deadline has passed (deadline <= now).
         self.on_time_completion.denominator +=
@@ -444,6 +469,10 @@ impl Tally {
 
     pub(crate) fn add(&mut self, part: &Part, names: &Names) {
         for (key, p) in &part.rows {
+            if *key == TOTAL_ONLY {
+                self.total.absorb(p, names, self.now);
+                continue;
+            }
             let group = match self.by {
                 GroupBy::Month => {
                     let (year, month) = civil_month(*key);

@@ -228,6 +228,7 @@ impl IssueOp {
 
 /// A return visit to be recorded.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewReturnVisit {
     /// Whether the resident was reached.
     pub reached: bool,
@@ -680,17 +681,18 @@ fn read_answers(e: &Fields) -> Option<EntryId> {
 fn check_pending<R: ReadDoc>(d: &R, request: &EntryId) -> Result<()> {
     let f = Fields::read(d, &ROOT);
     let (requests, answered) = extension_log(d, &f);
-    let reason = if !requests.contains(request) {
-        "no extension request with this id"
-    } else if answered.contains(request) {
-        "this extension request has already been answered"
-    } else {
-        return Ok(());
-    };
-    Err(crate::error::Error::InvalidInput {
-        field: "request",
-        reason: reason.into(),
-    })
+    if !requests.contains(request) {
+        return Err(crate::error::Error::EntryNotFound {
+            what: "extension request",
+            id: format!("{}:{}", request.dev, request.n),
+        });
+    }
+    if answered.contains(request) {
+        return Err(crate::error::Error::StateConflict(
+            "this extension request has already been answered".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The case's extension requests, and those that have an answer (a

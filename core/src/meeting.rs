@@ -63,6 +63,7 @@ string_enum! {
 /// Everything needed to convene a meeting. The store adds id, number,
 /// author, device and time.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewMeeting {
     pub topic: String,
     pub level: MeetingLevel,
@@ -81,6 +82,7 @@ pub struct NewMeeting {
 
 /// A person at the table.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewAttendee {
     pub role: AttendeeRole,
     pub organisation: String,
@@ -114,6 +116,7 @@ pub struct LogText {
 
 /// A measure to be agreed.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewActionItem {
     pub text: String,
     pub issue_id: Option<RecordId>,
@@ -377,9 +380,9 @@ pub(crate) fn create<T: Transactable>(
 fn action_obj<R: ReadDoc>(d: &R, item: RecordId) -> Result<ObjId> {
     doc::child(d, &ROOT, "action_items", ObjType::Map)
         .and_then(|items| doc::child(d, &items, &item.to_string(), ObjType::Map))
-        .ok_or_else(|| Error::InvalidInput {
-            field: "action_item",
-            reason: format!("no action item {item} in this meeting"),
+        .ok_or_else(|| Error::EntryNotFound {
+            what: "action item",
+            id: item.to_string(),
         })
 }
 
@@ -497,10 +500,9 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &MeetingOp) -
             };
             let key = item.to_string();
             if doc::child(tx, &items, &key, ObjType::Map).is_some() {
-                return Err(Error::InvalidInput {
-                    field: "action_item",
-                    reason: format!("action item {item} already exists"),
-                });
+                return Err(Error::StateConflict(format!(
+                    "action item {item} already exists"
+                )));
             }
             let obj = tx
                 .put_object(&items, key.as_str(), ObjType::Map)

@@ -12,6 +12,7 @@ pub(crate) use crate::ids::Ctx;
 
 /// A position with its accuracy in metres.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Geo {
     pub lat: f64,
     pub lon: f64,
@@ -22,6 +23,7 @@ pub struct Geo {
 /// and `grid` are the record's scope: they decide which devices and office
 /// roles see it.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Location {
     pub street: String,
     pub community: String,
@@ -35,6 +37,7 @@ pub struct Location {
 /// The resident who raised the matter. Personal data: shown only to roles
 /// that need it and never logged.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Reporter {
     pub name: String,
     pub phone: String,
@@ -44,6 +47,7 @@ pub struct Reporter {
 
 /// A reference to a file that travels separately from the record.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AttachmentRef {
     /// Hex SHA-256 of the content.
     pub hash: String,

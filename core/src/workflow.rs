@@ -238,6 +238,7 @@ impl Status for ActionStatus {
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
+#[serde(deny_unknown_fields)]
 pub struct EntryId {
     pub dev: String,
     pub n: u64,

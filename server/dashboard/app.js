@@ -701,9 +701,61 @@ $("#board-filter").addEventListener("change", loadBoard);
 
 // ------------------------------------------------------------ figures
 
+// The date range as query parameters: from the start of the first day
+// to the end of the last, local time.
+function figureRange() {
+  const p = new URLSearchParams();
+  const from = $("#fig-from").value;
+  const to = $("#fig-to").value;
+  if (from) p.set("from", String(new Date(`${from}T00:00:00`).getTime()));
+  if (to) p.set("to", String(new Date(`${to}T00:00:00`).getTime() + 86400000));
+  return p;
+}
+
+// A group's name: places, categories and channels by their names.
+function groupName(by, group) {
+  // Records of a community itself, not yet given to a grid.
+  if (!group && by === "grid") return "（社区本级）";
+  if (!group) return "（未填）";
+  if (by === "category") return label("category", group);
+  if (by === "channel") return label("source", group);
+  if (by === "community") {
+    const p = PLACES.find((x) => x.community === group);
+    return (p && p.community_name) || group;
+  }
+  if (by === "grid") {
+    const p = PLACES.find((x) => x.grid === group);
+    return (p && p.grid_name) || group;
+  }
+  if (by === "street") {
+    const p = PLACES.find((x) => x.street === group);
+    return (p && p.street_name) || group;
+  }
+  return group;
+}
+
+// A rate with what it counts: "80.0%（8/10）".
+function counted(rate) {
+  return rate && rate.denominator ? `${pct(rate)}（${rate.numerator}/${rate.denominator}）` : "—";
+}
+
 async function loadFigures() {
   const by = $("#group-by").value;
-  const f = await api(`/v1/office/figures?by=${encodeURIComponent(by)}`);
+  $("#fig-error").textContent = "";
+  const range = figureRange();
+  let f;
+  let trend;
+  try {
+    [f, trend] = await Promise.all([
+      api(`/v1/office/figures?by=${encodeURIComponent(by)}&${range}`),
+      api(`/v1/office/figures?by=month&${range}`),
+    ]);
+  } catch (e) {
+    $("#fig-error").textContent = e.message;
+    return;
+  }
+  drawTrend(trend.rows);
+  $("#figures-table").dataset.query = `${by}&${range}`;
   const t = f.total;
   const cards = [
     ["案件", t.issues], ["在办", t.open_issues], ["逾期", t.overdue],
@@ -719,15 +771,56 @@ async function loadFigures() {
     c.append(el("span", k), el("b", v));
     return c;
   }));
-  drawChart(f.rows);
+  drawChart(f.rows.map((r) => ({ ...r, group: groupName(by, r.group) })));
   const head = el("tr");
-  for (const h of ["分组", "案件", "在办", "逾期", ...RATES.map((r) => r[1]), "重复投诉", "议事会"]) head.append(el("th", h));
+  for (const h of ["分组", "案件", "在办", "逾期", ...RATES.map((r) => r[1]), "重复投诉", "议事会", "措施按期验收"]) head.append(el("th", h));
   $("#figures-table thead").replaceChildren(head);
   $("#figures-table tbody").replaceChildren(...f.rows.map((r) =>
-    row([r.group || "（未填）", r.issues, r.open_issues, r.overdue, ...RATES.map(([k]) => pct(r[k])), r.repeat_complaints, r.meetings])));
+    row([groupName(by, r.group), r.issues, r.open_issues, r.overdue, ...RATES.map(([k]) => counted(r[k])),
+      r.repeat_complaints, r.meetings, counted(r.actions_verified_on_time)])));
 }
 
 $("#group-by").addEventListener("change", loadFigures);
+$("#fig-apply").addEventListener("click", loadFigures);
+
+// Cases per month as bars, and the on-time completion and satisfaction
+// rates as lines over them, as SVG.
+function drawTrend(rows) {
+  const ns = "http://www.w3.org/2000/svg";
+  const step = 64;
+  const width = Math.max(480, 80 + rows.length * step);
+  const height = 240;
+  const plot = 160;
+  const top = 20;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("role", "img");
+  const add = (tag, attrs, text) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    svg.append(e);
+    return e;
+  };
+  const most = Math.max(1, ...rows.map((r) => r.issues));
+  add("text", { x: 4, y: 12, "font-size": 11, fill: "#607d8b" }, `案件数（最多 ${most}）`);
+  rows.forEach((r, i) => {
+    const x = 50 + i * step;
+    const h = Math.max(1, plot * r.issues / most);
+    add("rect", { x, y: top + plot - h, width: 30, height: h, fill: "#90a4ae", "data-month": r.group });
+    add("text", { x, y: top + plot - h - 3, "font-size": 11 }, String(r.issues));
+    add("text", { x: x - 6, y: height - 30, "font-size": 11 }, r.group);
+  });
+  [["on_time_completion", "#2e7d32", "按期办结率"], ["satisfaction", "#ef6c00", "满意率"]].forEach(([k, color, name], j) => {
+    const points = rows.map((r, i) => [r[k], i]).filter(([rate]) => rate && rate.rate !== null)
+      .map(([rate, i]) => `${65 + i * step},${top + plot * (1 - rate.rate)}`);
+    if (points.length) add("polyline", { points: points.join(" "), fill: "none", stroke: color, "stroke-width": 2, "data-rate": k });
+    add("rect", { x: 50 + j * 120, y: height - 12, width: 10, height: 10, fill: color });
+    add("text", { x: 64 + j * 120, y: height - 3, "font-size": 11 }, name);
+  });
+  $("#figures-trend").replaceChildren(svg);
+}
 
 const COLORS = ["#1565c0", "#2e7d32", "#b71c1c", "#ef6c00"];
 

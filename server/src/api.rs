@@ -153,19 +153,37 @@ pub struct LaterJson<T> {
 impl<T: serde::de::DeserializeOwned> LaterJson<T> {
     /// Parses the body: 400 when it is not JSON, 422 when it is JSON of
     /// the wrong shape (as axum's own `Json` answers, in our JSON errors).
+    /// Integers may be written with a zero fraction (`1.0`), which JSON
+    /// Schema counts as integers too.
     pub fn parse(&self) -> Result<T, AppError> {
-        serde_json::from_slice(&self.bytes).map_err(|e| {
-            let status = if e.is_data() {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::BAD_REQUEST
-            };
+        let fail = |status, e: serde_json::Error| {
             AppError::new(
                 status,
                 "invalid_json",
                 format!("the JSON body does not fit: {e}"),
             )
-        })
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&self.bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
+        integral_numbers(&mut value);
+        serde_json::from_value(value).map_err(|e| fail(StatusCode::UNPROCESSABLE_ENTITY, e))
+    }
+}
+
+/// Turns every number with a zero fraction that fits an `i64` into an
+/// integer (a field of floating type still reads it).
+fn integral_numbers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                    *n = serde_json::Number::from(f as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
     }
 }
 
@@ -251,7 +269,7 @@ pub(crate) fn core_error(e: gridsync_core::Error) -> AppError {
         E::MalformedChanges { .. } | E::MissingDependencies { .. } => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        E::NotFound(_) | E::FileNotFound(_) => StatusCode::NOT_FOUND,
+        E::NotFound(_) | E::FileNotFound(_) | E::EntryNotFound { .. } => StatusCode::NOT_FOUND,
         E::FileTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         E::FileRejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         E::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -271,7 +289,8 @@ pub(crate) fn core_error(e: gridsync_core::Error) -> AppError {
         E::ScopeChange { .. }
         | E::WrongKind { .. }
         | E::IllegalTransition { .. }
-        | E::NoConflict(_) => StatusCode::CONFLICT,
+        | E::NoConflict(_)
+        | E::StateConflict(_) => StatusCode::CONFLICT,
         _ => {
             tracing::error!(code = e.code(), error = %e, "internal error");
             return AppError::internal();

@@ -615,13 +615,14 @@ async fn action_board(
 ) -> Result<Json<Value>, AppError> {
     as_office(&state, &headers, move |state, ctx| {
         let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let bad = |what: &str| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", what);
         let limit = p.limit.unwrap_or(50);
         if limit > MAX_PAGE {
-            return Err(AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_input",
-                "limit is at most 500",
-            ));
+            return Err(bad("limit is at most 500"));
+        }
+        let offset = p.offset.unwrap_or(0);
+        if offset > MAX_OFFSET {
+            return Err(bad("offset is at most 2147483647"));
         }
         let q = BoardQuery {
             statuses: given(p.status)
@@ -637,7 +638,7 @@ async fn action_board(
             overdue: p.overdue,
             awaiting_verification: p.awaiting_verification,
             open: p.open,
-            offset: p.offset.unwrap_or(0),
+            offset,
             limit,
         };
         let (street, community, grid) = (given(p.street), given(p.community), given(p.grid));

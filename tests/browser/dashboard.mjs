@@ -267,8 +267,26 @@ try {
   assert.ok(colored.blue > 500 && colored.red > 500, `bars visible in the screenshot: ${JSON.stringify(colored)}`);
   const cards = await page.locator("#figures-total .card").count();
   assert.ok(cards >= 10, "figure cards");
+  // The trend by month, and a date range: from tomorrow on, nothing.
+  await page.waitForSelector("#figures-trend svg rect[data-month]");
+  assert.ok(await page.locator("#figures-trend svg polyline").count() >= 1, "a rate line");
+  const tomorrow = await page.evaluate(() => {
+    const d = new Date(Date.now() + 86400000);
+    return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  });
+  await page.fill("#fig-from", tomorrow);
+  await page.click("#fig-apply");
+  await page.waitForFunction(() => (document.querySelector("#figures-table").dataset.query || "").includes("from="));
+  assert.equal(await page.locator("#figures-total .card b").first().textContent(), "0");
+  await page.fill("#fig-from", "");
   await page.selectOption("#group-by", "community");
   await page.waitForFunction(() => document.querySelectorAll("#figures-table tbody tr").length === 3);
+  assert.match(await page.textContent("#figures-table tbody"), /幸福社区/, "communities by name");
+  // Grouped by category, meetings make no row of blanks.
+  await page.selectOption("#group-by", "category");
+  await page.waitForFunction(() => (document.querySelector("#figures-table").dataset.query || "").startsWith("category"));
+  assert.doesNotMatch(await page.textContent("#figures-table tbody"), /未填/);
+  assert.match(await page.textContent("#figures-table tbody"), /安全·消防/);
 
   // Devices and their last sync.
   await page.click('nav button[data-tab="devices"]');

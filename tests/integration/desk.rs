@@ -191,8 +191,15 @@ fn a_handler_asks_for_more_time_and_the_office_answers() {
     );
     assert_eq!(
         (status, body["code"].as_str()),
-        (400, Some("invalid_input"))
+        (409, Some("state_conflict"))
     );
+    // So is answering one that does not exist.
+    let (status, body) = server.office_post(
+        &clerk,
+        &ops,
+        json!({"op": "refuse_extension", "args": {"request": {"dev": "ab", "n": 1}, "reason": "x"}}),
+    );
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
     assert_eq!(server.fingerprint(), before);
 
     // A second request, refused: the deadline stays.

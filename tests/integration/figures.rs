@@ -75,6 +75,9 @@ fn meta(id: u8, c: Case) -> RecordMeta {
 /// * E (G1, lighting, yellow, Mar 18; A is 45 days and B 35 days earlier
 ///   → not a repeat): signed 10 min after dispatch, handled on time,
 ///   closed; the visit did not reach the resident.
+/// * F (G2, noise, red, created and dispatched 20 minutes before "now",
+///   at another address): not signed for yet, still inside its
+///   30-minute response window → not counted in the response rate yet.
 /// * M (G1 meeting, community level, in person, created 2026-02-28 17:00
 ///   UTC = Mar 1 01:00 CST): discusses B; two action items with due
 ///   dates, one verified on time.
@@ -188,6 +191,24 @@ fn fixture() -> (Vec<RecordMeta>, i64) {
             },
         },
     );
+    let f = meta(
+        7,
+        Case {
+            grid: "G2",
+            category: "noise",
+            urgency: "red",
+            created: now - 20 * MIN,
+            status: IssueStatus::Dispatched,
+            deadline: now - 20 * MIN + 2 * HOUR,
+            conflict: false,
+            facts: Facts {
+                address: "和平路9号".into(),
+                source: "grid_patrol".into(),
+                dispatched_at: Some(now - 20 * MIN),
+                ..Facts::default()
+            },
+        },
+    );
     let mut m = meta(
         6,
         Case {
@@ -214,7 +235,7 @@ fn fixture() -> (Vec<RecordMeta>, i64) {
     m.urgency = None;
     m.deadline = None;
     m.linked_issues = vec![[2; 16]];
-    (vec![a, b, c, d, e, m], now)
+    (vec![a, b, c, d, e, f, m], now)
 }
 
 fn rate(n: u64, d: u64) -> Rate {
@@ -230,13 +251,13 @@ fn every_figure_matches_the_hand_computed_fixture() {
     let (records, now) = fixture();
     let f = Store::figures_of(&records, GroupBy::Grid, now);
     let t = &f.total;
-    assert_eq!((t.issues, t.open_issues), (5, 2));
+    assert_eq!((t.issues, t.open_issues), (6, 3));
     assert_eq!(
         t.response,
         rate(2, 4),
-        "A and E in time; B late; C never signed"
+        "A and E in time; B late; C never signed; F still inside its window"
     );
-    assert_eq!(t.returned, rate(1, 4));
+    assert_eq!(t.returned, rate(1, 5));
     assert_eq!(
         t.on_time_completion,
         rate(2, 4),
@@ -278,9 +299,9 @@ fn every_figure_matches_the_hand_computed_fixture() {
     assert_eq!(g1.resolution, rate(1, 2));
     assert_eq!(g1.repeat_complaints, 1);
     assert_eq!(g1.council_resolution, rate(0, 1));
-    assert_eq!((g2.issues, g2.open_issues, g2.overdue), (2, 2, 1));
+    assert_eq!((g2.issues, g2.open_issues, g2.overdue), (3, 3, 1));
     assert_eq!(g2.response, rate(0, 1));
-    assert_eq!(g2.returned, rate(1, 1));
+    assert_eq!(g2.returned, rate(1, 2));
     assert_eq!(g2.on_time_completion, rate(0, 1));
     assert_eq!(g2.resolution, rate(0, 0));
     assert_eq!(g2.resolution.rate, None, "nothing to rate is not 0%");
@@ -294,7 +315,10 @@ fn every_figure_matches_the_hand_computed_fixture() {
         .iter()
         .map(|r| (r.group.as_str(), r.issues, r.meetings))
         .collect();
-    assert_eq!(months, [("2026-02", 4, 0), ("2026-03", 1, 1)]);
+    assert_eq!(months, [("2026-02", 4, 0), ("2026-03", 2, 1)]);
+    // F's window closes 10 minutes from now: then it counts, as missed.
+    let later = Store::figures_of(&records, GroupBy::Grid, now + 11 * MIN);
+    assert_eq!(later.total.response, rate(2, 5));
     // By category and by channel.
     let by_category = Store::figures_of(&records, GroupBy::Category, now);
     let lighting = by_category
@@ -303,6 +327,21 @@ fn every_figure_matches_the_hand_computed_fixture() {
         .find(|r| r.group == "lighting")
         .unwrap();
     assert_eq!((lighting.issues, lighting.repeat_complaints), (3, 1));
+    // A meeting has no category, department or channel: it counts in
+    // the total, not in a row of blanks.
+    for by in [GroupBy::Category, GroupBy::Department, GroupBy::Channel] {
+        let table = Store::figures_of(&records, by, now);
+        assert_eq!(table.total.meetings, 1, "{by:?}");
+        assert!(
+            table.rows.iter().all(|r| r.meetings == 0),
+            "{by:?}: {:?}",
+            table
+                .rows
+                .iter()
+                .map(|r| (&r.group, r.meetings))
+                .collect::<Vec<_>>()
+        );
+    }
     let by_channel = Store::figures_of(&records, GroupBy::Channel, now);
     let hotline = by_channel
         .rows
