@@ -17,11 +17,12 @@
 //! accept nor close; only those who call residents back change the
 //! reporter. The table is [`allowed`]; `ARCHITECTURE.md` prints it.
 //!
-//! Two rules go beyond the table: nobody closes a case whose latest
+//! Three rules go beyond the table: nobody closes a case whose latest
 //! return visit that reached the resident was dissatisfied without giving
-//! a reason ([`check_close`]), and settling a status conflict counts as the
-//! move to the status chosen (a grid worker may settle on "returned", not
-//! on "closed").
+//! a reason ([`check_close`]); rejecting or returning a case says why
+//! ([`check_reason`]); and settling a status conflict counts as the move
+//! to the status chosen (a grid worker may settle on "returned", not on
+//! "closed").
 //!
 //! # Who sees what
 //!
@@ -177,6 +178,7 @@ pub fn check_issue_op(role: Role, view: &IssueView, op: &IssueOp) -> Result<()> 
     for action in issue_op_actions(op) {
         check(role, action)?;
     }
+    check_reason(op)?;
     if let IssueOp::Transition {
         to: IssueStatus::Closed,
         reason,
@@ -187,6 +189,29 @@ pub fn check_issue_op(role: Role, view: &IssueView, op: &IssueOp) -> Result<()> 
     } = op
     {
         check_close(view, reason)?;
+    }
+    Ok(())
+}
+
+/// Rejecting or returning a case says why: the reporter is told, and the
+/// office re-dispatches knowing it. Checked on the office's and apps'
+/// path ([`crate::Store::act_on_issue`]); a push from an older phone is
+/// not refused for it.
+pub fn check_reason(op: &IssueOp) -> Result<()> {
+    if let IssueOp::Transition {
+        to: to @ (IssueStatus::Rejected | IssueStatus::Returned),
+        reason,
+    } = op
+    {
+        if reason.trim().is_empty() {
+            return Err(Error::InvalidInput {
+                field: "reason",
+                reason: format!(
+                    "moving a case to {} needs a reason",
+                    crate::workflow::Status::as_str(*to)
+                ),
+            });
+        }
     }
     Ok(())
 }

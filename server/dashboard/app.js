@@ -173,6 +173,7 @@ function fillChoices() {
   options("#cv-format", "meeting_format", false);
   placeOptions("#cv-place", true);
   options("#rv-satisfaction", "satisfaction");
+  options("#act-resolution", "resolution");
   options("#at-role", "attendee_role", false);
   options("#mt-outcome", "meeting_outcome");
 }
@@ -404,6 +405,12 @@ function showActions(id, v) {
     el("option", placeName(p.street, p.community, p.grid), { value: JSON.stringify([p.street, p.community, p.grid]) })));
   $("#act-assign-row").hidden = !may("assign");
   $("#act-assignee").value = v.assignee || "";
+  $("#act-lead-row").hidden = !may("assign");
+  $("#act-lead").value = v.lead_unit || "";
+  $("#act-result-row").hidden = !may("edit");
+  $("#act-resolution").value = v.resolution || "";
+  $("#act-summary").value = v.resolution_summary || "";
+  $("#act-reply").value = v.reply_to_citizen || "";
   $("#act-supervise").hidden = !may("supervise");
   $("#act-visit-row").hidden = !may("record_return_visit");
   $("#act-deadline-row").hidden = !(may("extend_deadline") || may("request_extension"));
@@ -440,6 +447,13 @@ $("#act-move").addEventListener("click", async () => {
 });
 $("#act-assign").addEventListener("click", () =>
   caseOp(caseId(), "set_assignee", $("#act-assignee").value.trim() || null));
+$("#act-lead-save").addEventListener("click", () =>
+  caseOp(caseId(), "set_lead_unit", $("#act-lead").value.trim() || null));
+$("#act-resolution-save").addEventListener("click", () => caseOp(caseId(), "set_resolution", {
+  resolution: $("#act-resolution").value || null, summary: $("#act-summary").value.trim(),
+}));
+$("#act-reply-save").addEventListener("click", () =>
+  caseOp(caseId(), "set_reply_to_citizen", $("#act-reply").value.trim()));
 $("#act-supervise").addEventListener("click", () => {
   if (!reason()) { $("#act-error").textContent = "请填写督办要求"; return; }
   caseOp(caseId(), "add_timeline", { kind: "supervision", text: reason() }).then((ok) => { if (ok) $("#act-reason").value = ""; });
@@ -783,15 +797,10 @@ async function loadFigures() {
 $("#group-by").addEventListener("change", loadFigures);
 $("#fig-apply").addEventListener("click", loadFigures);
 
-// Cases per month as bars, and the on-time completion and satisfaction
-// rates as lines over them, as SVG.
-function drawTrend(rows) {
+// An empty SVG of the given size, and a function that adds an element to
+// it (attributes, and text put in as text).
+function svgCanvas(width, height) {
   const ns = "http://www.w3.org/2000/svg";
-  const step = 64;
-  const width = Math.max(480, 80 + rows.length * step);
-  const height = 240;
-  const plot = 160;
-  const top = 20;
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);
@@ -803,6 +812,18 @@ function drawTrend(rows) {
     svg.append(e);
     return e;
   };
+  return [svg, add];
+}
+
+// Cases per month as bars, and the on-time completion and satisfaction
+// rates as lines over them, as SVG.
+function drawTrend(rows) {
+  const step = 64;
+  const width = Math.max(480, 80 + rows.length * step);
+  const height = 240;
+  const plot = 160;
+  const top = 20;
+  const [svg, add] = svgCanvas(width, height);
   const most = Math.max(1, ...rows.map((r) => r.issues));
   add("text", { x: 4, y: 12, "font-size": 11, fill: "#607d8b" }, `案件数（最多 ${most}）`);
   rows.forEach((r, i) => {
@@ -826,22 +847,11 @@ const COLORS = ["#1565c0", "#2e7d32", "#b71c1c", "#ef6c00"];
 
 // A grouped bar chart of the four rates per group, as SVG.
 function drawChart(rows) {
-  const ns = "http://www.w3.org/2000/svg";
   const groupW = 26 * RATES.length + 24;
   const width = Math.max(480, 60 + rows.length * groupW);
   const height = 260;
   const plot = 200;
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("width", width);
-  svg.setAttribute("height", height);
-  svg.setAttribute("role", "img");
-  const add = (tag, attrs, text) => {
-    const e = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    if (text !== undefined) e.textContent = text;
-    svg.append(e);
-    return e;
-  };
+  const [svg, add] = svgCanvas(width, height);
   for (const p of [0, 0.5, 1]) {
     const y = 20 + plot * (1 - p);
     add("line", { x1: 40, x2: width - 10, y1: y, y2: y, stroke: "#e0e6eb" });

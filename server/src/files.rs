@@ -484,7 +484,7 @@ async fn office_attach(
     let mime = header_value(&parts.headers, "content-type")
         .unwrap_or_else(|| "application/octet-stream".into());
     // Who asks and whether the record is theirs, before the body is read.
-    let item = q.item.filter(|i| !i.is_empty());
+    let item = q.item;
     let caption = q.caption;
     let to = as_office(&state, &parts.headers, move |state, ctx| {
         visible(state, &ctx, id)?;

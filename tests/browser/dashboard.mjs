@@ -141,6 +141,14 @@ try {
   await page.fill("#act-reason", "电话回访，居民满意");
   await page.click("#act-visit");
   await page.waitForSelector('#case-timeline li[data-type="return_visit"]:has-text("居民满意")');
+  // What was done and what the resident is told, before closing.
+  await page.selectOption("#act-resolution", "resolved");
+  await page.fill("#act-summary", "已清理楼道充电线路");
+  await page.click("#act-resolution-save");
+  await page.waitForFunction(() => [...document.querySelectorAll("#case-facts dd")].some((d) => d.textContent.includes("已清理楼道充电线路")));
+  await page.fill("#act-reply", "您反映的问题已处理完毕");
+  await page.click("#act-reply-save");
+  await page.waitForFunction(() => [...document.querySelectorAll("#case-facts dd")].some((d) => d.textContent === "您反映的问题已处理完毕"));
   await page.click('#act-transitions button[data-to="closed"]');
   await page.waitForFunction(() => document.querySelector("#case-facts dd").textContent === "已结案");
   assert.equal(await page.textContent("#act-error"), "");

@@ -67,9 +67,26 @@ fn community_staff_move_a_work_order_to_one_of_their_grids_and_no_further() {
     let id = id_of(&body);
     let moved = format!("/v1/office/issues/{id}/move");
 
+    // Rejecting or returning without saying why is refused too.
+    let before = server.fingerprint();
+    let ops = format!("/v1/office/issues/{id}/ops");
+    let (status, body) = server.office_post(
+        &community,
+        &ops,
+        json!({"op": "transition", "args": {"to": "returned", "reason": " "}}),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_input")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("needs a reason"),
+        "{body}"
+    );
+
     // Refused, and nothing written: another community's grid, a grid that
     // does not exist, and a role that may not move.
-    let before = server.fingerprint();
     for (token, to, code) in [
         (&community, ("S1", "C2", "G3"), "place_out_of_scope"),
         (&community, ("S1", "C1", "G9"), "place_out_of_scope"),

@@ -463,12 +463,13 @@ pub fn run_on(
                             } else {
                                 IssueStatus::ALL[rng.below(IssueStatus::ALL.len())]
                             };
+                            // With a reason: returning and rejecting need one.
                             store.act_on_issue(
                                 id,
                                 &who,
                                 IssueOp::Transition {
                                     to,
-                                    reason: String::new(),
+                                    reason: format!("step {step}"),
                                 },
                             )
                         }

@@ -39,6 +39,7 @@ impl Store {
         for action in policy::issue_op_actions(&op) {
             policy::check(author.role, action)?;
         }
+        policy::check_reason(&op)?;
         self.update(id, Some(RecordKind::Issue), author, op.name(), |tx, ctx| {
             if matches!(
                 op,
