@@ -159,6 +159,9 @@ pub(crate) struct EntryFacts {
     pub actions_due: u32,
     pub actions_verified: u32,
     pub actions_verified_on_time: u32,
+    pub actions_verified_dated: u32,
+    /// In order.
+    pub action_dues: Box<[i64]>,
     pub visit_reached: bool,
     pub visit_resolved: bool,
 }

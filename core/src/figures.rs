@@ -34,8 +34,9 @@
 //!   that a council meeting discussed (any meeting the store holds).
 //! * **council** — meetings by level and by format, cases discussed, and
 //!   action items verified no later than their due date ÷ action items
-//!   with a due date (items whose due date is still ahead count too, for
-//!   now: the index entry does not carry their dates).
+//!   with a due date that were verified or whose due date has passed
+//!   (one still ahead and not verified is not counted yet; a cancelled
+//!   one, or one guided to a legal channel, is never counted).
 //! * **open conflicts** — records awaiting a conflict review, with the age
 //!   of the oldest status conflict.
 //!
@@ -261,7 +262,11 @@ struct PartRow {
     by_level: BTreeMap<Sym, u64>,
     by_format: BTreeMap<Sym, u64>,
     discussed: Vec<[u8; 16]>,
+    /// Verified dated action items (counted whatever the time).
     actions: Rate,
+    /// Due dates of action items still to be verified: missed once
+    /// passed.
+    action_dues: Vec<i64>,
 }
 
 /// The figures of some records (a cell of the index: one place, one
@@ -326,6 +331,7 @@ impl Part {
         for row in part.rows.values_mut() {
             row.undone_deadlines.sort_unstable();
             row.response_windows.sort_unstable();
+            row.action_dues.sort_unstable();
             row.overdue_deadlines.sort_unstable();
             row.discussed.sort_unstable();
             row.discussed.dedup();
@@ -352,8 +358,9 @@ impl PartRow {
                 *counts.entry(sym).or_default() += 1;
             }
             self.discussed.extend(e.linked_issues.iter().copied());
-            self.actions.denominator += u64::from(f.actions_due);
+            self.actions.denominator += u64::from(f.actions_verified_dated);
             self.actions.numerator += u64::from(f.actions_verified_on_time);
+            self.action_dues.extend(f.action_dues.iter().copied());
             return;
         }
         self.issues += 1;
@@ -439,6 +446,8 @@ impl Row {
         }
         self.discussed.extend(p.discussed.iter().copied());
         self.actions_verified_on_time.absorb(p.actions);
+        self.actions_verified_on_time.denominator +=
+            p.action_dues.partition_point(|&d| d < now) as u64;
     }
 }
 

@@ -354,6 +354,102 @@ pub struct Facts {
     pub actions_verified: u32,
     /// Verified no later than their due date.
     pub actions_verified_on_time: u32,
+    /// Verified action items that had a due date.
+    pub actions_verified_dated: u32,
+    /// The due dates of action items still to be verified (neither
+    /// verified, cancelled nor guided to a legal channel), in order: each
+    /// counts as missed once its date has passed.
+    pub action_dues: Vec<i64>,
+}
+
+/// [`Facts`] as store formats 1 to 3 and sync protocol versions 2 to 4
+/// encode them (before the action items' due dates), frozen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Facts3 {
+    pub source: String,
+    pub lead_unit: String,
+    pub address: String,
+    pub dispatched_at: Option<i64>,
+    pub signed_at: Option<i64>,
+    pub handled_at: Option<i64>,
+    pub closed_at: Option<i64>,
+    pub returns: u32,
+    pub reopens: u32,
+    pub visit_reached: bool,
+    pub visit_resolved: bool,
+    pub satisfied: u32,
+    pub basically_satisfied: u32,
+    pub dissatisfied: u32,
+    pub conflict_since: Option<i64>,
+    pub level: String,
+    pub format: String,
+    pub held_at: Option<i64>,
+    pub action_items: u32,
+    pub actions_due: u32,
+    pub actions_verified: u32,
+    pub actions_verified_on_time: u32,
+}
+
+impl From<Facts> for Facts3 {
+    fn from(f: Facts) -> Facts3 {
+        Facts3 {
+            source: f.source,
+            lead_unit: f.lead_unit,
+            address: f.address,
+            dispatched_at: f.dispatched_at,
+            signed_at: f.signed_at,
+            handled_at: f.handled_at,
+            closed_at: f.closed_at,
+            returns: f.returns,
+            reopens: f.reopens,
+            visit_reached: f.visit_reached,
+            visit_resolved: f.visit_resolved,
+            satisfied: f.satisfied,
+            basically_satisfied: f.basically_satisfied,
+            dissatisfied: f.dissatisfied,
+            conflict_since: f.conflict_since,
+            level: f.level,
+            format: f.format,
+            held_at: f.held_at,
+            action_items: f.action_items,
+            actions_due: f.actions_due,
+            actions_verified: f.actions_verified,
+            actions_verified_on_time: f.actions_verified_on_time,
+        }
+    }
+}
+
+/// An older sender's facts: the action items' dates are unknown (a
+/// receiver of another derivation derives its own entry anyway).
+impl From<Facts3> for Facts {
+    fn from(f: Facts3) -> Facts {
+        Facts {
+            source: f.source,
+            lead_unit: f.lead_unit,
+            address: f.address,
+            dispatched_at: f.dispatched_at,
+            signed_at: f.signed_at,
+            handled_at: f.handled_at,
+            closed_at: f.closed_at,
+            returns: f.returns,
+            reopens: f.reopens,
+            visit_reached: f.visit_reached,
+            visit_resolved: f.visit_resolved,
+            satisfied: f.satisfied,
+            basically_satisfied: f.basically_satisfied,
+            dissatisfied: f.dissatisfied,
+            conflict_since: f.conflict_since,
+            level: f.level,
+            format: f.format,
+            held_at: f.held_at,
+            action_items: f.action_items,
+            actions_due: f.actions_due,
+            actions_verified: f.actions_verified,
+            actions_verified_on_time: f.actions_verified_on_time,
+            actions_verified_dated: 0,
+            action_dues: Vec::new(),
+        }
+    }
 }
 
 /// How far in the past a deadline may lie (a late intake of an old order).

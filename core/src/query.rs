@@ -14,7 +14,7 @@ use crate::entry::{Entry, EntryFacts, Ms, Names, Place, Sym};
 use crate::ids::{RecordId, RecordKind};
 use crate::issue::{self, IssueSummary};
 use crate::meeting::MeetingView;
-pub use crate::model::{Facts, RecordScope};
+pub use crate::model::{Facts, Facts3, RecordScope};
 use crate::workflow::{ActionStatus, IssueStatus, Status};
 
 /// What lists and counts know about a record without loading it.
@@ -64,7 +64,9 @@ pub struct RecordMeta {
 /// build learns, a workflow rule, a new fact). Sync tells devices the
 /// server's, and a device stores the server's index entry for a whole
 /// record only when it is its own (see `sync::WireMeta`).
-pub const DERIVATION: u32 = 1;
+/// 2: meetings' facts carry the due dates of action items still to be
+/// verified.
+pub const DERIVATION: u32 = 2;
 
 fn id_as_text<S: serde::Serializer>(id: &[u8; 16], s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(&RecordId::from_bytes(*id))
@@ -162,8 +164,16 @@ fn meeting_facts(v: &MeetingView) -> Facts {
     for item in &v.action_items {
         f.action_items += 1;
         f.actions_due += u32::from(item.due.is_some());
+        let finished = matches!(
+            item.status,
+            ActionStatus::Cancelled | ActionStatus::GuidedLegal
+        );
+        if let (Some(due), false) = (item.due, finished || item.status == ActionStatus::Verified) {
+            f.action_dues.push(due);
+        }
         if item.status == ActionStatus::Verified {
             f.actions_verified += 1;
+            f.actions_verified_dated += u32::from(item.due.is_some());
             let verified_at = item
                 .transitions
                 .iter()
@@ -175,6 +185,7 @@ fn meeting_facts(v: &MeetingView) -> Facts {
             }
         }
     }
+    f.action_dues.sort_unstable();
     f
 }
 
@@ -678,6 +689,8 @@ impl Entry {
                 actions_due: f.actions_due,
                 actions_verified: f.actions_verified,
                 actions_verified_on_time: f.actions_verified_on_time,
+                actions_verified_dated: f.actions_verified_dated,
+                action_dues: f.action_dues.clone().into_boxed_slice(),
                 visit_reached: f.visit_reached,
                 visit_resolved: f.visit_resolved,
             },
@@ -730,6 +743,8 @@ impl Entry {
                 actions_due: f.actions_due,
                 actions_verified: f.actions_verified,
                 actions_verified_on_time: f.actions_verified_on_time,
+                actions_verified_dated: f.actions_verified_dated,
+                action_dues: f.action_dues.to_vec(),
             },
             unrecognized: self
                 .unrecognized
@@ -790,6 +805,8 @@ mod tests {
                 actions_due: 13,
                 actions_verified: 14,
                 actions_verified_on_time: 15,
+                actions_verified_dated: 16,
+                action_dues: vec![17, 18],
             },
             unrecognized: vec!["future_field".into()],
         };

@@ -77,7 +77,9 @@ use crate::store::{Ack, Import, Incoming, Store};
 /// and a response names the server's index derivation (`derivation`): a
 /// device of the same derivation stores whole records without loading
 /// them, any other derives their index entries itself.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// Version 5: a meeting's facts carry the due dates of its action items
+/// still to be verified (`Facts::action_dues`).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest version a server of this build still answers, in that
 /// version: devices update over weeks.
 pub const OLDEST_SUPPORTED_VERSION: u16 = 2;
@@ -332,6 +334,178 @@ fn decode_body<T: Decode<()>>(body: &[u8]) -> Result<T> {
     Ok(value)
 }
 
+/// The messages of protocol version 4, frozen. Version 5 added the action
+/// items' due dates to the facts (`Facts3` is version 4's layout).
+/// Requests did not change.
+pub mod v4 {
+    use bincode::{Decode, Encode};
+
+    use super::{Cursor, Refusal};
+    use crate::query::Facts3;
+
+    /// The index entry of a whole record in version 4.
+    #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+    pub struct WireMeta {
+        pub id: [u8; 16],
+        pub kind: String,
+        pub number: String,
+        pub title: String,
+        pub street: String,
+        pub community: String,
+        pub grid: String,
+        pub status: String,
+        pub open: bool,
+        pub deadline: Option<i64>,
+        pub assignee: Option<String>,
+        pub urgency: Option<String>,
+        pub category: String,
+        pub issue_kind: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub conflict: bool,
+        pub linked_issues: Vec<[u8; 16]>,
+        pub facts: Facts3,
+        pub unrecognized: Vec<String>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+    pub enum Body {
+        Changes(Vec<u8>),
+        Snapshot { bytes: Vec<u8>, meta: Box<WireMeta> },
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+    pub struct Pulled {
+        pub id: [u8; 16],
+        pub body: Body,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+    pub struct SyncResponse {
+        pub accepted: Vec<[u8; 16]>,
+        pub refused: Vec<Refusal>,
+        pub records: Vec<Pulled>,
+        pub drop: Vec<[u8; 16]>,
+        pub cursor: Option<Cursor>,
+        pub more: bool,
+        pub log: [u8; 16],
+        pub reset: bool,
+        pub derivation: u32,
+    }
+
+    impl From<super::WireMeta> for WireMeta {
+        fn from(m: super::WireMeta) -> Self {
+            WireMeta {
+                id: m.id,
+                kind: m.kind,
+                number: m.number,
+                title: m.title,
+                street: m.street,
+                community: m.community,
+                grid: m.grid,
+                status: m.status,
+                open: m.open,
+                deadline: m.deadline,
+                assignee: m.assignee,
+                urgency: m.urgency,
+                category: m.category,
+                issue_kind: m.issue_kind,
+                created_at: m.created_at,
+                updated_at: m.updated_at,
+                conflict: m.conflict,
+                linked_issues: m.linked_issues,
+                facts: m.facts.into(),
+                unrecognized: m.unrecognized,
+            }
+        }
+    }
+
+    impl From<WireMeta> for super::WireMeta {
+        fn from(m: WireMeta) -> Self {
+            super::WireMeta {
+                id: m.id,
+                kind: m.kind,
+                number: m.number,
+                title: m.title,
+                street: m.street,
+                community: m.community,
+                grid: m.grid,
+                status: m.status,
+                open: m.open,
+                deadline: m.deadline,
+                assignee: m.assignee,
+                urgency: m.urgency,
+                category: m.category,
+                issue_kind: m.issue_kind,
+                created_at: m.created_at,
+                updated_at: m.updated_at,
+                conflict: m.conflict,
+                linked_issues: m.linked_issues,
+                facts: m.facts.into(),
+                unrecognized: m.unrecognized,
+            }
+        }
+    }
+
+    impl From<super::Pulled> for Pulled {
+        fn from(p: super::Pulled) -> Self {
+            let body = match p.body {
+                super::Body::Changes(c) => Body::Changes(c),
+                super::Body::Snapshot { bytes, meta } => Body::Snapshot {
+                    bytes,
+                    meta: Box::new((*meta).into()),
+                },
+            };
+            Pulled { id: p.id, body }
+        }
+    }
+
+    impl From<Pulled> for super::Pulled {
+        fn from(p: Pulled) -> Self {
+            let body = match p.body {
+                Body::Changes(c) => super::Body::Changes(c),
+                Body::Snapshot { bytes, meta } => super::Body::Snapshot {
+                    bytes,
+                    meta: Box::new((*meta).into()),
+                },
+            };
+            super::Pulled { id: p.id, body }
+        }
+    }
+
+    impl From<super::SyncResponse> for SyncResponse {
+        fn from(r: super::SyncResponse) -> Self {
+            SyncResponse {
+                accepted: r.accepted,
+                refused: r.refused,
+                records: r.records.into_iter().map(Pulled::from).collect(),
+                drop: r.drop,
+                cursor: r.cursor,
+                more: r.more,
+                log: r.log,
+                reset: r.reset,
+                derivation: r.derivation,
+            }
+        }
+    }
+
+    impl From<SyncResponse> for super::SyncResponse {
+        fn from(r: SyncResponse) -> Self {
+            super::SyncResponse {
+                accepted: r.accepted,
+                refused: r.refused,
+                records: r.records.into_iter().map(super::Pulled::from).collect(),
+                drop: r.drop,
+                cursor: r.cursor,
+                more: r.more,
+                log: r.log,
+                reset: r.reset,
+                derivation: r.derivation,
+            }
+        }
+    }
+}
+
 /// The messages of protocol version 3, frozen: what devices not yet
 /// updated send and expect. Version 4 added the whole record's
 /// unrecognized fields and the server's derivation. Requests did not
@@ -362,7 +536,7 @@ pub mod v3 {
         pub updated_at: i64,
         pub conflict: bool,
         pub linked_issues: Vec<[u8; 16]>,
-        pub facts: crate::query::Facts,
+        pub facts: crate::query::Facts3,
     }
 
     #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -416,7 +590,7 @@ pub mod v3 {
                             updated_at: m.updated_at,
                             conflict: m.conflict,
                             linked_issues: m.linked_issues,
-                            facts: m.facts,
+                            facts: m.facts.into(),
                         }),
                     }
                 }
@@ -452,7 +626,7 @@ pub mod v3 {
                             updated_at: m.updated_at,
                             conflict: m.conflict,
                             linked_issues: m.linked_issues,
-                            facts: m.facts,
+                            facts: m.facts.into(),
                             unrecognized: Vec::new(),
                         }),
                     }
@@ -579,7 +753,7 @@ pub fn decode_request_versioned(bytes: &[u8]) -> Result<(SyncRequest, u16)> {
     let (version, body) = envelope(bytes)?;
     let request = match version {
         2 => decode_body::<v2::SyncRequest>(body)?.into(),
-        // Version 3's request is version 4's.
+        // Version 3's request is versions 4's and 5's.
         _ => decode_body::<SyncRequest>(body)?,
     };
     Ok((request, version))
@@ -601,6 +775,7 @@ pub fn encode_response_as(r: &SyncResponse, version: u16) -> Vec<u8> {
     match version {
         2 => encode(&v2::SyncResponse::from(r.clone()), 2),
         3 => encode(&v3::SyncResponse::from(r.clone()), 3),
+        4 => encode(&v4::SyncResponse::from(r.clone()), 4),
         _ => encode(r, PROTOCOL_VERSION),
     }
 }
@@ -611,6 +786,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse> {
     match version {
         2 => Ok(decode_body::<v2::SyncResponse>(body)?.into()),
         3 => Ok(decode_body::<v3::SyncResponse>(body)?.into()),
+        4 => Ok(decode_body::<v4::SyncResponse>(body)?.into()),
         _ => decode_body(body),
     }
 }
@@ -1626,7 +1802,7 @@ mod tests {
     fn the_wire_format_is_stable() {
         // Snapshots of the encoding in every version a server answers: a
         // change here breaks deployed devices, so it must be deliberate
-        // (and bump PROTOCOL_VERSION, keeping the old form in `v3`…).
+        // (and bump PROTOCOL_VERSION, keeping the old form in `v4`, `v3`…).
         let response = SyncResponse {
             accepted: vec![[1; 16]],
             refused: vec![Refusal {
@@ -1661,10 +1837,17 @@ mod tests {
         // the version 3 snapshot before version 4 existed).
         let v3 = hex::encode(encode_response_as(&response, 3));
         assert_eq!(v3, format!("4753594e0003{body}{}00", "06".repeat(16)));
-        // Version 4 adds the server's derivation.
+        // Version 4 adds the server's derivation (this exact string was
+        // the version 4 snapshot before version 5 existed).
+        assert_eq!(
+            hex::encode(encode_response_as(&response, 4)),
+            format!("4753594e0004{body}{}0001", "06".repeat(16))
+        );
+        // Version 5 changes only whole records' facts: a response without
+        // one reads as version 4's.
         assert_eq!(
             encoded_hex(&response),
-            format!("4753594e0004{body}{}0001", "06".repeat(16))
+            format!("4753594e0005{body}{}0001", "06".repeat(16))
         );
         // All decode to the same response (version 2 without a log, both
         // earlier ones without a derivation).
@@ -1799,7 +1982,7 @@ mod tests {
         );
         // Version 4 adds the unrecognized fields after the facts (and the
         // derivation at the end of the response).
-        let v4 = hex::encode(encode_response(&response));
+        let v4 = hex::encode(encode_response_as(&response, 4));
         // Version 2 ends with the record's facts, then `drop`, `cursor`
         // and `more` (one byte each).
         let v2_meta_end = v2.len() - 6;
@@ -1807,6 +1990,13 @@ mod tests {
         assert!(
             v4.starts_with(&format!("4753594e0004{record_v2}01086e6f6973655f6462")),
             "{v4}"
+        );
+        // Version 5 adds the action items' facts (verified with a date, the
+        // due dates still open) at the end of the facts.
+        let v5 = hex::encode(encode_response(&response));
+        assert!(
+            v5.starts_with(&format!("4753594e0005{record_v2}000001086e6f6973655f6462")),
+            "{v5}"
         );
         // The unrecognized fields do not survive into earlier versions,
         // and come back from them empty.

@@ -226,6 +226,9 @@ fn fixture() -> (Vec<RecordMeta>, i64) {
                 actions_due: 2,
                 actions_verified: 1,
                 actions_verified_on_time: 1,
+                actions_verified_dated: 1,
+                // The other item, due two days after "now".
+                action_dues: vec![T0 + 52 * DAY],
                 ..Facts::default()
             },
         },
@@ -283,7 +286,11 @@ fn every_figure_matches_the_hand_computed_fixture() {
     assert_eq!(t.meetings_by_level.get("community"), Some(&1));
     assert_eq!(t.meetings_by_format.get("in_person"), Some(&1));
     assert_eq!(t.issues_discussed, 1);
-    assert_eq!(t.actions_verified_on_time, rate(1, 2));
+    assert_eq!(
+        t.actions_verified_on_time,
+        rate(1, 1),
+        "the open item is not due yet"
+    );
     // The overdue list: C, 27 days past its deadline.
     assert_eq!(f.overdue.len(), 1);
     assert_eq!(f.overdue[0].id, RecordId::from_bytes([3; 16]).to_string());
@@ -319,6 +326,9 @@ fn every_figure_matches_the_hand_computed_fixture() {
     // F's window closes 10 minutes from now: then it counts, as missed.
     let later = Store::figures_of(&records, GroupBy::Grid, now + 11 * MIN);
     assert_eq!(later.total.response, rate(2, 5));
+    // Two days on, the open action item is past due: missed.
+    let past_due = Store::figures_of(&records, GroupBy::Grid, now + 3 * DAY);
+    assert_eq!(past_due.total.actions_verified_on_time, rate(1, 2));
     // By category and by channel.
     let by_category = Store::figures_of(&records, GroupBy::Category, now);
     let lighting = by_category
@@ -398,12 +408,13 @@ fn facts_come_from_the_records_themselves() {
     assert_eq!(f.address, v.location.address);
     assert_eq!((f.returns, f.reopens, f.conflict_since), (0, 0, None));
 
-    // A meeting with two action items due, one verified in time.
+    // A meeting with three action items due: one verified in time, one
+    // still open, one cancelled.
     let m = store
         .create_meeting(&office(), new_meeting(1, 1, vec![id]))
         .unwrap();
     let far = now_ms() + 30 * DAY;
-    let items = [RecordId::new(), RecordId::new()];
+    let items = [RecordId::new(), RecordId::new(), RecordId::new()];
     for item in items {
         store
             .update_meeting(
@@ -439,6 +450,17 @@ fn facts_come_from_the_records_themselves() {
             )
             .unwrap();
     }
+    store
+        .update_meeting(
+            m,
+            &office(),
+            MeetingOp::TransitionAction {
+                item: items[2],
+                to: ActionStatus::Cancelled,
+                reason: "协商后不再需要".into(),
+            },
+        )
+        .unwrap();
     let meta = store.meta(m).unwrap().unwrap();
     assert_eq!(meta.facts.level, "grid");
     assert_eq!(meta.facts.format, "in_person");
@@ -449,14 +471,22 @@ fn facts_come_from_the_records_themselves() {
             meta.facts.actions_verified,
             meta.facts.actions_verified_on_time
         ),
-        (2, 2, 1, 1)
+        (3, 3, 1, 1)
     );
+    assert_eq!(meta.facts.actions_verified_dated, 1);
+    assert_eq!(meta.facts.action_dues, vec![far], "the open item only");
     // The store's figures see both.
     let f = store.figures(GroupBy::Community, &Within::ALL, now_ms());
     assert_eq!((f.total.issues, f.total.meetings), (1, 1));
     assert_eq!(f.total.resolution, rate(1, 1));
     assert_eq!(f.total.council_resolution, rate(1, 1));
-    assert_eq!(f.total.actions_verified_on_time, rate(1, 2));
+    assert_eq!(
+        f.total.actions_verified_on_time,
+        rate(1, 1),
+        "the open item is not due yet; the cancelled one never counts"
+    );
+    let later = store.figures(GroupBy::Community, &Within::ALL, far + MIN);
+    assert_eq!(later.total.actions_verified_on_time, rate(1, 2));
 }
 
 #[test]

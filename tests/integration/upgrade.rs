@@ -51,6 +51,11 @@ fn a_format_2_store_opens_migrates_lists_its_file_references_and_syncs() {
     opens_migrates_verifies_and_syncs(2);
 }
 
+#[test]
+fn a_format_3_store_opens_migrates_derives_action_due_dates_and_syncs() {
+    opens_migrates_verifies_and_syncs(3);
+}
+
 fn opens_migrates_verifies_and_syncs(format: u64) {
     let (_dir, root, info) = fixture(format as u32);
     assert_eq!(info["format"], format);
@@ -111,6 +116,17 @@ fn opens_migrates_verifies_and_syncs(format: u64) {
         let in_g2 = |s: &gridsync_core::RecordScope| s.grid == "G2";
         assert!(server_store.file_visible(&hash, &in_g1).unwrap());
         assert!(!server_store.file_visible(&hash, &in_g2).unwrap());
+    }
+
+    // Format 4's facts are derived from the records: the meeting's open
+    // action item (the format 3 fixture has one) lists its due date.
+    if format == 3 {
+        let meeting: RecordId = info["meeting"].as_str().unwrap().parse().unwrap();
+        for store in [&server_store, &phones[0].store] {
+            let facts = store.meta(meeting).unwrap().unwrap().facts;
+            assert_eq!(facts.action_dues.len(), 1, "{facts:?}");
+            assert_eq!(facts.actions_verified_dated, 0);
+        }
     }
 
     // The offline work made before the upgrade goes up; everyone ends equal.

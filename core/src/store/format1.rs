@@ -1,12 +1,12 @@
 //! Store format 1's index entry, read by the migration to format 2: what
 //! it needs of it (the record id, the change time, the chunk accounting),
-//! decoded from the layout `RecordMeta` had then. (`Facts` has not changed
-//! since; a change to it freezes its format 1 layout here too.)
+//! decoded from the layout `RecordMeta` had then (with the facts of
+//! formats 1 to 3, `Facts3`).
 
 use bincode::{Decode, Encode};
 
 use super::Storage;
-use crate::query::Facts;
+use crate::query::Facts3 as Facts;
 
 #[derive(Encode, Decode)]
 struct RecordMeta {
@@ -66,7 +66,7 @@ pub(super) fn encode(meta: crate::query::RecordMeta, storage: Storage) -> crate:
         updated_at: meta.updated_at,
         conflict: meta.conflict,
         linked_issues: meta.linked_issues,
-        facts: meta.facts,
+        facts: meta.facts.into(),
     };
     bincode::encode_to_vec(Stored { meta, storage }, super::bincode_config())
         .map_err(|e| crate::Error::Metadata(e.to_string()))

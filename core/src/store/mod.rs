@@ -143,7 +143,10 @@ pub fn unfinished_restore_key() -> Vec<u8> {
 ///   know (`RecordMeta::unrecognized`). Migrated from 1 in place.
 /// * 3 — the file reference table (`f`): which records reference which
 ///   files. Migrated from 1 and 2 in place.
-pub const STORE_FORMAT: u64 = 3;
+/// * 4 — meetings' facts carry the due dates of action items still to be
+///   verified (`Facts::action_dues`, `actions_verified_dated`): every
+///   index entry is derived again. Migrated from 1, 2 and 3 in place.
+pub const STORE_FORMAT: u64 = 4;
 
 /// The largest snapshot accepted from another replica.
 pub const MAX_SNAPSHOT_BYTES: usize = 8 << 20;
@@ -377,6 +380,7 @@ struct StoredIndex {
 }
 
 mod format1;
+mod format3;
 
 /// Where the index entry of a record imported whole comes from.
 #[derive(Debug)]

@@ -162,8 +162,10 @@ impl Store {
     }
 
     /// Migrates the store from `format` to [`STORE_FORMAT`] in place. Every
-    /// record is loaded once: from format 1 its index entry is derived
-    /// again; from formats 1 and 2 its file references (`f`) are written.
+    /// record is loaded once and its index entry derived again (the
+    /// layout of its facts changed in format 4), keeping its change time
+    /// and chunk accounting; its file references (`f`) are written (new
+    /// in format 3, rewritten unchanged from it).
     /// Everything, with the new format number, goes in one atomic batch,
     /// then is flushed. A process killed at any point leaves either the old
     /// store or the migrated one, and the old one migrates again on the
@@ -196,27 +198,25 @@ impl Store {
                     (o.storage, o.updated_at)
                 })
             } else {
-                match bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config()) {
-                    Ok((stored, _)) if stored.meta.id == *id.as_bytes() => {
-                        (stored.storage, stored.meta.updated_at)
-                    }
-                    // Rebuilt by `load_index`, which reads the document.
-                    _ => (Storage::default(), self.now_ms()),
-                }
+                let old =
+                    bincode::decode_from_slice::<format3::StoredIndex, _>(&v, bincode_config())
+                        .ok()
+                        .map(|(old, _)| old)
+                        .filter(|old| old.meta_id == *id.as_bytes());
+                old.map_or((Storage::default(), self.now_ms()), |o| {
+                    (o.storage, o.updated_at)
+                })
             };
             match self.load_with(id, storage) {
                 Ok(loaded) => {
-                    if format == 1 {
-                        let meta = derive_meta(id, &loaded.doc, updated_at)?;
-                        batch.insert(k, encode_index(&meta, loaded.storage)?);
-                    }
+                    let meta = derive_meta(id, &loaded.doc, updated_at)?;
+                    batch.insert(k, encode_index(&meta, loaded.storage)?);
                     for hash in crate::model::file_hashes(&loaded.doc) {
                         batch.insert(file_ref_key(&hash, id), []);
                     }
                 }
                 // Left for `load_index`, which lists it as corrupt.
-                Err(_) if format == 1 => batch.insert(k, Vec::<u8>::new()),
-                Err(_) => {}
+                Err(_) => batch.insert(k, Vec::<u8>::new()),
             }
             #[cfg(feature = "failpoints")]
             {

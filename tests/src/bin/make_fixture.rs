@@ -48,6 +48,22 @@ fn main() -> anyhow::Result<()> {
         &p1.author,
         MeetingOp::AddAgreement("议事前先走访三户".into()),
     )?;
+    // An action item due in 30 days (format 4 derives the due dates of
+    // open items into the figures' facts).
+    let item = gridsync_core::RecordId::new();
+    p1.store.update_meeting(
+        meeting,
+        &p1.author,
+        MeetingOp::AddActionItem {
+            item,
+            new: gridsync_core::NewActionItem {
+                text: "清理楼道杂物".into(),
+                issue_id: Some(cases[0]),
+                owner_party: "物业公司".into(),
+                due: Some(p1.store.now_ms() + 30 * 86_400_000),
+            },
+        },
+    )?;
     // A photo's reference on the first case (the bytes are not part of
     // the fixture: format 2 had no file area).
     let photo = AttachmentRef {
