@@ -211,4 +211,6 @@ pub(crate) struct Ctx<'a> {
     pub dev: &'a str,
     /// The store's clock, milliseconds since the Unix epoch.
     pub now: i64,
+    /// The store's deadline table.
+    pub deadlines: &'a crate::DeadlineTable,
 }

@@ -39,12 +39,15 @@ string_enum! {
 }
 
 impl Urgency {
-    /// The handling time this urgency allows, in hours.
+    /// The handling time this urgency allows by the national default, in
+    /// hours (a deployment's table may say otherwise: see
+    /// [`crate::deadlines`]).
     pub fn hours(self) -> i64 {
+        let d = crate::deadlines::DEFAULT_HOURS;
         match self {
-            Urgency::Red => 2,
-            Urgency::Yellow => 24,
-            Urgency::Blue => 72,
+            Urgency::Red => d.red,
+            Urgency::Yellow => d.yellow,
+            Urgency::Blue => d.blue,
         }
     }
 }
@@ -474,6 +477,7 @@ pub(crate) fn create<T: Transactable>(
     doc::put_register(tx, &ROOT, "kind", &new.kind.as_str().into())?;
     doc::put_register(tx, &ROOT, "category", &short("category", &new.category)?)?;
     doc::put_register(tx, &ROOT, "urgency", &new.urgency.as_str().into())?;
+    put_due_hours(tx, ctx, &new.category, new.urgency.as_str())?;
     new.reporter.write(tx, &ROOT)?;
     new.location.write(tx, &ROOT)?;
     let text = tx
@@ -513,9 +517,13 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &IssueOp) -> 
         }
         IssueOp::SetCategory(s) => {
             doc::put_register(tx, &ROOT, "category", &short("category", s)?)?;
+            let urgency = doc::get_str(tx, &ROOT, "urgency").unwrap_or_default();
+            put_due_hours(tx, ctx, s, &urgency)?;
         }
         IssueOp::SetUrgency(u) => {
             doc::put_register(tx, &ROOT, "urgency", &u.as_str().into())?;
+            let category = doc::get_str(tx, &ROOT, "category").unwrap_or_default();
+            put_due_hours(tx, ctx, &category, u.as_str())?;
         }
         IssueOp::SetReporter(r) => r.write(tx, &ROOT)?,
         IssueOp::SetLocation(l) => l.update(tx, &ROOT)?,
@@ -649,6 +657,20 @@ pub(crate) fn apply<T: Transactable>(tx: &mut T, ctx: Ctx<'_>, op: &IssueOp) -> 
     Ok(())
 }
 
+/// Writes the hours the case has by this store's deadline table (see
+/// [`crate::deadlines`]), for its category and urgency.
+fn put_due_hours<T: Transactable>(
+    tx: &mut T,
+    ctx: Ctx<'_>,
+    category: &str,
+    urgency: &str,
+) -> Result<()> {
+    if let Some(hours) = ctx.deadlines.hours(category, urgency) {
+        doc::put_register(tx, &ROOT, "due_hours", &Value::Int(hours))?;
+    }
+    Ok(())
+}
+
 fn timeline_entry<T: Transactable>(
     tx: &mut T,
     ctx: Ctx<'_>,
@@ -724,13 +746,19 @@ fn put_author<T: Transactable>(tx: &mut T, item: &ObjId, ctx: Ctx<'_>) -> Result
 }
 
 /// The deadline in force: the latest deadline change in log order, else
-/// creation time plus the urgency's hours.
+/// creation time plus the hours the deadline table gave the case
+/// (`due_hours`), else (a case written before the table) plus its
+/// urgency's default hours.
 fn effective_deadline(
     last_change: Option<i64>,
     urgency: Option<Urgency>,
+    due_hours: Option<u64>,
     created_at: i64,
 ) -> Option<i64> {
-    last_change.or_else(|| urgency.map(|u| created_at + u.hours() * 3_600_000))
+    let hours = due_hours
+        .and_then(|h| i64::try_from(h).ok())
+        .or(urgency.map(Urgency::hours));
+    last_change.or_else(|| hours.map(|h| created_at.saturating_add(h.saturating_mul(3_600_000))))
 }
 
 fn register_conflicts<R: ReadDoc>(d: &R, f: &Fields) -> Vec<RegisterConflict> {
@@ -763,6 +791,7 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "kind",
     "category",
     "urgency",
+    "due_hours",
     "description",
     "assignee",
     "lead_unit",
@@ -880,7 +909,7 @@ pub(crate) fn summary<R: ReadDoc>(d: &R) -> IssueSummary {
         location: Location::read(&f),
         status: derived.status,
         conflict: derived.conflict.is_some() || !register_conflicts(d, &f).is_empty(),
-        effective_deadline: effective_deadline(last_due, urgency, created_at),
+        effective_deadline: effective_deadline(last_due, urgency, f.u64("due_hours"), created_at),
         assignee: f.str("assignee"),
         urgency,
         category: f.string("category"),
@@ -1022,8 +1051,12 @@ pub(crate) fn read<R: ReadDoc>(d: &R, id: RecordId) -> IssueView {
 
     let created_at = f.time("created_at").unwrap_or(0);
     let urgency = f.str("urgency").and_then(|u| Urgency::parse(&u));
-    let effective_deadline =
-        effective_deadline(deadline_changes.last().map(|c| c.due), urgency, created_at);
+    let effective_deadline = effective_deadline(
+        deadline_changes.last().map(|c| c.due),
+        urgency,
+        f.u64("due_hours"),
+        created_at,
+    );
 
     // Activity after close: entries the closing event(s) had not seen.
     let mut activity_after_close = Vec::new();

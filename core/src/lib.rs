@@ -52,6 +52,7 @@ mod action;
 pub mod audit;
 pub mod board;
 pub mod clock;
+pub mod deadlines;
 pub mod doc;
 mod entry;
 mod error;
@@ -78,6 +79,7 @@ pub mod workflow;
 
 pub use automerge::{ActorId, ChangeHash};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use deadlines::DeadlineTable;
 pub use doc::{RegisterConflict, Unrecognized, Value};
 pub use error::{Error, Result};
 pub use files::FileHash;

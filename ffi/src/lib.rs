@@ -677,6 +677,26 @@ impl GridStore {
         })
     }
 
+    /// Like [`GridStore::open`], with the district's deadline table as
+    /// JSON (`{"urgency_hours": {"red": 2, "yellow": 24, "blue": 72},
+    /// "categories": {"safety.fire": {"yellow": 4}}}`): the hours a case
+    /// gets when its urgency or category is set on this phone.
+    #[uniffi::constructor]
+    pub fn open_with_deadlines(
+        path: String,
+        device_code: String,
+        deadline_table_json: String,
+    ) -> Result<Arc<Self>> {
+        guard(|| {
+            let mut config = StoreConfig::new(path, device_code);
+            config.deadlines = gridsync_core::DeadlineTable::from_json(&deadline_table_json)?;
+            Ok(Arc::new(GridStore {
+                store: Arc::new(Store::open(config)?),
+                listeners: Mutex::new(Vec::new()),
+            }))
+        })
+    }
+
     /// The store's Automerge actor, hex (what enrollment registers).
     pub fn actor(&self) -> String {
         self.store.actor().to_hex_string()

@@ -124,6 +124,23 @@ def main():
 
         # The library trusts the usual web roots, which do not know a
         # self-signed certificate: enrolling fails until it is pinned.
+        # A phone opened with the district's deadline table: a red case
+        # gets the table's hour, not the national two; a bad table is a
+        # clear error.
+        timed = g.GridStore.open_with_deadlines(
+            os.path.join(tmp, "timed"), "T1",
+            '{"urgency_hours": {"red": 1, "yellow": 12, "blue": 48}}')
+        red = new_issue("电动车楼道充电", "G1")
+        red.urgency = "red"
+        before = int(time.time() * 1000)
+        rid = timed.create_issue(author("w1"), red)
+        due = timed.issue(rid).effective_deadline
+        assert before + 3_600_000 - 60_000 <= due <= int(time.time() * 1000) + 3_600_000, due
+        try:
+            g.GridStore.open_with_deadlines(os.path.join(tmp, "bad"), "T2", '{"urgency_hours": {}}')
+            raise AssertionError("a bad table was accepted")
+        except g.GridsyncError.Failed as e:
+            assert e.code == "invalid_input", e.code
         probe = g.GridStore.open(os.path.join(tmp, "probe"), "NEW")
         _, code = post(url + "/v1/admin/enrollments", {"worker": "w1"}, ADMIN)
         try:

@@ -285,12 +285,31 @@ pub fn store_config(engine: &Engine, data_dir: &Path) -> StoreConfig {
     config
 }
 
+/// The file in the data directory that holds the district's deadline
+/// table (see `gridsync_core::deadlines`).
+pub const DEADLINE_TABLE_FILE: &str = "deadlines.json";
+
+/// The deadline table in `data_dir/deadlines.json`, or the national
+/// default without one; a file that does not parse or gives impossible
+/// hours stops the server with the reason.
+pub fn deadline_table(data_dir: &Path) -> anyhow::Result<gridsync_core::DeadlineTable> {
+    let path = data_dir.join(DEADLINE_TABLE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => gridsync_core::DeadlineTable::from_json(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
+
 /// Opens the server's record store and identity database on `engine`
 /// (sled in `data_dir`, or PostgreSQL; the data directory keeps the admin
 /// token either way).
 pub fn open_on(engine: &Engine, data_dir: &Path, admin_token: &str) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(data_dir)?;
-    let store = Store::open(store_config(engine, data_dir))?;
+    let mut config = store_config(engine, data_dir);
+    config.deadlines = deadline_table(data_dir)?;
+    let store = Store::open(config)?;
     let identity = identity::Identity::open(engine, &data_dir.join("identity"))
         .map_err(|e| anyhow::anyhow!("opening the identity database: {e}"))?;
     // Residents' data: the whole data directory is its owner's only.

@@ -430,3 +430,76 @@ fn the_office_convenes_a_meeting_and_follows_its_action_items() {
 const JPEG: &[u8] = &[
     0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00,
 ];
+
+#[test]
+fn the_district_deadline_table_decides_how_long_a_case_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join(gridsync_server::DEADLINE_TABLE_FILE),
+        r#"{"urgency_hours": {"red": 1, "yellow": 12, "blue": 48},
+            "categories": {"safety.fire": {"yellow": 4}}}"#,
+    )
+    .unwrap();
+    let server = TestServer::start(&data);
+    org(&server);
+    let clerk = server.office_token("office", "community");
+    // Work orders without the hotline's own deadline: the table's hours,
+    // a category's own where it has them.
+    let hours = |body: &Value| {
+        (body["effective_deadline"].as_i64().unwrap() - body["created_at"].as_i64().unwrap()) / HOUR
+    };
+    let (_, lighting) = server.office_post(
+        &clerk,
+        "/v1/office/work-orders",
+        work_order("12345-0201", Some("G1")),
+    );
+    assert_eq!(hours(&lighting), 12, "{lighting}");
+    let mut fire = work_order("12345-0202", Some("G1"));
+    fire["category"] = json!("safety.fire");
+    let (_, fire) = server.office_post(&clerk, "/v1/office/work-orders", fire);
+    assert_eq!(hours(&fire), 4, "{fire}");
+
+    // A phone opened with the national default writes its own hours into
+    // the case; every replica derives the same deadline from it.
+    let phone = server.enroll("w1", &dir.path().join("phone"));
+    let mut new = new_issue(1, 1, 1);
+    new.urgency = gridsync_core::Urgency::Blue;
+    let id = phone.store.create_issue(&worker(1), new).unwrap();
+    let on_phone = phone.store.issue(id).unwrap();
+    assert_eq!(
+        on_phone.effective_deadline,
+        Some(on_phone.created_at + 72 * HOUR)
+    );
+    phone.sync().unwrap();
+    let (_, case) = server.office_get(&clerk, &format!("/v1/office/issues/{id}"));
+    assert_eq!(hours(&case), 72, "{case}");
+    // The office raises the urgency: the district's table applies, and the
+    // phone sees the same.
+    let (status, case) = server.office_post(
+        &clerk,
+        &format!("/v1/office/issues/{id}/ops"),
+        json!({"op": "set_urgency", "args": "red"}),
+    );
+    assert_eq!(status, 200, "{case}");
+    assert_eq!(hours(&case), 1, "{case}");
+    phone.sync().unwrap();
+    assert_eq!(
+        phone.store.issue(id).unwrap().effective_deadline,
+        case["effective_deadline"].as_i64()
+    );
+    assert_eq!(
+        phone.store.meta(id).unwrap().unwrap().deadline,
+        case["effective_deadline"].as_i64()
+    );
+
+    // A table with impossible hours stops the server with the reason.
+    std::fs::write(
+        data.join(gridsync_server::DEADLINE_TABLE_FILE),
+        r#"{"urgency_hours": {"red": 0, "yellow": 12, "blue": 48}}"#,
+    )
+    .unwrap();
+    let err = gridsync_server::deadline_table(&data).unwrap_err();
+    assert!(err.to_string().contains("urgency_hours.red"), "{err}");
+}

@@ -215,6 +215,10 @@ pub struct StoreConfig {
     /// that had it off, the texts are derived once at open; turned off,
     /// they are removed.
     pub search: bool,
+    /// How long a case has, per urgency and category (see
+    /// [`crate::deadlines`]): written into a case when its urgency or
+    /// category is set here. The national default unless set.
+    pub deadlines: crate::DeadlineTable,
     /// The engine the store keeps its bytes in: sled under `path` (the
     /// default), or a PostgreSQL database shared by several servers.
     pub engine: backend::Engine,
@@ -240,6 +244,7 @@ impl StoreConfig {
             temporary: false,
             tag_own_changes: false,
             search: false,
+            deadlines: crate::DeadlineTable::default(),
             engine: backend::Engine::Sled,
             files_dir: None,
             clock: crate::clock::system(),
@@ -500,6 +505,8 @@ pub struct Store {
     tag_own: bool,
     /// See [`StoreConfig::search`].
     search: bool,
+    /// See [`StoreConfig::deadlines`].
+    deadlines: crate::DeadlineTable,
     /// The attached files' area.
     files: crate::files::Files,
     clock: std::sync::Arc<dyn crate::clock::Clock>,

@@ -137,6 +137,7 @@ impl Store {
             log_id: Mutex::new(log_id),
             tag_own: config.tag_own_changes,
             search: config.search,
+            deadlines: config.deadlines,
             files,
             clock: config.clock,
             #[cfg(feature = "failpoints")]

@@ -270,6 +270,7 @@ impl Store {
             author,
             dev: &self.actor_hex,
             now,
+            deadlines: &self.deadlines,
         };
         doc.transact_with(
             |_| commit_options(&format!("create_{}", kind.as_str()), author, now),
@@ -352,6 +353,7 @@ impl Store {
             author,
             dev: &self.actor_hex,
             now,
+            deadlines: &self.deadlines,
         };
         let result = loaded
             .doc
