@@ -167,6 +167,7 @@ function placeOptions(sel, withCommunities) {
 function fillChoices() {
   options("#case-status", "status");
   options("#case-kind", "kind");
+  options("#case-category", "category");
   options("#case-source", "source");
   placeOptions("#case-place", false);
   options("#cv-level", "meeting_level", false);
@@ -185,9 +186,15 @@ function caseQuery() {
   for (const [name, sel] of [["status", "#case-status"], ["urgency", "#case-urgency"], ["sort", "#case-sort"]]) {
     if ($(sel).value) p.set(name, $(sel).value);
   }
-  for (const [name, sel] of [["kind", "#case-kind"], ["source", "#case-source"]]) {
+  for (const [name, sel] of [["kind", "#case-kind"], ["category", "#case-category"], ["source", "#case-source"]]) {
     if ($(sel).value) p.set(name, $(sel).value);
   }
+  for (const [name, sel] of [["assignee", "#case-assignee"], ["lead_unit", "#case-lead"]]) {
+    if ($(sel).value.trim()) p.set(name, $(sel).value.trim());
+  }
+  // Whole days, local time.
+  if ($("#case-from").value) p.set("created_from", String(new Date(`${$("#case-from").value}T00:00:00`).getTime()));
+  if ($("#case-to").value) p.set("created_to", String(new Date(`${$("#case-to").value}T00:00:00`).getTime() + 86400000));
   if ($("#case-place").value) {
     const [street, community, grid] = JSON.parse($("#case-place").value);
     p.set("street", street);
@@ -198,6 +205,7 @@ function caseQuery() {
   if ($("#case-supervised").checked) p.set("supervised", "true");
   if ($("#case-extension").checked) p.set("extension_requested", "true");
   if ($("#case-conflicted").checked) p.set("conflict", "true");
+  if ($("#case-after-close").checked) p.set("activity_after_close", "true");
   p.set("offset", String(casesOffset));
   p.set("limit", String(PAGE));
   return p;
@@ -261,7 +269,8 @@ const REGISTER_NAMES = {
   title: "标题", category: "类别", urgency: "紧急程度", kind: "类型", assignee: "承办人",
   lead_unit: "牵头单位", reply_to_citizen: "答复市民", resolution: "办理结果",
   resolution_summary: "办理情况", reporter_name: "反映人姓名", reporter_phone: "反映人电话",
-  address: "地址", building: "楼栋",
+  address: "地址", building: "楼栋", reporter_anonymous: "匿名", reporter_callback: "可回访",
+  geo_lat: "纬度", geo_lon: "经度", geo_acc: "定位精度",
 };
 const REGISTER_TABLES = { urgency: "urgency", kind: "kind", category: "category", resolution: "resolution" };
 
@@ -290,6 +299,8 @@ async function openCase(id) {
     api(`/v1/office/issues/${id}/timeline`),
   ]);
   current = v;
+  // How many cases the panel has shown (tests wait for the next one).
+  $("#case").dataset.opened = String(Number($("#case").dataset.opened || 0) + 1);
   $("#meeting").hidden = true;
   $("#case").hidden = false;
   $("#case").dataset.id = id;
@@ -332,7 +343,7 @@ async function openCase(id) {
     b.addEventListener("click", () => resolve(id, c.status));
     return b;
   }));
-  showRegisters(id, v.register_conflicts || []);
+  showRegisters(id, v.register_conflicts || [], v);
   showActions(id, v);
   const unknown = v.unrecognized || [];
   $("#case-unrecognized").hidden = unknown.length === 0;
@@ -367,22 +378,37 @@ async function openCase(id) {
   }));
 }
 
-function showRegisters(id, conflicts) {
+// The operation that writes `value` into a conflicted register again
+// (which settles it), given the case as it is; null when there is none
+// (a hidden personal value, a position).
+function settleOp(field, value, v) {
+  if (REGISTER_OPS[field]) return [REGISTER_OPS[field], value];
+  if (field === "resolution") return ["set_resolution", { resolution: value, summary: v.resolution_summary }];
+  if (field === "resolution_summary") return ["set_resolution", { resolution: v.resolution, summary: value }];
+  const reporter = { reporter_name: "name", reporter_phone: "phone", reporter_anonymous: "anonymous", reporter_callback: "may_call_back" }[field];
+  if (reporter && v.reporter && value !== null) return ["set_reporter", { ...v.reporter, [reporter]: value }];
+  if ((field === "address" || field === "building") && value !== null) return ["set_location", { ...v.location, [field]: value }];
+  return null;
+}
+
+function showRegisters(id, conflicts, v) {
   $("#case-registers").hidden = conflicts.length === 0;
   $("#case-register-list").replaceChildren(...conflicts.map((c) => {
     const div = el("div", `${REGISTER_NAMES[c.field] || c.field}：`, { "data-field": c.field });
-    const op = REGISTER_OPS[c.field];
+    let settled = false;
     for (const value of c.values) {
       const shown = REGISTER_TABLES[c.field] ? label(REGISTER_TABLES[c.field], value) : (value === null ? "（空）" : String(value));
+      const op = settleOp(c.field, value, v);
       if (op) {
         const b = el("button", `采用「${shown}」`, { type: "button" });
-        b.addEventListener("click", () => caseOp(id, op, value));
+        b.addEventListener("click", () => caseOp(id, op[0], op[1]));
         div.append(b);
+        settled = true;
       } else {
         div.append(el("span", `「${shown}」 `));
       }
     }
-    if (!op) div.append(el("span", "（请在手机端核实后修改）"));
+    if (!settled) div.append(el("span", "（本账号无权查看或修改此项）"));
     return div;
   }));
 }
@@ -608,7 +634,7 @@ async function openMeeting(id) {
   }
   $("#meeting-attendees").replaceChildren(...m.attendees.map((a) =>
     el("li", `${label("attendee_role", a.role)} ${a.organisation} ${a.name}${a.contact ? ` ${a.contact}` : ""}${a.online ? "（线上）" : ""}`)));
-  $("#meeting-agenda").textContent = m.agenda || "—";
+  $("#mt-agenda").value = m.agenda;
   $("#mt-minutes").value = m.minutes;
   $("#meeting-agreements").replaceChildren(...m.agreements.map((t) => el("li", `${t.text}（${t.by}）`)));
   $("#meeting-legal").replaceChildren(...m.legal_guidance.map((t) => el("li", `${t.text}（${t.by}）`)));
@@ -661,6 +687,7 @@ $("#meeting-close").addEventListener("click", () => { $("#meeting").hidden = tru
 $("#mt-held").addEventListener("click", () => meetingOp(meetingId(), "set_held_at", Date.now()));
 $("#mt-outcome-save").addEventListener("click", () => meetingOp(meetingId(), "set_outcome", $("#mt-outcome").value || null));
 $("#mt-minutes-save").addEventListener("click", () => meetingOp(meetingId(), "edit_minutes", $("#mt-minutes").value));
+$("#mt-agenda-save").addEventListener("click", () => meetingOp(meetingId(), "edit_agenda", $("#mt-agenda").value));
 $("#mt-agreement-add").addEventListener("click", async () => {
   if ($("#mt-agreement").value.trim() && await meetingOp(meetingId(), "add_agreement", $("#mt-agreement").value.trim())) $("#mt-agreement").value = "";
 });

@@ -345,6 +345,30 @@ pub fn seed(data_dir: &Path, issues: usize) -> anyhow::Result<Seeded> {
             phone.remove_record(id)?;
             conflicts += 1;
         }
+        // Now and then the phone and the office retitled the case at
+        // once: a register conflict for the office to settle.
+        if stage == 5 && extra.below(3) == 0 {
+            let (bytes, meta) = store.export_record(id)?;
+            phone.import_record_unflushed(
+                id,
+                &bytes,
+                gridsync_core::Import::Derived(Box::new(meta)),
+            )?;
+            phone.update_issue(
+                id,
+                &worker,
+                IssueOp::SetTitle(format!("{title}（住户补充：{building}号楼东侧）")),
+            )?;
+            store.update_issue(
+                id,
+                &office,
+                IssueOp::SetTitle(format!("{title}（{building}号楼，已核实）")),
+            )?;
+            let changes = phone.changes_since(id, &[])?;
+            store.apply_changes(id, &changes, &gridsync_core::ForeignLimits::default())?;
+            phone.remove_record(id)?;
+            conflicts += 1;
+        }
         made.push((id, community, grid, kind));
     }
 

@@ -49,11 +49,23 @@ try {
   const conflictTotal = await page.textContent("#conflict-count");
   await snap("1-attention");
 
-  // A conflicted case: its timeline, then the office settles it.
-  await page.locator("#conflicts tbody tr").first().click();
+  // Opens row `i` of a list in the case panel and waits until it shows.
+  const openRow = async (rows, i) => {
+    const before = await page.evaluate(() => Number(document.querySelector("#case").dataset.opened || 0));
+    // The panel covers the right half of the lists: closed first.
+    if (await page.isVisible("#case")) await page.click("#case-close");
+    await page.locator(`${rows} tbody tr`).nth(i).click();
+    await page.waitForFunction((n) => Number(document.querySelector("#case").dataset.opened || 0) > n, before);
+  };
+  // A case in a status conflict: its timeline, then the office settles it.
+  let statusConflict = -1;
+  for (let i = 0; i < conflicts && statusConflict < 0; i++) {
+    await openRow("#conflicts", i);
+    if (await page.isVisible("#case-conflict")) statusConflict = i;
+  }
+  assert.ok(statusConflict >= 0, "a status conflict is listed");
   await page.waitForSelector("#case-timeline li");
   assert.ok(await page.locator('#case-timeline li[data-type="status"]').count() >= 3);
-  assert.ok(await page.isVisible("#case-conflict"), "the conflict is shown");
   const choices = await page.locator("#case-candidates button").count();
   assert.ok(choices >= 2, "both sides offered");
   await page.locator("#case-candidates button").first().click();
@@ -153,6 +165,28 @@ try {
   await page.waitForFunction(() => document.querySelector("#case-facts dd").textContent === "已结案");
   assert.equal(await page.textContent("#act-error"), "");
   await page.click("#case-close");
+
+  // A title two people changed at once: the office keeps one of them.
+  await page.fill("#case-q", "");
+  await page.selectOption("#case-status", "");
+  await page.check("#case-conflicted");
+  await search(["conflict=true"]);
+  let settledRegister = false;
+  const conflicted = await page.locator("#cases tbody tr").count();
+  for (let i = 0; i < conflicted && !settledRegister; i++) {
+    await openRow("#cases", i);
+    if (await page.isVisible("#case-registers")) {
+      const choice = page.locator('#case-register-list div[data-field="title"] button').first();
+      const kept = (await choice.textContent()).slice(3, -1);
+      await choice.click();
+      await page.waitForFunction(() => document.querySelector("#case-registers").hidden);
+      assert.ok((await page.textContent("#case-title")).endsWith(kept), `kept ${kept}`);
+      settledRegister = true;
+    }
+  }
+  await page.click("#case-close");
+  assert.ok(settledRegister, "the demo has a title changed twice at once");
+  await page.uncheck("#case-conflicted");
 
   // A worker's request for more time, granted from the list of requests.
   await page.fill("#case-q", "");
