@@ -204,6 +204,13 @@ impl Entry {
             .is_some_and(|s| crate::issue::is_overdue(s, self.deadline.get(), now))
     }
 
+    /// About to breach at `now` (see [`crate::issue::is_due_soon`]).
+    pub(crate) fn is_due_soon(&self, now: i64) -> bool {
+        self.issue_status.is_some_and(|s| {
+            crate::issue::is_due_soon(s, self.created_at, self.deadline.get(), now)
+        })
+    }
+
     /// The deadline, if it is running: the case is overdue at any `now`
     /// after it.
     pub(crate) fn overdue_from(&self) -> Option<i64> {

@@ -397,6 +397,11 @@ impl IssueView {
         is_overdue(self.status, self.effective_deadline, now)
     }
 
+    /// Whether the case is about to breach its deadline at `now`.
+    pub fn is_due_soon(&self, now: i64) -> bool {
+        is_due_soon(self.status, self.created_at, self.effective_deadline, now)
+    }
+
     /// Whether anything about the case awaits review.
     pub fn has_conflict(&self) -> bool {
         self.status_conflict.is_some() || !self.register_conflicts.is_empty()
@@ -407,6 +412,17 @@ impl IssueView {
 /// running yet).
 pub fn is_overdue(status: IssueStatus, deadline: Option<i64>, now: i64) -> bool {
     deadline_runs(status) && deadline.is_some_and(|d| d < now)
+}
+
+/// About to breach: the deadline is running and has not passed, and the
+/// last quarter of the case's window (from its registration to its
+/// deadline) has begun. The office is warned before it is too late.
+pub fn is_due_soon(status: IssueStatus, created_at: i64, deadline: Option<i64>, now: i64) -> bool {
+    let Some(deadline) = deadline.filter(|_| deadline_runs(status)) else {
+        return false;
+    };
+    let window = deadline.saturating_sub(created_at).max(0);
+    now < deadline && now >= deadline.saturating_sub(window / 4)
 }
 
 /// Whether a case's deadline is running in this status (a draft's has

@@ -93,6 +93,17 @@ impl RecordMeta {
         RecordKind::parse(&self.kind)
     }
 
+    /// Whether the record is about to breach at `now` (issues only; see
+    /// [`issue::is_due_soon`]).
+    pub fn is_due_soon(&self, now: i64) -> bool {
+        match IssueStatus::parse(&self.status) {
+            Some(status) if self.kind == RecordKind::Issue.as_str() => {
+                issue::is_due_soon(status, self.created_at, self.deadline, now)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the record is overdue at `now` (issues only).
     pub fn is_overdue(&self, now: i64) -> bool {
         match IssueStatus::parse(&self.status) {
@@ -215,6 +226,9 @@ pub struct Query {
     pub assignee: Option<String>,
     /// Overdue (or not) at `now`.
     pub overdue: Option<bool>,
+    /// About to breach (or not) at `now`: the last quarter of the window
+    /// to the deadline ([`crate::issue::is_due_soon`]).
+    pub due_soon: Option<bool>,
     pub conflict: Option<bool>,
     /// Issues of this urgency (`red`, `yellow`, `blue`).
     pub urgency: Option<String>,
@@ -268,6 +282,7 @@ impl Default for Query {
             open: None,
             assignee: None,
             overdue: None,
+            due_soon: None,
             conflict: None,
             urgency: None,
             issue_kind: None,
@@ -340,6 +355,11 @@ impl Query {
 
     pub fn overdue(mut self, overdue: bool) -> Self {
         self.overdue = Some(overdue);
+        self
+    }
+
+    pub fn due_soon(mut self, due_soon: bool) -> Self {
+        self.due_soon = Some(due_soon);
         self
     }
 
@@ -443,6 +463,7 @@ pub(crate) struct Matcher {
     places: Vec<bool>,
     open: Option<bool>,
     overdue: Option<bool>,
+    due_soon: Option<bool>,
     conflict: Option<bool>,
     urgency: Option<Sym>,
     issue_kind: Option<Sym>,
@@ -506,6 +527,7 @@ impl Matcher {
             places,
             open: q.open,
             overdue: q.overdue,
+            due_soon: q.due_soon,
             conflict: q.conflict,
             urgency,
             issue_kind,
@@ -565,6 +587,7 @@ impl Matcher {
             && self.open.is_none_or(|o| o == e.open)
             && self.assignee.is_none_or(|a| e.assignee == Some(a))
             && self.overdue.is_none_or(|o| o == e.is_overdue(self.now))
+            && self.due_soon.is_none_or(|d| d == e.is_due_soon(self.now))
             && self.conflict.is_none_or(|c| c == e.conflict)
             && self.urgency.is_none_or(|u| e.urgency == Some(u))
             && self.issue_kind.is_none_or(|k| e.issue_kind == Some(k))

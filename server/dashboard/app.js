@@ -122,10 +122,15 @@ for (const b of document.querySelectorAll("nav button")) {
 // ------------------------------------------------------------ attention
 
 async function loadAttention() {
-  const [overdue, conflicts] = await Promise.all([
+  const [overdue, dueSoon, conflicts] = await Promise.all([
     api("/v1/office/issues?overdue=true&sort=deadline&limit=100"),
+    api("/v1/office/issues?due_soon=true&sort=deadline&limit=100"),
     api("/v1/office/issues?conflict=true&limit=100"),
   ]);
+  $("#due-soon tbody").replaceChildren(...dueSoon.items.map((m) =>
+    row([m.number, m.title, placeName(m.street, m.community, m.grid), STATUS[m.status] || m.status, when(m.deadline)],
+      () => openCase(m.id))));
+  $("#due-soon-count").textContent = shown(dueSoon);
   const now = Date.now();
   const ob = $("#overdue tbody");
   ob.replaceChildren(...overdue.items.map((m) =>
@@ -307,6 +312,7 @@ async function openCase(id) {
   $("#case-title").textContent = `${v.case_no} ${v.title}`;
   const flags = [];
   if (v.overdue) flags.push("已逾期");
+  if (v.due_soon) flags.push("即将超期");
   if (v.supervised) flags.push("督办");
   if (v.extension_requested) flags.push("申请延期待批");
   if ((v.activity_after_close || []).length) flags.push("结案后有新动态");

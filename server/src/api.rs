@@ -369,6 +369,22 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "The oldest change-log sequence kept (devices behind it start over).",
             store.log_floor().ok(),
         ),
+        (
+            "gridsync_cases_overdue",
+            "Cases past their deadline and not yet handled.",
+            store
+                .count(&gridsync_core::Query::issues().overdue(true))
+                .ok()
+                .map(|n| n as u64),
+        ),
+        (
+            "gridsync_cases_due_soon",
+            "Cases in the last quarter of the time to their deadline.",
+            store
+                .count(&gridsync_core::Query::issues().due_soon(true))
+                .ok()
+                .map(|n| n as u64),
+        ),
     ] {
         if let Some(v) = value {
             text.push_str(&format!(

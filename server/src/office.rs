@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/office/places", get(places))
         .route("/v1/office/labels", get(labels))
         .route("/v1/office/work-orders", post(intake))
+        .route("/v1/office/work-orders/{number}", get(work_order))
         .route("/v1/office/issues", get(list_issues))
         .route("/v1/office/issues/{id}", get(get_issue))
         .route("/v1/office/issues/{id}/timeline", get(issue_timeline))
@@ -164,9 +165,12 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, AppError> {
 
 fn issue_json(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<Value, AppError> {
     let view = ctx.present(state.store.issue(id).map_err(core_error)?);
-    let overdue = view.is_overdue(state.store.now_ms());
+    let now = state.store.now_ms();
+    let overdue = view.is_overdue(now);
+    let due_soon = view.is_due_soon(now);
     let mut value = to_json(&view)?;
     value["overdue"] = json!(overdue);
+    value["due_soon"] = json!(due_soon);
     value["meetings"] = to_json(&state.store.meetings_for_issue(id).map_err(core_error)?)?;
     value["offers"] = to_json(&policy::issue_offers(ctx.author.role, &view))?;
     if !policy::sees_personal_data(ctx.author.role) {
@@ -175,6 +179,33 @@ fn issue_json(state: &AppState, ctx: &OfficeCtx, id: RecordId) -> Result<Value, 
         value["reporter"] = Value::Null;
     }
     Ok(value)
+}
+
+/// The case a 12345 work-order number names, inside the caller's scope
+/// (one outside it is "not found" like a number nobody took): what the
+/// hotline needs when a citizen calls back.
+async fn work_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    as_office(&state, &headers, move |state, ctx| {
+        let not_found = || {
+            AppError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no case has the work-order number {number:?}"),
+            )
+        };
+        let id = state
+            .store
+            .find_work_order(&number)
+            .map_err(core_error)?
+            .ok_or_else(not_found)?;
+        visible(state, &ctx, id).map_err(|_| not_found())?;
+        Ok(Json(issue_json(state, &ctx, id)?))
+    })
+    .await
 }
 
 async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, AppError> {
@@ -260,6 +291,8 @@ pub struct ListParams {
     status: Option<String>,
     open: Option<bool>,
     overdue: Option<bool>,
+    /// In the last quarter of the window to the deadline.
+    due_soon: Option<bool>,
     conflict: Option<bool>,
     assignee: Option<String>,
     urgency: Option<String>,
@@ -310,6 +343,7 @@ impl ListParams {
             .unwrap_or_default();
         q.open = self.open;
         q.overdue = self.overdue;
+        q.due_soon = self.due_soon;
         q.conflict = self.conflict;
         q.assignee = given(self.assignee);
         q.urgency = given(self.urgency);
@@ -363,6 +397,7 @@ fn list(state: &AppState, ctx: &OfficeCtx, mut q: Query) -> Result<Json<Value>, 
         .map(|m| {
             let mut v = to_json(m)?;
             v["overdue"] = json!(m.is_overdue(now));
+            v["due_soon"] = json!(m.is_due_soon(now));
             Ok(v)
         })
         .collect::<Result<_, AppError>>()?;

@@ -503,3 +503,92 @@ fn the_district_deadline_table_decides_how_long_a_case_has() {
     let err = gridsync_server::deadline_table(&data).unwrap_err();
     assert!(err.to_string().contains("urgency_hours.red"), "{err}");
 }
+
+#[test]
+fn cases_about_to_breach_are_flagged_before_their_deadline() {
+    use gridsync_core::{IssueStatus, Query, StoreConfig};
+    let t0 = 1_790_000_000_000;
+    let clock = gridsync_core::ManualClock::new(t0);
+    let mut config = StoreConfig::new("", "D1");
+    config.temporary = true;
+    config.clock = clock.clone();
+    let store = gridsync_core::Store::open(config).unwrap();
+    // Yellow: 24 hours from registration; the last quarter starts at 18.
+    let yellow = |i| {
+        let mut new = new_issue(i, 1, 1);
+        new.urgency = gridsync_core::Urgency::Yellow;
+        new
+    };
+    let id = store.create_issue(&worker(1), yellow(1)).unwrap();
+    let dispatched = store.create_issue(&worker(1), yellow(2)).unwrap();
+    let due_soon = |at: i64| {
+        clock.set(at);
+        let ids: Vec<RecordId> = store
+            .list(&Query::issues().due_soon(true))
+            .unwrap()
+            .items
+            .iter()
+            .map(|m| m.record_id())
+            .collect();
+        (ids, store.issue(id).unwrap().is_due_soon(at))
+    };
+    assert_eq!(due_soon(t0 + 17 * HOUR), (vec![], false));
+    let (soon, flagged) = due_soon(t0 + 19 * HOUR);
+    assert!(flagged);
+    assert_eq!(soon.len(), 2, "both cases");
+    // Past the deadline it is overdue instead; a handled case's deadline
+    // no longer runs.
+    assert_eq!(due_soon(t0 + 25 * HOUR), (vec![], false));
+    clock.set(t0 + 19 * HOUR);
+    for to in [
+        IssueStatus::Accepted,
+        IssueStatus::Dispatched,
+        IssueStatus::SignedFor,
+        IssueStatus::InProgress,
+        IssueStatus::Handled,
+    ] {
+        gridsync_tests::advance(&store, dispatched, to).unwrap();
+    }
+    assert_eq!(due_soon(t0 + 19 * HOUR), (vec![id], true));
+    assert_eq!(
+        store.count(&Query::issues().due_soon(false)).unwrap(),
+        1,
+        "the handled one"
+    );
+}
+
+#[test]
+fn the_hotline_looks_a_work_order_up_by_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    org(&server);
+    let hotline = server.office_token("office", "hotline");
+    let (_, case) = server.office_post(
+        &hotline,
+        "/v1/office/work-orders",
+        work_order("12345-0301", Some("G1")),
+    );
+    let (status, found) = server.office_get(&hotline, "/v1/office/work-orders/12345-0301");
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["id"], case["id"]);
+    assert_eq!(
+        found["reporter"]["phone"], "13912345678",
+        "the hotline calls back"
+    );
+    // Unknown, or another community's (a user of C2 only): not found alike.
+    let (status, body) = server.office_get(&hotline, "/v1/office/work-orders/12345-9999");
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let (status, _) = server.admin(
+        "/v1/admin/workers",
+        json!({"id": "c2-clerk", "communities": ["C2"]}),
+    );
+    assert!(status < 300);
+    let other = server.office_token("c2-clerk", "hotline");
+    let (status, body) = server.office_get(&other, "/v1/office/work-orders/12345-0301");
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    // The warnings are counted for monitoring.
+    let (_, metrics) = gridsync_tests::server::get_bytes(&format!("{}/metrics", server.url), None);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("gridsync_cases_due_soon 0"), "{metrics}");
+    assert!(metrics.contains("gridsync_cases_overdue 0"), "{metrics}");
+}

@@ -168,7 +168,20 @@ impl Store {
         {
             return Ok(Some(e.id));
         }
-        Ok(index
+        drop(index);
+        self.find_work_order(number)
+    }
+
+    /// The case a 12345 work-order number names (as written, or typed in
+    /// another case or width), if this store has it; needs a store that
+    /// keeps search texts. Reads only the in-memory index.
+    pub fn find_work_order(&self, number: &str) -> Result<Option<RecordId>> {
+        let wanted = crate::search::normalize(number);
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .index_read()
             .texts
             .iter()
             .find(|(_, t)| t.text.work_order == wanted)
