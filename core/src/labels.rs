@@ -181,11 +181,19 @@ fn all<T: Copy>(
     values.iter().map(|v| (code(*v), name(*v))).collect()
 }
 
+/// The tables, by what they name.
+pub type Tables = BTreeMap<&'static str, BTreeMap<&'static str, &'static str>>;
+
 /// Every table, by what it names: `status`, `action_status`, `kind`,
 /// `urgency`, `resolution`, `satisfaction`, `timeline`, `source`, `role`,
 /// `meeting_level`, `meeting_format`, `meeting_outcome`,
-/// `meeting_status`, `attendee_role`, `category`.
-pub fn tables() -> BTreeMap<&'static str, BTreeMap<&'static str, &'static str>> {
+/// `meeting_status`, `attendee_role`, `category`. Made once.
+pub fn tables() -> &'static Tables {
+    static TABLES: std::sync::OnceLock<Tables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(make_tables)
+}
+
+fn make_tables() -> Tables {
     let mut t = BTreeMap::new();
     t.insert(
         "status",
@@ -249,7 +257,7 @@ mod tests {
             t["meeting_status"].len(),
             crate::meeting::MEETING_STATUSES.len()
         );
-        for (table, names) in &t {
+        for (table, names) in t {
             let distinct: std::collections::BTreeSet<_> = names.values().collect();
             assert_eq!(distinct.len(), names.len(), "{table}: a name used twice");
         }

@@ -56,6 +56,7 @@ pub mod deadlines;
 pub mod doc;
 mod entry;
 mod error;
+pub mod export;
 pub mod figures;
 pub mod files;
 pub mod foreign;

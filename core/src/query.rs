@@ -618,32 +618,60 @@ pub(crate) fn run<'a>(
     texts: &Texts,
     place: impl Fn(&RecordScope) -> bool,
 ) -> Page {
-    let matcher = Matcher::new(q, names, place);
-    let mut hits: Vec<&Entry> = all
-        .filter(|e| matcher.matches(e) && matcher.matches_text(texts.get(&e.id)))
-        .collect();
+    let mut hits = hits(q, names, all, texts, place);
     let total = hits.len();
     let end = q.offset.saturating_add(q.limit).min(total);
-    let key_cmp = |a: &&Entry, b: &&Entry| match q.sort {
-        Sort::UpdatedDesc => b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)),
-        Sort::DeadlineAsc => {
-            let (da, db) = (a.deadline.get(), b.deadline.get());
-            (da.is_none(), da, a.id).cmp(&(db.is_none(), db, b.id))
-        }
-        Sort::CreatedAsc => (a.created_at, a.id).cmp(&(b.created_at, b.id)),
-    };
+    let key_cmp = order(q.sort);
     let items = if q.offset >= total {
         Vec::new()
     } else {
         // Only the requested page needs to be in order.
         if end < total {
-            hits.select_nth_unstable_by(end, key_cmp);
+            hits.select_nth_unstable_by(end, &key_cmp);
             hits.truncate(end);
         }
         hits.sort_unstable_by(key_cmp);
         hits[q.offset..end].iter().map(|e| e.meta(names)).collect()
     };
     Page { items, total }
+}
+
+/// How `sort` orders entries (ties by id, so paging is stable).
+fn order(sort: Sort) -> impl Fn(&&Entry, &&Entry) -> std::cmp::Ordering {
+    move |a: &&Entry, b: &&Entry| match sort {
+        Sort::UpdatedDesc => b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)),
+        Sort::DeadlineAsc => {
+            let (da, db) = (a.deadline.get(), b.deadline.get());
+            (da.is_none(), da, a.id).cmp(&(db.is_none(), db, b.id))
+        }
+        Sort::CreatedAsc => (a.created_at, a.id).cmp(&(b.created_at, b.id)),
+    }
+}
+
+/// Every matching record's id, in the query's order (paging ignored).
+pub(crate) fn sorted_ids<'a>(
+    q: &Query,
+    names: &Names,
+    all: impl Iterator<Item = &'a Entry>,
+    texts: &Texts,
+    place: impl Fn(&RecordScope) -> bool,
+) -> Vec<RecordId> {
+    let mut hits = hits(q, names, all, texts, place);
+    hits.sort_unstable_by(order(q.sort));
+    hits.into_iter().map(|e| e.id).collect()
+}
+
+/// The entries matching `q` in places `place` accepts, in no order.
+fn hits<'a>(
+    q: &Query,
+    names: &Names,
+    all: impl Iterator<Item = &'a Entry>,
+    texts: &Texts,
+    place: impl Fn(&RecordScope) -> bool,
+) -> Vec<&'a Entry> {
+    let matcher = Matcher::new(q, names, place);
+    all.filter(|e| matcher.matches(e) && matcher.matches_text(texts.get(&e.id)))
+        .collect()
 }
 
 pub(crate) fn count_by_status<'a>(

@@ -64,7 +64,7 @@ impl AppError {
         self.code
     }
 
-    fn internal() -> Self {
+    pub(crate) fn internal() -> Self {
         AppError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -321,6 +321,7 @@ pub fn router(state: AppState) -> Router {
             post(revoke_office_user),
         )
         .merge(crate::office::routes())
+        .merge(crate::export::routes())
         .merge(crate::files::routes())
         .merge(crate::dashboard::routes());
     #[cfg(feature = "test-hooks")]

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod cli;
 pub mod dashboard;
 pub mod demo;
+pub mod export;
 pub mod files;
 pub mod gate;
 pub mod identity;

@@ -67,7 +67,7 @@ impl OfficeCtx {
     }
 
     /// Whether a place lies in the user's scope.
-    fn sees_place(&self, s: &RecordScope) -> bool {
+    pub(crate) fn sees_place(&self, s: &RecordScope) -> bool {
         self.scope.allows_place(&s.street, &s.community, &s.grid)
     }
 
@@ -85,7 +85,7 @@ impl OfficeCtx {
     }
 }
 
-fn office_user(state: &AppState, token: &str) -> Result<OfficeCtx, AppError> {
+pub(crate) fn office_user(state: &AppState, token: &str) -> Result<OfficeCtx, AppError> {
     let user = state.identity.authenticate_office(token)?;
     let role = user.role()?;
     let scope = state.identity.scope_of(&user.worker)?;
@@ -239,16 +239,7 @@ async fn places(
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
     as_office(&state, &headers, |state, ctx| {
-        let mut names: HashMap<(&str, String), String> = HashMap::new();
-        for st in state.identity.streets()? {
-            names.insert(("street", st.id), st.name);
-        }
-        for c in state.identity.communities()? {
-            names.insert(("community", c.id), c.name);
-        }
-        for g in state.identity.grids()? {
-            names.insert(("grid", g.id), g.name);
-        }
+        let names = place_names(state)?;
         let mut places: Vec<RecordScope> = ctx.scope.places().collect();
         places.sort_by(|a, b| {
             (&a.street, &a.community, &a.grid).cmp(&(&b.street, &b.community, &b.grid))
@@ -324,7 +315,7 @@ pub const MAX_PAGE: usize = 500;
 pub const MAX_OFFSET: usize = i32::MAX as usize;
 
 impl ListParams {
-    fn query(self, mut q: Query) -> Result<Query, AppError> {
+    pub(crate) fn query(self, mut q: Query) -> Result<Query, AppError> {
         let bad = |what: &str| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", what);
         // An empty parameter (an HTML form's "all") is no filter.
         let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
@@ -434,7 +425,7 @@ async fn list_meetings(
 pub struct FigureParams {
     /// street, community (default), grid, category, department, channel
     /// or month.
-    by: Option<gridsync_core::figures::GroupBy>,
+    pub(crate) by: Option<gridsync_core::figures::GroupBy>,
     street: Option<String>,
     community: Option<String>,
     grid: Option<String>,
@@ -456,18 +447,7 @@ async fn figures(
 ) -> Result<Json<Value>, AppError> {
     as_office(&state, &headers, move |state, ctx| {
         let now = state.store.now_ms();
-        let place = |s: &RecordScope| {
-            ctx.sees_place(s)
-                && p.street.as_ref().is_none_or(|x| *x == s.street)
-                && p.community.as_ref().is_none_or(|c| *c == s.community)
-                && p.grid.as_ref().is_none_or(|g| *g == s.grid)
-        };
-        let within = Within {
-            place: &place,
-            from: p.from,
-            to: p.to,
-        };
-        let table = state.store.figures(p.by.unwrap_or_default(), &within, now);
+        let table = figures_table(state, &ctx, &p, now);
         let devices = device_rows(state, &ctx, now, p.stale_hours.unwrap_or(STALE_HOURS))?;
         let not_synced = devices.iter().filter(|d| d["stale"] == true).count();
         let mut out = to_json(&table)?;
@@ -475,6 +455,45 @@ async fn figures(
         Ok(Json(out))
     })
     .await
+}
+
+/// The figures table a request asks for, within the user's scope.
+pub(crate) fn figures_table(
+    state: &AppState,
+    ctx: &OfficeCtx,
+    p: &FigureParams,
+    now: i64,
+) -> gridsync_core::figures::Figures {
+    let place = |s: &RecordScope| {
+        ctx.sees_place(s)
+            && p.street.as_ref().is_none_or(|x| *x == s.street)
+            && p.community.as_ref().is_none_or(|c| *c == s.community)
+            && p.grid.as_ref().is_none_or(|g| *g == s.grid)
+    };
+    let within = Within {
+        place: &place,
+        from: p.from,
+        to: p.to,
+    };
+    state.store.figures(p.by.unwrap_or_default(), &within, now)
+}
+
+/// The names of the organisation's streets, communities and grids, by
+/// level (`street`, `community`, `grid`) and id.
+pub(crate) fn place_names(
+    state: &AppState,
+) -> Result<HashMap<(&'static str, String), String>, AppError> {
+    let mut names: HashMap<(&'static str, String), String> = HashMap::new();
+    for st in state.identity.streets()? {
+        names.insert(("street", st.id), st.name);
+    }
+    for c in state.identity.communities()? {
+        names.insert(("community", c.id), c.name);
+    }
+    for g in state.identity.grids()? {
+        names.insert(("grid", g.id), g.name);
+    }
+    Ok(names)
 }
 
 /// The devices whose worker works somewhere in the user's scope, with

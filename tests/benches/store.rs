@@ -418,6 +418,58 @@ fn search_rows(n: usize) {
         fmt(t),
         t.as_secs_f64() / base.as_secs_f64()
     );
+    // The office's export of every case (what a CSV or Excel download
+    // streams): time, and how much the process's memory grows meanwhile
+    // (sampled every 2 ms), against holding the rows.
+    let export = || {
+        let (mut rows, mut bytes) = (0usize, 0usize);
+        store
+            .export_cases(
+                &Query::issues(),
+                gridsync_core::Role::Office,
+                |_| true,
+                &|s| [s.street.clone(), s.community.clone(), s.grid.clone()],
+                |row| {
+                    rows += 1;
+                    bytes += row.iter().map(|c| c.len() + 1).sum::<usize>();
+                    Ok(())
+                },
+            )
+            .unwrap();
+        (rows, bytes)
+    };
+    let mut times = Vec::new();
+    let (mut rows, mut bytes, mut grew) = (0, 0, 0u64);
+    for _ in 0..5 {
+        let before = gridsync_tests::rss_kib(None);
+        let peak = std::sync::atomic::AtomicU64::new(before);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak.fetch_max(
+                        gridsync_tests::rss_kib(None),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            });
+            (rows, bytes) = export();
+            times.push(start.elapsed());
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        grew = grew.max(peak.into_inner().saturating_sub(before));
+    }
+    let t = median(times);
+    println!(
+        "| export every case as rows (`export_cases`, what CSV and Excel stream) | {} | {} rows, {:.1} MiB of text | {:.2}x; memory grew at most {:.1} MiB |",
+        fmt(t),
+        rows - 1,
+        bytes as f64 / (1 << 20) as f64,
+        t.as_secs_f64() / base.as_secs_f64(),
+        grew as f64 / 1024.0
+    );
     println!(
         "\ncreate, median of {SAMPLES}: {} keeping search texts, {} without ({:.2}x);          filling {n} issues took {:.1} s",
         fmt(median(t_with.clone())),

@@ -592,3 +592,106 @@ fn the_hotline_looks_a_work_order_up_by_its_number() {
     assert!(metrics.contains("gridsync_cases_due_soon 0"), "{metrics}");
     assert!(metrics.contains("gridsync_cases_overdue 0"), "{metrics}");
 }
+
+#[test]
+fn case_lists_and_figures_export_as_csv_and_excel_with_personal_data_by_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server"));
+    org(&server);
+    let office = server.office_token("office", "office");
+    let street = server.office_token("dept", "street");
+    for (n, title) in [(1, "楼道灯不亮"), (2, "=HYPERLINK(\"x\"),\"引号\"")] {
+        let mut order = work_order(&format!("12345-04{n:02}"), Some("G1"));
+        order["title"] = json!(title);
+        let (status, body) = server.office_post(&office, "/v1/office/work-orders", order);
+        assert_eq!(status, 201, "{body}");
+    }
+    let get = |token: &str, path: &str| {
+        gridsync_tests::server::get_bytes(&format!("{}{path}", server.url), Some(token))
+    };
+    let (status, csv) = get(&office, "/v1/office/exports/issues.csv?sort=created");
+    assert_eq!(status, 200);
+    assert!(
+        csv.starts_with(&[0xEF, 0xBB, 0xBF]),
+        "a byte-order mark for Excel and WPS"
+    );
+    let text = String::from_utf8(csv[3..].to_vec()).unwrap();
+    let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with("案件号,工单号,标题,状态"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].ends_with("反映人电话"),
+        "the office sees the phone"
+    );
+    assert!(
+        lines[1].contains("12345-0401") && lines[1].contains("已派单"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].contains("幸福街道") && lines[1].ends_with("13912345678"),
+        "{}",
+        lines[1]
+    );
+    // A title a spreadsheet would run as a formula stays text, quoted.
+    assert!(
+        lines[2].contains(r#""'=HYPERLINK(""x""),""引号""""#),
+        "{}",
+        lines[2]
+    );
+    // A street login: the same cases, no phone column, no number anywhere.
+    let (status, csv) = get(&street, "/v1/office/exports/issues.csv");
+    assert_eq!(status, 200);
+    let text = String::from_utf8(csv[3..].to_vec()).unwrap();
+    assert!(
+        !text.contains("反映人电话") && !text.contains("13912345678"),
+        "{text}"
+    );
+    assert_eq!(text.split("\r\n").filter(|l| !l.is_empty()).count(), 3);
+    // Filters apply; a bad one is the list's JSON error, before any byte.
+    let (status, csv) = get(&office, "/v1/office/exports/issues.csv?q=%E7%81%AF");
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8(csv)
+            .unwrap()
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .count(),
+        2
+    );
+    let (status, body) = get(&office, "/v1/office/exports/issues.csv?status=close");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = get(&street, "/v1/office/exports/issues.csv?phone=13912345678");
+    assert_eq!(
+        status, 403,
+        "the phone lookup is for the roles that call back"
+    );
+    let (status, _) = get("gso1.off-9.00", "/v1/office/exports/issues.csv");
+    assert_eq!(status, 401);
+    // Excel: a zip package with the sheet.
+    let (status, xlsx) = get(&office, "/v1/office/exports/issues.xlsx");
+    assert_eq!(status, 200);
+    assert!(xlsx.starts_with(b"PK"), "an Office Open XML package");
+    assert!(
+        xlsx.windows(14).any(|w| w == b"xl/worksheets/"),
+        "with a worksheet"
+    );
+    // Figures: a row per group and the total, with rates and their counts.
+    let (status, csv) = get(&office, "/v1/office/exports/figures.csv?by=grid");
+    assert_eq!(status, 200);
+    let text = String::from_utf8(csv[3..].to_vec()).unwrap();
+    let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert!(
+        lines[0].starts_with("分组,案件,在办,逾期,响应率"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines.last().unwrap().starts_with("合计,2,2,"), "{text}");
+    let (status, xlsx) = get(&office, "/v1/office/exports/figures.xlsx?by=community");
+    assert_eq!(status, 200);
+    assert!(xlsx.starts_with(b"PK"));
+}

@@ -188,6 +188,63 @@ impl Store {
             .map(|(id, _)| *id))
     }
 
+    /// Every case matching `q` (paging ignored) in places `place` accepts,
+    /// in `q`'s order, one row at a time to `sink`, as `role` may see it
+    /// (see [`crate::export`]; `names` names a place). Reads only the
+    /// in-memory index and search texts, a few hundred rows at a time, so
+    /// memory stays bounded by the matching ids (16 bytes a case) whatever
+    /// the rows; `sink` may block (a slow download) without holding the
+    /// index. Returns the rows written.
+    pub fn export_cases(
+        &self,
+        q: &Query,
+        role: crate::Role,
+        place: impl Fn(&RecordScope) -> bool,
+        names: &dyn Fn(&RecordScope) -> crate::export::PlaceNames,
+        mut sink: impl FnMut(Vec<String>) -> Result<()>,
+    ) -> Result<usize> {
+        /// Rows built under one hold of the index.
+        const BATCH: usize = 512;
+        let q = &self.checked(q)?;
+        let now = q.now.unwrap_or_else(|| self.now_ms());
+        let ids = {
+            let index = self.index_read();
+            query::sorted_ids(q, index.names(), index.entries(), &index.texts, place)
+        };
+        sink(
+            crate::export::case_headers(role)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        )?;
+        for chunk in ids.chunks(BATCH) {
+            let rows: Vec<Vec<String>> = {
+                let index = self.index_read();
+                chunk
+                    .iter()
+                    .filter_map(|id| {
+                        let meta = index.meta(*id)?;
+                        let text = index.texts.get(id).map(|t| &t.text);
+                        let (work_order, phone) =
+                            text.map_or(("", ""), |t| (t.work_order.as_str(), t.phone.as_str()));
+                        Some(crate::export::case_row(
+                            &meta,
+                            &names(&meta.scope()),
+                            work_order,
+                            phone,
+                            role,
+                            now,
+                        ))
+                    })
+                    .collect()
+            };
+            for row in rows {
+                sink(row)?;
+            }
+        }
+        Ok(ids.len())
+    }
+
     /// How many records match `q` (paging ignored).
     pub fn count(&self, q: &Query) -> Result<usize> {
         let q = &self.checked(q)?;
