@@ -243,6 +243,38 @@ async function loadCases() {
   $("#cases").dataset.query = String(query);
 }
 
+// Downloads an export with the login's token (a link cannot send it):
+// fetched, then saved from memory under the server's file name.
+async function download(path, errorSel) {
+  $(errorSel).textContent = "";
+  const res = await fetch(path, { headers: { "Authorization": `Bearer ${token}` } });
+  if (!res.ok) {
+    const body = await res.json().catch(() => null);
+    $(errorSel).textContent = (body && body.message) || res.statusText;
+    return;
+  }
+  const name = (res.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
+  const a = el("a", null, { href: URL.createObjectURL(await res.blob()), download: name ? name[1] : "export" });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+// The case list's filters, without paging, for an export.
+function exportQuery() {
+  const p = caseQuery();
+  p.delete("offset");
+  p.delete("limit");
+  return p;
+}
+
+$("#cases-csv").addEventListener("click", () => download(`/v1/office/exports/issues.csv?${exportQuery()}`, "#case-error"));
+$("#cases-xlsx").addEventListener("click", () => download(`/v1/office/exports/issues.xlsx?${exportQuery()}`, "#case-error"));
+$("#fig-csv").addEventListener("click", () =>
+  download(`/v1/office/exports/figures.csv?by=${encodeURIComponent($("#group-by").value)}&${figureRange()}`, "#fig-error"));
+$("#fig-xlsx").addEventListener("click", () =>
+  download(`/v1/office/exports/figures.xlsx?by=${encodeURIComponent($("#group-by").value)}&${figureRange()}`, "#fig-error"));
+
 $("#case-search").addEventListener("submit", (ev) => {
   ev.preventDefault();
   casesOffset = 0;

@@ -5,7 +5,7 @@
 // chart), GRIDSYNC_SCREENSHOTS (a directory for a picture of each view).
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 
 const url = process.env.GRIDSYNC_URL;
 const officeToken = process.env.GRIDSYNC_OFFICE_TOKEN;
@@ -206,6 +206,22 @@ try {
   await search(["extension_requested=true"]);
   await page.waitForFunction((n) => document.querySelector("#cases-count").textContent === `共 ${n} 件`, waiting - 1);
   await page.uncheck("#case-extension");
+
+  // The list exports as the clerk filtered it: CSV with a byte-order mark
+  // and Chinese headers, and Excel.
+  await page.fill("#case-q", "充电");
+  await search(["q="]);
+  const [csvDownload] = await Promise.all([page.waitForEvent("download"), page.click("#cases-csv")]);
+  assert.equal(csvDownload.suggestedFilename(), "cases.csv");
+  const csvBytes = readFileSync(await csvDownload.path());
+  assert.deepEqual([...csvBytes.subarray(0, 3)], [0xef, 0xbb, 0xbf]);
+  const csvLines = csvBytes.subarray(3).toString("utf8").split("\r\n").filter((l) => l);
+  assert.ok(csvLines[0].startsWith("案件号,工单号,标题"), csvLines[0]);
+  assert.equal(csvLines.length - 1, Number((await page.textContent("#cases-count")).match(/\d+/)[0]), "every matching case");
+  const [xlsxDownload] = await Promise.all([page.waitForEvent("download"), page.click("#cases-xlsx")]);
+  assert.equal(xlsxDownload.suggestedFilename(), "cases.xlsx");
+  assert.equal(readFileSync(await xlsxDownload.path()).subarray(0, 2).toString(), "PK");
+  await page.fill("#case-q", "");
 
   // A council meeting convened from the office for the closed case, with
   // an attendee and an action item that is overdue until it is done and
