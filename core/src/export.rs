@@ -58,10 +58,7 @@ fn named(table: &str, code: Option<&str>) -> String {
     let Some(code) = code.filter(|c| !c.is_empty()) else {
         return String::new();
     };
-    labels::tables()
-        .get(table)
-        .and_then(|t| t.get(code))
-        .map_or_else(|| code.to_owned(), |n| (*n).to_owned())
+    labels::name(table, code).map_or_else(|| code.to_owned(), str::to_owned)
 }
 
 /// One case's row, in the order of [`case_headers`] for `role`: `phone` is

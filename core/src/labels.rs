@@ -163,6 +163,11 @@ pub const CATEGORIES: &[(&str, &str)] = &[
     ("welfare.policy", "民生·政策咨询"),
 ];
 
+/// The name of `code` in `table` (see [`tables`]), if it has one.
+pub fn name(table: &str, code: &str) -> Option<&'static str> {
+    tables().get(table).and_then(|t| t.get(code)).copied()
+}
+
 /// A meeting's list state ([`crate::meeting::MEETING_STATUSES`]).
 pub fn meeting_status(s: &str) -> Option<&'static str> {
     match s {

@@ -239,16 +239,10 @@ async fn stream(
 fn namer(
     state: &AppState,
 ) -> Result<impl Fn(&RecordScope) -> gridsync_core::export::PlaceNames, gridsync_core::Error> {
-    let names = office::place_names(state)
+    let names = office::PlaceNames::read(state)
         .map_err(|_| gridsync_core::Error::Storage("the organisation's names".into()))?;
     Ok(move |s: &RecordScope| {
-        let name = |level: &'static str, id: &str| {
-            names
-                .get(&(level, id.to_owned()))
-                .filter(|n| !n.is_empty())
-                .cloned()
-                .unwrap_or_else(|| id.to_owned())
-        };
+        let name = |level, id: &str| names.get(level, id).unwrap_or(id).to_owned();
         [
             name("street", &s.street),
             name("community", &s.community),
@@ -338,14 +332,12 @@ async fn figures(
                     GroupBy::Community => names(&scope("", g, ""))[1].clone(),
                     GroupBy::Grid if g.is_empty() => "（社区本级）".into(),
                     GroupBy::Grid => names(&scope("", "", g))[2].clone(),
-                    GroupBy::Category => gridsync_core::labels::CATEGORIES
-                        .iter()
-                        .find(|(code, _)| *code == g)
-                        .map_or_else(|| g.to_owned(), |(_, n)| (*n).to_owned()),
-                    GroupBy::Channel => gridsync_core::Source::parse(g).map_or_else(
-                        || g.to_owned(),
-                        |s| gridsync_core::labels::source(s).to_owned(),
-                    ),
+                    GroupBy::Category => gridsync_core::labels::name("category", g)
+                        .unwrap_or(g)
+                        .to_owned(),
+                    GroupBy::Channel => gridsync_core::labels::name("source", g)
+                        .unwrap_or(g)
+                        .to_owned(),
                     GroupBy::Department | GroupBy::Month => {
                         if g.is_empty() {
                             "（未填）".into()

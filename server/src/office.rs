@@ -239,17 +239,12 @@ async fn places(
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
     as_office(&state, &headers, |state, ctx| {
-        let names = place_names(state)?;
+        let names = PlaceNames::read(state)?;
         let mut places: Vec<RecordScope> = ctx.scope.places().collect();
         places.sort_by(|a, b| {
             (&a.street, &a.community, &a.grid).cmp(&(&b.street, &b.community, &b.grid))
         });
-        let label = |level: &'static str, id: &str| {
-            names
-                .get(&(level, id.to_owned()))
-                .filter(|n| !n.is_empty())
-                .cloned()
-        };
+        let label = |level, id: &str| names.get(level, id).map(str::to_owned);
         let items: Vec<Value> = places
             .iter()
             .map(|p| {
@@ -478,22 +473,32 @@ pub(crate) fn figures_table(
     state.store.figures(p.by.unwrap_or_default(), &within, now)
 }
 
-/// The names of the organisation's streets, communities and grids, by
-/// level (`street`, `community`, `grid`) and id.
-pub(crate) fn place_names(
-    state: &AppState,
-) -> Result<HashMap<(&'static str, String), String>, AppError> {
-    let mut names: HashMap<(&'static str, String), String> = HashMap::new();
-    for st in state.identity.streets()? {
-        names.insert(("street", st.id), st.name);
+/// The names of the organisation's streets, communities and grids.
+pub(crate) struct PlaceNames(HashMap<(&'static str, String), String>);
+
+impl PlaceNames {
+    pub(crate) fn read(state: &AppState) -> Result<PlaceNames, AppError> {
+        let mut names = HashMap::new();
+        for st in state.identity.streets()? {
+            names.insert(("street", st.id), st.name);
+        }
+        for c in state.identity.communities()? {
+            names.insert(("community", c.id), c.name);
+        }
+        for g in state.identity.grids()? {
+            names.insert(("grid", g.id), g.name);
+        }
+        Ok(PlaceNames(names))
     }
-    for c in state.identity.communities()? {
-        names.insert(("community", c.id), c.name);
+
+    /// The name of a place at `level` (`street`, `community`, `grid`),
+    /// if it has one.
+    pub(crate) fn get(&self, level: &'static str, id: &str) -> Option<&str> {
+        self.0
+            .get(&(level, id.to_owned()))
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
     }
-    for g in state.identity.grids()? {
-        names.insert(("grid", g.id), g.name);
-    }
-    Ok(names)
 }
 
 /// The devices whose worker works somewhere in the user's scope, with
