@@ -60,6 +60,7 @@ pub mod export;
 pub mod figures;
 pub mod files;
 pub mod foreign;
+pub mod hotline;
 #[cfg(feature = "http")]
 pub mod http;
 mod ids;

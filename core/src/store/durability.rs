@@ -97,10 +97,13 @@ impl Store {
         self.write_point()?;
         let w = self.lock();
         let applied = w.next_seq - 1;
+        let events = self.outbox_applied.load(std::sync::atomic::Ordering::SeqCst);
         self.db.flush(FlushMode::Sync)?;
         drop(w);
         self.durable_seq
             .fetch_max(applied, std::sync::atomic::Ordering::SeqCst);
+        self.outbox_durable
+            .fetch_max(events, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -116,9 +119,11 @@ impl Store {
             _ => FlushMode::Process,
         };
         let applied;
+        let events;
         let result = if self.db.is_shared() {
             let mut w = self.lock();
             applied = w.next_seq - 1;
+            events = self.outbox_applied.load(std::sync::atomic::Ordering::SeqCst);
             let flushed = self.db.flush(mode);
             if flushed.is_err() {
                 // The transaction is gone with everything the turn applied:
@@ -130,12 +135,17 @@ impl Store {
             }
             flushed
         } else {
-            applied = self.lock().next_seq - 1;
+            let w = self.lock();
+            applied = w.next_seq - 1;
+            events = self.outbox_applied.load(std::sync::atomic::Ordering::SeqCst);
+            drop(w);
             self.db.flush(mode)
         };
         if result.is_ok() {
             self.durable_seq
                 .fetch_max(applied, std::sync::atomic::Ordering::SeqCst);
+            self.outbox_durable
+                .fetch_max(events, std::sync::atomic::Ordering::SeqCst);
         }
         result
     }

@@ -38,6 +38,10 @@ impl Store {
     /// record it names. A gap (entries removed by retention meanwhile)
     /// reloads everything.
     pub(super) fn follow_locked(&self, w: &mut Writer) -> Result<usize> {
+        // Nothing of this process is unflushed here: the outbox counter
+        // the database holds is committed (another server's warnings
+        // write no log entry, so this runs whatever the log says).
+        self.reset_outbox_marks()?;
         let mut known = w.next_seq - 1;
         let end = backend::prefix_end(&[P_LOG]);
         let mut touched = BTreeSet::new();
@@ -84,6 +88,7 @@ impl Store {
         w.next_seq = open::last_log_seq(self.db.as_ref())? + 1;
         self.durable_seq
             .fetch_max(w.next_seq - 1, std::sync::atomic::Ordering::SeqCst);
+        self.reset_outbox_marks()?;
         self.reload_log_id()
     }
 

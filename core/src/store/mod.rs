@@ -19,6 +19,8 @@
 //! | `s` | record id | the record's authoritative scope (street, community, grid) |
 //! | `f` | file hash, record id | the record references the file (see `files`) |
 //! | `u` | file hash | a file this device attached and the server does not hold yet: its size |
+//! | `t` | record id | the record's search text (servers) |
+//! | `o`, `x`, `w` | | the hotline outbox, parked events, warnings given (servers; see `outbox`) |
 //!
 //! Big-endian sequence numbers sort in order, so "what changed after N" is a
 //! range scan.
@@ -51,7 +53,9 @@
 //! queries, change bytes), `log` (the change log, its identity, backups),
 //! `scope` (the scope table, moves), `replica` (pending records,
 //! acknowledgements, sync state), `files` (attaching files, which records
-//! reference which files, what a device has yet to send) and `verify`.
+//! reference which files, what a device has yet to send), `outbox` (the
+//! hotline events each write records, their endpoints and delivery
+//! state) and `verify`.
 
 pub mod backend;
 mod cache;
@@ -63,6 +67,8 @@ mod index;
 mod log;
 mod merge;
 mod open;
+mod outbox;
+pub use outbox::{Attempt, Delivery, Endpoint, OutboxEvent, Parked, DEFAULT_TIMEOUT_MS, MAX_ENDPOINTS};
 mod read;
 mod replica;
 pub(crate) use replica::DROP_STATE;
@@ -215,6 +221,10 @@ pub struct StoreConfig {
     /// that had it off, the texts are derived once at open; turned off,
     /// they are removed.
     pub search: bool,
+    /// Keep the hotline outbox (see [`crate::hotline`]): every write that
+    /// changes a 12345 case as the hotline cares about stores the events
+    /// in the same batch. The server's store does; a device's does not.
+    pub outbox: bool,
     /// How long a case has, per urgency and category (see
     /// [`crate::deadlines`]): written into a case when its urgency or
     /// category is set here. The national default unless set.
@@ -244,6 +254,7 @@ impl StoreConfig {
             temporary: false,
             tag_own_changes: false,
             search: false,
+            outbox: false,
             deadlines: crate::DeadlineTable::default(),
             engine: backend::Engine::Sled,
             files_dir: None,
@@ -505,6 +516,12 @@ pub struct Store {
     tag_own: bool,
     /// See [`StoreConfig::search`].
     search: bool,
+    /// See [`StoreConfig::outbox`].
+    outbox: bool,
+    /// The last outbox event sequence applied, and the last made durable
+    /// (delivery reads no further).
+    outbox_applied: std::sync::atomic::AtomicU64,
+    outbox_durable: std::sync::atomic::AtomicU64,
     /// See [`StoreConfig::deadlines`].
     deadlines: crate::DeadlineTable,
     /// The attached files' area.

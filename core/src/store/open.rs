@@ -110,6 +110,7 @@ impl Store {
             }
         };
         let next_seq = last_log_seq(db.as_ref())? + 1;
+        let events = outbox::stored_counter(db.as_ref())?;
         let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         let store = Store {
             db,
@@ -137,6 +138,9 @@ impl Store {
             log_id: Mutex::new(log_id),
             tag_own: config.tag_own_changes,
             search: config.search,
+            outbox: config.outbox,
+            outbox_applied: std::sync::atomic::AtomicU64::new(events),
+            outbox_durable: std::sync::atomic::AtomicU64::new(events),
             deadlines: config.deadlines,
             files,
             clock: config.clock,

@@ -3,8 +3,14 @@
 use super::*;
 
 /// What [`Store::prepare`] builds: the batch, the record's new index
-/// entry, and its search text when the store keeps them.
-type Prepared = (Batch, RecordMeta, Option<crate::search::SearchText>);
+/// entry, its search text when the store keeps them, and the last hotline
+/// event sequence the batch uses, if it records events.
+type Prepared = (
+    Batch,
+    RecordMeta,
+    Option<crate::search::SearchText>,
+    Option<u64>,
+);
 
 impl Store {
     /// Records a new issue and returns its id.
@@ -445,12 +451,13 @@ impl Store {
             self.prepare(id, &mut loaded, commit, seq, batch)
         }))
         .map_err(|_| Error::MergePanicked(id))??;
-        let Some((batch, meta, text)) = prepared else {
+        let Some((batch, meta, text, events)) = prepared else {
             w.cache.put(id, loaded);
             return Ok(Written { id, seq: None });
         };
         self.write_point()?;
         self.db.apply(batch)?;
+        self.events_applied(events);
         w.next_seq += 1;
         let mut index = self.index_mut();
         index.insert(meta);
@@ -572,6 +579,21 @@ impl Store {
         if origin == Origin::Local {
             batch.insert(key(P_PENDING, id.as_bytes()), seq.to_be_bytes());
         }
-        Ok(Some((batch, meta, text)))
+        // What the hotline hears of this write goes in the same batch.
+        let events = if self.outbox
+            && origin != Origin::Rebased
+            && meta.record_kind() == Some(RecordKind::Issue)
+            && crate::hotline::is_hotline_source(&meta.facts.source)
+        {
+            let before = match heads_before {
+                [] => None,
+                heads => Some(loaded.doc.fork_at(heads).map_err(doc::am)?),
+            };
+            let events = crate::hotline::changes(before.as_ref(), &loaded.doc, id, self.now_ms());
+            self.put_events(&mut batch, seq, id, &events)?
+        } else {
+            None
+        };
+        Ok(Some((batch, meta, text, events)))
     }
 }
