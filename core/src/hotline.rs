@@ -291,8 +291,7 @@ pub fn changes<R: ReadDoc>(
         ev.reason = Some(e.reason.clone()).filter(|r| !r.is_empty());
         if matches!(kind, EventType::Handled | EventType::Closed) {
             ev.resolution = now.resolution;
-            ev.resolution_summary =
-                Some(now.resolution_summary.clone()).filter(|s| !s.is_empty());
+            ev.resolution_summary = Some(now.resolution_summary.clone()).filter(|s| !s.is_empty());
         }
         out.push((e.at, ev));
     }
@@ -340,7 +339,12 @@ pub fn changes<R: ReadDoc>(
         if !now.reply_to_citizen.is_empty() {
             // The register keeps no author or time of its own: the event
             // says when the server recorded it, and no author.
-            let mut ev = base(EventType::ReplySet, &format!("{op}:{value}"), recorded_at, None);
+            let mut ev = base(
+                EventType::ReplySet,
+                &format!("{op}:{value}"),
+                recorded_at,
+                None,
+            );
             ev.reply_to_citizen = Some(now.reply_to_citizen.clone());
             out.push((i64::MAX, ev));
         }
@@ -642,7 +646,10 @@ mod tests {
             && e.version == EVENT_VERSION));
         assert_eq!(got[1].reason.as_deref(), Some("不属本部门"));
         assert_eq!(got[1].status, "returned");
-        assert_eq!(got[3].deadline.as_deref(), Some(time_text(T0 + 48 * HOUR).as_str()));
+        assert_eq!(
+            got[3].deadline.as_deref(),
+            Some(time_text(T0 + 48 * HOUR).as_str())
+        );
         assert_eq!(got[4].reply_to_citizen.as_deref(), Some("已修复"));
         assert_eq!(got[6].return_visit.as_ref().map(|v| v.reached), Some(true));
         assert_eq!(got[8].reason.as_deref(), Some("居民反映又坏了"));
@@ -724,7 +731,10 @@ mod tests {
         assert_eq!(store.note_deadline_warnings().unwrap(), 0);
         let got = events(&store);
         assert_eq!(kinds(&got), ["deadline_due_soon", "deadline_breached"]);
-        assert_eq!(got[1].deadline.as_deref(), Some(time_text(deadline).as_str()));
+        assert_eq!(
+            got[1].deadline.as_deref(),
+            Some(time_text(deadline).as_str())
+        );
         // A new deadline is warned of again; a handled case is not.
         let who = Author::new("dept-1", Role::Office);
         store
@@ -778,7 +788,12 @@ mod tests {
             )
             .unwrap();
         store
-            .record_attempt("city-12345", &Attempt::Delivered { seq: pending[0].seq })
+            .record_attempt(
+                "city-12345",
+                &Attempt::Delivered {
+                    seq: pending[0].seq,
+                },
+            )
             .unwrap();
         store
             .record_attempt(
@@ -794,7 +809,10 @@ mod tests {
         assert_eq!(store.trim_outbox().unwrap(), 2);
         assert!(store.outbox_after(0, 10).unwrap().is_empty());
         let (_, delivery) = store.hotline_endpoints().unwrap().remove(0);
-        assert_eq!((delivery.delivered, delivery.parked, delivery.failures), (1, 1, 0));
+        assert_eq!(
+            (delivery.delivered, delivery.parked, delivery.failures),
+            (1, 1, 0)
+        );
         assert_eq!(delivery.cursor, pending[1].seq);
         let parked = store.parked_events("city-12345").unwrap();
         assert_eq!(parked.len(), 1);
@@ -843,7 +861,11 @@ mod tests {
         assert_eq!(retry_delay_ms(1, 1.0), RETRY_FIRST_MS * 4 / 5);
         // Computed independently (Python's hmac module).
         assert_eq!(
-            signature(b"0123456789abcdef-secret", 1_764_806_400, br#"{"event_id":"ev1_x"}"#),
+            signature(
+                b"0123456789abcdef-secret",
+                1_764_806_400,
+                br#"{"event_id":"ev1_x"}"#
+            ),
             "v1=85b89dfe6fbbf6a66eb89868ce824cab8672dbef6c99820df49ac2601cb6676a"
         );
     }

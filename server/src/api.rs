@@ -322,6 +322,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(crate::office::routes())
         .merge(crate::export::routes())
+        .merge(crate::hotline::routes())
         .merge(crate::files::routes())
         .merge(crate::dashboard::routes());
     #[cfg(feature = "test-hooks")]
@@ -393,6 +394,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             ));
         }
     }
+    text.push_str(&crate::hotline::metrics(store));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

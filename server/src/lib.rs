@@ -16,6 +16,7 @@ pub mod demo;
 pub mod export;
 pub mod files;
 pub mod gate;
+pub mod hotline;
 pub mod identity;
 pub mod metrics;
 pub mod office;
@@ -282,6 +283,7 @@ pub fn store_config(engine: &Engine, data_dir: &Path) -> StoreConfig {
     config.tag_own_changes = true;
     // The office finds cases by what is written in them.
     config.search = true;
+    config.outbox = true;
     config.engine = engine.clone();
     config
 }
@@ -424,6 +426,7 @@ pub async fn run_tls(
     let store = state.store.clone();
     let draining = state.draining.clone();
     let _following = follow_other_servers(store.clone());
+    let _delivering = hotline::start(store.clone());
     let warm = store.clone();
     drop(tokio::task::spawn_blocking(move || warm.warm_figures()));
     let app = app(state);

@@ -140,13 +140,20 @@ pub(crate) fn parse_id(id: &str) -> Result<RecordId, AppError> {
 }
 
 /// The record's index entry, if it exists and lies in the user's scope.
-/// Records outside it are "not found", so ids do not leak.
+/// Records outside it are "not found", so ids do not leak. On a database
+/// several nodes share, a record this node does not know yet (another
+/// node created it a moment ago) is looked for again after catching up.
 pub(crate) fn visible(
     state: &AppState,
     ctx: &OfficeCtx,
     id: RecordId,
 ) -> Result<RecordMeta, AppError> {
-    match state.store.meta(id).map_err(core_error)? {
+    let mut meta = state.store.meta(id).map_err(core_error)?;
+    if meta.is_none() && state.store.is_shared() {
+        state.store.follow().map_err(core_error)?;
+        meta = state.store.meta(id).map_err(core_error)?;
+    }
+    match meta {
         Some(meta) if ctx.sees(&meta) => Ok(meta),
         _ => Err(core_error(gridsync_core::Error::NotFound(id))),
     }

@@ -12,6 +12,7 @@ mod durability;
 mod figures;
 mod files;
 mod fuzz_replay;
+mod hotline;
 mod layering;
 mod nodes;
 mod office;

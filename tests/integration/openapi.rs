@@ -17,12 +17,13 @@ const PNG: &[u8] = &[
     0xc0, 0xc0, 0xc0, 0xc4, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0x00, 0x00, 0x0d, 0x1d, 0x01, 0x03, 0x6a,
     0xc2, 0x9b, 0xe9, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
-const SOURCES: [&str; 5] = [
+const SOURCES: [&str; 6] = [
     include_str!("../../server/src/api.rs"),
     include_str!("../../server/src/office.rs"),
     include_str!("../../server/src/dashboard.rs"),
     include_str!("../../server/src/files.rs"),
     include_str!("../../server/src/export.rs"),
+    include_str!("../../server/src/hotline.rs"),
 ];
 
 fn spec() -> Value {
@@ -174,6 +175,56 @@ fn every_documented_operation_answers_as_documented() {
     );
     assert_eq!(stored_status, 200);
     let victim = server.enroll("w2", &dir.path().join("v"));
+    // An endpoint for the DELETE example (which runs before the PUT).
+    let endpoint = json!({"url": "http://127.0.0.1:9/events", "secret": "0123456789abcdef"});
+    let endpoint_url = format!("{}/v1/admin/hotline/endpoints/city", server.url);
+    let (status, _) = gridsync_tests::server::put_json(&endpoint_url, Some(ADMIN), &endpoint);
+    assert_eq!(status, 200);
+    // A parked event for the parked list and its redelivery: a receiver
+    // that refuses the first event and takes the rest.
+    let receiver = gridsync_tests::receiver::Receiver::start(|n, _| {
+        if n == 0 {
+            gridsync_tests::receiver::Answer::Refuse
+        } else {
+            gridsync_tests::receiver::Answer::Take
+        }
+    });
+    let parking = format!("{}/v1/admin/hotline/endpoints/parking", server.url);
+    let (status, _) = gridsync_tests::server::put_json(
+        &parking,
+        Some(ADMIN),
+        &json!({"url": receiver.url, "secret": "0123456789abcdef"}),
+    );
+    assert_eq!(status, 200);
+    let (status, case) = post_json(
+        &format!("{}/v1/office/work-orders", server.url),
+        Some(&office_token),
+        json!({
+            "work_order_no": "12345-78", "category": "c", "kind": "demand", "urgency": "blue",
+            "title": "t", "street": "S1", "community": "C1", "grid": "G1",
+            "reporter": {"name": "n", "phone": "1", "anonymous": false, "may_call_back": false}
+        }),
+    );
+    assert_eq!(status, 201, "{case}");
+    let (status, _) = post_json(
+        &format!(
+            "{}/v1/office/issues/{}/ops",
+            server.url,
+            case["id"].as_str().unwrap()
+        ),
+        Some(&office_token),
+        json!({"op": "transition", "args": {"to": "signed_for", "reason": ""}}),
+    );
+    assert_eq!(status, 200);
+    let waiting = std::time::Instant::now();
+    let parked_seq = loop {
+        assert!(waiting.elapsed().as_secs() < 60, "no event was parked");
+        let (_, list) = get_json(&format!("{parking}/parked"), Some(ADMIN));
+        if let Some(seq) = list["parked"][0]["seq"].as_u64() {
+            break seq;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let (_, enrollment) = server.admin("/v1/admin/enrollments", json!({"worker": "w2"}));
 
     // A real request for each operation: (method, path template) → body.
@@ -222,6 +273,7 @@ fn every_documented_operation_answers_as_documented() {
                 json!({"street": "S1", "community": "C1", "grid": "G1"})
             }
             ("post", "/v1/admin/devices/{id}/revoke") => json!({}),
+            ("post", "/v1/admin/hotline/endpoints/{name}/parked/{seq}/redeliver") => json!({}),
             ("post", "/v1/admin/office-users/{id}/revoke") => json!({}),
             _ => return None,
         })
@@ -248,6 +300,15 @@ fn every_documented_operation_answers_as_documented() {
                 .replace("{id}", &id)
                 .replace("{hash}", hash)
                 .replace("{n}", "0")
+                .replace(
+                    "{name}",
+                    if template.ends_with("{name}") {
+                        "city"
+                    } else {
+                        "parking"
+                    },
+                )
+                .replace("{seq}", &parked_seq.to_string())
                 // The work order the intake example took in.
                 .replace("{number}", "12345-77");
             let url = format!("{}{path}", server.url);
@@ -301,6 +362,10 @@ fn every_documented_operation_answers_as_documented() {
                     &[("X-Gridsync-File-Size", &photos[1].1.len().to_string())],
                     photos[1].1,
                 ),
+                ("put", "/v1/admin/hotline/endpoints/{name}") => {
+                    gridsync_tests::server::put_json(&url, token, &endpoint)
+                }
+                ("delete", _) => gridsync_tests::server::delete(&url, token),
                 ("get", _) => get_json(&url, token),
                 ("post", _) => post_json(&url, token, body_for(method, template).unwrap()),
                 _ => panic!("undocumented method {method}"),
@@ -328,7 +393,13 @@ fn every_documented_operation_answers_as_documented() {
             }
         }
     }
-    assert_eq!(checked, 49, "one operation per documented path");
+    assert_eq!(checked, 54, "one operation per documented path");
+    // The redelivered event was taken and left the parked list.
+    let (_, list) = get_json(
+        &format!("{}/v1/admin/hotline/endpoints/parking/parked", server.url),
+        Some(ADMIN),
+    );
+    assert_eq!(list["parked"], json!([]), "{list}");
     assert!(problems.is_empty(), "{problems:#?}");
     // Errors, too, are documented JSON.
     // Not an id (a case opens by number too: "nope" is an unknown one).

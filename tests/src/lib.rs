@@ -7,6 +7,7 @@ use std::path::Path;
 
 pub mod engine;
 pub mod fuzz;
+pub mod receiver;
 pub mod server;
 pub mod sim;
 

@@ -337,8 +337,16 @@ pub fn post_json(
     bearer: Option<&str>,
     body: serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let agent = test_agent();
-    let mut req = agent.post(url).header("Content-Type", "application/json");
+    send_json(test_agent().post(url), bearer, &body)
+}
+
+/// Sends a JSON body; returns status and body (any status).
+fn send_json(
+    req: ureq::RequestBuilder<ureq::typestate::WithBody>,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut req = req.header("Content-Type", "application/json");
     if let Some(b) = bearer {
         req = req.header("Authorization", format!("Bearer {b}"));
     }
@@ -368,8 +376,15 @@ fn test_agent() -> ureq::Agent {
 
 /// GETs JSON, returns status and body (any status).
 pub fn get_json(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
-    let agent = test_agent();
-    let mut req = agent.get(url);
+    call_json(test_agent().get(url), bearer)
+}
+
+/// Sends a request without a body; returns status and JSON body (any
+/// status).
+fn call_json(
+    mut req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    bearer: Option<&str>,
+) -> (u16, serde_json::Value) {
     if let Some(b) = bearer {
         req = req.header("Authorization", format!("Bearer {b}"));
     }
@@ -452,6 +467,20 @@ pub fn put_bytes(
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// PUTs JSON; returns status and body (any status).
+pub fn put_json(
+    url: &str,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    send_json(test_agent().put(url), bearer, body)
+}
+
+/// DELETEs; returns status and body (any status).
+pub fn delete(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
+    call_json(test_agent().delete(url), bearer)
 }
 
 /// GETs raw bytes; returns status and body.

@@ -97,7 +97,9 @@ impl Store {
         self.write_point()?;
         let w = self.lock();
         let applied = w.next_seq - 1;
-        let events = self.outbox_applied.load(std::sync::atomic::Ordering::SeqCst);
+        let events = self
+            .outbox_applied
+            .load(std::sync::atomic::Ordering::SeqCst);
         self.db.flush(FlushMode::Sync)?;
         drop(w);
         self.durable_seq
@@ -123,7 +125,9 @@ impl Store {
         let result = if self.db.is_shared() {
             let mut w = self.lock();
             applied = w.next_seq - 1;
-            events = self.outbox_applied.load(std::sync::atomic::Ordering::SeqCst);
+            events = self
+                .outbox_applied
+                .load(std::sync::atomic::Ordering::SeqCst);
             let flushed = self.db.flush(mode);
             if flushed.is_err() {
                 // The transaction is gone with everything the turn applied:
@@ -137,7 +141,9 @@ impl Store {
         } else {
             let w = self.lock();
             applied = w.next_seq - 1;
-            events = self.outbox_applied.load(std::sync::atomic::Ordering::SeqCst);
+            events = self
+                .outbox_applied
+                .load(std::sync::atomic::Ordering::SeqCst);
             drop(w);
             self.db.flush(mode)
         };

@@ -68,7 +68,9 @@ mod log;
 mod merge;
 mod open;
 mod outbox;
-pub use outbox::{Attempt, Delivery, Endpoint, OutboxEvent, Parked, DEFAULT_TIMEOUT_MS, MAX_ENDPOINTS};
+pub use outbox::{
+    Attempt, Delivery, Endpoint, OutboxEvent, Parked, DEFAULT_TIMEOUT_MS, MAX_ENDPOINTS,
+};
 mod read;
 mod replica;
 pub(crate) use replica::DROP_STATE;

@@ -84,17 +84,17 @@ impl Endpoint {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !name_ok {
-            return bad(
-                "name",
-                "1 to 32 lower-case letters, digits, '-' or '_'",
-            );
+            return bad("name", "1 to 32 lower-case letters, digits, '-' or '_'");
         }
         let url = self.url.as_str();
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"));
         if url.len() > 2000 || rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
-            return bad("url", "an http:// or https:// address of at most 2000 characters");
+            return bad(
+                "url",
+                "an http:// or https:// address of at most 2000 characters",
+            );
         }
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("url", "no spaces or control characters");
@@ -326,10 +326,8 @@ impl Store {
         endpoint.added_at = self.now_ms();
         let start = stored_counter(self.db.as_ref())?;
         let mut failed = None;
-        self.db.update(
-            &endpoint_key(&endpoint.name),
-            FlushMode::Sync,
-            &mut |old| {
+        self.db
+            .update(&endpoint_key(&endpoint.name), FlushMode::Sync, &mut |old| {
                 let stored = match old.map(decode_endpoint) {
                     Some(Ok(mut was)) => {
                         let added_at = was.endpoint.added_at;
@@ -355,8 +353,7 @@ impl Store {
                         old.map(<[u8]>::to_vec)
                     }
                 }
-            },
-        )?;
+            })?;
         failed.map_or(Ok(()), Err)
     }
 
@@ -417,7 +414,8 @@ impl Store {
                         d.cursor = d.cursor.max(*seq);
                         d.parked += 1;
                         d.failures = 0;
-                        d.last_error = Some(format!("event {seq} refused with HTTP {status}; parked"));
+                        d.last_error =
+                            Some(format!("event {seq} refused with HTTP {status}; parked"));
                         d.last_error_at = Some(now);
                         d.next_attempt_at = 0;
                     }
@@ -450,6 +448,34 @@ impl Store {
             out.push(parked);
         }
         Ok(out)
+    }
+
+    /// One parked event of endpoint `name`, if there is one under `seq`.
+    pub fn parked_event(&self, name: &str, seq: u64) -> Result<Option<Parked>> {
+        let mut k = parked_prefix(name);
+        k.extend_from_slice(&seq.to_be_bytes());
+        self.db
+            .get(&k)?
+            .map(|v| {
+                bincode::decode_from_slice(&v, bincode_config())
+                    .map(|(p, _)| p)
+                    .map_err(|e| Error::Metadata(format!("parked event: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Forgets a parked event (the admin had it delivered by hand);
+    /// whether it was there.
+    pub fn remove_parked(&self, name: &str, seq: u64) -> Result<bool> {
+        let mut k = parked_prefix(name);
+        k.extend_from_slice(&seq.to_be_bytes());
+        if self.db.get(&k)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = Batch::default();
+        batch.remove(k);
+        self.db.write_now(batch, FlushMode::Sync)?;
+        Ok(true)
     }
 
     /// Removes the events every endpoint is past (every durable one when
@@ -569,7 +595,12 @@ impl Store {
                 Err(_) => continue,
             };
             if hotline::is_hotline_case(&view) {
-                events.push((id, level, deadline, hotline::warning_event(&view, level, deadline, now)));
+                events.push((
+                    id,
+                    level,
+                    deadline,
+                    hotline::warning_event(&view, level, deadline, now),
+                ));
             }
         }
         let w = self.lock_writes()?;
