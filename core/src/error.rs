@@ -199,6 +199,19 @@ pub enum Error {
     #[error("the disk is full")]
     StorageFull,
 
+    /// The store has no device code yet: enroll it before recording.
+    #[error("this store is not enrolled yet: enroll it before recording")]
+    NotEnrolled,
+
+    /// The caller cancelled the operation (an app's coroutine or task);
+    /// what completed before stays, durably.
+    #[error("cancelled")]
+    Cancelled,
+
+    /// The store was enrolled before; a store is enrolled once.
+    #[error("this store is enrolled already")]
+    AlreadyEnrolled,
+
     /// A file-system error while making a write durable; the operation was
     /// not acknowledged.
     #[error("i/o error: {0}")]
@@ -237,6 +250,9 @@ impl Error {
             Error::MergePanicked(_) => "merge_panicked",
             Error::DocumentTooLarge { .. } => "document_too_large",
             Error::OutOfScope { .. } => "out_of_scope",
+            Error::NotEnrolled => "not_enrolled",
+            Error::Cancelled => "cancelled",
+            Error::AlreadyEnrolled => "already_enrolled",
             Error::PlaceOutOfScope { .. } => "place_out_of_scope",
             Error::ScopeChange { .. } => "scope_change",
             Error::Corrupt { .. } => "corrupt_record",

@@ -121,8 +121,14 @@ fn answer(mut response: ureq::http::Response<ureq::Body>, limit: u64) -> Result<
     Ok(bytes)
 }
 
-/// Redeems a one-time enrollment code for the store's actor.
+/// Redeems a one-time enrollment code for the store's actor, and gives
+/// the store the device code the server assigned (durably: no reopening).
+/// A store enrolled before is refused with [`Error::AlreadyEnrolled`]
+/// before anything is sent, so the code stays unused.
 pub fn enroll(base_url: &str, code: &str, store: &Store) -> Result<Enrollment> {
+    if store.is_enrolled()? {
+        return Err(Error::AlreadyEnrolled);
+    }
     let body = serde_json::json!({ "code": code, "actor": store.actor().to_hex_string() });
     let bytes = answer(
         agent()
@@ -141,9 +147,11 @@ pub fn enroll(base_url: &str, code: &str, store: &Store) -> Result<Enrollment> {
             .ok_or_else(|| Error::Transport(format!("enrollment response lacks {k}")))
     };
     let role = field("role")?;
+    let device_code = field("device_code")?;
+    store.adopt_device_code(&device_code)?;
     Ok(Enrollment {
         device_id: field("device_id")?,
-        device_code: field("device_code")?,
+        device_code,
         token: field("token")?,
         worker: field("worker")?,
         role: crate::Role::parse(&role)

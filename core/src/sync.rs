@@ -1400,6 +1400,8 @@ impl<S: AsRef<Store>> Client<S> {
     /// the scope, and saves the new cursor. Returns whether another round
     /// is needed.
     pub fn apply_response(&mut self, bytes: &[u8]) -> Result<bool> {
+        // Live queries hear of the whole round at once.
+        let _hold = self.store.as_ref().hold_live();
         let response = decode_response(bytes)?;
         self.report.rounds += 1;
         self.report.bytes_received += bytes.len();

@@ -8,17 +8,27 @@
 //!   and a message; a panic inside a call is caught here and returned as
 //!   code `panic` (it never unwinds into the app).
 //! * [`GridStore`] and [`SyncSession`] are safe to share between threads.
-//! * `GridStore::enroll` and `GridStore::sync` do network I/O and **block**
-//!   the calling thread: call them from a background thread (a Kotlin
-//!   coroutine on `Dispatchers.IO`, a Swift `Task.detached`). Everything
-//!   else is local and fast; writes wait for the disk (fsync).
+//! * `GridStore::enroll`, `sync`, `fetch_file`, `upload_files` and
+//!   `prefetch_files` do network I/O: their `*_async` forms are suspending
+//!   calls (Kotlin `suspend`, Swift `async`, Python `async`) that run on a
+//!   thread of their own and can be cancelled; the plain forms **block**
+//!   the calling thread. Everything else is local and fast; writes wait
+//!   for the disk (fsync).
+//! * Live queries (`watch_list`, `watch_record`) call back on the store's
+//!   delivery thread whenever a local write or a sync changes their page.
+//! * A store opened with an empty device code takes the one enrollment
+//!   assigns (`enroll`), durably: no reopening.
 //! * Apps with their own HTTP stack use [`SyncSession`]: `make_request()`
 //!   bytes go in a `POST /v1/sync` body (`Authorization: Bearer <token>`,
 //!   `Content-Type: application/octet-stream`), the answer's bytes go to
 //!   `apply_response()`, until it returns false.
 
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use gridsync_core::sync::{Client, Progress, SyncReport};
 use gridsync_core::{AttachTo, FileState};
@@ -29,6 +39,12 @@ use gridsync_core::{
 };
 
 uniffi::setup_scaffolding!();
+
+mod meetings;
+pub use meetings::{
+    ActionEventRecord, ActionItemRecord, AttendeeRecord, LogTextRecord, MeetingOperation,
+    MeetingRecord, NewAttendeeRecord, NewMeetingRecord,
+};
 
 // ------------------------------------------------------------ errors
 
@@ -250,10 +266,19 @@ pub struct TransitionRecord {
 }
 
 /// A register two people changed to different values concurrently.
-#[derive(Clone, Debug, uniffi::Record)]
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct RegisterConflictRecord {
     pub field: String,
     pub values: Vec<String>,
+}
+
+impl RegisterConflictRecord {
+    fn of(c: &gridsync_core::RegisterConflict) -> Self {
+        RegisterConflictRecord {
+            field: c.field.clone(),
+            values: c.values.iter().map(value_text).collect(),
+        }
+    }
 }
 
 /// An issue as the app shows it.
@@ -293,7 +318,7 @@ pub struct IssueRecord {
 }
 
 /// A file attached to a record, and what this phone holds of it.
-#[derive(Clone, Debug, uniffi::Record)]
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct AttachmentRecord {
     /// SHA-256 of the content (hex): the name to fetch it by.
     pub hash: String,
@@ -367,7 +392,7 @@ pub struct FilesReportRecord {
 }
 
 /// A field and value written by a newer app.
-#[derive(Clone, Debug, uniffi::Record)]
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct UnrecognizedRecord {
     pub field: String,
     pub value: String,
@@ -417,10 +442,7 @@ impl IssueRecord {
             register_conflicts: v
                 .register_conflicts
                 .iter()
-                .map(|c| RegisterConflictRecord {
-                    field: c.field.clone(),
-                    values: c.values.iter().map(value_text).collect(),
-                })
+                .map(RegisterConflictRecord::of)
                 .collect(),
             street: v.location.street,
             community: v.location.community,
@@ -471,21 +493,77 @@ impl IssueRecord {
     }
 }
 
-/// Which records to list. Empty fields do not filter.
+/// Which records to list. Empty fields do not filter (every field may be
+/// left out).
 #[derive(Clone, Debug, Default, uniffi::Record)]
 pub struct ListQuery {
     /// issue or meeting.
+    #[uniffi(default = None)]
     pub kind: Option<String>,
+    #[uniffi(default = None)]
     pub grid: Option<String>,
+    #[uniffi(default = None)]
     pub status: Option<String>,
+    #[uniffi(default = None)]
     pub open: Option<bool>,
+    #[uniffi(default = None)]
     pub overdue: Option<bool>,
+    /// In the last quarter of the time to its deadline.
+    #[uniffi(default = None)]
+    pub due_soon: Option<bool>,
+    #[uniffi(default = None)]
     pub conflict: Option<bool>,
+    /// Search terms: every one must occur in the title, description,
+    /// address, notes, case or work-order number (the office search's
+    /// matching; partial Chinese words match).
+    #[uniffi(default = None)]
+    pub text: Option<String>,
     /// updated (default), deadline or created.
+    #[uniffi(default = None)]
     pub sort: Option<String>,
+    #[uniffi(default = 0)]
     pub offset: u32,
     /// 0 means 50.
+    #[uniffi(default = 0)]
     pub limit: u32,
+}
+
+impl ListQuery {
+    fn query(self) -> Result<Query> {
+        let mut q = match self.kind.as_deref() {
+            None => Query::default(),
+            Some("issue") => Query::issues(),
+            Some("meeting") => Query::meetings(),
+            Some(other) => return Err(invalid("kind", other)),
+        };
+        q.grid = self.grid;
+        q.statuses = self.status.into_iter().collect();
+        q.open = self.open;
+        q.overdue = self.overdue;
+        q.due_soon = self.due_soon;
+        q.conflict = self.conflict;
+        q.text = self.text.filter(|t| !t.trim().is_empty());
+        q.sort = match self.sort.as_deref() {
+            None | Some("updated") => Sort::UpdatedDesc,
+            Some("deadline") => Sort::DeadlineAsc,
+            Some("created") => Sort::CreatedAsc,
+            Some(other) => return Err(invalid("sort", other)),
+        };
+        q.offset = self.offset as usize;
+        q.limit = if self.limit == 0 {
+            50
+        } else {
+            self.limit as usize
+        };
+        Ok(q)
+    }
+}
+
+/// How many records of a list are in one status (for badges).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct StatusCount {
+    pub status: String,
+    pub count: u64,
 }
 
 /// One line of a list.
@@ -503,6 +581,9 @@ pub struct Summary {
     pub updated_at: i64,
     /// Fields holding values a newer app wrote that this build does not know.
     pub unrecognized: Vec<String>,
+    /// This phone changed it and the server has not acknowledged the
+    /// change yet ("not yet uploaded").
+    pub pending: bool,
 }
 
 /// A page of a list and how many records matched in all.
@@ -599,8 +680,8 @@ impl From<&Progress> for SyncProgress {
     }
 }
 
-/// The device's identity after enrollment. Reopen the store with
-/// `device_code` so new case numbers carry it.
+/// The device's identity after enrollment. The store has taken
+/// `device_code` already (new case numbers carry it; no reopening).
 #[derive(Clone, Debug, uniffi::Record)]
 pub struct EnrollmentRecord {
     pub device_id: String,
@@ -620,8 +701,47 @@ pub trait ProgressListener: Send + Sync {
     fn on_progress(&self, progress: SyncProgress);
 }
 
+/// Receives a live query's result page: once at registration, then
+/// whenever a local write (on any thread) or a sync round changes it — at
+/// most once per write batch or round, on the store's delivery thread
+/// (never the caller's; post to the UI thread from here).
+#[uniffi::export(callback_interface)]
+pub trait LiveQueryListener: Send + Sync {
+    fn on_result(&self, page: SummaryPage);
+}
+
+/// A registered live query; `stop()` (or closing or dropping the handle)
+/// ends it: when that returns no callback runs and none will.
+#[derive(uniffi::Object)]
+pub struct LiveQuery {
+    store: Arc<Store>,
+    id: u64,
+}
+
+impl std::fmt::Debug for LiveQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveQuery").field("id", &self.id).finish()
+    }
+}
+
+#[uniffi::export]
+impl LiveQuery {
+    /// Stops the query (again: nothing). Closing the handle (Kotlin
+    /// `close()`/`use`, Python `del`, Swift releasing it) does the same.
+    pub fn stop(&self) {
+        self.store.unwatch(self.id);
+    }
+}
+
+impl Drop for LiveQuery {
+    fn drop(&mut self) {
+        self.store.unwatch(self.id);
+    }
+}
+
 /// Called when a sync brought changes to records, with their ids, so the
-/// UI can refresh. Called on the thread that ran the sync.
+/// UI can refresh. Called on the thread that ran the sync. (Live queries
+/// also see the app's own writes.)
 #[uniffi::export(callback_interface)]
 pub trait ChangeListener: Send + Sync {
     fn on_change(&self, ids: Vec<String>);
@@ -634,9 +754,98 @@ pub trait ChangeListener: Send + Sync {
 pub struct GridStore {
     store: Arc<Store>,
     listeners: Mutex<Vec<Box<dyn ChangeListener>>>,
+    /// One sync at a time: a sync waits for one in progress (a cancelled
+    /// one finishing its round, say).
+    syncing: Mutex<()>,
 }
 
 impl GridStore {
+    /// Opens the store; a phone's store keeps search texts, so lists find
+    /// records by what is written in them.
+    fn with_config(mut config: StoreConfig) -> Result<Arc<Self>> {
+        config.search = true;
+        Ok(Arc::new(GridStore {
+            store: Arc::new(Store::open(config)?),
+            listeners: Mutex::new(Vec::new()),
+            syncing: Mutex::new(()),
+        }))
+    }
+
+    /// `sync`, stopping before its next round (or before the files) once
+    /// `cancel` is set: what was merged stays, durably.
+    fn sync_until(
+        &self,
+        url: String,
+        token: String,
+        progress: Option<Box<dyn ProgressListener>>,
+        cancel: &AtomicBool,
+    ) -> Result<SyncReportRecord> {
+        guard(|| {
+            let _one = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut client = Client::new(&*self.store);
+            let report = client.run_with_progress(
+                |req| {
+                    if cancel.load(Ordering::SeqCst) {
+                        return Err(gridsync_core::Error::Cancelled);
+                    }
+                    gridsync_core::http::post_sync(&url, &token, &req)
+                },
+                |p| {
+                    if let Some(l) = &progress {
+                        l.on_progress(p.into());
+                    }
+                },
+            );
+            // What was merged before a failure is there too.
+            self.notify(client.take_changed());
+            let report = report?;
+            if cancel.load(Ordering::SeqCst) {
+                return Err(gridsync_core::Error::Cancelled.into());
+            }
+            // Then this phone's files, now that the server has the records
+            // that reference them.
+            let mut last = SyncProgress {
+                rounds: count(report.rounds),
+                pushed: count(report.accepted),
+                pulled: count(report.pulled),
+                bytes_received: report.bytes_received as u64,
+                file_chunks_sent: 0,
+                file_chunks_received: 0,
+                file_chunks_total: 0,
+            };
+            gridsync_core::http::upload_files(&self.store, &url, &token, |sent| {
+                if let Some(l) = &progress {
+                    last.file_chunks_sent = count(sent);
+                    l.on_progress(last.clone());
+                }
+            })?;
+            Ok(report.into())
+        })
+    }
+
+    fn watch(
+        &self,
+        what: gridsync_core::store::Watched,
+        listener: Box<dyn LiveQueryListener>,
+    ) -> Result<Arc<LiveQuery>> {
+        // Weak: the store holds the callback, which must not hold it.
+        let store = Arc::downgrade(&self.store);
+        let id = self.store.watch(
+            what,
+            Box::new(move |page| {
+                if let Some(store) = store.upgrade() {
+                    if let Ok(page) = summaries(&store, page) {
+                        listener.on_result(page);
+                    }
+                }
+            }),
+        )?;
+        Ok(Arc::new(LiveQuery {
+            store: self.store.clone(),
+            id,
+        }))
+    }
+
     /// Tells the listeners which records a sync changed (as the core
     /// client reports them).
     fn notify(&self, changed: Vec<RecordId>) {
@@ -664,17 +873,13 @@ impl std::fmt::Debug for GridStore {
 #[uniffi::export]
 impl GridStore {
     /// Opens (or creates) the store in the directory `path`. Before
-    /// enrollment any short code will do; afterwards use the one the
-    /// server assigned.
+    /// enrollment pass `""`: `enroll` gives the store the code the server
+    /// assigns, and an enrolled store keeps that code whatever is passed
+    /// here (a store opened with a code of its own, as apps did before,
+    /// uses that code until it is enrolled).
     #[uniffi::constructor]
     pub fn open(path: String, device_code: String) -> Result<Arc<Self>> {
-        guard(|| {
-            let store = Store::open(StoreConfig::new(path, device_code))?;
-            Ok(Arc::new(GridStore {
-                store: Arc::new(store),
-                listeners: Mutex::new(Vec::new()),
-            }))
-        })
+        guard(|| GridStore::with_config(StoreConfig::new(path, device_code)))
     }
 
     /// Like [`GridStore::open`], with the district's deadline table as
@@ -690,10 +895,7 @@ impl GridStore {
         guard(|| {
             let mut config = StoreConfig::new(path, device_code);
             config.deadlines = gridsync_core::DeadlineTable::from_json(&deadline_table_json)?;
-            Ok(Arc::new(GridStore {
-                store: Arc::new(Store::open(config)?),
-                listeners: Mutex::new(Vec::new()),
-            }))
+            GridStore::with_config(config)
         })
     }
 
@@ -702,11 +904,20 @@ impl GridStore {
         self.store.actor().to_hex_string()
     }
 
+    /// The code new case numbers start with (empty before enrollment).
     pub fn device_code(&self) -> String {
-        self.store.device_code().to_owned()
+        self.store.device_code()
     }
 
-    /// Enrolls this store with a one-time code. **Blocks** on the network.
+    /// Whether enrollment gave this store its code.
+    pub fn is_enrolled(&self) -> Result<bool> {
+        guard(|| Ok(self.store.is_enrolled()?))
+    }
+
+    /// Enrolls this store with a one-time code; the store takes the
+    /// device code the server assigned at once, durably. A store enrolled
+    /// before is refused with `already_enrolled` (the code stays unused).
+    /// **Blocks** on the network.
     pub fn enroll(&self, url: String, code: String) -> Result<EnrollmentRecord> {
         guard(|| {
             let e = gridsync_core::http::enroll(&url, &code, &self.store)?;
@@ -776,8 +987,44 @@ impl GridStore {
         })
     }
 
+    /// Convenes a meeting; returns its id.
+    pub fn create_meeting(
+        &self,
+        author: AuthorRecord,
+        meeting: NewMeetingRecord,
+    ) -> Result<String> {
+        guard(|| {
+            Ok(self
+                .store
+                .convene_meeting(&author.author()?, meeting.new_meeting()?)?
+                .to_string())
+        })
+    }
+
+    /// Applies a typed operation to a meeting.
+    pub fn update_meeting(
+        &self,
+        id: String,
+        author: AuthorRecord,
+        op: MeetingOperation,
+    ) -> Result<()> {
+        guard(|| {
+            self.store
+                .act_on_meeting(self::id(&id)?, &author.author()?, op.op()?)?;
+            Ok(())
+        })
+    }
+
+    /// A meeting with everything the app shows.
+    pub fn meeting(&self, id: String) -> Result<MeetingRecord> {
+        guard(|| {
+            let view = self.store.meeting(self::id(&id)?)?;
+            Ok(MeetingRecord::from_view(view, &self.store))
+        })
+    }
+
     /// Convenes a meeting from its JSON description (`NewMeeting`); returns
-    /// its id.
+    /// its id. (For tools; apps use `create_meeting`.)
     pub fn create_meeting_json(&self, author: AuthorRecord, meeting: String) -> Result<String> {
         guard(|| {
             let new = serde_json::from_str(&meeting)
@@ -818,99 +1065,107 @@ impl GridStore {
 
     /// Lists records with filters, sorting and paging.
     pub fn list(&self, query: ListQuery) -> Result<SummaryPage> {
+        guard(|| summary_page(&self.store, &query.query()?))
+    }
+
+    /// Registers a live list: `listener` receives the page now and
+    /// whenever it changes (see `LiveQueryListener`).
+    pub fn watch_list(
+        &self,
+        query: ListQuery,
+        listener: Box<dyn LiveQueryListener>,
+    ) -> Result<Arc<LiveQuery>> {
         guard(|| {
-            let mut q = match query.kind.as_deref() {
-                None => Query::default(),
-                Some("issue") => Query::issues(),
-                Some("meeting") => Query::meetings(),
-                Some(other) => return Err(invalid("kind", other)),
-            };
-            q.grid = query.grid;
-            q.statuses = query.status.into_iter().collect();
-            q.open = query.open;
-            q.overdue = query.overdue;
-            q.conflict = query.conflict;
-            q.sort = match query.sort.as_deref() {
-                None | Some("updated") => Sort::UpdatedDesc,
-                Some("deadline") => Sort::DeadlineAsc,
-                Some("created") => Sort::CreatedAsc,
-                Some(other) => return Err(invalid("sort", other)),
-            };
-            q.offset = query.offset as usize;
-            q.limit = if query.limit == 0 {
-                50
-            } else {
-                query.limit as usize
-            };
-            let page = self.store.list(&q)?;
-            Ok(SummaryPage {
-                total: page.total as u64,
-                items: page
-                    .items
-                    .into_iter()
-                    .map(|m| Summary {
-                        id: m.record_id().to_string(),
-                        kind: m.kind,
-                        number: m.number,
-                        title: m.title,
-                        grid: m.grid,
-                        status: m.status,
-                        open: m.open,
-                        deadline: m.deadline,
-                        conflict: m.conflict,
-                        updated_at: m.updated_at,
-                        unrecognized: m.unrecognized,
-                    })
-                    .collect(),
-            })
+            self.watch(
+                gridsync_core::store::Watched::List(Box::new(query.query()?)),
+                listener,
+            )
         })
     }
 
+    /// Registers a live record: a page of its list line (empty once it is
+    /// gone), now and whenever it changes; read the record itself with
+    /// `issue` or `meeting` from the callback.
+    pub fn watch_record(
+        &self,
+        id: String,
+        listener: Box<dyn LiveQueryListener>,
+    ) -> Result<Arc<LiveQuery>> {
+        guard(|| {
+            self.watch(
+                gridsync_core::store::Watched::Record(self::id(&id)?),
+                listener,
+            )
+        })
+    }
+
+    /// How many records matching `query` (paging ignored) are in each
+    /// status, for a badge ("3 to sign for").
+    pub fn status_counts(&self, query: ListQuery) -> Result<Vec<StatusCount>> {
+        guard(|| {
+            Ok(self
+                .store
+                .count_by_status(&query.query()?)?
+                .into_iter()
+                .map(|(status, n)| StatusCount {
+                    status,
+                    count: n as u64,
+                })
+                .collect())
+        })
+    }
+}
+
+/// A page of `q` as the app lists it, each line marked when it awaits
+/// upload.
+fn summary_page(store: &Store, q: &Query) -> Result<SummaryPage> {
+    summaries(store, store.list(q)?)
+}
+
+/// A page of index entries as the app lists them.
+fn summaries(store: &Store, page: gridsync_core::Page) -> Result<SummaryPage> {
+    let pending: std::collections::HashSet<RecordId> =
+        store.pending()?.into_iter().map(|p| p.id).collect();
+    Ok(SummaryPage {
+        total: page.total as u64,
+        items: page
+            .items
+            .into_iter()
+            .map(|m| Summary {
+                pending: pending.contains(&m.record_id()),
+                id: m.record_id().to_string(),
+                kind: m.kind,
+                number: m.number,
+                title: m.title,
+                grid: m.grid,
+                status: m.status,
+                open: m.open,
+                deadline: m.deadline,
+                conflict: m.conflict,
+                updated_at: m.updated_at,
+                unrecognized: m.unrecognized,
+            })
+            .collect(),
+    })
+}
+
+#[uniffi::export]
+impl GridStore {
     /// Records with local changes the server has not acknowledged.
     pub fn pending_count(&self) -> Result<u64> {
         guard(|| Ok(self.store.pending()?.len() as u64))
     }
 
     /// Syncs with the server until nothing is left. **Blocks** on the
-    /// network; `progress` is called after every round.
+    /// network; `progress` is called after every round. (`sync_async` is
+    /// the suspending form.)
     pub fn sync(
         &self,
         url: String,
         token: String,
         progress: Option<Box<dyn ProgressListener>>,
     ) -> Result<SyncReportRecord> {
-        guard(|| {
-            let mut client = Client::new(&*self.store);
-            let report = client.run_with_progress(
-                |req| gridsync_core::http::post_sync(&url, &token, &req),
-                |p| {
-                    if let Some(l) = &progress {
-                        l.on_progress(p.into());
-                    }
-                },
-            );
-            // What was merged before a failure is there too.
-            self.notify(client.take_changed());
-            let report = report?;
-            // Then this phone's files, now that the server has the records
-            // that reference them.
-            let mut last = SyncProgress {
-                rounds: count(report.rounds),
-                pushed: count(report.accepted),
-                pulled: count(report.pulled),
-                bytes_received: report.bytes_received as u64,
-                file_chunks_sent: 0,
-                file_chunks_received: 0,
-                file_chunks_total: 0,
-            };
-            gridsync_core::http::upload_files(&self.store, &url, &token, |sent| {
-                if let Some(l) = &progress {
-                    last.file_chunks_sent = count(sent);
-                    l.on_progress(last.clone());
-                }
-            })?;
-            Ok(report.into())
-        })
+        self.sync_until(url, token, progress, &AtomicBool::new(false))
     }
 
     /// Attaches the file at `path` (the photo just taken) to a record: the
@@ -1053,6 +1308,121 @@ impl GridStore {
     }
 }
 
+/// The suspending forms (Kotlin `suspend`, Swift `async`) of the calls
+/// that wait on the network. Each runs on a thread of its own, so the
+/// caller's thread (a coroutine dispatcher, the main actor) never blocks;
+/// cancelling the coroutine or task stops a sync before its next round
+/// (code `cancelled`; what was merged stays, and the next sync goes on).
+#[uniffi::export]
+impl GridStore {
+    pub async fn sync_async(
+        self: Arc<Self>,
+        url: String,
+        token: String,
+        progress: Option<Box<dyn ProgressListener>>,
+    ) -> Result<SyncReportRecord> {
+        off_thread(move |cancel| self.sync_until(url, token, progress, cancel)).await
+    }
+
+    pub async fn enroll_async(
+        self: Arc<Self>,
+        url: String,
+        code: String,
+    ) -> Result<EnrollmentRecord> {
+        off_thread(move |_| self.enroll(url, code)).await
+    }
+
+    pub async fn fetch_file_async(
+        self: Arc<Self>,
+        url: String,
+        token: String,
+        hash: String,
+        size: u64,
+        progress: Option<Box<dyn ProgressListener>>,
+    ) -> Result<String> {
+        off_thread(move |_| self.fetch_file(url, token, hash, size, progress)).await
+    }
+
+    pub async fn upload_files_async(
+        self: Arc<Self>,
+        url: String,
+        token: String,
+    ) -> Result<FilesReportRecord> {
+        off_thread(move |_| self.upload_files(url, token)).await
+    }
+
+    pub async fn prefetch_files_async(
+        self: Arc<Self>,
+        url: String,
+        token: String,
+        budget_bytes: u64,
+    ) -> Result<u32> {
+        off_thread(move |_| self.prefetch_files(url, token, budget_bytes)).await
+    }
+}
+
+/// What [`OffThread`] hands from its thread to its poller.
+struct Slot<T> {
+    value: Option<T>,
+    waker: Option<Waker>,
+}
+
+/// A future over work that blocks, done on a thread of its own; dropping
+/// it (a cancelled coroutine) sets the work's cancel flag.
+struct OffThread<T> {
+    slot: Arc<Mutex<Slot<Result<T>>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+fn off_thread<T: Send + 'static>(
+    work: impl FnOnce(&AtomicBool) -> Result<T> + Send + 'static,
+) -> OffThread<T> {
+    let slot = Arc::new(Mutex::new(Slot {
+        value: None,
+        waker: None,
+    }));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (to, flag) = (slot.clone(), cancel.clone());
+    let spawned = std::thread::Builder::new()
+        .name("gridsync-call".into())
+        .spawn(move || {
+            let result = guard(|| work(&flag));
+            let mut s = to.lock().unwrap_or_else(PoisonError::into_inner);
+            s.value = Some(result);
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        });
+    if let Err(e) = spawned {
+        slot.lock().unwrap_or_else(PoisonError::into_inner).value = Some(Err(GridsyncError::new(
+            "io",
+            format!("no thread for the call: {e}"),
+        )));
+    }
+    OffThread { slot, cancel }
+}
+
+impl<T> Future for OffThread<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match s.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> Drop for OffThread<T> {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
 /// One sync, one request at a time, over the app's own transport.
 #[derive(uniffi::Object)]
 pub struct SyncSession {
@@ -1105,6 +1475,13 @@ pub fn pin_certificate(pem: Option<String>) -> Result<()> {
             pem.as_deref().map(str::as_bytes),
         )?)
     })
+}
+
+/// A fresh record id, for an action item the app adds
+/// (`MeetingOperation::AddActionItem`).
+#[uniffi::export]
+pub fn new_record_id() -> String {
+    RecordId::new().to_string()
 }
 
 /// The library version, for apps to log.

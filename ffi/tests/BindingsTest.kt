@@ -1,9 +1,18 @@
-// gridsync-ffi from Kotlin on the JVM (JNA): two device stores record
-// issues offline, sync through a real server this test starts, converge,
-// see a status conflict, have an out-of-scope write refused and get error
-// codes; then the per-call overhead is measured. Run by ffi/test-bindings.
+// gridsync-ffi from Kotlin on the JVM (JNA): two device stores enrolled in
+// place record issues offline, sync through a real server this test
+// starts, converge, see a status conflict, have an out-of-scope write
+// refused and get error codes; a council meeting travels as typed records;
+// a live query follows a write on another thread and a sync; a sync from a
+// coroutine is cancelled mid-way; then the per-call overhead is measured.
+// Run by ffi/test-bindings.
 
 import uniffi.gridsync_ffi.*
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.Job
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.runBlocking
+import java.util.concurrent.LinkedBlockingQueue
+import java.util.concurrent.TimeUnit
 import java.net.HttpURLConnection
 import java.net.URI
 import java.nio.file.Files
@@ -106,18 +115,25 @@ fun main() {
         // Not trusted until pinned: the usual web roots do not know it.
         run {
             val (_, text) = post("$url/v1/admin/enrollments", """{"worker":"w1"}""", ADMIN)
-            val probe = GridStore.open(tmp.resolve("probe").path, "NEW")
+            val probe = GridStore.open(tmp.resolve("probe").path, "")
             expectCode("transport") { probe.enroll(url, field(text, "code")) }
+            // Nothing is recorded before enrollment.
+            expectCode("not_enrolled") { probe.createIssue(author(), newIssue("未登记", "G1")) }
             probe.close()
         }
         pinCertificate(java.io.File(CERT).readText())
         fun device(name: String): Pair<GridStore, String> {
             val dir = tmp.resolve(name).path
             val (_, text) = post("$url/v1/admin/enrollments", """{"worker":"w1"}""", ADMIN)
-            val first = GridStore.open(dir, "NEW")
-            val enrolled = first.enroll(url, field(text, "code"))
-            first.close()
-            return GridStore.open(dir, enrolled.deviceCode) to enrolled.token
+            // Enrolled in place: the store takes the code the server gives.
+            val store = GridStore.open(dir, "")
+            check(store.deviceCode() == "" && !store.isEnrolled()) { "not enrolled yet" }
+            val enrolled = store.enroll(url, field(text, "code"))
+            check(store.deviceCode() == enrolled.deviceCode && store.isEnrolled()) { "enrolled in place" }
+            // Once only: a second code is refused before it is spent.
+            val (_, again) = post("$url/v1/admin/enrollments", """{"worker":"w1"}""", ADMIN)
+            expectCode("already_enrolled") { store.enroll(url, field(again, "code")) }
+            return store to enrolled.token
         }
         val (a, tokenA) = device("a")
         val (b, tokenB) = device("b")
@@ -192,6 +208,93 @@ fun main() {
         check(b.prefetchFiles(url, tokenB, 1_000_000_000uL) == 0u) { "nothing left to prefetch" }
         val onServer = tmp.resolve("server/store/files/${att.hash.take(2)}/${att.hash}")
         check(onServer.readBytes().contentEquals(photoBytes)) { "the server's copy differs" }
+
+        // A council meeting as typed records: convened on a, with a
+        // resident at the table, an agreement and an action item; the same
+        // on b after a sync.
+        val m = a.createMeeting(author(), NewMeetingRecord(
+            topic = "楼道堆物议事", level = "grid", format = "in_person", venue = "幸福社区议事厅",
+            groupRef = "", convener = "w1", scheduledAt = threeDays, street = "S1", community = "C1",
+            grid = "G1", building = "3号楼", address = "幸福路 12 号", agenda = "清理楼道杂物",
+            issueIds = listOf(ia)))
+        a.updateMeeting(m, author(), MeetingOperation.AddAttendee(NewAttendeeRecord(
+            role = "requester", organisation = "3号楼", name = "张女士", contact = "13800000000",
+            attended = true, online = false)))
+        a.updateMeeting(m, author(), MeetingOperation.AddAgreement("物业七日内清理"))
+        val item = newRecordId()
+        a.updateMeeting(m, author(), MeetingOperation.AddActionItem(item, "清理三楼杂物", ia, "物业", threeDays))
+        a.updateMeeting(m, author(), MeetingOperation.TransitionAction(item, "agreed", ""))
+        a.updateMeeting(m, author(), MeetingOperation.SetHeldAt(System.currentTimeMillis()))
+        expectCode("invalid_input") { a.updateMeeting(m, author(), MeetingOperation.SetLevel("planet")) }
+        a.sync(url, tokenA, null); b.sync(url, tokenB, null)
+        val mb = b.meeting(m)
+        check(mb == a.meeting(m)) { "meetings differ" }
+        check(mb.status == "held" && mb.issueIds == listOf(ia)) { "meeting: $mb" }
+        check(mb.attendees.single().name == "张女士") { "attendees: ${mb.attendees}" }
+        check(mb.agreements.single().text == "物业七日内清理") { "agreements: ${mb.agreements}" }
+        val action = mb.actionItems.single()
+        check(action.id == item && action.status == "agreed" && action.due == threeDays) { "item: $action" }
+
+        // A live query: my G1 cases, following a write on another thread
+        // and a sync, then closed.
+        val pages = LinkedBlockingQueue<SummaryPage>()
+        val live = a.watchList(ListQuery(kind = "issue", grid = "G1", sort = "created", limit = 500u),
+            object : LiveQueryListener {
+                override fun onResult(page: SummaryPage) { pages.put(page) }
+            })
+        val first = pages.poll(10, TimeUnit.SECONDS) ?: error("no first page")
+        check(first.total == allIssues(a).size.toULong() - 1uL) { "first page: ${first.total}" }
+        Thread { a.createIssue(author(), newIssue("另一线程记录", "G1")) }.apply { start(); join() }
+        val afterWrite = pages.poll(10, TimeUnit.SECONDS) ?: error("no page after a write")
+        check(afterWrite.total == first.total + 1uL) { "after the write: ${afterWrite.total}" }
+        check(afterWrite.items.single { it.title == "另一线程记录" }.pending) { "not yet uploaded" }
+        b.createIssue(author(), newIssue("来自b", "G1"))
+        b.sync(url, tokenB, null); a.sync(url, tokenA, null)
+        var synced = pages.poll(10, TimeUnit.SECONDS) ?: error("no page after a sync")
+        while (synced.items.none { it.title == "来自b" }) {
+            synced = pages.poll(10, TimeUnit.SECONDS) ?: error("the sync's page never came")
+        }
+        check(synced.items.none { it.pending }) { "all uploaded after the sync" }
+        live.close()
+        a.createIssue(author(), newIssue("关闭之后", "G1"))
+        check(pages.poll(500, TimeUnit.MILLISECONDS) == null) { "a closed query was called" }
+        // Search and badges over the phone's own records.
+        val found = a.list(ListQuery(kind = "issue", text = "另一线程"))
+        check(found.items.map { it.title } == listOf("另一线程记录")) { "search: ${found.items}" }
+        val counts = a.statusCounts(ListQuery(kind = "issue", grid = "G1")).associate { it.status to it.count }
+        check(counts["reported"]!! >= 3uL && counts["signed_for"] == 1uL) { "counts: $counts" }
+
+        // A sync from a coroutine, cancelled after its first round: the
+        // store stays consistent and the next sync completes. (Texts that
+        // do not compress, so the upload takes several 1 MiB rounds.)
+        val random = java.util.Random(12345)
+        repeat(120) { n ->
+            val text = (0 until 12000).map { '\u4e00' + random.nextInt(20000) }.joinToString("")
+            a.createIssue(author(), newIssue("批量 $n", "G1").copy(description = text))
+        }
+        var job: Job? = null
+        var roundsBeforeCancel = 0u
+        runBlocking {
+            job = launch(Dispatchers.IO) {
+                a.syncAsync(url, tokenA, object : ProgressListener {
+                    override fun onProgress(progress: SyncProgress) {
+                        roundsBeforeCancel = maxOf(roundsBeforeCancel, progress.rounds)
+                        job?.cancel()
+                    }
+                })
+            }
+            job!!.join()
+        }
+        check(job!!.isCancelled) { "the coroutine was cancelled" }
+        // The next sync waits for the cancelled one to stop, then sends
+        // what it left.
+        val done = runBlocking { a.syncAsync(url, tokenA, null) }
+        check(done.accepted >= 1u) { "the cancelled sync sent everything ($roundsBeforeCancel rounds)" }
+        check(a.pendingCount() == 1uL) { "the next sync completes: ${a.pendingCount()} pending" }
+        b.sync(url, tokenB, null)
+        val totalA = a.list(ListQuery(kind = "issue", limit = 1u)).total
+        val totalB = b.list(ListQuery(kind = "issue", limit = 1u)).total
+        check(totalB == totalA - 1uL) { "b has all but the refused one: $totalB of $totalA" }
 
         // Error codes.
         expectCode("not_found") { a.issue("0190f0f0-0000-7000-8000-000000000000") }

@@ -1,12 +1,17 @@
-"""gridsync-ffi from Python: two device stores record issues offline, sync
-through a real server this test starts, converge, see a status conflict,
-have an out-of-scope write refused and get error codes.
+"""gridsync-ffi from Python: two device stores enrolled in place record
+issues offline, sync through a real server this test starts, converge, see
+a status conflict, have an out-of-scope write refused and get error codes;
+a council meeting travels as typed records; a live query follows a write on
+another thread and a sync; a sync runs as an asyncio coroutine.
 
 Run by ffi/test-bindings after ffi/generate (needs the server binary and
 the generated module on PYTHONPATH, and the library next to it)."""
 
+import asyncio
 import json
 import os
+import queue
+import threading
 import ssl
 import subprocess
 import sys
@@ -98,6 +103,17 @@ class FileProgress(g.ProgressListener):
             self.received, self.total = progress.file_chunks_received, progress.file_chunks_total
 
 
+class Pages(g.LiveQueryListener):
+    def __init__(self):
+        self.pages = queue.Queue()
+
+    def on_result(self, page):
+        self.pages.put(page)
+
+    def next(self, timeout=10):
+        return self.pages.get(timeout=timeout)
+
+
 def get(url, token):
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
@@ -141,7 +157,7 @@ def main():
             raise AssertionError("a bad table was accepted")
         except g.GridsyncError.Failed as e:
             assert e.code == "invalid_input", e.code
-        probe = g.GridStore.open(os.path.join(tmp, "probe"), "NEW")
+        probe = g.GridStore.open(os.path.join(tmp, "probe"), "")
         _, code = post(url + "/v1/admin/enrollments", {"worker": "w1"}, ADMIN)
         try:
             probe.enroll(url, code["code"])
@@ -151,13 +167,26 @@ def main():
         with open(CERT) as f:
             g.pin_certificate(f.read())
 
+        try:
+            probe.create_issue(author("w1"), new_issue("未登记", "G1"))
+            raise AssertionError("recorded before enrollment")
+        except g.GridsyncError.Failed as e:
+            assert e.code == "not_enrolled", e.code
+
         def device(name):
-            store = g.GridStore.open(os.path.join(tmp, name), "NEW")
+            # Enrolled in place: the store takes the code the server gives.
+            store = g.GridStore.open(os.path.join(tmp, name), "")
+            assert store.device_code() == "" and not store.is_enrolled()
             _, code = post(url + "/v1/admin/enrollments", {"worker": "w1"}, ADMIN)
             enrolled = store.enroll(url, code["code"])
-            # Reopen with the code the server assigned.
-            del store
-            return g.GridStore.open(os.path.join(tmp, name), enrolled.device_code), enrolled.token
+            assert store.device_code() == enrolled.device_code and store.is_enrolled()
+            _, again = post(url + "/v1/admin/enrollments", {"worker": "w1"}, ADMIN)
+            try:
+                store.enroll(url, again["code"])
+                raise AssertionError("enrolled twice")
+            except g.GridsyncError.Failed as e:
+                assert e.code == "already_enrolled", e.code
+            return store, enrolled.token
 
         a, token_a = device("a")
         b, token_b = device("b")
@@ -251,6 +280,68 @@ def main():
             assert f.read() == photo_bytes
         status, case = get(url + f"/v1/office/issues/{ia}", office["token"])
         assert status == 200 and case["attachments"][0]["file"]["hash"] == att.hash, (status, case)
+
+        # A council meeting as typed records, the same on b after a sync.
+        m = a.create_meeting(author("w1"), g.NewMeetingRecord(
+            topic="楼道堆物议事", level="grid", format="in_person", venue="幸福社区议事厅",
+            group_ref="", convener="w1", scheduled_at=three_days, street="S1", community="C1",
+            grid="G1", building="3号楼", address="幸福路 12 号", agenda="清理楼道杂物", issue_ids=[ia]))
+        a.update_meeting(m, author("w1"), g.MeetingOperation.ADD_ATTENDEE(attendee=g.NewAttendeeRecord(
+            role="requester", organisation="3号楼", name="张女士", contact="13800000000",
+            attended=True, online=False)))
+        a.update_meeting(m, author("w1"), g.MeetingOperation.ADD_AGREEMENT(text="物业七日内清理"))
+        item = g.new_record_id()
+        a.update_meeting(m, author("w1"), g.MeetingOperation.ADD_ACTION_ITEM(
+            item=item, text="清理三楼杂物", issue_id=ia, owner_party="物业", due=three_days))
+        a.update_meeting(m, author("w1"), g.MeetingOperation.TRANSITION_ACTION(item=item, to="agreed", reason=""))
+        try:
+            a.update_meeting(m, author("w1"), g.MeetingOperation.SET_FORMAT(format="by_pigeon"))
+            raise AssertionError("a bad format was taken")
+        except g.GridsyncError.Failed as e:
+            assert e.code == "invalid_input", e.code
+        a.sync(url, token_a, None)
+        b.sync(url, token_b, None)
+        mb = b.meeting(m)
+        assert mb == a.meeting(m)
+        assert (mb.status, mb.issue_ids, mb.attendees[0].name, mb.agreements[0].text) == \
+            ("scheduled", [ia], "张女士", "物业七日内清理"), mb
+        action = mb.action_items[0]
+        assert (action.id, action.status, action.due) == (item, "agreed", three_days), action
+
+        # A live query of my G1 cases: a write on another thread, then a
+        # sync, each give a new page; closed, it stays quiet.
+        pages = Pages()
+        live = a.watch_list(g.ListQuery(kind="issue", grid="G1", sort="created", limit=500), pages)
+        first = pages.next()
+        writer = threading.Thread(target=lambda: a.create_issue(author("w1"), new_issue("另一线程记录", "G1")))
+        writer.start()
+        writer.join()
+        page = pages.next()
+        assert page.total == first.total + 1, (first.total, page.total)
+        assert [s.pending for s in page.items if s.title == "另一线程记录"] == [True]
+        b.create_issue(author("w1"), new_issue("来自b", "G1"))
+        b.sync(url, token_b, None)
+        a.sync(url, token_a, None)
+        page = pages.next()
+        while not any(s.title == "来自b" for s in page.items):
+            page = pages.next()
+        live.stop()
+        a.create_issue(author("w1"), new_issue("关闭之后", "G1"))
+        try:
+            pages.next(timeout=0.5)
+            raise AssertionError("a stopped query was called")
+        except queue.Empty:
+            pass
+        del live
+        # Search and badges over the phone's own records.
+        found = a.list(g.ListQuery(kind="issue", text="另一线程"))
+        assert [s.title for s in found.items] == ["另一线程记录"], found.items
+        counts = {c.status: c.count for c in a.status_counts(g.ListQuery(kind="issue", grid="G1"))}
+        assert counts["signed_for"] == 1 and counts["reported"] >= 3, counts
+
+        # A sync as an asyncio coroutine.
+        report = asyncio.run(a.sync_async(url, token_a, None))
+        assert report.accepted >= 1 and a.pending_count() == 1, (report, a.pending_count())
 
         # Errors cross as one enum with a code.
         for call, code in [

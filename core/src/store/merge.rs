@@ -138,6 +138,7 @@ impl Store {
             index.texts.insert(id, text.into());
         }
         drop(index);
+        self.live.touch(id);
         Ok(Merged {
             id,
             new_changes: 0,

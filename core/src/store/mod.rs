@@ -51,7 +51,7 @@
 //! `cache` (loading documents), `write` (local writes and the server's
 //! change tags), `merge` (what other replicas send), `read` (views,
 //! queries, change bytes), `log` (the change log, its identity, backups),
-//! `scope` (the scope table, moves), `replica` (pending records,
+//! `scope` (the scope table, moves), `live` (live queries), `replica` (pending records,
 //! acknowledgements, sync state), `files` (attaching files, which records
 //! reference which files, what a device has yet to send), `outbox` (the
 //! hotline events each write records, their endpoints and delivery
@@ -64,6 +64,8 @@ mod files;
 pub use files::{AttachTo, FileState};
 mod follow;
 mod index;
+mod live;
+pub use live::{LiveCallback, LiveHold, Watched};
 mod log;
 mod merge;
 mod open;
@@ -133,6 +135,10 @@ const META_LOG_ANCESTORS: &[u8] = b"log_ancestors";
 /// In a backup: the last sequence the live log had made durable when the
 /// copy was taken (its own log never hands those numbers out again).
 const META_BACKUP_SHARED: &[u8] = b"backup_shared_through";
+
+/// The device code enrollment gave this store (see
+/// [`Store::adopt_device_code`]); local, never synced.
+const META_DEVICE_CODE: &[u8] = b"device_code";
 
 /// Present while a restore is writing into a shared database: a store
 /// that holds it does not open (the restore stopped part way).
@@ -207,6 +213,9 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// A short code unique to this device (given at enrollment). Case and
     /// meeting numbers are `{code}-{n}`, so offline numbering never collides.
+    /// A store that enrollment gave a code (`Store::adopt_device_code`)
+    /// keeps that one whatever is passed here; empty opens a store not
+    /// enrolled yet, which records nothing until it is.
     pub device_code: String,
     /// How many documents to keep loaded.
     pub cache_capacity: usize,
@@ -502,7 +511,8 @@ pub struct Store {
     path: PathBuf,
     actor: ActorId,
     actor_hex: String,
-    device_code: String,
+    /// See [`StoreConfig::device_code`]; set once by enrollment.
+    device_code: RwLock<String>,
     durability: Durability,
     writer: Mutex<Writer>,
     index: RwLock<Index>,
@@ -518,6 +528,8 @@ pub struct Store {
     tag_own: bool,
     /// See [`StoreConfig::search`].
     search: bool,
+    /// The live queries (see `live`).
+    live: std::sync::Arc<live::Live>,
     /// See [`StoreConfig::outbox`].
     outbox: bool,
     /// The last outbox event sequence applied, and the last made durable
@@ -598,7 +610,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("path", &self.path)
             .field("actor", &self.actor_hex)
-            .field("device_code", &self.device_code)
+            .field("device_code", &self.device_code())
             .finish_non_exhaustive()
     }
 }

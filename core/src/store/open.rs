@@ -31,17 +31,8 @@ impl Store {
     /// another process, the disk is full) are returned as they are and touch
     /// nothing.
     pub fn open(config: StoreConfig) -> Result<Store> {
-        let code_ok = !config.device_code.is_empty()
-            && config.device_code.len() <= 32
-            && config
-                .device_code
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !code_ok {
-            return Err(Error::InvalidInput {
-                field: "device_code",
-                reason: "1 to 32 ASCII letters, digits, '-' or '_'".into(),
-            });
+        if !config.device_code.is_empty() {
+            check_device_code(&config.device_code)?;
         }
         #[cfg(feature = "failpoints")]
         let config_stop = config.stop_migration_after;
@@ -110,6 +101,13 @@ impl Store {
             }
         };
         let next_seq = last_log_seq(db.as_ref())? + 1;
+        // Enrollment's code wins over what the app passed.
+        let device_code = match db.get(&key(P_META, META_DEVICE_CODE))? {
+            Some(stored) => {
+                String::from_utf8(stored).map_err(|_| Error::Metadata("bad device code".into()))?
+            }
+            None => config.device_code,
+        };
         let events = outbox::stored_counter(db.as_ref())?;
         let capacity = NonZeroUsize::new(config.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         let store = Store {
@@ -117,7 +115,7 @@ impl Store {
             path: config.path,
             actor_hex: actor.to_hex_string(),
             actor,
-            device_code: config.device_code,
+            device_code: RwLock::new(device_code),
             durability: if config.temporary {
                 Durability::None
             } else if shared && config.durability == Durability::None {
@@ -138,6 +136,7 @@ impl Store {
             log_id: Mutex::new(log_id),
             tag_own: config.tag_own_changes,
             search: config.search,
+            live: std::sync::Arc::default(),
             outbox: config.outbox,
             outbox_applied: std::sync::atomic::AtomicU64::new(events),
             outbox_durable: std::sync::atomic::AtomicU64::new(events),
@@ -282,9 +281,49 @@ impl Store {
         &self.actor
     }
 
-    /// The device code used for case numbers.
-    pub fn device_code(&self) -> &str {
-        &self.device_code
+    /// The device code used for case numbers (empty: not enrolled yet).
+    pub fn device_code(&self) -> String {
+        self.device_code
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The code case numbers start with; refused while the store has
+    /// none (an app's store before enrollment).
+    pub(super) fn numbering_code(&self) -> Result<String> {
+        let code = self.device_code();
+        if code.is_empty() {
+            return Err(Error::NotEnrolled);
+        }
+        Ok(code)
+    }
+
+    /// Whether enrollment gave this store its code.
+    pub fn is_enrolled(&self) -> Result<bool> {
+        Ok(self.db.get(&key(P_META, META_DEVICE_CODE))?.is_some())
+    }
+
+    /// Takes the code enrollment assigned, durably and once: from now on
+    /// new case and meeting numbers carry it, whatever code the app opens
+    /// the store with. A store enrolled before is refused
+    /// ([`Error::AlreadyEnrolled`]).
+    pub fn adopt_device_code(&self, code: &str) -> Result<()> {
+        check_device_code(code)?;
+        let mut code_lock = self
+            .device_code
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = self.db.update(
+            &key(P_META, META_DEVICE_CODE),
+            FlushMode::Sync,
+            &mut |old| Some(old.map_or_else(|| code.as_bytes().to_vec(), <[u8]>::to_vec)),
+        )?;
+        if old.is_some() {
+            return Err(Error::AlreadyEnrolled);
+        }
+        *code_lock = code.to_owned();
+        Ok(())
     }
 
     /// The directory the store lives in.
@@ -314,4 +353,21 @@ pub(super) fn log_seq(k: &[u8]) -> Result<u64> {
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| Error::Metadata("bad change-log key".into()))?;
     Ok(u64::from_be_bytes(seq))
+}
+
+/// A device code: 1 to 32 ASCII letters, digits, `-` or `_`.
+fn check_device_code(code: &str) -> Result<()> {
+    let ok = !code.is_empty()
+        && code.len() <= 32
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput {
+            field: "device_code",
+            reason: "1 to 32 ASCII letters, digits, '-' or '_'".into(),
+        })
+    }
 }

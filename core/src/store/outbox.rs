@@ -632,3 +632,357 @@ impl Store {
         Ok(events.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::clock::ManualClock;
+    use crate::hotline::*;
+    use crate::ids::RecordId;
+    use crate::issue::{IssueOp, NewReturnVisit, Satisfaction, Urgency};
+    use crate::model::Source;
+    use crate::store::{Attempt, Endpoint, Store, StoreConfig};
+    use crate::workflow::IssueStatus;
+    use crate::{Author, IssueKind, Reporter, Role, Taker, WorkOrder};
+
+    const T0: i64 = 1_764_806_400_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn server(clock: &std::sync::Arc<ManualClock>) -> Store {
+        let mut config = StoreConfig::new("", "SRV");
+        config.temporary = true;
+        config.outbox = true;
+        config.clock = clock.clone();
+        Store::open(config).unwrap()
+    }
+
+    fn order(no: &str) -> WorkOrder {
+        WorkOrder {
+            work_order_no: no.into(),
+            category: "facilities.lighting".into(),
+            kind: IssueKind::Complaint,
+            urgency: Urgency::Yellow,
+            title: "楼道灯不亮".into(),
+            statement: String::new(),
+            description: String::new(),
+            reporter: Reporter::default(),
+            street: "S1".into(),
+            community: "C1".into(),
+            grid: "G1".into(),
+            address: String::new(),
+            deadline: None,
+        }
+    }
+
+    fn intake(store: &Store, no: &str) -> RecordId {
+        let office = Author::new("office", Role::Office);
+        let all = |_: &crate::RecordScope| true;
+        let taker = Taker {
+            author: &office,
+            may_access: &all,
+        };
+        match store.intake(&order(no), taker).unwrap() {
+            crate::Intake::Created(id) | crate::Intake::Existing(id) => id,
+        }
+    }
+
+    fn go(store: &Store, id: RecordId, to: IssueStatus, reason: &str) {
+        let author = Author::new("dept-1", Role::Office);
+        store
+            .update_issue(
+                id,
+                &author,
+                IssueOp::Transition {
+                    to,
+                    reason: reason.into(),
+                },
+            )
+            .unwrap();
+    }
+
+    fn events(store: &Store) -> Vec<HotlineEvent> {
+        store
+            .outbox_after(0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| serde_json::from_slice(&e.body).unwrap())
+            .collect()
+    }
+
+    fn kinds(events: &[HotlineEvent]) -> Vec<&'static str> {
+        events.iter().map(|e| e.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn every_change_the_hotline_cares_about_becomes_one_event_in_order() {
+        let clock = ManualClock::new(T0);
+        let store = server(&clock);
+        let id = intake(&store, "GD-2026-0001");
+        assert!(events(&store).is_empty(), "intake itself is not reported");
+        let who = Author::new("dept-1", Role::Office);
+        clock.advance(1000);
+        go(&store, id, IssueStatus::SignedFor, "");
+        clock.advance(1000);
+        go(&store, id, IssueStatus::Returned, "不属本部门");
+        clock.advance(1000);
+        go(&store, id, IssueStatus::Accepted, "");
+        go(&store, id, IssueStatus::Dispatched, "");
+        go(&store, id, IssueStatus::SignedFor, "");
+        go(&store, id, IssueStatus::InProgress, "");
+        store
+            .update_issue(
+                id,
+                &who,
+                IssueOp::ChangeDeadline {
+                    due: T0 + 48 * HOUR,
+                    reason: "配件".into(),
+                },
+            )
+            .unwrap();
+        store
+            .update_issue(id, &who, IssueOp::SetReplyToCitizen("已修复".into()))
+            .unwrap();
+        // The same reply again writes nothing and tells nobody.
+        store
+            .update_issue(id, &who, IssueOp::SetReplyToCitizen("已修复".into()))
+            .unwrap();
+        go(&store, id, IssueStatus::Handled, "");
+        store
+            .update_issue(
+                id,
+                &who,
+                IssueOp::AddReturnVisit(NewReturnVisit {
+                    reached: true,
+                    resolved: true,
+                    satisfaction: Some(Satisfaction::Satisfied),
+                    note: "满意".into(),
+                }),
+            )
+            .unwrap();
+        go(&store, id, IssueStatus::Closed, "");
+        go(&store, id, IssueStatus::Reopened, "居民反映又坏了");
+        // Changes the hotline does not hear of.
+        store
+            .update_issue(id, &who, IssueOp::SetTitle("三楼楼道灯".into()))
+            .unwrap();
+        go(&store, id, IssueStatus::InProgress, "");
+
+        let got = events(&store);
+        assert_eq!(
+            kinds(&got),
+            [
+                "signed_for",
+                "returned",
+                "signed_for",
+                "deadline_changed",
+                "reply_set",
+                "handled",
+                "return_visit",
+                "closed",
+                "reopened"
+            ]
+        );
+        assert!(got.iter().all(|e| e.work_order_no == "GD-2026-0001"
+            && e.case_id == id.to_string()
+            && e.version == EVENT_VERSION));
+        assert_eq!(got[1].reason.as_deref(), Some("不属本部门"));
+        assert_eq!(got[1].status, "returned");
+        assert_eq!(
+            got[3].deadline.as_deref(),
+            Some(time_text(T0 + 48 * HOUR).as_str())
+        );
+        assert_eq!(got[4].reply_to_citizen.as_deref(), Some("已修复"));
+        assert_eq!(got[6].return_visit.as_ref().map(|v| v.reached), Some(true));
+        assert_eq!(got[8].reason.as_deref(), Some("居民反映又坏了"));
+        let ids: std::collections::HashSet<_> = got.iter().map(|e| &e.event_id).collect();
+        assert_eq!(ids.len(), got.len(), "every event has its own id");
+        // The body is the event as sent, and names the type as `type`.
+        let body: serde_json::Value =
+            serde_json::from_slice(&store.outbox_after(0, 1).unwrap()[0].body).unwrap();
+        assert_eq!(body["type"], "signed_for");
+    }
+
+    #[test]
+    fn other_channels_are_not_reported() {
+        let clock = ManualClock::new(T0);
+        let store = server(&clock);
+        let worker = Author::new("w1", Role::GridWorker);
+        let new = crate::NewIssue {
+            source: Source::GridPatrol,
+            external_ref: Some("GD-2026-0009".into()),
+            original_statement: String::new(),
+            capture_geo: None,
+            title: "路灯".into(),
+            kind: IssueKind::Demand,
+            category: "facilities.lighting".into(),
+            urgency: Urgency::Blue,
+            reporter: Reporter::default(),
+            location: crate::Location {
+                street: "S1".into(),
+                community: "C1".into(),
+                grid: "G1".into(),
+                ..crate::Location::default()
+            },
+            description: String::new(),
+            report: true,
+        };
+        let id = store.create_issue(&worker, new).unwrap();
+        store
+            .update_issue(id, &worker, IssueOp::SetReplyToCitizen("好".into()))
+            .unwrap();
+        assert!(events(&store).is_empty());
+    }
+
+    #[test]
+    fn the_same_change_reaching_two_servers_has_the_same_id() {
+        let clock = ManualClock::new(T0);
+        let a = server(&clock);
+        let b = server(&clock);
+        let id = intake(&a, "GD-2026-0002");
+        // B receives the case, then the sign-for, as a phone would send them.
+        let all = a.changes_since(id, &[]).unwrap();
+        b.apply_changes(id, &all, &crate::ForeignLimits::default())
+            .unwrap();
+        let heads = a.heads(id).unwrap();
+        go(&a, id, IssueStatus::SignedFor, "");
+        let new = a.changes_since(id, &heads).unwrap();
+        b.apply_changes(id, &new, &crate::ForeignLimits::default())
+            .unwrap();
+        // Again: nothing new, no event.
+        b.apply_changes(id, &new, &crate::ForeignLimits::default())
+            .unwrap();
+        let (ea, eb) = (events(&a), events(&b));
+        assert_eq!(kinds(&eb), ["signed_for"]);
+        assert_eq!(ea[0].event_id, eb[0].event_id);
+    }
+
+    #[test]
+    fn a_case_is_warned_once_before_and_once_after_its_deadline() {
+        let clock = ManualClock::new(T0);
+        let store = server(&clock);
+        let id = intake(&store, "GD-2026-0003");
+        let deadline = store.issue(id).unwrap().effective_deadline.unwrap();
+        assert_eq!(store.note_deadline_warnings().unwrap(), 0);
+        // Into the last quarter of the window.
+        clock.set(deadline - (deadline - T0) / 8);
+        assert_eq!(store.note_deadline_warnings().unwrap(), 1);
+        assert_eq!(store.note_deadline_warnings().unwrap(), 0);
+        clock.set(deadline + 1);
+        assert_eq!(store.note_deadline_warnings().unwrap(), 1);
+        assert_eq!(store.note_deadline_warnings().unwrap(), 0);
+        let got = events(&store);
+        assert_eq!(kinds(&got), ["deadline_due_soon", "deadline_breached"]);
+        assert_eq!(
+            got[1].deadline.as_deref(),
+            Some(time_text(deadline).as_str())
+        );
+        // A new deadline is warned of again; a handled case is not.
+        let who = Author::new("dept-1", Role::Office);
+        store
+            .update_issue(
+                id,
+                &who,
+                IssueOp::ChangeDeadline {
+                    due: deadline + 2 * HOUR,
+                    reason: "延期".into(),
+                },
+            )
+            .unwrap();
+        clock.set(deadline + 3 * HOUR);
+        assert_eq!(store.note_deadline_warnings().unwrap(), 1);
+        let id2 = intake(&store, "GD-2026-0004");
+        go(&store, id2, IssueStatus::SignedFor, "");
+        go(&store, id2, IssueStatus::InProgress, "");
+        go(&store, id2, IssueStatus::Handled, "");
+        clock.advance(1000 * HOUR);
+        assert_eq!(store.note_deadline_warnings().unwrap(), 0);
+    }
+
+    #[test]
+    fn delivered_and_parked_events_leave_the_outbox_and_parked_ones_stay_visible() {
+        let clock = ManualClock::new(T0);
+        let store = server(&clock);
+        let id = intake(&store, "GD-2026-0005");
+        // Without an endpoint, nobody is to hear of events.
+        go(&store, id, IssueStatus::SignedFor, "");
+        assert_eq!(store.trim_outbox().unwrap(), 1);
+        let endpoint = Endpoint {
+            name: "city-12345".into(),
+            url: "https://hotline.example/events".into(),
+            secret: "0123456789abcdef".into(),
+            timeout_ms: 5000,
+            added_at: 0,
+        };
+        store.set_hotline_endpoint(endpoint.clone()).unwrap();
+        go(&store, id, IssueStatus::InProgress, "");
+        go(&store, id, IssueStatus::Handled, "");
+        go(&store, id, IssueStatus::Closed, "");
+        let pending = store.outbox_after(0, 10).unwrap();
+        assert_eq!(pending.len(), 2);
+        store
+            .record_attempt(
+                "city-12345",
+                &Attempt::Failed {
+                    error: "connection refused".into(),
+                    retry_at: T0 + 500,
+                },
+            )
+            .unwrap();
+        store
+            .record_attempt(
+                "city-12345",
+                &Attempt::Delivered {
+                    seq: pending[0].seq,
+                },
+            )
+            .unwrap();
+        store
+            .record_attempt(
+                "city-12345",
+                &Attempt::Parked {
+                    seq: pending[1].seq,
+                    body: pending[1].body.clone(),
+                    status: 422,
+                    response: "unknown work order".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(store.trim_outbox().unwrap(), 2);
+        assert!(store.outbox_after(0, 10).unwrap().is_empty());
+        let (_, delivery) = store.hotline_endpoints().unwrap().remove(0);
+        assert_eq!(
+            (delivery.delivered, delivery.parked, delivery.failures),
+            (1, 1, 0)
+        );
+        assert_eq!(delivery.cursor, pending[1].seq);
+        let parked = store.parked_events("city-12345").unwrap();
+        assert_eq!(parked.len(), 1);
+        assert_eq!(parked[0].status, 422);
+        assert!(parked[0].body.contains("\"closed\""));
+        // Bad settings are refused with the field named.
+        for bad in [
+            Endpoint {
+                name: "City".into(),
+                ..endpoint.clone()
+            },
+            Endpoint {
+                url: "ftp://x".into(),
+                ..endpoint.clone()
+            },
+            Endpoint {
+                secret: "short".into(),
+                ..endpoint.clone()
+            },
+            Endpoint {
+                timeout_ms: 5,
+                ..endpoint.clone()
+            },
+        ] {
+            assert!(matches!(
+                store.set_hotline_endpoint(bad),
+                Err(crate::Error::InvalidInput { .. })
+            ));
+        }
+        assert!(store.remove_hotline_endpoint("city-12345").unwrap());
+        assert!(store.parked_events("city-12345").unwrap().is_empty());
+    }
+}

@@ -83,7 +83,7 @@ impl Store {
     /// The query with its time set: the store's clock unless given.
     /// The query checked ([`Query::check`]; search terms need a store
     /// that keeps search texts), with its "now" set.
-    fn checked(&self, q: &Query) -> Result<Query> {
+    pub(super) fn checked(&self, q: &Query) -> Result<Query> {
         q.check()?;
         if q.needs_texts() && !self.search {
             return Err(Error::InvalidInput {

@@ -43,6 +43,7 @@ impl Store {
         index.remove(id);
         index.texts.remove(&id);
         drop(index);
+        self.live.touch(id);
         drop(w);
         self.make_durable()?;
         Ok(true)

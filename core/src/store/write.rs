@@ -24,13 +24,14 @@ impl Store {
     /// derived from a 12345 work-order number so that intake is
     /// idempotent. Refused with [`Error::Exists`] if the store holds it.
     pub fn create_issue_with_id(&self, id: RecordId, author: &Author, new: NewIssue) -> Result<()> {
+        let code = self.numbering_code()?;
         self.create(
             id,
             RecordKind::Issue,
             author,
             META_CASE_COUNTER,
             |tx, ctx, n| {
-                let case_no = format!("{}-{n:06}", self.device_code);
+                let case_no = format!("{code}-{n:06}");
                 issue::create(tx, ctx, id, &case_no, &new)
             },
         )?;
@@ -141,13 +142,14 @@ impl Store {
             return repeat(id);
         }
         let new = order.new_issue();
+        let code = self.numbering_code()?;
         let created = self.create(
             id,
             RecordKind::Issue,
             taker.author,
             META_CASE_COUNTER,
             |tx, ctx, n| {
-                let case_no = format!("{}-{n:06}", self.device_code);
+                let case_no = format!("{code}-{n:06}");
                 issue::create(tx, ctx, id, &case_no, &new)?;
                 automerge::transaction::Transactable::put(
                     tx,
@@ -216,13 +218,14 @@ impl Store {
     /// Convenes a new meeting and returns its id.
     pub fn create_meeting(&self, author: &Author, new: NewMeeting) -> Result<RecordId> {
         let id = RecordId::new();
+        let code = self.numbering_code()?;
         self.create(
             id,
             RecordKind::Meeting,
             author,
             META_MEETING_COUNTER,
             |tx, ctx, n| {
-                let meeting_no = format!("{}-M{n:05}", self.device_code);
+                let meeting_no = format!("{code}-M{n:05}");
                 meeting::create(tx, ctx, id, &meeting_no, &new)
             },
         )?;
@@ -465,6 +468,8 @@ impl Store {
             index.texts.insert(id, text.into());
         }
         drop(index);
+        // After the index: what live queries read is the new entry.
+        self.live.touch(id);
         w.cache.put(id, loaded);
         Ok(Written { id, seq: Some(seq) })
     }
