@@ -618,22 +618,50 @@ pub(crate) fn run<'a>(
     texts: &Texts,
     place: impl Fn(&RecordScope) -> bool,
 ) -> Page {
-    let mut hits = hits(q, names, all, texts, place);
+    page_of(hits(q, names, all, texts, place), q, names)
+}
+
+/// The page `q` asks for of its matching entries.
+fn page_of(hits: Vec<&Entry>, q: &Query, names: &Names) -> Page {
+    let (entries, total) = page_entries(hits, q);
+    Page {
+        items: entries.iter().map(|e| e.meta(names)).collect(),
+        total,
+    }
+}
+
+/// The entries of the page `q` asks for, in order, and the total.
+fn page_entries<'a>(mut hits: Vec<&'a Entry>, q: &Query) -> (Vec<&'a Entry>, usize) {
     let total = hits.len();
     let end = q.offset.saturating_add(q.limit).min(total);
+    if q.offset >= total {
+        return (Vec::new(), total);
+    }
     let key_cmp = order(q.sort);
-    let items = if q.offset >= total {
-        Vec::new()
-    } else {
-        // Only the requested page needs to be in order.
-        if end < total {
-            hits.select_nth_unstable_by(end, &key_cmp);
-            hits.truncate(end);
-        }
-        hits.sort_unstable_by(key_cmp);
-        hits[q.offset..end].iter().map(|e| e.meta(names)).collect()
-    };
-    Page { items, total }
+    // Only the requested page needs to be in order.
+    if end < total {
+        hits.select_nth_unstable_by(end, &key_cmp);
+        hits.truncate(end);
+    }
+    hits.sort_unstable_by(key_cmp);
+    hits.drain(..q.offset);
+    (hits, total)
+}
+
+/// What [`run`] computes, before the page's entries are turned into
+/// [`RecordMeta`]s: the page's entries in order, the total, and the ids of
+/// every matching record (paging ignored), in one pass — what a live query
+/// compares and keeps.
+pub(crate) fn run_entries<'a>(
+    q: &Query,
+    names: &Names,
+    all: impl Iterator<Item = &'a Entry>,
+    texts: &Texts,
+) -> (Vec<&'a Entry>, usize, Vec<RecordId>) {
+    let hits = hits(q, names, all, texts, |_| true);
+    let ids = hits.iter().map(|e| e.id).collect();
+    let (entries, total) = page_entries(hits, q);
+    (entries, total, ids)
 }
 
 /// How `sort` orders entries (ties by id, so paging is stable).

@@ -182,59 +182,99 @@ impl Store {
         LiveHold(&self.live)
     }
 
-    /// The current page of a watched thing and every id that matched.
-    fn live_result(&self, what: &Watched) -> Result<(Page, HashSet<RecordId>)> {
-        match what {
-            Watched::Record(id) => {
-                let items: Vec<RecordMeta> = self.index_read().meta(*id).into_iter().collect();
-                let ids = items.iter().map(RecordMeta::record_id).collect();
-                Ok((
-                    Page {
-                        total: items.len(),
-                        items,
-                    },
-                    ids,
-                ))
-            }
-            Watched::List(q) => {
-                let q = self.checked(q)?;
-                let page = self.list(&q)?;
-                let index = self.index_read();
-                let matcher = query::Matcher::new(&q, index.names(), |_| true);
-                let ids = index
-                    .entries()
-                    .filter(|e| matcher.matches(e) && matcher.matches_text(index.texts.get(&e.id)))
-                    .map(|e| e.id)
-                    .collect();
-                Ok((page, ids))
-            }
-        }
-    }
-
-    /// Whether a write to one of `dirty` may change what `w` shows: it
-    /// matched before, or it matches now.
-    fn live_affected(
+    /// Evaluates a batch: for each watcher that a write to `dirty` may
+    /// affect (or that is fresh), its new page (`None`: the same as
+    /// delivered, known without building it) and matching ids. One hold
+    /// of the index; list queries scan only their grid's entries when
+    /// they name one.
+    fn live_batch(
         &self,
-        what: &Watched,
-        before: &HashSet<RecordId>,
+        watchers: &[(Arc<Watcher>, bool)],
         dirty: &BTreeSet<RecordId>,
-    ) -> Result<bool> {
-        match what {
-            Watched::Record(id) => Ok(dirty.contains(id)),
-            Watched::List(q) => {
-                if dirty.iter().any(|id| before.contains(id)) {
-                    return Ok(true);
+    ) -> Vec<(Arc<Watcher>, Option<Page>, HashSet<RecordId>)> {
+        let index = self.index_read();
+        let names = index.names();
+        let mut by_grid: Option<std::collections::HashMap<&str, Vec<&crate::entry::Entry>>> = None;
+        let mut out = Vec::new();
+        for (w, fresh) in watchers {
+            if !w.active.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            match &w.what {
+                Watched::Record(id) => {
+                    if !fresh && !dirty.contains(id) {
+                        continue;
+                    }
+                    let items: Vec<RecordMeta> = index.meta(*id).into_iter().collect();
+                    let ids = items.iter().map(RecordMeta::record_id).collect();
+                    let total = items.len();
+                    out.push((w.clone(), Some(Page { items, total }), ids));
                 }
-                let q = self.checked(q)?;
-                let index = self.index_read();
-                let matcher = query::Matcher::new(&q, index.names(), |_| true);
-                Ok(dirty.iter().any(|id| {
-                    index.get(*id).is_some_and(|e| {
-                        matcher.matches(e) && matcher.matches_text(index.texts.get(id))
-                    })
-                }))
+                Watched::List(q) => {
+                    let Ok(q) = self.checked(q) else { continue };
+                    let matcher = query::Matcher::new(&q, names, |_| true);
+                    let matches = |id: &RecordId| {
+                        index.get(*id).is_some_and(|e| {
+                            matcher.matches(e) && matcher.matches_text(index.texts.get(id))
+                        })
+                    };
+                    // A write can change the result only if its record
+                    // matched before or matches now.
+                    let affected = *fresh
+                        || w.last
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .as_ref()
+                            .is_none_or(|(_, before)| {
+                                dirty.iter().any(|id| before.contains(id) || matches(id))
+                            });
+                    if !affected {
+                        continue;
+                    }
+                    let (entries, total, ids) = match q.grid.as_deref() {
+                        Some(grid) => {
+                            let groups = by_grid.get_or_insert_with(|| {
+                                let mut m: std::collections::HashMap<&str, Vec<_>> =
+                                    std::collections::HashMap::new();
+                                for e in index.entries() {
+                                    m.entry(names.scope(e.place).grid.as_str())
+                                        .or_default()
+                                        .push(e);
+                                }
+                                m
+                            });
+                            let entries = groups.get(grid).map(Vec::as_slice).unwrap_or_default();
+                            query::run_entries(&q, names, entries.iter().copied(), &index.texts)
+                        }
+                        None => query::run_entries(&q, names, index.entries(), &index.texts),
+                    };
+                    let ids: HashSet<RecordId> = ids.into_iter().collect();
+                    // The same records in the same order, none of them
+                    // written: the page is what was delivered.
+                    let same = !fresh
+                        && !entries.iter().any(|e| dirty.contains(&e.id))
+                        && w.last
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .as_ref()
+                            .is_some_and(|(p, _)| {
+                                p.total == total
+                                    && p.items.len() == entries.len()
+                                    && p.items
+                                        .iter()
+                                        .zip(&entries)
+                                        .all(|(m, e)| m.id == *e.id.as_bytes())
+                            });
+                    if same {
+                        out.push((w.clone(), None, ids));
+                    } else {
+                        let items = entries.iter().map(|e| e.meta(names)).collect();
+                        out.push((w.clone(), Some(Page { items, total }), ids));
+                    }
+                }
             }
         }
+        out
     }
 }
 
@@ -276,25 +316,24 @@ fn deliver(store: &Weak<Store>) {
         let Some(store) = store.upgrade() else {
             continue;
         };
-        for (id, w) in watchers {
-            let is_fresh = fresh.contains(&id);
-            if !is_fresh && dirty.is_empty() {
-                continue;
-            }
+        if dirty.is_empty() && fresh.is_empty() {
+            continue;
+        }
+        let batch: Vec<(Arc<Watcher>, bool)> = watchers
+            .into_iter()
+            .map(|(id, w)| (w, fresh.contains(&id)))
+            .collect();
+        // Pages are computed under one hold of the index, callbacks run
+        // after it is released (a callback may read the store).
+        for (w, page, ids) in store.live_batch(&batch, &dirty) {
             let mut last = w.last.lock().unwrap_or_else(PoisonError::into_inner);
             if !w.active.load(std::sync::atomic::Ordering::SeqCst) {
                 continue;
             }
-            let affected = match &*last {
-                None => true,
-                Some((_, before)) => {
-                    is_fresh || store.live_affected(&w.what, before, &dirty).unwrap_or(true)
+            let Some(page) = page else {
+                if let Some((_, kept)) = last.as_mut() {
+                    *kept = ids;
                 }
-            };
-            if !affected {
-                continue;
-            }
-            let Ok((page, ids)) = store.live_result(&w.what) else {
                 continue;
             };
             let changed = last.as_ref().is_none_or(|(p, _)| *p != page);
