@@ -67,7 +67,8 @@ pub enum Error {
     WorkOrderMismatch { number: String },
 
     /// An entry inside a record (an action item, an extension request)
-    /// that the record does not hold. Nothing was written.
+    /// that the record does not hold. Nothing was written. (The record
+    /// exists: over HTTP this is 422, not 404.)
     #[error("no {what} {id} in this record")]
     EntryNotFound { what: &'static str, id: String },
 
@@ -239,7 +240,7 @@ impl Error {
             Error::InvalidInput { .. } => "invalid_input",
             Error::FieldTooLong { .. } => "field_too_long",
             Error::NoConflict(_) => "no_conflict",
-            Error::EntryNotFound { .. } => "not_found",
+            Error::EntryNotFound { .. } => "entry_not_found",
             Error::StateConflict(_) => "state_conflict",
             Error::Forbidden { .. } => "forbidden",
             Error::Unauthentic { .. } => "unauthentic",

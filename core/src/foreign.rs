@@ -44,7 +44,12 @@ impl Default for ForeignLimits {
         ForeignLimits {
             max_bytes: 1 << 20,
             max_changes: 1_000,
-            max_ops_per_change: 20_000,
+            // Every change a store makes locally must pass: the longest
+            // text field (`doc::MAX_TEXT` bytes, one operation per
+            // character, ASCII at worst) with room for the rest of a
+            // record's creation. Lower, a phone could record a case the
+            // server refuses for ever.
+            max_ops_per_change: crate::doc::MAX_TEXT + 8_192,
             max_deps: 64,
             max_document_bytes: 4 << 20,
             actor: None,

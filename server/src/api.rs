@@ -269,7 +269,9 @@ pub(crate) fn core_error(e: gridsync_core::Error) -> AppError {
         E::MalformedChanges { .. } | E::MissingDependencies { .. } => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        E::NotFound(_) | E::FileNotFound(_) | E::EntryNotFound { .. } => StatusCode::NOT_FOUND,
+        E::NotFound(_) | E::FileNotFound(_) => StatusCode::NOT_FOUND,
+        // The record exists; the body names a part of it that does not.
+        E::EntryNotFound { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         E::FileTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         E::FileRejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         E::StorageFull => StatusCode::INSUFFICIENT_STORAGE,

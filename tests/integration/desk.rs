@@ -210,13 +210,16 @@ fn a_handler_asks_for_more_time_and_the_office_answers() {
         (status, body["code"].as_str()),
         (409, Some("state_conflict"))
     );
-    // So is answering one that does not exist.
+    // So is answering one that does not exist (the case exists: 422).
     let (status, body) = server.office_post(
         &clerk,
         &ops,
         json!({"op": "refuse_extension", "args": {"request": {"dev": "ab", "n": 1}, "reason": "x"}}),
     );
-    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("entry_not_found"))
+    );
     assert_eq!(server.fingerprint(), before);
 
     // A second request, refused: the deadline stays.

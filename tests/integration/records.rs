@@ -569,12 +569,43 @@ gridsync_tests::on_both_engines! {
 
     #[test]
     fn device_codes_are_validated() {
-        for bad in ["", "has space", "斜杠", &"x".repeat(33)] {
+        for bad in ["has space", "斜杠", &"x".repeat(33)] {
             let mut config = gridsync_core::StoreConfig::new("", bad);
             config.temporary = true;
             let err = gridsync_core::Store::open(config).unwrap_err();
             assert_eq!(err.code(), "invalid_input", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_store_takes_its_code_at_enrollment_once_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone");
+        let store = open_store(&path, "");
+        // Not enrolled: nothing is recorded, no number is taken.
+        assert_eq!(store.device_code(), "");
+        let err = store.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap_err();
+        assert_eq!(err.code(), "not_enrolled");
+        assert_eq!(
+            store.adopt_device_code("bad code").unwrap_err().code(),
+            "invalid_input"
+        );
+        store.adopt_device_code("G1-P7").unwrap();
+        assert!(store.is_enrolled().unwrap());
+        let id = store.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap();
+        assert_eq!(store.issue(id).unwrap().case_no, "G1-P7-000001");
+        // Once: a second code is refused and changes nothing.
+        assert_eq!(
+            store.adopt_device_code("G1-P8").unwrap_err().code(),
+            "already_enrolled"
+        );
+        assert_eq!(store.device_code(), "G1-P7");
+        drop(store);
+        // Reopened with the old placeholder, it keeps the code it took.
+        let store = open_store(&path, "NEW");
+        assert_eq!(store.device_code(), "G1-P7");
+        let id = store.create_issue(&worker(1), new_issue(2, 1, 1)).unwrap();
+        assert_eq!(store.issue(id).unwrap().case_no, "G1-P7-000002");
     }
 
     #[test]

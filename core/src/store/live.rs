@@ -459,6 +459,27 @@ mod tests {
         assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
     }
 
+    /// Not a live query: the longest description a phone may write is
+    /// one change another store (a server, with the default limits)
+    /// takes.
+    #[test]
+    fn the_longest_text_a_store_writes_is_a_change_others_take() {
+        let phone = store();
+        let worker = Author::new("w1", Role::GridWorker);
+        let mut new = new_issue("长描述", "G1");
+        new.description = "x".repeat(crate::doc::MAX_TEXT);
+        let id = phone.create_issue(&worker, new).unwrap();
+        let server = store();
+        let bytes = phone.changes_since(id, &[]).unwrap();
+        server
+            .apply_changes(id, &bytes, &crate::ForeignLimits::default())
+            .unwrap();
+        assert_eq!(
+            server.issue(id).unwrap().description.len(),
+            crate::doc::MAX_TEXT
+        );
+    }
+
     #[test]
     fn a_watched_record_reports_its_changes_and_a_bad_query_is_refused() {
         let store = store();
