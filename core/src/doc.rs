@@ -29,11 +29,13 @@ pub(crate) const K_SCHEMA: &str = "schema";
 pub(crate) const K_TYPE: &str = "type";
 pub(crate) const K_CLOCK: &str = "clock";
 
-/// Longest accepted short text (titles, names, codes…), in bytes.
+/// Longest accepted short text (titles, names, codes…), in characters
+/// (the API's `maxLength`).
 pub const MAX_SHORT: usize = 1_024;
-/// Longest accepted note, reason or entry text, in bytes.
+/// Longest accepted note, reason or entry text, in characters.
 pub const MAX_NOTE: usize = 16 * 1_024;
-/// Longest accepted long text (description, agenda, minutes), in bytes.
+/// Longest accepted long text (description, agenda, minutes), in
+/// characters: one Automerge operation each.
 pub const MAX_TEXT: usize = 128 * 1_024;
 
 /// A register value as read from a document. Several of them are returned
@@ -489,12 +491,13 @@ pub(crate) fn record_type<R: ReadDoc>(doc: &R) -> Option<String> {
 
 /// Checks a string's length against a limit.
 pub(crate) fn check_len(field: &'static str, s: &str, max: usize) -> Result<()> {
+    // Characters, as JSON Schema's maxLength counts them (and as a text
+    // field's Automerge operations do); no more than the bytes.
     if s.len() > max {
-        return Err(Error::FieldTooLong {
-            field,
-            len: s.len(),
-            max,
-        });
+        let len = s.chars().count();
+        if len > max {
+            return Err(Error::FieldTooLong { field, len, max });
+        }
     }
     Ok(())
 }

@@ -40,7 +40,7 @@ pub enum Error {
     InvalidInput { field: &'static str, reason: String },
 
     /// A field value longer than the store accepts.
-    #[error("{field} is {len} bytes; at most {max} are accepted")]
+    #[error("{field} is {len} characters; at most {max} are accepted")]
     FieldTooLong {
         field: &'static str,
         len: usize,

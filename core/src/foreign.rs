@@ -45,9 +45,8 @@ impl Default for ForeignLimits {
             max_bytes: 1 << 20,
             max_changes: 1_000,
             // Every change a store makes locally must pass: the longest
-            // text field (`doc::MAX_TEXT` bytes, one operation per
-            // character, ASCII at worst) with room for the rest of a
-            // record's creation. Lower, a phone could record a case the
+            // text field (`doc::MAX_TEXT` characters, one operation
+            // each) with room for the rest of a record's creation. Lower, a phone could record a case the
             // server refuses for ever.
             max_ops_per_change: crate::doc::MAX_TEXT + 8_192,
             max_deps: 64,

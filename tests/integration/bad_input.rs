@@ -41,8 +41,14 @@ fn unknown_ids_are_not_found() {
 #[test]
 fn oversized_fields_are_refused() {
     let (store, id) = store_with_issue();
+    // Counted in characters (as the API's maxLength): MAX_SHORT of them
+    // are taken, one more is not.
+    let fits = "长".repeat(MAX_SHORT);
+    store
+        .update_issue(id, &worker(1), IssueOp::SetTitle(fits.clone()))
+        .unwrap();
     let before = fingerprint(&store);
-    let long = "长".repeat(MAX_SHORT);
+    let long = format!("{fits}长");
     let err = store
         .update_issue(id, &worker(1), IssueOp::SetTitle(long))
         .unwrap_err();
