@@ -36,10 +36,14 @@ fn put(url: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
     gridsync_tests::server::put_json(url, token, &body.unwrap_or(Value::Null))
 }
 
-fn set_endpoint(server: &TestServer, receiver: &Receiver) {
+/// Points the hotline at `receiver`, waiting `timeout_ms` for an answer:
+/// short where the receiver answers late on purpose; long where a repeat
+/// would be wrong (a local answer is never that slow, even on a busy
+/// machine).
+fn set_endpoint(server: &TestServer, receiver: &Receiver, timeout_ms: u64) {
     let (status, body) = put(
         &format!("{}/v1/admin/hotline/endpoints/city-12345", server.url),
-        Some(json!({"url": receiver.url, "secret": SECRET, "timeout_ms": 300})),
+        Some(json!({"url": receiver.url, "secret": SECRET, "timeout_ms": timeout_ms})),
         Some(ADMIN),
     );
     assert_eq!(status, 200, "{body}");
@@ -139,7 +143,7 @@ gridsync_tests::on_both_engines! {
         let data = dir.path().join("server");
         let mut server = TestServer::spawn(SERVER, &data, "127.0.0.1:0");
         server.setup_org();
-        set_endpoint(&server, &receiver);
+        set_endpoint(&server, &receiver, 300);
         let office = server.office_token("office", "office");
         let mut ids = Vec::new();
         for n in 1..=6 {
@@ -372,7 +376,7 @@ fn two_nodes_on_one_database_report_each_case_in_order() {
         gridsync_tests::engine::use_database(&dir.path().join("b"), &url);
         let b = TestServer::start(&dir.path().join("b"));
         a.setup_org();
-        set_endpoint(&a, &receiver);
+        set_endpoint(&a, &receiver, 10_000);
         let office = a.office_token("office", "office");
         let mut ids = Vec::new();
         for n in 1..=4 {
@@ -431,7 +435,7 @@ fn a_work_order_past_its_deadline_is_reported_breached_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("server"));
     server.setup_org();
-    set_endpoint(&server, &receiver);
+    set_endpoint(&server, &receiver, 10_000);
     let office = server.office_token("office", "office");
     let mut order = work_order("GD-LATE");
     let deadline = chrono::Utc::now().timestamp_millis() - 3_600_000;
