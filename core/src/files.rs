@@ -54,32 +54,19 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 << 20;
 /// otherwise: 1 GiB, some 2,000 photos.
 pub const DEFAULT_FILE_BYTES_PER_DEVICE_DAY: u64 = 1 << 30;
 
-/// Bytes a device sent today, counted against its daily quota.
-#[derive(Debug, Default)]
-pub struct DailyQuota {
-    used: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
-}
+/// A device's file bytes of one day (UTC), counted against its daily
+/// quota: `(day, bytes)`, the day as days since the Unix epoch.
+pub type DayCount = (i64, u64);
 
-impl DailyQuota {
-    /// Counts `bytes` for `device` on the day of `now_ms` if that keeps it
-    /// within `limit`; false (nothing counted) otherwise.
-    pub fn charge(&self, device: &str, bytes: u64, now_ms: i64, limit: u64) -> bool {
-        let day = now_ms.div_euclid(86_400_000);
-        let mut used = self
-            .used
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Yesterday's counts are of no use.
-        used.retain(|_, (d, _)| *d == day);
-        let entry = used.entry(device.to_owned()).or_insert((day, 0));
-        match entry.1.checked_add(bytes) {
-            Some(total) if total <= limit => {
-                entry.1 = total;
-                true
-            }
-            _ => false,
-        }
-    }
+/// The count after charging `bytes` at `now_ms` to what the device has
+/// sent (`was`), if that keeps it within `limit`; `None` (nothing
+/// counted) otherwise. Yesterday's count does not carry over.
+pub fn charge_day(was: Option<DayCount>, bytes: u64, now_ms: i64, limit: u64) -> Option<DayCount> {
+    let day = now_ms.div_euclid(86_400_000);
+    let used = was.filter(|(d, _)| *d == day).map_or(0, |(_, n)| n);
+    used.checked_add(bytes)
+        .filter(|total| *total <= limit)
+        .map(|total| (day, total))
 }
 
 /// How long a file no record references (and an abandoned transfer) is
@@ -788,15 +775,17 @@ mod tests {
 
     #[test]
     fn a_device_may_send_its_quota_a_day() {
-        let q = DailyQuota::default();
         let day = 86_400_000;
-        assert!(q.charge("d1", 600, 5, 1000));
-        assert!(!q.charge("d1", 500, 6, 1000));
-        assert!(q.charge("d2", 1000, 7, 1000));
-        assert!(q.charge("d1", 400, 8, 1000));
-        assert!(!q.charge("d1", 1, 9, 1000));
+        let c = charge_day(None, 600, 5, 1000);
+        assert_eq!(c, Some((0, 600)));
+        assert_eq!(charge_day(c, 500, 6, 1000), None);
+        let c = charge_day(c, 400, 8, 1000);
+        assert_eq!(c, Some((0, 1000)));
+        assert_eq!(charge_day(c, 1, 9, 1000), None);
+        assert_eq!(charge_day(None, u64::MAX, 9, u64::MAX), Some((0, u64::MAX)));
+        assert_eq!(charge_day(Some((0, u64::MAX)), 1, 9, u64::MAX), None);
         // The next day starts afresh.
-        assert!(q.charge("d1", 1000, day + 1, 1000));
+        assert_eq!(charge_day(c, 1000, day + 1, 1000), Some((1, 1000)));
     }
 
     fn bytes(len: usize) -> Vec<u8> {

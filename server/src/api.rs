@@ -38,8 +38,6 @@ pub struct AppState {
     /// Set when shutdown began: `/healthz` answers 503 so a load balancer
     /// stops sending work while requests in flight finish.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
-    /// File bytes each device sent today (per server process).
-    pub file_quota: Arc<gridsync_core::files::DailyQuota>,
 }
 
 /// An error response with a stable code.

@@ -198,9 +198,10 @@ async fn put_whole(
             limit: state.limits.max_file_bytes,
         }));
     }
-    charge_quota(&state, &device, size)?;
     let store = state.store.clone();
+    let limit = state.limits.file_bytes_per_device_day;
     blocking(move || {
+        charge_quota(&store, &device, size, limit)?;
         store.files().put_whole(&hash, &bytes).map_err(core_error)?;
         Ok(Json(json!({
             "hash": hash.to_hex(),
@@ -211,13 +212,18 @@ async fn put_whole(
     .await
 }
 
-/// Counts `bytes` against the device's daily file quota; 429 `file_quota`
-/// once it is spent.
-fn charge_quota(state: &AppState, device: &str, bytes: u64) -> Result<(), AppError> {
-    let limit = state.limits.file_bytes_per_device_day;
-    if state
-        .file_quota
-        .charge(device, bytes, state.store.now_ms(), limit)
+/// Counts `bytes` against the device's daily file quota (kept in the
+/// store: every node counts the same day); 429 `file_quota` once it is
+/// spent. Blocks on the store.
+fn charge_quota(
+    store: &gridsync_core::Store,
+    device: &str,
+    bytes: u64,
+    limit: u64,
+) -> Result<(), AppError> {
+    if store
+        .charge_file_quota(device, bytes, limit)
+        .map_err(core_error)?
     {
         return Ok(());
     }
@@ -262,9 +268,10 @@ async fn put_chunk(
         header_value(&parts.headers, CHUNK_SHA256_HEADER).as_deref(),
     )
     .map_err(core_error)?;
-    charge_quota(&state, &device, bytes.len() as u64)?;
     let store = state.store.clone();
+    let limit = state.limits.file_bytes_per_device_day;
     blocking(move || {
+        charge_quota(&store, &device, bytes.len() as u64, limit)?;
         let outcome = store
             .files()
             .put_chunk(&hash, size, n, &bytes, check)

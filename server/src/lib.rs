@@ -325,7 +325,6 @@ pub fn open_on(engine: &Engine, data_dir: &Path, admin_token: &str) -> anyhow::R
         admin_digest: Sha256::digest(admin_token.as_bytes()).into(),
         slots: Arc::default(),
         draining: Arc::default(),
-        file_quota: Arc::default(),
     })
 }
 

@@ -527,3 +527,23 @@ fn a_database_backup_restores_into_an_empty_database() {
 fn hex_of(bytes: [u8; 16]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A device's file quota of the day is one count for every node: what it
+/// sent through one node counts on the other.
+#[test]
+fn the_daily_file_quota_is_counted_across_nodes() {
+    on_postgres(|| {
+        let url = fresh_database();
+        let a = node(&url);
+        let b = node(&url);
+        assert!(a.charge_file_quota("dev-7", 600, 1000).unwrap());
+        assert!(
+            !b.charge_file_quota("dev-7", 500, 1000).unwrap(),
+            "500 more is over 1000"
+        );
+        assert!(b.charge_file_quota("dev-7", 400, 1000).unwrap());
+        assert!(!a.charge_file_quota("dev-7", 1, 1000).unwrap());
+        // Another device has its own.
+        assert!(a.charge_file_quota("dev-8", 1000, 1000).unwrap());
+    });
+}

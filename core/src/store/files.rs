@@ -52,7 +52,44 @@ pub enum FileState {
     Missing,
 }
 
+/// Where a device's file bytes of today are counted (store metadata).
+const META_FILE_QUOTA: &[u8] = b"file_quota.";
+
 impl Store {
+    /// Counts `bytes` against what `device` sent today if that keeps it
+    /// within `limit` (see [`crate::files::charge_day`]); false, nothing
+    /// counted, otherwise. Kept in the store — one count per device,
+    /// updated atomically — so every server node of a shared database
+    /// counts the same day. Written lazily: a count a crash loses only
+    /// lets the device send those bytes again.
+    pub fn charge_file_quota(&self, device: &str, bytes: u64, limit: u64) -> Result<bool> {
+        let now = self.now_ms();
+        let mut k = key(P_META, META_FILE_QUOTA);
+        k.extend_from_slice(device.as_bytes());
+        let mut granted = false;
+        self.db.update(&k, FlushMode::Lazy, &mut |old| {
+            let was = old.and_then(|v| {
+                Some((
+                    i64::from_be_bytes(v.get(..8)?.try_into().ok()?),
+                    u64::from_be_bytes(v.get(8..16)?.try_into().ok()?),
+                ))
+            });
+            match crate::files::charge_day(was, bytes, now, limit) {
+                Some((day, used)) => {
+                    granted = true;
+                    let mut v = day.to_be_bytes().to_vec();
+                    v.extend_from_slice(&used.to_be_bytes());
+                    Some(v)
+                }
+                None => {
+                    granted = false;
+                    old.map(<[u8]>::to_vec)
+                }
+            }
+        })?;
+        Ok(granted)
+    }
+
     /// The store's file area.
     pub fn files(&self) -> &Files {
         &self.files
