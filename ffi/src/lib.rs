@@ -398,6 +398,18 @@ pub struct UnrecognizedRecord {
     pub value: String,
 }
 
+impl UnrecognizedRecord {
+    fn all(values: Vec<gridsync_core::Unrecognized>) -> Vec<Self> {
+        values
+            .into_iter()
+            .map(|u| UnrecognizedRecord {
+                field: u.field,
+                value: u.value,
+            })
+            .collect()
+    }
+}
+
 fn value_text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
@@ -481,14 +493,7 @@ impl IssueRecord {
                     applied: t.applied,
                 })
                 .collect(),
-            unrecognized: v
-                .unrecognized
-                .into_iter()
-                .map(|u| UnrecognizedRecord {
-                    field: u.field,
-                    value: u.value,
-                })
-                .collect(),
+            unrecognized: UnrecognizedRecord::all(v.unrecognized),
         }
     }
 }

@@ -269,14 +269,7 @@ impl MeetingRecord {
                 .iter()
                 .map(RegisterConflictRecord::of)
                 .collect(),
-            unrecognized: v
-                .unrecognized
-                .into_iter()
-                .map(|u| UnrecognizedRecord {
-                    field: u.field,
-                    value: u.value,
-                })
-                .collect(),
+            unrecognized: UnrecognizedRecord::all(v.unrecognized),
         }
     }
 }
