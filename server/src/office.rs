@@ -311,6 +311,25 @@ pub struct ListParams {
     limit: Option<usize>,
 }
 
+/// A query parameter that filters: an empty one (an HTML form's "all")
+/// filters nothing. Only the empty string is empty: a value of spaces is
+/// a value, checked like any other (the API's enums do not list it).
+fn given(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// A comma-separated list parameter; empty items are skipped (`a,,b` is
+/// `a,b`, an empty parameter filters nothing). Items are not trimmed.
+fn listed(v: Option<String>) -> Vec<String> {
+    v.map(|s| {
+        s.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// The most records one page returns.
 pub const MAX_PAGE: usize = 500;
 /// The largest offset accepted (as `server/openapi.json` states).
@@ -319,21 +338,10 @@ pub const MAX_OFFSET: usize = i32::MAX as usize;
 impl ListParams {
     pub(crate) fn query(self, mut q: Query) -> Result<Query, AppError> {
         let bad = |what: &str| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", what);
-        // An empty parameter (an HTML form's "all") is no filter.
-        let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         q.street = given(self.street);
         q.community = given(self.community);
         q.grid = given(self.grid);
-        q.statuses = self
-            .status
-            .map(|s| {
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        q.statuses = listed(self.status);
         q.open = self.open;
         q.overdue = self.overdue;
         q.due_soon = self.due_soon;
@@ -680,7 +688,6 @@ async fn action_board(
     ApiQuery(p): ApiQuery<BoardParams>,
 ) -> Result<Json<Value>, AppError> {
     as_office(&state, &headers, move |state, ctx| {
-        let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         let bad = |what: &str| AppError::new(StatusCode::BAD_REQUEST, "invalid_input", what);
         let limit = p.limit.unwrap_or(50);
         if limit > MAX_PAGE {
@@ -691,15 +698,7 @@ async fn action_board(
             return Err(bad("offset is at most 2147483647"));
         }
         let q = BoardQuery {
-            statuses: given(p.status)
-                .map(|s| {
-                    s.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            statuses: listed(p.status),
             owner: given(p.owner),
             overdue: p.overdue,
             awaiting_verification: p.awaiting_verification,

@@ -235,6 +235,18 @@ fn the_office_searches_filters_and_opens_cases_by_number_as_its_role_allows() {
     // Empty parameters (a form's "all") filter nothing.
     let (status, body) = list(&office, "status=&urgency=&q=&street=");
     assert_eq!((status, body["total"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = list(&office, "status=closed,,handled");
+    assert_eq!(status, 200, "{body}");
+    // Only the empty string is empty: a value of white space (a space,
+    // U+0085) is a value, and not a valid urgency or status.
+    for bad in ["urgency=%20", "urgency=%C2%85", "status=%20", "kind=%C2%85"] {
+        let (status, body) = list(&office, bad);
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_input")),
+            "{bad}: {body}"
+        );
+    }
     let (_, body) = list(&office, "supervised=true");
     assert_eq!(body["total"], 0);
     let (_, body) = list(&office, "supervised=false&activity_after_close=false");
