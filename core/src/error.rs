@@ -213,6 +213,16 @@ pub enum Error {
     #[error("this store is enrolled already")]
     AlreadyEnrolled,
 
+    /// The store was erased (its device retired or wiped): open it again
+    /// to start afresh.
+    #[error("this store was erased; open it again to start afresh")]
+    Erased,
+
+    /// The store is encrypted and the key given is not its key (or no key
+    /// was given); nothing was touched.
+    #[error("wrong key: {0}")]
+    WrongKey(String),
+
     /// A file-system error while making a write durable; the operation was
     /// not acknowledged.
     #[error("i/o error: {0}")]
@@ -270,6 +280,8 @@ impl Error {
             Error::FileTooLarge { .. } => "file_too_large",
             Error::FileRejected { .. } => "file_rejected",
             Error::StorageFull => "storage_full",
+            Error::WrongKey(_) => "wrong_key",
+            Error::Erased => "erased",
             Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => "storage_full",
             Error::Io(_) => "io",
         }

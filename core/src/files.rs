@@ -675,6 +675,20 @@ impl Files {
         Ok(())
     }
 
+    /// Removes every file, transfer and derived image (the area stays,
+    /// empty): what erasing a device's store does.
+    pub fn remove_all(&self) -> Result<()> {
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(entry.path())?;
+            } else {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every complete file.
     pub fn list(&self) -> Result<Vec<StoredFile>> {
         let mut out = Vec::new();

@@ -13,6 +13,7 @@ use std::time::Duration;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::{DeviceOrder, ORDER_HEADER, PENDING_HEADER, WIPE_CODE};
 use crate::store::Store;
 use crate::sync::{Client, Progress, SyncReport, MAX_MESSAGE_BYTES};
 
@@ -126,6 +127,9 @@ fn answer(mut response: ureq::http::Response<ureq::Body>, limit: u64) -> Result<
 /// A store enrolled before is refused with [`Error::AlreadyEnrolled`]
 /// before anything is sent, so the code stays unused.
 pub fn enroll(base_url: &str, code: &str, store: &Store) -> Result<Enrollment> {
+    if store.is_erased() {
+        return Err(Error::Erased);
+    }
     if store.is_enrolled()? {
         return Err(Error::AlreadyEnrolled);
     }
@@ -161,22 +165,155 @@ pub fn enroll(base_url: &str, code: &str, store: &Store) -> Result<Enrollment> {
 
 /// Sends one request to `POST /v1/sync` and returns the response bytes.
 pub fn post_sync(base_url: &str, token: &str, request: &[u8]) -> Result<Vec<u8>> {
-    let bytes = answer(
-        agent()
-            .post(url(base_url, "/v1/sync"))
-            .header("Authorization", format!("Bearer {token}"))
-            .header("Content-Type", "application/octet-stream")
-            .send(request)
-            .map_err(transport)?,
-        MAX_MESSAGE_BYTES as u64,
-    )?;
-    Ok(bytes)
+    Ok(post_sync_as(base_url, token, request, None)?.0)
+}
+
+/// Like [`post_sync`], reporting `pending` (the records this device has
+/// not had acknowledged, for the admin's device list) and returning the
+/// order the answer carries. A refusal ordering a wipe is
+/// [`Error::Rejected`] with status 410 and code [`WIPE_CODE`]
+/// ([`wipe_ordered`]).
+pub fn post_sync_as(
+    base_url: &str,
+    token: &str,
+    request: &[u8],
+    pending: Option<usize>,
+) -> Result<(Vec<u8>, Option<DeviceOrder>)> {
+    let mut call = agent()
+        .post(url(base_url, "/v1/sync"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/octet-stream");
+    if let Some(n) = pending {
+        call = call.header(PENDING_HEADER, n.to_string());
+    }
+    let response = call.send(request).map_err(transport)?;
+    let order = response
+        .headers()
+        .get(ORDER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(DeviceOrder::parse);
+    Ok((answer(response, MAX_MESSAGE_BYTES as u64)?, order))
+}
+
+/// Whether an error is the server ordering this device to erase its
+/// store at once.
+pub fn wipe_ordered(e: &Error) -> bool {
+    matches!(e, Error::Rejected { status: 410, code, .. } if code == WIPE_CODE)
+}
+
+/// What [`obey`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Obeyed {
+    /// The store was erased.
+    pub erased: bool,
+    /// Records with work the server never received, erased with it (a
+    /// wipe's; a retirement erases only when there are none).
+    pub discarded: usize,
+    /// The server knows: the report reached it. When it did not, sync
+    /// again with the same token later: the order comes again, and the
+    /// report with it.
+    pub reported: bool,
+}
+
+/// Carries out the server's order for this device: a wipe erases the
+/// store at once; a retirement erases it only when nothing is left to
+/// send (records and files: see [`Store::ready_to_retire`]), otherwise it
+/// waits for the next sync. After erasing, reports to
+/// `POST /v1/device/erased`.
+pub fn obey(store: &Store, base_url: &str, token: &str, order: DeviceOrder) -> Result<Obeyed> {
+    if order == DeviceOrder::Retire && !store.ready_to_retire()? {
+        return Ok(Obeyed::default());
+    }
+    let discarded = store.erase()?;
+    let body = serde_json::json!({ "order": order.as_str(), "discarded": discarded });
+    let reported = agent()
+        .post(url(base_url, "/v1/device/erased"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .map_err(transport)
+        .and_then(|r| answer(r, 1 << 16))
+        .is_ok();
+    Ok(Obeyed {
+        erased: true,
+        discarded,
+        reported,
+    })
 }
 
 /// Syncs the store with the server until nothing is left to push or pull.
-/// Blocks the calling thread.
+/// Blocks the calling thread. Orders for the device are not carried out
+/// here (see [`sync_device`]).
 pub fn sync(store: &Store, base_url: &str, token: &str) -> Result<SyncReport> {
     sync_with_progress(store, base_url, token, |_| {})
+}
+
+/// What [`sync_device`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceSync {
+    /// The records' sync (none when the server ordered a wipe).
+    pub report: Option<SyncReport>,
+    /// The files sent.
+    pub files: FilesReport,
+    /// The server's order for this device, if it gave one.
+    pub order: Option<DeviceOrder>,
+    /// What carrying it out did.
+    pub obeyed: Obeyed,
+}
+
+/// A device's whole sync, as an app runs it: records, then this device's
+/// files, then the server's order for the device (see [`obey`]).
+/// `before_round` runs before each request and before the files (an
+/// `Err` stops the sync there: cancellation); `progress` after each
+/// round, `file_progress` with the chunks sent so far. The records the
+/// sync changed are added to `changed`, also when it fails part way.
+pub fn sync_device(
+    store: &Store,
+    base_url: &str,
+    token: &str,
+    mut before_round: impl FnMut() -> Result<()>,
+    progress: impl FnMut(&Progress),
+    file_progress: impl FnMut(usize) + Send,
+    changed: &mut Vec<crate::RecordId>,
+) -> Result<DeviceSync> {
+    let mut order = None;
+    let mut client = Client::new(store);
+    let report = client.run_with_progress(
+        |request| {
+            before_round()?;
+            let pending = store.pending()?.len();
+            let (bytes, o) = post_sync_as(base_url, token, &request, Some(pending))?;
+            order = o;
+            Ok(bytes)
+        },
+        progress,
+    );
+    // What was merged before a failure is there too.
+    changed.extend(client.take_changed());
+    let report = match report {
+        Ok(r) => r,
+        Err(e) if wipe_ordered(&e) => {
+            let obeyed = obey(store, base_url, token, DeviceOrder::Wipe)?;
+            return Ok(DeviceSync {
+                order: Some(DeviceOrder::Wipe),
+                obeyed,
+                ..DeviceSync::default()
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    before_round()?;
+    let files = upload_files(store, base_url, token, file_progress)?;
+    let obeyed = match order {
+        Some(o) => obey(store, base_url, token, o)?,
+        None => Obeyed::default(),
+    };
+    Ok(DeviceSync {
+        report: Some(report),
+        files,
+        order,
+        obeyed,
+    })
 }
 
 /// Like [`sync`], calling `progress` after every round.

@@ -178,6 +178,17 @@ pub fn meeting_status(s: &str) -> Option<&'static str> {
     }
 }
 
+pub fn device_state(s: crate::lifecycle::DeviceState) -> &'static str {
+    use crate::lifecycle::DeviceState;
+    match s {
+        DeviceState::Active => "正常",
+        DeviceState::Retiring => "交接中（上传后清除）",
+        DeviceState::Retired => "已交接清除",
+        DeviceState::WipePending => "待远程清除",
+        DeviceState::Wiped => "已远程清除",
+    }
+}
+
 fn all<T: Copy>(
     values: &[T],
     code: fn(T) -> &'static str,
@@ -192,7 +203,8 @@ pub type Tables = BTreeMap<&'static str, BTreeMap<&'static str, &'static str>>;
 /// Every table, by what it names: `status`, `action_status`, `kind`,
 /// `urgency`, `resolution`, `satisfaction`, `timeline`, `source`, `role`,
 /// `meeting_level`, `meeting_format`, `meeting_outcome`,
-/// `meeting_status`, `attendee_role`, `category`. Made once.
+/// `meeting_status`, `attendee_role`, `category`, `device_state`. Made
+/// once.
 pub fn tables() -> &'static Tables {
     static TABLES: std::sync::OnceLock<Tables> = std::sync::OnceLock::new();
     TABLES.get_or_init(make_tables)
@@ -248,6 +260,14 @@ fn make_tables() -> Tables {
         all(AttendeeRole::ALL, AttendeeRole::as_str, attendee_role),
     );
     t.insert("category", CATEGORIES.iter().copied().collect());
+    t.insert(
+        "device_state",
+        all(
+            &crate::lifecycle::DeviceState::ALL,
+            crate::lifecycle::DeviceState::as_str,
+            device_state,
+        ),
+    );
     t
 }
 

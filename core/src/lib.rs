@@ -67,6 +67,7 @@ mod ids;
 pub mod intake;
 pub mod issue;
 pub mod labels;
+pub mod lifecycle;
 pub mod meeting;
 mod model;
 mod names;
@@ -98,6 +99,7 @@ pub use meeting::{
 };
 pub use model::{Attachment, AttachmentRef, Geo, Location, Reporter, Source};
 pub use query::{Page, Query, RecordMeta, RecordScope, Sort};
+pub use store::backend::StoreKey;
 pub use store::{
     AttachTo, Durability, FileState, Import, Incoming, LogEntry, Merged, Origin, Pending, Store,
     StoreConfig, Written,

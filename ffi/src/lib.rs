@@ -35,7 +35,7 @@ use gridsync_core::{AttachTo, FileState};
 use gridsync_core::{
     Author, IssueKind, IssueOp, IssueStatus, IssueView, Location, MeetingOp, NewIssue,
     NewReturnVisit, Query, RecordId, Reporter, Role, Satisfaction, Sort, Source, Status, Store,
-    StoreConfig, TimelineKind, Urgency, Value,
+    StoreConfig, StoreKey, TimelineKind, Urgency, Value,
 };
 
 uniffi::setup_scaffolding!();
@@ -91,6 +91,53 @@ fn id(text: &str) -> Result<RecordId> {
 
 fn parse<T>(field: &str, value: &str, f: impl Fn(&str) -> Option<T>) -> Result<T> {
     f(value).ok_or_else(|| invalid(field, value))
+}
+
+// ------------------------------------------------------------ opening
+
+/// How to open a store ([`GridStore::open_with`]).
+#[derive(Clone, uniffi::Record)]
+pub struct StoreOptions {
+    /// The device code; `""` before enrollment.
+    #[uniffi(default = "")]
+    pub device_code: String,
+    /// The district's deadline table as JSON (see
+    /// [`GridStore::open_with_deadlines`]); none: the national default.
+    #[uniffi(default = None)]
+    pub deadline_table_json: Option<String>,
+    /// The store's 32-byte key: encrypt at rest.
+    #[uniffi(default = None)]
+    pub key: Option<Vec<u8>>,
+    /// The key the store had until now, when rotating to `key`.
+    #[uniffi(default = None)]
+    pub previous_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("device_code", &self.device_code)
+            .field("key", &self.key.as_ref().map(|_| ".."))
+            .field("previous_key", &self.previous_key.as_ref().map(|_| ".."))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key from the bytes the app passed; the copy UniFFI made is wiped.
+fn store_key(mut bytes: Vec<u8>) -> Result<StoreKey> {
+    let key = StoreKey::from_bytes(&bytes);
+    zeroize::Zeroize::zeroize(&mut bytes);
+    Ok(key?)
+}
+
+/// A new random 32-byte store key, for an app to keep in the platform's
+/// key store on first start.
+#[uniffi::export]
+pub fn generate_store_key() -> Result<Vec<u8>> {
+    guard(|| {
+        let key = StoreKey::generate()?;
+        Ok(key.as_bytes().to_vec())
+    })
 }
 
 // ------------------------------------------------------------ records
@@ -607,7 +654,7 @@ pub struct Refusal {
 }
 
 /// What a sync did.
-#[derive(Clone, Debug, uniffi::Record)]
+#[derive(Clone, Debug, Default, uniffi::Record)]
 pub struct SyncReportRecord {
     pub rounds: u32,
     pub pushed: u32,
@@ -625,6 +672,21 @@ pub struct SyncReportRecord {
     pub refused: Vec<Refusal>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The server's order for this device: `retire` (the worker left: the
+    /// store is erased once everything is uploaded) or `wipe` (erased at
+    /// once, pending work too).
+    pub device_order: Option<String>,
+    /// The store was erased: every record, file and pending change is
+    /// gone. Delete the store's key and show enrollment; open the store
+    /// again before enrolling it anew.
+    pub erased: bool,
+    /// Records with work the server never received that the erase took
+    /// (a wipe's).
+    pub discarded: u32,
+    /// The server was told of the erase. When it was not, keep the token
+    /// and `sync` again later (the order comes again and the report goes
+    /// with it); when it was, delete the token too.
+    pub erase_reported: bool,
 }
 
 fn count(n: usize) -> u32 {
@@ -651,13 +713,17 @@ impl From<SyncReport> for SyncReportRecord {
                 })
                 .collect(),
             bytes_sent: r.bytes_sent as u64,
+            device_order: None,
+            erased: false,
+            discarded: 0,
+            erase_reported: false,
             bytes_received: r.bytes_received as u64,
         }
     }
 }
 
 /// Progress of a running sync.
-#[derive(Clone, Debug, uniffi::Record)]
+#[derive(Clone, Debug, Default, uniffi::Record)]
 pub struct SyncProgress {
     pub rounds: u32,
     pub pushed: u32,
@@ -787,44 +853,45 @@ impl GridStore {
     ) -> Result<SyncReportRecord> {
         guard(|| {
             let _one = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut client = Client::new(&*self.store);
-            let report = client.run_with_progress(
-                |req| {
+            // The records' progress, then the files' on top of the last one.
+            let last = Mutex::new(None::<SyncProgress>);
+            let mut changed = Vec::new();
+            let done = gridsync_core::http::sync_device(
+                &self.store,
+                &url,
+                &token,
+                || {
                     if cancel.load(Ordering::SeqCst) {
                         return Err(gridsync_core::Error::Cancelled);
                     }
-                    gridsync_core::http::post_sync(&url, &token, &req)
+                    Ok(())
                 },
                 |p| {
+                    let p = SyncProgress::from(p);
                     if let Some(l) = &progress {
-                        l.on_progress(p.into());
+                        l.on_progress(p.clone());
+                    }
+                    *last.lock().unwrap_or_else(PoisonError::into_inner) = Some(p);
+                },
+                |sent| {
+                    if let Some(l) = &progress {
+                        let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+                        let p = last.get_or_insert_with(SyncProgress::default);
+                        p.file_chunks_sent = count(sent);
+                        l.on_progress(p.clone());
                     }
                 },
+                &mut changed,
             );
-            // What was merged before a failure is there too.
-            self.notify(client.take_changed());
-            let report = report?;
-            if cancel.load(Ordering::SeqCst) {
-                return Err(gridsync_core::Error::Cancelled.into());
-            }
-            // Then this phone's files, now that the server has the records
-            // that reference them.
-            let mut last = SyncProgress {
-                rounds: count(report.rounds),
-                pushed: count(report.accepted),
-                pulled: count(report.pulled),
-                bytes_received: report.bytes_received as u64,
-                file_chunks_sent: 0,
-                file_chunks_received: 0,
-                file_chunks_total: 0,
-            };
-            gridsync_core::http::upload_files(&self.store, &url, &token, |sent| {
-                if let Some(l) = &progress {
-                    last.file_chunks_sent = count(sent);
-                    l.on_progress(last.clone());
-                }
-            })?;
-            Ok(report.into())
+            // (After an erase, live queries were called back by it.)
+            self.notify(changed);
+            let done = done?;
+            let mut record = done.report.map(SyncReportRecord::from).unwrap_or_default();
+            record.device_order = done.order.map(|o| o.as_str().to_owned());
+            record.erased = done.obeyed.erased;
+            record.discarded = count(done.obeyed.discarded);
+            record.erase_reported = done.obeyed.reported;
+            Ok(record)
         })
     }
 
@@ -900,6 +967,30 @@ impl GridStore {
         guard(|| {
             let mut config = StoreConfig::new(path, device_code);
             config.deadlines = gridsync_core::DeadlineTable::from_json(&deadline_table_json)?;
+            GridStore::with_config(config)
+        })
+    }
+
+    /// Opens (or creates) the store in `path` as `options` say: the
+    /// device code, the deadline table, and encryption at rest.
+    ///
+    /// With `key` (32 bytes the app keeps in the Android Keystore or iOS
+    /// Keychain; see the README), the store is encrypted: a new store is
+    /// created encrypted, a plain one is encrypted now, an encrypted one
+    /// opens only with its key (error code `wrong_key` otherwise, and
+    /// nothing is touched). To rotate, pass the new key as `key` and the
+    /// old one as `previous_key`: the store is rewritten under the new key
+    /// before it opens, and a crash meanwhile leaves it opening with one
+    /// of the two.
+    #[uniffi::constructor]
+    pub fn open_with(path: String, options: StoreOptions) -> Result<Arc<Self>> {
+        guard(|| {
+            let mut config = StoreConfig::new(path, options.device_code);
+            if let Some(json) = options.deadline_table_json {
+                config.deadlines = gridsync_core::DeadlineTable::from_json(&json)?;
+            }
+            config.key = options.key.map(store_key).transpose()?;
+            config.previous_key = options.previous_key.map(store_key).transpose()?;
             GridStore::with_config(config)
         })
     }

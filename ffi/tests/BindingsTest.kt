@@ -121,6 +121,24 @@ fun main() {
             expectCode("not_enrolled") { probe.createIssue(author(), newIssue("未登记", "G1")) }
             probe.close()
         }
+        // Encrypted at rest: opened with a key, refused with none, with the
+        // wrong one or a short one (nothing touched), then rotated.
+        run {
+            val key = generateStoreKey()
+            check(key.size == 32 && !key.contentEquals(generateStoreKey())) { "random 32-byte keys" }
+            val dir = tmp.resolve("sealed").path
+            val sid = GridStore.openWith(dir, StoreOptions(deviceCode = "K1", key = key)).use {
+                it.createIssue(author(), newIssue("加密的记录", "G1"))
+            }
+            expectCode("wrong_key") { GridStore.openWith(dir, StoreOptions(deviceCode = "K1")) }
+            expectCode("wrong_key") { GridStore.openWith(dir, StoreOptions(deviceCode = "K1", key = ByteArray(32))) }
+            expectCode("invalid_input") { GridStore.openWith(dir, StoreOptions(deviceCode = "K1", key = key.copyOf(16))) }
+            val newKey = generateStoreKey()
+            GridStore.openWith(dir, StoreOptions(deviceCode = "K1", key = newKey, previousKey = key)).use {
+                check(it.issue(sid).title == "加密的记录") { "rotated store reads its records" }
+            }
+            expectCode("wrong_key") { GridStore.openWith(dir, StoreOptions(deviceCode = "K1", key = key)) }
+        }
         pinCertificate(java.io.File(CERT).readText())
         fun device(name: String): Pair<GridStore, String> {
             val dir = tmp.resolve(name).path
@@ -313,6 +331,48 @@ fun main() {
         val after = a.list(ListQuery(kind = "issue", grid = null, status = null, open = null,
             overdue = null, conflict = null, sort = null, offset = 0u, limit = 1u)).total
         check(after == before + 40uL) { "threads: $before -> $after" }
+
+        // A phone handed on: retired with pending edits, everything reaches
+        // the server, then the store is empty and reopens as a fresh one;
+        // a phone stolen: wiped at its next contact, its token dead.
+        run {
+            fun enrolled(name: String): Triple<String, GridStore, EnrollmentRecord> {
+                val path = tmp.resolve(name).path
+                val store = GridStore.openWith(path, StoreOptions(key = generateStoreKey()))
+                val (_, code) = post("$url/v1/admin/enrollments", """{"worker":"w1"}""", ADMIN)
+                return Triple(path, store, store.enroll(url, field(code, "code")))
+            }
+            val all = ListQuery(kind = "issue", grid = null, status = null, open = null,
+                overdue = null, conflict = null, sort = null, offset = 0u, limit = 1u)
+            val (path, r, er) = enrolled("retiring")
+            val kept = r.createIssue(author(), newIssue("交接前的记录", "G1"))
+            r.sync(url, er.token, null)
+            r.updateIssue(kept, author(), IssueOperation.AddNote("交接前补充"))
+            r.createIssue(author(), newIssue("交接当天的记录", "G1"))
+            check(r.pendingCount() == 2uL) { "two records pending" }
+            val (status, life) = post("$url/v1/admin/devices/${er.deviceId}/retire", "{}", ADMIN)
+            check(status == 200 && "retiring" in life) { "retire: $status $life" }
+            val done = r.sync(url, er.token, null)
+            check(done.deviceOrder == "retire" && done.erased && done.eraseReported) { "retired: $done" }
+            check(done.accepted == 2u && done.discarded == 0u) { "uploaded first: $done" }
+            check(r.list(all).total == 0uL && r.pendingCount() == 0uL) { "erased" }
+            r.close()
+            GridStore.open(path, "").use { fresh ->
+                check(!fresh.isEnrolled() && fresh.list(all).total == 0uL) { "a fresh store" }
+            }
+
+            val (_, w, ew) = enrolled("stolen")
+            w.createIssue(author(), newIssue("被盗手机上的记录", "G1"))
+            val (wiped, wlife) = post("$url/v1/admin/devices/${ew.deviceId}/wipe", "{}", ADMIN)
+            check(wiped == 200 && "wipe_pending" in wlife) { "wipe: $wiped $wlife" }
+            val gone = w.sync(url, ew.token, null)
+            check(gone.deviceOrder == "wipe" && gone.erased && gone.discarded == 1u) { "wiped: $gone" }
+            check(w.list(all).total == 0uL) { "nothing left" }
+            val (refused, body) = post("$url/v1/device/erased", """{"order":"bogus"}""", ew.token)
+            check(refused == 400) { "a bad report: $refused $body" }
+            expectCode("erased") { w.enroll(url, "whatever") }
+            w.close()
+        }
 
         // Per-call overhead from Kotlin (medians of 7 batches).
         fun perCall(n: Int, f: () -> Unit): Double {

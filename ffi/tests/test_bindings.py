@@ -157,6 +157,37 @@ def main():
             raise AssertionError("a bad table was accepted")
         except g.GridsyncError.Failed as e:
             assert e.code == "invalid_input", e.code
+        # Encrypted at rest: opened with a key, refused with none, with the
+        # wrong one or a short one (nothing touched), then rotated.
+        key = g.generate_store_key()
+        assert len(key) == 32 and key != g.generate_store_key()
+        sealed_dir = os.path.join(tmp, "sealed")
+        sealed = g.GridStore.open_with(sealed_dir, g.StoreOptions(device_code="K1", key=key))
+        sid = sealed.create_issue(author("w1"), new_issue("加密的记录", "G1"))
+        del sealed
+        for options, code in [
+            (g.StoreOptions(device_code="K1"), "wrong_key"),
+            (g.StoreOptions(device_code="K1", key=bytes(32)), "wrong_key"),
+            (g.StoreOptions(device_code="K1", key=key[:16]), "invalid_input"),
+        ]:
+            try:
+                g.GridStore.open_with(sealed_dir, options)
+                raise AssertionError(f"opened with {options.key!r}")
+            except g.GridsyncError.Failed as e:
+                assert e.code == code, (e.code, e.reason)
+        new_key = g.generate_store_key()
+        rotated = g.GridStore.open_with(
+            sealed_dir, g.StoreOptions(device_code="K1", key=new_key, previous_key=key))
+        assert rotated.issue(sid).title == "加密的记录"
+        del rotated
+        try:
+            g.GridStore.open_with(sealed_dir, g.StoreOptions(device_code="K1", key=key))
+            raise AssertionError("the old key still opens the store")
+        except g.GridsyncError.Failed as e:
+            assert e.code == "wrong_key", e.code
+        assert g.GridStore.open_with(
+            sealed_dir, g.StoreOptions(device_code="K1", key=new_key)).issue(sid).title == "加密的记录"
+
         probe = g.GridStore.open(os.path.join(tmp, "probe"), "")
         _, code = post(url + "/v1/admin/enrollments", {"worker": "w1"}, ADMIN)
         try:
@@ -369,6 +400,60 @@ def main():
                 if not session.apply_response(r.read()):
                     break
         assert session.report().rounds >= 1
+
+        # A phone handed on: retired with pending edits, everything reaches
+        # the server, then the store is empty and reopens as a fresh one.
+        def enrolled(name):
+            path = os.path.join(tmp, name)
+            store = g.GridStore.open_with(path, g.StoreOptions(key=g.generate_store_key()))
+            _, code = post(url + "/v1/admin/enrollments", {"worker": "w1"}, ADMIN)
+            return path, store, store.enroll(url, code["code"])
+
+        def clerk_total():
+            _, clerk = post(url + "/v1/admin/office-users", {"worker": "clerk", "role": "office"}, ADMIN)
+            _, page = get(url + "/v1/office/issues?limit=1", clerk["token"])
+            return page["total"]
+
+        before = clerk_total()
+        path_r, r, er = enrolled("retiring")
+        kept = r.create_issue(author("w1"), new_issue("交接前的记录", "G1"))
+        r.sync(url, er.token, None)
+        r.update_issue(kept, author("w1"), g.IssueOperation.ADD_NOTE(text="交接前补充"))
+        r.create_issue(author("w1"), new_issue("交接当天的记录", "G1"))
+        assert r.pending_count() == 2
+        status, life = post(url + f"/v1/admin/devices/{er.device_id}/retire", {}, ADMIN)
+        assert (status, life["state"]) == (200, "retiring"), (status, life)
+        done = r.sync(url, er.token, None)
+        assert done.device_order == "retire" and done.erased and done.erase_reported, done
+        assert done.accepted == 2 and done.discarded == 0, done
+        assert clerk_total() == before + 2
+        assert r.list(g.ListQuery()).total == 0 and r.pending_count() == 0
+        del r
+        fresh = g.GridStore.open(path_r, "")
+        assert not fresh.is_enrolled() and fresh.list(g.ListQuery()).total == 0
+        del fresh
+        _, devices = get(url + "/v1/admin/devices", ADMIN)
+        row = next(d for d in devices["devices"] if d["id"] == er.device_id)
+        assert row["state"] == "retired", row
+
+        # A phone stolen: wiped at its next contact, pending work included;
+        # its token is refused for everything else from then on.
+        _, w, ew = enrolled("stolen")
+        w.create_issue(author("w1"), new_issue("被盗手机上的记录", "G1"))
+        status, life = post(url + f"/v1/admin/devices/{ew.device_id}/wipe", {}, ADMIN)
+        assert (status, life["state"]) == (200, "wipe_pending"), (status, life)
+        done = w.sync(url, ew.token, None)
+        assert done.device_order == "wipe" and done.erased and done.discarded == 1, done
+        assert w.list(g.ListQuery()).total == 0
+        assert clerk_total() == before + 2
+        status, body = get(url + "/v1/files/" + "ab" * 32, ew.token)
+        assert (status, body["code"]) == (410, "wipe"), (status, body)
+        try:
+            w.enroll(url, "whatever")
+            raise AssertionError("an erased store enrolled")
+        except g.GridsyncError.Failed as e:
+            assert e.code == "erased", e.code
+        del w
 
         # Per-call overhead, for the record.
         t = time.perf_counter()

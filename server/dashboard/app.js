@@ -945,7 +945,9 @@ async function loadDevices() {
   const stale = d.items.filter((x) => x.stale).length;
   $("#devices-stale").textContent = `未同步 ${stale} 台 / 共 ${d.items.length} 台`;
   $("#devices tbody").replaceChildren(...d.items.map((x) => {
-    const tr = row([x.id, x.worker, x.code, when(x.last_sync_at), x.revoked ? "已吊销" : x.stale ? "超过 24 小时未同步" : "正常"]);
+    const state = x.state !== "active" ? label("device_state", x.state)
+      : x.revoked ? "已吊销" : x.stale ? "超过 24 小时未同步" : label("device_state", x.state);
+    const tr = row([x.id, x.worker, x.code, when(x.last_sync_at), when(x.last_contact_at), state]);
     if (x.stale) tr.classList.add("stale");
     return tr;
   }));

@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gridsync_core::lifecycle::DeviceOrder;
 use gridsync_core::sync::{self, Peer, ServerLimits};
 use gridsync_core::{ActorId, Author, RecordId, RecordScope, Role, Store};
 use serde::Deserialize;
@@ -97,6 +98,8 @@ impl From<IdentityError> for AppError {
             IdentityError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             IdentityError::Revoked => (StatusCode::FORBIDDEN, "revoked"),
             IdentityError::UnknownRole => (StatusCode::FORBIDDEN, "unknown_role"),
+            IdentityError::Ordered(_) => (StatusCode::GONE, gridsync_core::lifecycle::WIPE_CODE),
+            IdentityError::Conflict(_) => (StatusCode::CONFLICT, "state_conflict"),
             IdentityError::Storage(detail) => {
                 tracing::error!(error = %detail, "identity storage error");
                 return AppError::internal();
@@ -313,6 +316,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/enrollments", post(create_enrollment))
         .route("/v1/admin/devices", get(list_devices))
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
+        .route("/v1/admin/devices/{id}/retire", post(retire_device))
+        .route("/v1/admin/devices/{id}/wipe", post(wipe_device))
+        .route("/v1/device/erased", post(device_erased))
         .route("/v1/admin/records/{id}/move", post(move_record))
         .route("/v1/admin/backup", post(backup))
         .route("/v1/admin/office-users", post(create_office_user))
@@ -440,7 +446,7 @@ async fn sync_round(State(state): State<AppState>, req: axum::extract::Request) 
     let bytes_in = body.len();
     let result = sync_inner(&state, &parts.headers, body).await;
     match result {
-        Ok((bytes, stats)) => {
+        Ok((bytes, stats, order)) => {
             for reason in &stats.refusals {
                 state.metrics.refused(reason);
             }
@@ -451,7 +457,15 @@ async fn sync_round(State(state): State<AppState>, req: axum::extract::Request) 
                 stats.records_sent,
                 started.elapsed(),
             );
-            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+            let mut response =
+                ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response();
+            if let Some(order) = order {
+                response.headers_mut().insert(
+                    gridsync_core::lifecycle::ORDER_HEADER,
+                    header::HeaderValue::from_static(order.as_str()),
+                );
+            }
+            response
         }
         Err(e) => {
             state
@@ -466,13 +480,20 @@ async fn sync_inner(
     state: &AppState,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<(Vec<u8>, sync::ServeStats), AppError> {
+) -> Result<(Vec<u8>, sync::ServeStats, Option<DeviceOrder>), AppError> {
     let token = bearer(headers)?.to_owned();
     let identity = state.identity.clone();
     let store = state.store.clone();
     let limits = state.limits.clone();
+    // What the device says it has pending (for the admin's device list);
+    // a malformed count is ignored, not refused.
+    let pending = headers
+        .get(gridsync_core::lifecycle::PENDING_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     blocking(move || {
-        let device = identity.authenticate(&token)?;
+        let caller = identity.authenticate_caller(&token)?;
+        let device = caller.device;
         let scope = identity.scope_of(&device.worker)?;
         let actor = ActorId::from(device.actor.as_slice());
         let may = |s: &RecordScope| scope.allows(s);
@@ -491,13 +512,24 @@ async fn sync_inner(
         // After the merges are durable: a request whose answer is lost
         // still counts as the device's claim to know up to its cursor.
         identity.touch(&device.id, store.now_ms())?;
+        // What it still holds that the server lacks, for the admin: what
+        // it said was pending, less what this round accepted.
+        identity.note_sync(
+            &device.id,
+            store.now_ms(),
+            pending.map(|n| n.saturating_sub(response.accepted.len() as u64)),
+        )?;
         identity.record_round(
             &device.id,
             position,
             response.cursor.as_ref().map(|c| c.position()),
         )?;
         // A device not yet updated is answered in its own version.
-        Ok((sync::encode_response_as(&response, version), stats))
+        Ok((
+            sync::encode_response_as(&response, version),
+            stats,
+            caller.order,
+        ))
     })
     .await
 }
@@ -693,17 +725,100 @@ async fn list_devices(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let devices = admin_do(&state, &headers, |i| i.devices()).await?;
+    let devices = admin_do(&state, &headers, |i| {
+        i.devices()?
+            .into_iter()
+            .map(|d| {
+                let life = i.lifecycle(&d.id)?;
+                Ok((d, life))
+            })
+            .collect::<crate::identity::Result<Vec<_>>>()
+    })
+    .await?;
     let list: Vec<_> = devices
         .into_iter()
-        .map(|d| {
+        .map(|(d, life)| {
             json!({
                 "id": d.id, "worker": d.worker, "code": d.code, "revoked": d.revoked,
                 "enrolled_at": d.enrolled_at, "last_sync_at": d.last_sync_at,
+                "state": life.state.as_str(), "state_changed_at": life.changed_at,
+                "last_contact_at": life.last_contact_at.or(d.last_sync_at),
+                "pending_at_last_sync": life.pending_at_last_sync,
+                "discarded": life.discarded,
             })
         })
         .collect();
     Ok(Json(json!({ "devices": list })))
+}
+
+/// A device's lifecycle as the admin routes answer it.
+fn lifecycle_json(id: &str, life: &crate::identity::Lifecycle) -> serde_json::Value {
+    json!({
+        "id": id, "state": life.state.as_str(), "state_changed_at": life.changed_at,
+        "last_contact_at": life.last_contact_at,
+        "pending_at_last_sync": life.pending_at_last_sync,
+    })
+}
+
+/// Retires a device: at its next sync it uploads what it holds, then
+/// erases its store and reports; its token then works no more.
+async fn retire_device(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let now = state.store.now_ms();
+    let target = id.clone();
+    let life = admin_do(&state, &headers, move |i| i.retire(&target, now)).await?;
+    Ok(Json(lifecycle_json(&id, &life)))
+}
+
+/// Wipes a device: at its next contact it erases everything at once,
+/// pending work included (`pending_at_last_sync` says how much there was
+/// when it last synced); its token is good for nothing else from now.
+async fn wipe_device(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let now = state.store.now_ms();
+    let target = id.clone();
+    let life = admin_do(&state, &headers, move |i| i.wipe(&target, now)).await?;
+    Ok(Json(lifecycle_json(&id, &life)))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErasedReport {
+    /// The order carried out (`retire` or `wipe`); informational.
+    #[serde(default)]
+    order: Option<String>,
+    /// Records with work the server never received that were erased.
+    #[serde(default)]
+    discarded: u64,
+}
+
+/// A device reports that it erased its store as ordered. Its token
+/// authenticates this even when it is good for nothing else.
+async fn device_erased(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(report): ApiJson<ErasedReport>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let token = bearer(&headers)?.to_owned();
+    if let Some(order) = report.order.as_deref() {
+        if DeviceOrder::parse(order).is_none() {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "order is retire or wipe",
+            ));
+        }
+    }
+    let identity = state.identity.clone();
+    let now = state.store.now_ms();
+    let life = blocking(move || Ok(identity.erased(&token, report.discarded, now)?)).await?;
+    Ok(Json(json!({ "state": life.state.as_str() })))
 }
 
 async fn revoke_device(

@@ -147,7 +147,19 @@ async fn check(
     if path == "/v1/sync" || path.starts_with("/v1/files/") {
         let token = bearer(headers)?.to_owned();
         let identity = state.identity.clone();
-        let device = blocking(move || Ok(identity.authenticate(&token)?)).await?;
+        let now = state.store.now_ms();
+        let device = blocking(move || Ok(identity.authenticate_at(&token, now)?)).await?;
+        return state
+            .slots
+            .take_device(&device.id)
+            .map(Some)
+            .ok_or_else(busy);
+    }
+    if path == "/v1/device/erased" {
+        // Before the body is read: any state's token may report.
+        let token = bearer(headers)?.to_owned();
+        let identity = state.identity.clone();
+        let device = blocking(move || Ok(identity.identify(&token)?)).await?;
         return state
             .slots
             .take_device(&device.id)

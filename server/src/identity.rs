@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use bincode::{Decode, Encode};
+use gridsync_core::lifecycle::{Access, DeviceOrder, DeviceState};
 use gridsync_core::store::backend::{self, Backend, Batch, Engine, FlushMode};
 use gridsync_core::{ActorId, RecordScope};
 use sha2::{Digest, Sha256};
@@ -35,6 +36,13 @@ pub enum IdentityError {
     /// The device was revoked.
     #[error("these credentials have been revoked")]
     Revoked,
+    /// The device's token may only receive this order (it is being wiped,
+    /// or was retired or wiped): answered 410 with code `wipe`.
+    #[error("{0}")]
+    Ordered(String),
+    /// The device's state does not allow the change asked for.
+    #[error("{0}")]
+    Conflict(String),
     /// An office login whose stored role is not one this build knows: it
     /// grants nothing.
     #[error("this login's role is not known; it grants nothing")]
@@ -72,6 +80,9 @@ const P_WORKER_ROLE: u8 = b'R';
 /// Per device: the positions the server's latest answers sent it, newest
 /// first (at most `audit::ANSWERS_BEFORE_KNOWN`, 8 bytes each).
 const P_DEVICE_SENT: u8 = b'r';
+/// Per device: where it is in its life ([`Lifecycle`]; absent: active,
+/// never seen since enrollment).
+const P_LIFECYCLE: u8 = b'L';
 
 /// How long an enrollment code stays valid.
 pub const ENROLLMENT_TTL_MS: i64 = 24 * 3_600_000;
@@ -129,6 +140,29 @@ pub struct Device {
     pub revoked: bool,
     pub enrolled_at: i64,
     pub last_sync_at: Option<i64>,
+}
+
+/// A device's state (see `gridsync_core::lifecycle`) and what the admin
+/// is shown about it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Lifecycle {
+    pub state: DeviceState,
+    /// When the admin last retired or wiped it, or it reported erasing.
+    pub changed_at: Option<i64>,
+    /// Its last request with its token, whatever the answer.
+    pub last_contact_at: Option<i64>,
+    /// The records it said it had not had acknowledged at its last sync.
+    pub pending_at_last_sync: Option<u64>,
+    /// The records with work the server never received that it reported
+    /// erasing (a wipe's).
+    pub discarded: Option<u64>,
+}
+
+/// An authenticated device, with the order its answers carry.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub device: Device,
+    pub order: Option<DeviceOrder>,
 }
 
 /// An office user's login: a worker (whose scope it gets) acting in an
@@ -194,6 +228,14 @@ pub struct Identity {
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity").finish_non_exhaustive()
+    }
+}
+
+/// A core refusal of a lifecycle change, as the admin reads it.
+fn conflict(e: gridsync_core::Error) -> String {
+    match e {
+        gridsync_core::Error::StateConflict(m) => m,
+        other => other.to_string(),
     }
 }
 
@@ -566,14 +608,155 @@ impl Identity {
     }
 
     /// The device a bearer token belongs to. Refuses unknown, malformed and
-    /// revoked tokens.
+    /// revoked tokens, and the tokens of devices being wiped, retired or
+    /// wiped ([`IdentityError::Ordered`]: they receive the order to erase
+    /// and nothing else).
     pub fn authenticate(&self, token: &str) -> Result<Device> {
-        let device: Device =
-            self.check_token(token, "gs1", P_DEVICE, |d: &Device| &d.token_digest)?;
-        if device.revoked {
-            return Err(IdentityError::Revoked);
+        Ok(self.authenticate_caller(token)?.device)
+    }
+
+    /// [`Identity::authenticate`] at `now`: a device refused because it is
+    /// ordered to erase is noted as in contact (the admin sees that it
+    /// received the order).
+    pub fn authenticate_at(&self, token: &str, now: i64) -> Result<Device> {
+        let device = self.identify(token)?;
+        match self.authenticate_caller(token) {
+            Err(IdentityError::Ordered(m)) => {
+                self.note_contact(&device.id, now, None)?;
+                Err(IdentityError::Ordered(m))
+            }
+            other => other.map(|c| c.device),
         }
-        Ok(device)
+    }
+
+    /// Like [`Identity::authenticate`], returning the order the device's
+    /// answers carry (a retiring device's).
+    pub fn authenticate_caller(&self, token: &str) -> Result<Caller> {
+        let device = self.identify(token)?;
+        let life = self.lifecycle(&device.id)?;
+        match life.state.access(device.revoked) {
+            Access::Full { order } => Ok(Caller { device, order }),
+            Access::Refused => Err(IdentityError::Revoked),
+            Access::OrderOnly(_) => Err(IdentityError::Ordered(format!(
+                "this device is {}: erase everything it holds and report it",
+                life.state.as_str()
+            ))),
+        }
+    }
+
+    /// The device a token names, whatever its state (for the report that
+    /// it erased its store, which every state's token may make).
+    pub fn identify(&self, token: &str) -> Result<Device> {
+        self.check_token(token, "gs1", P_DEVICE, |d: &Device| &d.token_digest)
+    }
+
+    /// Where a device is in its life.
+    pub fn lifecycle(&self, device_id: &str) -> Result<Lifecycle> {
+        Ok(self
+            .get::<Lifecycle>(P_LIFECYCLE, device_id)?
+            .unwrap_or_default())
+    }
+
+    /// Changes a device's lifecycle atomically (`f` decides from the old
+    /// one); returns the new one.
+    fn change_lifecycle(
+        &self,
+        device_id: &str,
+        mode: FlushMode,
+        mut f: impl FnMut(&mut Lifecycle) -> Result<()>,
+    ) -> Result<Lifecycle> {
+        let mut outcome: Result<Lifecycle> = Err(IdentityError::Storage("not run".into()));
+        self.db
+            .update(&key(P_LIFECYCLE, device_id), mode, &mut |old| {
+                let mut life = match old.map(decode::<Lifecycle>).transpose() {
+                    Ok(life) => life.unwrap_or_default(),
+                    Err(e) => {
+                        outcome = Err(e);
+                        return old.map(<[u8]>::to_vec);
+                    }
+                };
+                outcome = f(&mut life).map(|()| life.clone());
+                match (&outcome, encode(&life)) {
+                    (Ok(_), Ok(bytes)) => Some(bytes),
+                    (Ok(_), Err(e)) => {
+                        outcome = Err(e);
+                        old.map(<[u8]>::to_vec)
+                    }
+                    (Err(_), _) => old.map(<[u8]>::to_vec),
+                }
+            })?;
+        outcome
+    }
+
+    /// Notes a served sync round: the contact, and the records the device
+    /// still holds that the server lacks, as far as it is known.
+    pub fn note_sync(&self, device_id: &str, now: i64, pending: Option<u64>) -> Result<()> {
+        self.note_contact(device_id, now, pending)
+    }
+
+    fn note_contact(&self, device_id: &str, now: i64, pending: Option<u64>) -> Result<()> {
+        self.change_lifecycle(device_id, FlushMode::Lazy, |life| {
+            life.last_contact_at = Some(now);
+            if pending.is_some() {
+                life.pending_at_last_sync = pending;
+            }
+            Ok(())
+        })
+        .map(drop)
+    }
+
+    fn known_device(&self, device_id: &str) -> Result<Device> {
+        self.get::<Device>(P_DEVICE, device_id)?
+            .ok_or_else(|| IdentityError::Unknown("device", device_id.to_owned()))
+    }
+
+    /// The admin retires a device: it uploads what it holds, erases its
+    /// store and reports (see `gridsync_core::lifecycle`).
+    pub fn retire(&self, device_id: &str, now: i64) -> Result<Lifecycle> {
+        let device = self.known_device(device_id)?;
+        self.change_lifecycle(device_id, FlushMode::Sync, |life| {
+            life.state = life
+                .state
+                .retire(device.revoked)
+                .map_err(|e| IdentityError::Conflict(conflict(e)))?;
+            life.changed_at = Some(now);
+            Ok(())
+        })
+    }
+
+    /// The admin wipes a device: at its next contact it erases everything,
+    /// pending work included; its token is good for nothing else from now.
+    pub fn wipe(&self, device_id: &str, now: i64) -> Result<Lifecycle> {
+        self.known_device(device_id)?;
+        self.change_lifecycle(device_id, FlushMode::Sync, |life| {
+            life.state = life
+                .state
+                .wipe()
+                .map_err(|e| IdentityError::Conflict(conflict(e)))?;
+            life.changed_at = Some(now);
+            Ok(())
+        })
+    }
+
+    /// A device reports that it erased its store (its token authenticates
+    /// this even when it is good for nothing else). Returns the new
+    /// lifecycle.
+    pub fn erased(&self, token: &str, discarded: u64, now: i64) -> Result<Lifecycle> {
+        let device = self.identify(token)?;
+        self.change_lifecycle(&device.id, FlushMode::Sync, |life| {
+            let was = life.state;
+            life.state = life
+                .state
+                .erased()
+                .map_err(|e| IdentityError::Conflict(conflict(e)))?;
+            life.last_contact_at = Some(now);
+            if was != life.state {
+                life.changed_at = Some(now);
+                life.discarded = Some(discarded);
+                life.pending_at_last_sync = Some(0);
+            }
+            Ok(())
+        })
     }
 
     /// The office user a bearer token belongs to.

@@ -530,7 +530,15 @@ fn device_rows(
         if !theirs.places().any(|p| ctx.scope.allows(&p)) {
             continue;
         }
-        let stale = !d.revoked
+        let life = state.identity.lifecycle(&d.id)?;
+        // Only a device in use can be behind.
+        let in_use = !d.revoked
+            && matches!(
+                life.state,
+                gridsync_core::lifecycle::DeviceState::Active
+                    | gridsync_core::lifecycle::DeviceState::Retiring
+            );
+        let stale = in_use
             && d.last_sync_at
                 .is_none_or(|at| now - at > stale_hours.saturating_mul(3_600_000));
         rows.push(json!({
@@ -541,6 +549,9 @@ fn device_rows(
             "enrolled_at": d.enrolled_at,
             "last_sync_at": d.last_sync_at,
             "stale": stale,
+            "state": life.state.as_str(),
+            "last_contact_at": life.last_contact_at.or(d.last_sync_at),
+            "pending_at_last_sync": life.pending_at_last_sync,
         }));
     }
     Ok(rows)

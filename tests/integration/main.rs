@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod at_rest;
 mod bad_input;
 mod browser;
 mod convergence;
@@ -14,6 +15,7 @@ mod files;
 mod fuzz_replay;
 mod hotline;
 mod layering;
+mod lifecycle;
 mod nodes;
 mod office;
 mod openapi;

@@ -273,6 +273,10 @@ fn every_documented_operation_answers_as_documented() {
                 json!({"street": "S1", "community": "C1", "grid": "G1"})
             }
             ("post", "/v1/admin/devices/{id}/revoke") => json!({}),
+            ("post", "/v1/admin/devices/{id}/retire" | "/v1/admin/devices/{id}/wipe") => {
+                json!({})
+            }
+            ("post", "/v1/device/erased") => json!({"order": "wipe", "discarded": 0}),
             ("post", "/v1/admin/hotline/endpoints/{name}/parked/{seq}/redeliver") => json!({}),
             ("post", "/v1/admin/office-users/{id}/revoke") => json!({}),
             _ => return None,
@@ -315,6 +319,11 @@ fn every_documented_operation_answers_as_documented() {
             let token = match op["security"][0].as_object().and_then(|s| s.keys().next()) {
                 Some(s) if s == "officeToken" => Some(office_token.as_str()),
                 Some(s) if s == "adminToken" => Some(ADMIN),
+                // The victim was retired, revoked and wiped (in that order,
+                // the paths' order) by then: it reports erasing.
+                Some(s) if s == "deviceToken" && template == "/v1/device/erased" => {
+                    Some(victim.token.as_str())
+                }
                 Some(s) if s == "deviceToken" => Some(device.token.as_str()),
                 _ => None,
             };
@@ -393,7 +402,7 @@ fn every_documented_operation_answers_as_documented() {
             }
         }
     }
-    assert_eq!(checked, 54, "one operation per documented path");
+    assert_eq!(checked, 57, "one operation per documented path");
     // The redelivered event was taken and left the parked list.
     let (_, list) = get_json(
         &format!("{}/v1/admin/hotline/endpoints/parking/parked", server.url),

@@ -351,7 +351,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
-    use crate::{IssueKind, Location, Reporter, Role, Source, Urgency};
+    use crate::Role;
 
     fn store() -> Arc<Store> {
         let mut config = StoreConfig::new("", "P1");
@@ -361,25 +361,7 @@ mod tests {
     }
 
     fn new_issue(title: &str, grid: &str) -> NewIssue {
-        NewIssue {
-            source: Source::GridPatrol,
-            external_ref: None,
-            original_statement: String::new(),
-            capture_geo: None,
-            title: title.into(),
-            kind: IssueKind::Demand,
-            category: "facilities.lighting".into(),
-            urgency: Urgency::Blue,
-            reporter: Reporter::default(),
-            location: Location {
-                street: "S1".into(),
-                community: "C1".into(),
-                grid: grid.into(),
-                ..Location::default()
-            },
-            description: String::new(),
-            report: true,
-        }
+        super::super::sample_issue(title, grid)
     }
 
     fn titles(page: &Page) -> Vec<String> {

@@ -42,7 +42,10 @@ impl Store {
         };
         let copy = backend::SledBackend::open(dest, false)?;
         let mut batch = Batch::default();
-        for item in backend::scan(self.db.as_ref(), &[]) {
+        // An encrypted store's bytes are copied as they are stored: the copy
+        // is encrypted under the same key.
+        let source = self.db.raw().unwrap_or(self.db.as_ref());
+        for item in backend::scan(source, &[]) {
             let (k, v) = item?;
             batch.insert(k, v);
             if batch.len() == 4096 {
@@ -55,7 +58,9 @@ impl Store {
             .durable_seq
             .load(std::sync::atomic::Ordering::SeqCst)
             .min(w.next_seq - 1);
-        batch.insert(key(P_META, META_BACKUP_SHARED), durable.to_be_bytes());
+        let k = key(P_META, META_BACKUP_SHARED);
+        let v = self.db.stored_form(&k, &durable.to_be_bytes())?;
+        batch.insert(k, v);
         copy.apply(batch)?;
         copy.flush(FlushMode::Process)?;
         let head = w.next_seq - 1;

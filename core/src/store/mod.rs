@@ -57,9 +57,11 @@
 //! hotline events each write records, their endpoints and delivery
 //! state) and `verify`.
 
+mod at_rest;
 pub mod backend;
 mod cache;
 mod durability;
+mod erase;
 mod files;
 pub use files::{AttachTo, FileState};
 mod follow;
@@ -249,10 +251,24 @@ pub struct StoreConfig {
     pub files_dir: Option<PathBuf>,
     /// Where "now" comes from (the system clock unless a test sets one).
     pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+    /// Encrypt the store at rest under this key (see `backend::sealed`):
+    /// a new store is created encrypted, a plain one is encrypted at open,
+    /// an encrypted one opens only with its key ([`Error::WrongKey`]).
+    /// sled only: on PostgreSQL the database's own encryption at rest
+    /// applies.
+    pub key: Option<backend::StoreKey>,
+    /// The key the store was encrypted with until now, when rotating: a
+    /// store still under this key is rewritten under `key` at open (or
+    /// decrypted, when `key` is `None`). See `at_rest`.
+    pub previous_key: Option<backend::StoreKey>,
     /// Tests: stop a format migration, as a crash would, after deriving
     /// this many index entries and before writing any.
     #[cfg(feature = "failpoints")]
     pub stop_migration_after: Option<usize>,
+    /// Tests: stop a rewrite under another key (see `at_rest`), as a crash
+    /// would, once the copy is complete and before it is swapped in.
+    #[cfg(feature = "failpoints")]
+    pub stop_rewrite_before_swap: bool,
 }
 
 impl StoreConfig {
@@ -270,8 +286,12 @@ impl StoreConfig {
             engine: backend::Engine::Sled,
             files_dir: None,
             clock: crate::clock::system(),
+            key: None,
+            previous_key: None,
             #[cfg(feature = "failpoints")]
             stop_migration_after: None,
+            #[cfg(feature = "failpoints")]
+            stop_rewrite_before_swap: false,
         }
     }
 }
@@ -540,6 +560,8 @@ pub struct Store {
     deadlines: crate::DeadlineTable,
     /// The attached files' area.
     files: crate::files::Files,
+    /// Set by [`Store::erase`].
+    erased: std::sync::atomic::AtomicBool,
     clock: std::sync::Arc<dyn crate::clock::Clock>,
     #[cfg(feature = "failpoints")]
     crash: failpoint::Crash,
@@ -803,5 +825,30 @@ fn derive_meta(id: RecordId, d: &Automerge, updated_at: i64) -> Result<RecordMet
             id,
             reason: "not a gridsync record".into(),
         }),
+    }
+}
+
+/// A grid worker's new issue in grid `grid` of S1/C1 (unit tests).
+#[cfg(test)]
+pub(crate) fn sample_issue(title: &str, grid: &str) -> NewIssue {
+    use crate::{IssueKind, Location, Reporter, Source, Urgency};
+    NewIssue {
+        source: Source::GridPatrol,
+        external_ref: None,
+        original_statement: String::new(),
+        capture_geo: None,
+        title: title.into(),
+        kind: IssueKind::Demand,
+        category: "facilities.lighting".into(),
+        urgency: Urgency::Blue,
+        reporter: Reporter::default(),
+        location: Location {
+            street: "S1".into(),
+            community: "C1".into(),
+            grid: grid.into(),
+            ..Location::default()
+        },
+        description: String::new(),
+        report: true,
     }
 }

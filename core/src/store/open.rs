@@ -36,7 +36,7 @@ impl Store {
         }
         #[cfg(feature = "failpoints")]
         let config_stop = config.stop_migration_after;
-        let db = backend::open(&config.engine, &config.path, "records", config.temporary)?;
+        let db = at_rest::open_engine(&config)?;
         let shared = db.is_shared();
         // The first open of an empty shared database: one process sets the
         // metadata up, the others wait for its turn to end.
@@ -142,6 +142,7 @@ impl Store {
             outbox_durable: std::sync::atomic::AtomicU64::new(events),
             deadlines: config.deadlines,
             files,
+            erased: Default::default(),
             clock: config.clock,
             #[cfg(feature = "failpoints")]
             crash: Default::default(),
@@ -310,6 +311,9 @@ impl Store {
     /// ([`Error::AlreadyEnrolled`]).
     pub fn adopt_device_code(&self, code: &str) -> Result<()> {
         check_device_code(code)?;
+        if self.is_erased() {
+            return Err(Error::Erased);
+        }
         let mut code_lock = self
             .device_code
             .write()

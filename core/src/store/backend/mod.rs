@@ -30,6 +30,8 @@
 
 mod sled;
 pub use self::sled::SledBackend;
+pub mod sealed;
+pub use self::sealed::{Sealed, StoreKey};
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -191,6 +193,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// engine no other process writes to).
     fn holds_turn(&self) -> bool {
         false
+    }
+
+    /// The engine under this one when this one transforms values (an
+    /// encrypted store's sealed bytes): what a backup copies, so that the
+    /// copy is exactly as sealed as the store.
+    fn raw(&self) -> Option<&dyn Backend> {
+        None
+    }
+
+    /// How `value` is stored at `key` in [`Backend::raw`]'s engine (sealed,
+    /// for an encrypted store): for a value added to a raw copy.
+    fn stored_form(&self, _key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+        Ok(value.to_vec())
     }
 
     /// Where the data lives, for messages (never a password).
