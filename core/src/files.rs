@@ -27,6 +27,16 @@
 //! processes writing the same file (two server nodes on shared storage)
 //! write the same bytes, and the rename that lands second changes nothing.
 //!
+//! # Sealed files
+//!
+//! An encrypted store's area (see `store::backend::sealed`) keeps every
+//! complete file and every transfer's data file sealed under the store's
+//! key, chunk by chunk: a header (`GSF1`, an id) and one sealed segment
+//! per chunk, at a fixed place, so a chunk is read or received on its own.
+//! The content never reaches the disk in the clear. The file at
+//! [`Files::path`] is then not the content: read it with
+//! [`Files::read_all`]. Names (the content's SHA-256) stay as they are.
+//!
 //! This module does no network I/O and decides nothing about who may have
 //! a file: the store (`store/files.rs`) keeps which records reference which
 //! files and answers that.
@@ -35,10 +45,12 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::seal::{Sealer, OVERHEAD};
 
 /// The size of the chunks files travel in (the last one may be shorter).
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -225,6 +237,9 @@ pub struct Files {
     dir: PathBuf,
     /// Remove the whole area on drop (a temporary store's).
     temporary: bool,
+    /// An encrypted store's: every complete file and every transfer in
+    /// progress is kept sealed (see "Sealed files" above).
+    sealer: Option<Arc<Sealer>>,
     /// Tests: every write fails as on a full disk.
     #[cfg(feature = "failpoints")]
     full: std::sync::atomic::AtomicBool,
@@ -269,12 +284,23 @@ pub fn check_whole(hash: &FileHash, size: u64) -> Result<()> {
 impl Files {
     /// Opens (creating) the area at `dir`; `temporary` removes it on drop.
     pub fn open(dir: &Path, temporary: bool) -> Result<Files> {
+        Files::open_sealed(dir, temporary, None)
+    }
+
+    /// Like [`Files::open`], the files sealed by `sealer` (an encrypted
+    /// store's area).
+    pub(crate) fn open_sealed(
+        dir: &Path,
+        temporary: bool,
+        sealer: Option<Arc<Sealer>>,
+    ) -> Result<Files> {
         for sub in ["part", "tmp"] {
             fs::create_dir_all(dir.join(sub))?;
         }
         let files = Files {
             dir: dir.to_path_buf(),
             temporary,
+            sealer,
             #[cfg(feature = "failpoints")]
             full: Default::default(),
         };
@@ -328,12 +354,113 @@ impl Files {
         self.path(hash).is_file()
     }
 
-    /// The size of the complete file, if here.
+    /// The size of the complete file, if here (its content's, sealed or
+    /// not).
     pub fn size(&self, hash: &FileHash) -> Option<u64> {
         fs::metadata(self.path(hash))
             .ok()
             .filter(|m| m.is_file())
-            .map(|m| m.len())
+            .and_then(|m| self.content_len(m.len()))
+    }
+
+    /// Whether the files here are sealed (an encrypted store's): the file
+    /// at [`Files::path`] is then not the content; read it with
+    /// [`Files::read_all`].
+    pub fn is_sealed(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// The content's length of a stored file of `stored` bytes.
+    fn content_len(&self, stored: u64) -> Option<u64> {
+        match self.sealer {
+            None => Some(stored),
+            Some(_) => sealed_content_len(stored),
+        }
+    }
+
+    /// Writes `content` (a file whose hash is known) to `file` as stored.
+    fn write_content(&self, file: &mut File, hash: &FileHash, content: &[u8]) -> Result<()> {
+        let Some(sealer) = &self.sealer else {
+            return Ok(file.write_all(content)?);
+        };
+        let id = transfer_id(hash);
+        file.write_all(&sealed_header(&id))?;
+        let count = chunk_count(content.len() as u64);
+        for n in 0..count {
+            let start = n as usize * CHUNK_BYTES;
+            let end = (start + CHUNK_BYTES).min(content.len());
+            let aad = segment_aad(&id, n, n + 1 == count);
+            file.write_all(&sealer.seal(&aad, &content[start..end])?)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the stored file at `path`, with its content's length.
+    fn open_stored(&self, path: &Path, hash: &FileHash) -> Result<(File, u64)> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::FileNotFound(hash.to_hex()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let stored = file.metadata()?.len();
+        let size = self.content_len(stored).ok_or_else(|| damaged_file(hash))?;
+        Ok((file, size))
+    }
+
+    /// Reads the stored file at `path` as content: whole, at most `max`
+    /// bytes of content ([`Error::InvalidInput`] beyond).
+    fn read_content(&self, path: &Path, hash: &FileHash, max: u64) -> Result<Vec<u8>> {
+        let (mut file, size) = self.open_stored(path, hash)?;
+        if size > max {
+            return Err(Error::InvalidInput {
+                field: "file",
+                reason: format!("larger than {max} bytes"),
+            });
+        }
+        let Some(sealer) = &self.sealer else {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            return Ok(bytes);
+        };
+        let mut sealed = Vec::new();
+        file.read_to_end(&mut sealed)?;
+        let id = read_sealed_header(&sealed).ok_or_else(|| damaged_file(hash))?;
+        let count = chunk_count(size);
+        let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        for n in 0..count {
+            let start = SEALED_HEADER + n as usize * SEALED_SEGMENT;
+            let end = (start + SEALED_SEGMENT).min(sealed.len());
+            let aad = segment_aad(&id, n, n + 1 == count);
+            let plain = sealed
+                .get(start..end)
+                .and_then(|seg| sealer.open(&aad, seg))
+                .ok_or_else(|| damaged_file(hash))?;
+            out.extend_from_slice(&plain);
+        }
+        Ok(out)
+    }
+
+    /// The content of the complete file `hash` (decrypted in an encrypted
+    /// store), if at most `max` bytes.
+    pub fn read_all(&self, hash: &FileHash, max: u64) -> Result<Vec<u8>> {
+        self.read_content(&self.path(hash), hash, max)
+    }
+
+    /// Puts every complete file of this area into `dest` (another store's
+    /// area, sealed as that one is): what rotating a key does. Transfers
+    /// in progress are left (they are asked for again). Returns how many.
+    pub(crate) fn copy_resealed(&self, dest: &Files) -> Result<usize> {
+        let mut n = 0;
+        for f in self.list()? {
+            let content = self.read_all(&f.hash, u64::MAX)?;
+            let to = dest.path(&f.hash);
+            let (tmp, ()) = dest.write_tmp(|file| dest.write_content(file, &f.hash, &content))?;
+            dest.land(&tmp, &to)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn part_dir(&self, hash: &FileHash) -> PathBuf {
@@ -379,6 +506,10 @@ impl Files {
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             let mut buf = vec![0u8; 64 * 1024];
+            // Sealed: segments of a chunk each, under a random id; one is
+            // sealed only once more content follows it (or at the end, as
+            // the last).
+            let mut segment = Sealing::start(self.sealer.as_deref(), file)?;
             loop {
                 let n = match src.read(&mut buf) {
                     Ok(0) => break,
@@ -394,7 +525,13 @@ impl Files {
                     });
                 }
                 hasher.update(&buf[..n]);
-                file.write_all(&buf[..n])?;
+                match &mut segment {
+                    Some(s) => s.write(file, &buf[..n])?,
+                    None => file.write_all(&buf[..n])?,
+                }
+            }
+            if let Some(s) = segment {
+                s.finish(file)?;
             }
             Ok((FileHash(hasher.finalize().into()), size))
         })?;
@@ -495,7 +632,20 @@ impl Files {
                 .truncate(false)
                 .write(true)
                 .open(dir.join(format!("data-{size}")))?;
-            write_all_at(&data, bytes, u64::from(n) * CHUNK_BYTES as u64)?;
+            match &self.sealer {
+                None => write_all_at(&data, bytes, u64::from(n) * CHUNK_BYTES as u64)?,
+                Some(sealer) => {
+                    // Sealed in place. Two writers of one chunk write
+                    // different nonces; a segment they tore does not open
+                    // and the file is refused at assembly (and sent
+                    // again), as a torn plain chunk fails the hash.
+                    let id = transfer_id(hash);
+                    write_all_at(&data, &sealed_header(&id), 0)?;
+                    let aad = segment_aad(&id, n, n + 1 == chunk_count(size));
+                    let at = (SEALED_HEADER + n as usize * SEALED_SEGMENT) as u64;
+                    write_all_at(&data, &sealer.seal(&aad, bytes)?, at)?;
+                }
+            }
             File::create(dir.join(format!("held-{n}")))?;
             partial.size = Some(size);
             partial.held.insert(n);
@@ -516,6 +666,20 @@ impl Files {
         let dir = self.part_dir(hash);
         let data = dir.join(format!("data-{size}"));
         let checked = (|| -> Result<bool> {
+            if self.sealer.is_some() {
+                // The content, opened segment by segment, against the name.
+                let file = File::open(&data)?;
+                if self.content_len(file.metadata()?.len()) != Some(size) {
+                    return Ok(false);
+                }
+                let ok = self
+                    .read_content(&data, hash, u64::MAX)
+                    .is_ok_and(|content| FileHash::of(&content) == *hash);
+                if ok {
+                    file.sync_data()?;
+                }
+                return Ok(ok);
+            }
             let mut file = File::open(&data)?;
             if file.metadata()?.len() != size {
                 return Ok(false);
@@ -568,7 +732,7 @@ impl Files {
                     .into(),
             });
         }
-        let (tmp, ()) = self.write_tmp(|file| Ok(file.write_all(bytes)?))?;
+        let (tmp, ()) = self.write_tmp(|file| self.write_content(file, hash, bytes))?;
         let to = self.path(hash);
         if to.is_file() {
             let _ = fs::remove_file(&tmp);
@@ -580,37 +744,19 @@ impl Files {
     /// The whole of the complete file `hash`, when it is small enough to
     /// travel whole ([`WHOLE_FILE_BYTES`]).
     pub fn read_whole(&self, hash: &FileHash) -> Result<Vec<u8>> {
-        let mut file = match File::open(self.path(hash)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::FileNotFound(hash.to_hex()))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let mut bytes = Vec::new();
-        (&mut file)
-            .take(WHOLE_FILE_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)?;
-        if bytes.len() > WHOLE_FILE_BYTES {
-            return Err(Error::InvalidInput {
-                field: "file",
-                reason: format!("larger than {WHOLE_FILE_BYTES} bytes: it travels in chunks"),
-            });
-        }
-        Ok(bytes)
+        self.read_all(hash, WHOLE_FILE_BYTES as u64)
+            .map_err(|e| match e {
+                Error::InvalidInput { .. } => Error::InvalidInput {
+                    field: "file",
+                    reason: format!("larger than {WHOLE_FILE_BYTES} bytes: it travels in chunks"),
+                },
+                other => other,
+            })
     }
 
     /// Chunk `n` of the complete file `hash`.
     pub fn read_chunk(&self, hash: &FileHash, n: u32) -> Result<Vec<u8>> {
-        let path = self.path(hash);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::FileNotFound(hash.to_hex()))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let size = file.metadata()?.len();
+        let (mut file, size) = self.open_stored(&self.path(hash), hash)?;
         let Some(len) = chunk_len(size, n) else {
             return Err(Error::InvalidInput {
                 field: "chunk",
@@ -618,10 +764,24 @@ impl Files {
             });
         };
         use std::io::{Seek, SeekFrom};
-        file.seek(SeekFrom::Start(u64::from(n) * CHUNK_BYTES as u64))?;
-        let mut buf = vec![0u8; len];
-        file.read_exact(&mut buf)?;
-        Ok(buf)
+        let Some(sealer) = &self.sealer else {
+            file.seek(SeekFrom::Start(u64::from(n) * CHUNK_BYTES as u64))?;
+            let mut buf = vec![0u8; len];
+            file.read_exact(&mut buf)?;
+            return Ok(buf);
+        };
+        let mut header = [0u8; SEALED_HEADER];
+        file.read_exact(&mut header)?;
+        let id = read_sealed_header(&header).ok_or_else(|| damaged_file(hash))?;
+        file.seek(SeekFrom::Start(
+            (SEALED_HEADER + n as usize * SEALED_SEGMENT) as u64,
+        ))?;
+        let mut segment = vec![0u8; len + OVERHEAD];
+        file.read_exact(&mut segment)?;
+        let aad = segment_aad(&id, n, n + 1 == chunk_count(size));
+        sealer
+            .open(&aad, &segment)
+            .ok_or_else(|| damaged_file(hash))
     }
 
     /// Something made from the complete file `hash` (a thumbnail): read
@@ -639,13 +799,7 @@ impl Files {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        let original = match fs::read(self.path(hash)) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::FileNotFound(hash.to_hex()))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let original = self.read_all(hash, u64::MAX)?;
         let made = make(&original)?;
         let (tmp, ()) = self.write_tmp(|f| Ok(f.write_all(&made)?))?;
         self.land(&tmp, &path)?;
@@ -706,7 +860,7 @@ impl Files {
                 let used_ms = meta.modified().map_or(0, millis);
                 out.push(StoredFile {
                     hash,
-                    size: meta.len(),
+                    size: self.content_len(meta.len()).unwrap_or(meta.len()),
                     used_ms,
                 });
             }
@@ -778,6 +932,113 @@ fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> Result<()> {
     Ok(())
 }
 
+/// A sealed file: `GSF1`, a 16-byte id, then one sealed segment per
+/// chunk of content (`backend::sealed` values: 41 bytes each beyond the
+/// content), the segment's number, whether it is the last and the file's
+/// id as associated data — so segments cannot be moved within a file or
+/// between files, and a file cut short does not open.
+const SEALED_MAGIC: &[u8; 4] = b"GSF1";
+const SEALED_HEADER: usize = 4 + 16;
+const SEALED_SEGMENT: usize = CHUNK_BYTES + OVERHEAD;
+
+fn sealed_header(id: &[u8; 16]) -> [u8; SEALED_HEADER] {
+    let mut h = [0u8; SEALED_HEADER];
+    h[..4].copy_from_slice(SEALED_MAGIC);
+    h[4..].copy_from_slice(id);
+    h
+}
+
+fn read_sealed_header(bytes: &[u8]) -> Option<[u8; 16]> {
+    if bytes.get(..4)? != SEALED_MAGIC {
+        return None;
+    }
+    bytes.get(4..SEALED_HEADER)?.try_into().ok()
+}
+
+/// A transfer's id: the same for every writer of its chunks.
+fn transfer_id(hash: &FileHash) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hash.0[..16]);
+    id
+}
+
+fn segment_aad(id: &[u8; 16], n: u32, last: bool) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(40);
+    aad.extend_from_slice(b"gridsync file segment\0");
+    aad.extend_from_slice(id);
+    aad.extend_from_slice(&n.to_be_bytes());
+    aad.push(u8::from(last));
+    aad
+}
+
+/// The content length of a sealed file of `stored` bytes (`None`: no
+/// sealed file has that length).
+fn sealed_content_len(stored: u64) -> Option<u64> {
+    let body = stored.checked_sub(SEALED_HEADER as u64)?;
+    let (full, rest) = (body / SEALED_SEGMENT as u64, body % SEALED_SEGMENT as u64);
+    match rest {
+        0 if full > 0 => Some(full * CHUNK_BYTES as u64),
+        r if r >= OVERHEAD as u64 => Some(full * CHUNK_BYTES as u64 + r - OVERHEAD as u64),
+        _ => None,
+    }
+}
+
+fn damaged_file(hash: &FileHash) -> Error {
+    Error::FileRejected {
+        hash: hash.to_hex(),
+        reason: "the stored file does not open under the store's key: it is damaged".into(),
+    }
+}
+
+/// Sealing a stream of content as it is imported (its hash not yet
+/// known: the id is random).
+struct Sealing<'a> {
+    sealer: &'a Sealer,
+    id: [u8; 16],
+    n: u32,
+    held: Vec<u8>,
+}
+
+impl<'a> Sealing<'a> {
+    fn start(sealer: Option<&'a Sealer>, file: &mut File) -> Result<Option<Sealing<'a>>> {
+        let Some(sealer) = sealer else {
+            return Ok(None);
+        };
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id)
+            .map_err(|e| Error::Io(std::io::Error::other(format!("random source: {e}"))))?;
+        file.write_all(&sealed_header(&id))?;
+        Ok(Some(Sealing {
+            sealer,
+            id,
+            n: 0,
+            held: Vec::with_capacity(CHUNK_BYTES),
+        }))
+    }
+
+    fn write(&mut self, file: &mut File, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            if self.held.len() == CHUNK_BYTES {
+                // More follows: the held chunk is not the last.
+                let aad = segment_aad(&self.id, self.n, false);
+                file.write_all(&self.sealer.seal(&aad, &self.held)?)?;
+                self.held.clear();
+                self.n += 1;
+            }
+            let take = (CHUNK_BYTES - self.held.len()).min(bytes.len());
+            self.held.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+        Ok(())
+    }
+
+    fn finish(self, file: &mut File) -> Result<()> {
+        let aad = segment_aad(&self.id, self.n, true);
+        file.write_all(&self.sealer.seal(&aad, &self.held)?)?;
+        Ok(())
+    }
+}
+
 fn millis(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -786,6 +1047,116 @@ fn millis(t: std::time::SystemTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sealed_area(dir: &Path) -> Files {
+        let key = crate::StoreKey::generate().unwrap();
+        Files::open_sealed(dir, false, Some(Arc::new(Sealer::new(&key).unwrap()))).unwrap()
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn a_sealed_area_keeps_no_content_in_the_clear_and_reads_it_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = sealed_area(tmp.path());
+        // Three chunks and a bit, a marker in the first and the last.
+        let mut content: Vec<u8> = (0..CHUNK_BYTES * 3 + 1000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        content[10..26].copy_from_slice(b"RESIDENT-PHOTO-1");
+        let end = content.len() - 20;
+        content[end..end + 16].copy_from_slice(b"RESIDENT-PHOTO-2");
+        let (hash, size) = files.import(&mut &content[..], u64::MAX).unwrap();
+        assert_eq!((hash, size), (FileHash::of(&content), content.len() as u64));
+        assert_eq!(files.size(&hash), Some(size));
+        assert_eq!(files.read_all(&hash, u64::MAX).unwrap(), content);
+        for n in 0..chunk_count(size) {
+            let start = n as usize * CHUNK_BYTES;
+            let len = chunk_len(size, n).unwrap();
+            assert_eq!(
+                files.read_chunk(&hash, n).unwrap(),
+                &content[start..start + len]
+            );
+        }
+        let stored = fs::read(files.path(&hash)).unwrap();
+        assert!(!contains(&stored, b"RESIDENT-PHOTO"));
+        assert_eq!(files.list().unwrap()[0].size, size);
+
+        // Received chunk by chunk, out of order, into another sealed area.
+        let other = sealed_area(&tmp.path().join("other"));
+        for n in [3, 1, 0, 2] {
+            let outcome = other
+                .put_chunk(&hash, size, n, &files.read_chunk(&hash, n).unwrap(), None)
+                .unwrap();
+            assert_eq!(outcome == ChunkOutcome::Complete, n == 2);
+        }
+        assert_eq!(other.read_all(&hash, u64::MAX).unwrap(), content);
+        let mut all = Vec::new();
+        for entry in walk(&tmp.path().join("other")) {
+            all.extend(fs::read(entry).unwrap());
+        }
+        assert!(!contains(&all, b"RESIDENT-PHOTO"));
+
+        // Small files whole, empty ones too.
+        for small in [&b""[..], b"RESIDENT-PHOTO-3"] {
+            let h = FileHash::of(small);
+            other.put_whole(&h, small).unwrap();
+            assert_eq!(other.read_whole(&h).unwrap(), small);
+            assert_eq!(other.size(&h), Some(small.len() as u64));
+        }
+
+        // A damaged segment does not open; another key opens nothing.
+        let mut damaged = stored.clone();
+        damaged[SEALED_HEADER + 5] ^= 1;
+        fs::write(files.path(&hash), &damaged).unwrap();
+        assert_eq!(
+            files.read_chunk(&hash, 0).unwrap_err().code(),
+            "file_rejected"
+        );
+        assert!(files.read_chunk(&hash, 1).is_ok());
+        fs::write(files.path(&hash), &stored).unwrap();
+        let stranger = Files::open_sealed(
+            tmp.path(),
+            false,
+            Some(Arc::new(
+                Sealer::new(&crate::StoreKey::generate().unwrap()).unwrap(),
+            )),
+        )
+        .unwrap();
+        assert!(stranger.read_all(&hash, u64::MAX).is_err());
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sealed_lengths_map_to_content_lengths() {
+        for size in [
+            0u64,
+            1,
+            1000,
+            CHUNK_BYTES as u64,
+            CHUNK_BYTES as u64 + 1,
+            5 * CHUNK_BYTES as u64,
+        ] {
+            let stored =
+                SEALED_HEADER as u64 + size + u64::from(chunk_count(size)) * OVERHEAD as u64;
+            assert_eq!(sealed_content_len(stored), Some(size), "{size}");
+        }
+        assert_eq!(sealed_content_len(3), None);
+        assert_eq!(sealed_content_len(SEALED_HEADER as u64 + 5), None);
+    }
 
     #[test]
     fn a_device_may_send_its_quota_a_day() {

@@ -74,6 +74,7 @@ mod names;
 pub mod policy;
 pub mod query;
 mod rebase;
+mod seal;
 pub mod search;
 pub mod store;
 pub mod sync;
@@ -99,7 +100,7 @@ pub use meeting::{
 };
 pub use model::{Attachment, AttachmentRef, Geo, Location, Reporter, Source};
 pub use query::{Page, Query, RecordMeta, RecordScope, Sort};
-pub use store::backend::StoreKey;
+pub use seal::StoreKey;
 pub use store::{
     AttachTo, Durability, FileState, Import, Incoming, LogEntry, Merged, Origin, Pending, Store,
     StoreConfig, Written,

@@ -377,7 +377,8 @@ pub struct AttachmentRecord {
     /// `here` (on this phone), `unsent` (here, not yet on the server),
     /// `partial` (a download in progress) or `missing` (fetch it).
     pub state: String,
-    /// Where the file is on this phone, when it is here (for image views).
+    /// Where the file is on this phone, when it is here (for image
+    /// views); none in an encrypted store (read it with `read_file`).
     pub local_path: Option<String>,
 }
 
@@ -393,7 +394,8 @@ impl AttachmentRecord {
         let (state, local_path) = match state {
             FileState::Here { path, unsent } => (
                 if unsent { "unsent" } else { "here" },
-                Some(path.display().to_string()),
+                // An encrypted store's file is sealed: no path to show.
+                (!store.files().is_sealed()).then(|| path.display().to_string()),
             ),
             FileState::Partial { .. } => ("partial", None),
             FileState::Missing => ("missing", None),
@@ -1307,10 +1309,19 @@ impl GridStore {
         })
     }
 
-    /// Where the file `hash` is on this phone, if it is here.
+    /// Where the file `hash` is on this phone, if it is here. An
+    /// encrypted store's files are sealed: there this fails with
+    /// `invalid_input`; read them with `read_file`.
     pub fn file_path(&self, hash: String) -> Result<Option<String>> {
         guard(|| {
             let hash = gridsync_core::FileHash::parse(&hash)?;
+            if self.store.files().is_sealed() {
+                return Err(gridsync_core::Error::InvalidInput {
+                    field: "hash",
+                    reason: "this store is encrypted: read its files with read_file".into(),
+                }
+                .into());
+            }
             Ok(match self.store.file_state(&hash)? {
                 FileState::Here { path, .. } => Some(path.display().to_string()),
                 _ => None,
@@ -1318,10 +1329,24 @@ impl GridStore {
         })
     }
 
+    /// The content of the file `hash` if it is here (`file_not_found`
+    /// otherwise: `fetch_file` first): decrypted in an encrypted store.
+    /// Files are at most 20 MiB.
+    pub fn read_file(&self, hash: String) -> Result<Vec<u8>> {
+        guard(|| {
+            let hash = gridsync_core::FileHash::parse(&hash)?;
+            Ok(self
+                .store
+                .files()
+                .read_all(&hash, gridsync_core::files::DEFAULT_MAX_FILE_BYTES)?)
+        })
+    }
+
     /// The local path of the file `hash` (of `size` bytes, as its
     /// attachment says), downloading it first if needed — resuming a
     /// download cut off earlier. **Blocks** on the network; `progress`
-    /// is called after every chunk.
+    /// is called after every chunk. In an encrypted store the file at
+    /// that path is sealed: show it with `read_file`.
     pub fn fetch_file(
         &self,
         url: String,

@@ -350,6 +350,12 @@ fun main() {
             r.updateIssue(kept, author(), IssueOperation.AddNote("交接前补充"))
             r.createIssue(author(), newIssue("交接当天的记录", "G1"))
             check(r.pendingCount() == 2uL) { "two records pending" }
+            // Its photo is sealed on the phone: read through the store, no path.
+            val sealedPhoto = tmp.resolve("sealed-photo.jpg").apply { writeBytes(photoBytes.reversedArray()) }
+            val sp = r.attachFile(AttachTarget.Issue(kept), author(), sealedPhoto.path, "image/jpeg", "交接")
+            check(r.readFile(sp.hash).contentEquals(photoBytes.reversedArray())) { "sealed photo reads back" }
+            check(r.issue(kept).attachments.last().localPath == null) { "no path to a sealed file" }
+            expectCode("invalid_input") { r.filePath(sp.hash) }
             val (status, life) = post("$url/v1/admin/devices/${er.deviceId}/retire", "{}", ADMIN)
             check(status == 200 && "retiring" in life) { "retire: $status $life" }
             val done = r.sync(url, er.token, null)

@@ -421,12 +421,27 @@ def main():
         r.update_issue(kept, author("w1"), g.IssueOperation.ADD_NOTE(text="交接前补充"))
         r.create_issue(author("w1"), new_issue("交接当天的记录", "G1"))
         assert r.pending_count() == 2
+        # Its photo is sealed on the phone: read through the store, no path.
+        sealed_photo = os.path.join(tmp, "sealed-photo.jpg")
+        with open(sealed_photo, "wb") as f:
+            f.write(photo_bytes[::-1])
+        sp = r.attach_file(g.AttachTarget.ISSUE(id=kept), author("w1"), sealed_photo, "image/jpeg", "交接")
+        assert r.read_file(sp.hash) == photo_bytes[::-1]
+        assert r.issue(kept).attachments[-1].local_path is None
+        try:
+            r.file_path(sp.hash)
+            raise AssertionError("a sealed file's path was given")
+        except g.GridsyncError.Failed as e:
+            assert e.code == "invalid_input", e.code
         status, life = post(url + f"/v1/admin/devices/{er.device_id}/retire", {}, ADMIN)
         assert (status, life["state"]) == (200, "retiring"), (status, life)
         done = r.sync(url, er.token, None)
         assert done.device_order == "retire" and done.erased and done.erase_reported, done
         assert done.accepted == 2 and done.discarded == 0, done
         assert clerk_total() == before + 2
+        # The sealed photo reached the server as it was taken.
+        with open(os.path.join(tmp, "server", "store", "files", sp.hash[:2], sp.hash), "rb") as f:
+            assert f.read() == photo_bytes[::-1]
         assert r.list(g.ListQuery()).total == 0 and r.pending_count() == 0
         del r
         fresh = g.GridStore.open(path_r, "")

@@ -12,7 +12,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use gridsync_core::{IssueOp, Reporter, Store, StoreConfig, StoreKey, TimelineKind};
+use gridsync_core::files::FileHash;
+use gridsync_core::{AttachTo, IssueOp, Reporter, Store, StoreConfig, StoreKey, TimelineKind};
 use gridsync_tests::*;
 
 const PHONE: &str = "13912345678";
@@ -21,9 +22,18 @@ const TITLE: &str = "幸福路七号楼道电动车飞线充电";
 /// Long enough, repeated in several notes, for Automerge to compress the
 /// column that holds it when it saves the document.
 const NOTE: &str = "Mrs Ouyang reports the charger cable through the stairwell window again";
+/// In the attached photo's bytes.
+const PHOTO: &str = "EXIF: stairwell of building 7, unit 302, Ouyang family";
 
 fn secrets() -> Vec<&'static str> {
-    vec![PHONE, NAME, TITLE, NOTE]
+    vec![PHONE, NAME, TITLE, NOTE, PHOTO]
+}
+
+fn photo() -> Vec<u8> {
+    let mut bytes = b"\xff\xd8\xff\xe1".to_vec();
+    bytes.extend_from_slice(PHOTO.as_bytes());
+    bytes.extend((0..300_000u32).map(|i| (i % 253) as u8));
+    bytes
 }
 
 /// The forms a text is looked for in.
@@ -130,6 +140,17 @@ fn write_and_sync(device: &Store, other: &Store, server: &Store) {
             )
             .unwrap();
     }
+    device
+        .attach_file(
+            AttachTo::Issue(id),
+            &author,
+            &mut &photo()[..],
+            "image/jpeg",
+            "楼道",
+            None,
+            1 << 22,
+        )
+        .unwrap();
     for i in 1..20 {
         device.create_issue(&author, new_issue(i, 1, 1)).unwrap();
     }
@@ -208,6 +229,9 @@ fn no_text_of_a_record_is_found_in_an_encrypted_stores_files() {
     rotate.previous_key = Some(key_a.clone());
     let a = Store::open(rotate).unwrap();
     a.verify().unwrap();
+    // The photo came along, sealed under the new key.
+    let hash = FileHash::of(&photo());
+    assert_eq!(a.files().read_all(&hash, u64::MAX).unwrap(), photo());
     drop(a);
     assert!(findings(&plain_a, &secrets()).is_empty());
     let err = Store::open(config(&plain_a, "PA", Some(&key_a))).unwrap_err();

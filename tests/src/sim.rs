@@ -7,7 +7,8 @@
 //! going offline for a while, or a sync round over a network that may
 //! lose the request, lose the response, deliver the request twice, deliver
 //! a response twice, or hold a request back and deliver it later, after
-//! newer ones (reordering).
+//! newer ones (reordering). Every other device's store is encrypted at
+//! rest (records and photos sealed under its key).
 //! Crashes: a device may crash in the middle of a domain operation or of a
 //! sync round, and the server in the middle of serving a request; the
 //! crash is injected at a random write to sled (`Store::crash_after_writes`,
@@ -179,6 +180,17 @@ fn open(dir: &Path, code: &str, engine: &Engine) -> Result<Store, String> {
     }
     config.durability = Durability::Flush;
     config.cache_capacity = 16;
+    // Every other device's store is encrypted at rest (its key fixed by its
+    // code, so a restart opens it): crashes, cut transfers and reopening
+    // run on sealed stores too.
+    if let Some(n) = code.strip_prefix('D').and_then(|n| n.parse::<u32>().ok()) {
+        if n % 2 == 1 {
+            let mut key = [0u8; 32];
+            key[..code.len().min(32)].copy_from_slice(&code.as_bytes()[..code.len().min(32)]);
+            config.key =
+                Some(gridsync_core::StoreKey::from_bytes(&key).map_err(|e| e.to_string())?);
+        }
+    }
     if let Some(clock) = CLOCK.with(|c| c.borrow().clone()) {
         config.clock = clock;
     }

@@ -18,8 +18,8 @@
 //! # Rewriting
 //!
 //! Encrypting a plain store and rotating keys rewrite every value into a
-//! new sled directory beside the store (`<path>.rewrite`), hard-link the
-//! attached files into it, sync it, mark it complete, and swap it in by
+//! new sled directory beside the store (`<path>.rewrite`), seal the
+//! attached files into it under the new key, sync it, mark it complete, and swap it in by
 //! two renames (`<path>` → `<path>.rewrite-old`, `<path>.rewrite` →
 //! `<path>`); the old directory is then deleted. A crash at any point
 //! leaves a store that opens with one of the two keys: before the mark,
@@ -32,9 +32,13 @@
 //! encryption covers those.)
 
 use std::fs;
+use std::sync::Arc;
 
 use super::*;
-use backend::{sealed, Sealed, SledBackend, StoreKey};
+use crate::files::Files;
+use crate::seal::Sealer;
+use backend::sealed;
+use backend::{Sealed, SledBackend, StoreKey};
 
 /// Inside a rewritten directory: every value and file is in place.
 const COMPLETE: &str = "REWRITE-COMPLETE";
@@ -55,6 +59,12 @@ pub(super) fn open_engine(config: &StoreConfig) -> Result<Box<dyn Backend>> {
             });
         }
         return open();
+    }
+    if (key.is_some() || previous.is_some()) && config.files_dir.is_some() {
+        return Err(Error::InvalidInput {
+            field: "key",
+            reason: "an encrypted store keeps its files in its own directory (no files_dir)".into(),
+        });
     }
     if !config.temporary {
         super::erase::clear_erased(&config.path)?;
@@ -178,8 +188,15 @@ fn rewrite(
         target.flush(FlushMode::Sync)?;
     }
     drop(source);
-    if config.files_dir.is_none() && path.join("files").exists() {
-        link_tree(&path.join("files"), &new.join("files"))?;
+    if path.join("files").exists() {
+        // The attached files, opened under the old key, sealed under the
+        // new one (transfers in progress are asked for again).
+        let sealer = |k: Option<&StoreKey>| -> Result<Option<Arc<Sealer>>> {
+            Ok(k.map(Sealer::new).transpose()?.map(Arc::new))
+        };
+        let old_files = Files::open_sealed(&path.join("files"), false, sealer(from)?)?;
+        let new_files = Files::open_sealed(&new.join("files"), false, sealer(to)?)?;
+        old_files.copy_resealed(&new_files)?;
     }
     sync_dir_files(&new)?;
     fs::File::create(new.join(COMPLETE))?.sync_all()?;
@@ -193,23 +210,6 @@ fn rewrite(
     sync_parent(path)?;
     fs::remove_dir_all(&old)?;
     fs::remove_file(path.join(COMPLETE))?;
-    Ok(())
-}
-
-/// Hard-links every file under `from` into `to` (copies where the file
-/// system cannot link).
-fn link_tree(from: &Path, to: &Path) -> Result<()> {
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let dest = to.join(entry.file_name());
-        if kind.is_dir() {
-            link_tree(&entry.path(), &dest)?;
-        } else if kind.is_file() && fs::hard_link(entry.path(), &dest).is_err() {
-            fs::copy(entry.path(), &dest)?;
-        }
-    }
     Ok(())
 }
 

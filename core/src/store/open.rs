@@ -91,13 +91,22 @@ impl Store {
         if !config.temporary && !shared {
             make_private(&config.path)?;
         }
+        // An encrypted store's files are sealed under its key too.
+        let sealer = config
+            .key
+            .as_ref()
+            .map(crate::seal::Sealer::new)
+            .transpose()?
+            .map(std::sync::Arc::new);
         let files = match (&config.files_dir, config.temporary) {
-            (Some(dir), _) => crate::files::Files::open(dir, false)?,
-            (None, false) => crate::files::Files::open(&config.path.join("files"), false)?,
+            (Some(dir), _) => crate::files::Files::open_sealed(dir, false, sealer)?,
+            (None, false) => {
+                crate::files::Files::open_sealed(&config.path.join("files"), false, sealer)?
+            }
             (None, true) => {
                 let dir = std::env::temp_dir()
                     .join(format!("gridsync-files-{}", hex::encode(random_log_id()?)));
-                crate::files::Files::open(&dir, true)?
+                crate::files::Files::open_sealed(&dir, true, sealer)?
             }
         };
         let next_seq = last_log_seq(db.as_ref())? + 1;

@@ -15,13 +15,10 @@
 //!
 //! # Format
 //!
-//! A sealed value is `1 | nonce (24) | ciphertext | tag (16)`: 41 bytes
-//! more than the plain value. The associated data is the value's key, so
-//! a value moved to another key (one record's bytes under another's id)
-//! fails to open instead of being read as that record. Nonces are a
-//! random 16-byte prefix drawn when the wrapper opens and a 64-bit
-//! counter: unique without a system call per write (XChaCha's 192-bit
-//! nonce leaves room for the random prefix).
+//! A sealed value (`crate::seal`) is 41 bytes more than the plain value.
+//! The associated data is the value's key, so a value moved to another
+//! key (one record's bytes under another's id) fails to open instead of
+//! being read as that record.
 //!
 //! The store says it is sealed, and with which key, by one value at
 //! [`MARKER`] (a key outside every prefix the store uses): a known text
@@ -32,122 +29,16 @@
 //! store into a new directory and swap it in (see `store::open`): at
 //! every moment the store on disk opens with one of the two keys.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
-use zeroize::Zeroizing;
-
 use super::{Backend, Batch, FlushMode, KeyAndRange, Turn, Updater};
 use crate::error::{Error, Result};
+use crate::seal::Sealer;
+pub use crate::seal::{StoreKey, OVERHEAD};
 
 /// Where a sealed store keeps its key check. No store prefix is `!`.
 pub const MARKER: &[u8] = b"!sealed";
 
 /// What the key check seals.
 const CHECK: &[u8] = b"gridsync sealed store, format 1";
-
-const VERSION: u8 = 1;
-const NONCE: usize = 24;
-const TAG: usize = 16;
-/// Bytes a sealed value takes beyond the plain one.
-pub const OVERHEAD: usize = 1 + NONCE + TAG;
-
-/// A store's 256-bit key. The app keeps it where the platform keeps
-/// secrets (the Android Keystore, the iOS Keychain) and passes it when it
-/// opens the store. Wiped from memory when dropped; never printed.
-#[derive(Clone)]
-pub struct StoreKey(Zeroizing<[u8; 32]>);
-
-impl StoreKey {
-    /// A key from its 32 bytes; anything else is refused.
-    pub fn from_bytes(bytes: &[u8]) -> Result<StoreKey> {
-        let array: [u8; 32] = bytes.try_into().map_err(|_| Error::InvalidInput {
-            field: "key",
-            reason: format!("a store key is 32 bytes, not {}", bytes.len()),
-        })?;
-        Ok(StoreKey(Zeroizing::new(array)))
-    }
-
-    /// A new random key (for apps that make one on first start, and tests).
-    pub fn generate() -> Result<StoreKey> {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::fill(bytes.as_mut())
-            .map_err(|e| Error::Io(std::io::Error::other(format!("random source: {e}"))))?;
-        Ok(StoreKey(bytes))
-    }
-
-    /// The key's bytes, to hand to the platform's key store.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(&Key::from(*self.0))
-    }
-}
-
-impl std::fmt::Debug for StoreKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreKey(..)")
-    }
-}
-
-/// Seals and opens values under one key.
-struct Sealer {
-    cipher: XChaCha20Poly1305,
-    prefix: [u8; 16],
-    counter: AtomicU64,
-}
-
-impl Sealer {
-    fn new(key: &StoreKey) -> Result<Sealer> {
-        let mut prefix = [0u8; 16];
-        getrandom::fill(&mut prefix)
-            .map_err(|e| Error::Io(std::io::Error::other(format!("random source: {e}"))))?;
-        Ok(Sealer {
-            cipher: key.cipher(),
-            prefix,
-            counter: AtomicU64::new(0),
-        })
-    }
-
-    fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
-        out.push(VERSION);
-        out.extend_from_slice(&self.prefix);
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        out.extend_from_slice(&n.to_be_bytes());
-        out.extend_from_slice(plain);
-        let nonce = XNonce::try_from(&out[1..1 + NONCE]).map_err(|_| sealing_failed())?;
-        let tag = self
-            .cipher
-            .encrypt_inout_detached(&nonce, aad, (&mut out[1 + NONCE..]).into())
-            .map_err(|_| sealing_failed())?;
-        out.extend_from_slice(tag.as_slice());
-        Ok(out)
-    }
-
-    /// The plain value, or `None` when it does not open under this key
-    /// (another key, or damaged bytes).
-    fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < OVERHEAD || sealed[0] != VERSION {
-            return None;
-        }
-        let nonce = XNonce::try_from(&sealed[1..1 + NONCE]).ok()?;
-        let (body, tag) = sealed[1 + NONCE..].split_at(sealed.len() - OVERHEAD);
-        let tag = Tag::try_from(tag).ok()?;
-        let mut plain = body.to_vec();
-        self.cipher
-            .decrypt_inout_detached(&nonce, aad, (&mut plain[..]).into(), &tag)
-            .ok()?;
-        Some(plain)
-    }
-}
-
-fn sealing_failed() -> Error {
-    Error::Storage("sealing a value failed".into())
-}
 
 fn damaged(key: &[u8]) -> Error {
     Error::Storage(format!(
