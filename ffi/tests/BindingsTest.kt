@@ -376,6 +376,9 @@ fun main() {
             check(w.list(all).total == 0uL) { "nothing left" }
             val (refused, body) = post("$url/v1/device/erased", """{"order":"bogus"}""", ew.token)
             check(refused == 400) { "a bad report: $refused $body" }
+            // The token is good for nothing else.
+            val (syncStatus, why) = post("$url/v1/sync", "{}", ew.token)
+            check(syncStatus == 410 && "\"wipe\"" in why) { "a wiped token syncs: $syncStatus $why" }
             expectCode("erased") { w.enroll(url, "whatever") }
             w.close()
         }

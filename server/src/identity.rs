@@ -620,9 +620,10 @@ impl Identity {
     /// received the order).
     pub fn authenticate_at(&self, token: &str, now: i64) -> Result<Device> {
         let device = self.identify(token)?;
-        match self.authenticate_caller(token) {
+        let id = device.id.clone();
+        match self.admit(device) {
             Err(IdentityError::Ordered(m)) => {
-                self.note_contact(&device.id, now, None)?;
+                self.note_contact(&id, now, None)?;
                 Err(IdentityError::Ordered(m))
             }
             other => other.map(|c| c.device),
@@ -632,7 +633,12 @@ impl Identity {
     /// Like [`Identity::authenticate`], returning the order the device's
     /// answers carry (a retiring device's).
     pub fn authenticate_caller(&self, token: &str) -> Result<Caller> {
-        let device = self.identify(token)?;
+        self.admit(self.identify(token)?)
+    }
+
+    /// What the device's state lets its token do (core's
+    /// `DeviceState::access`).
+    fn admit(&self, device: Device) -> Result<Caller> {
         let life = self.lifecycle(&device.id)?;
         match life.state.access(device.revoked) {
             Access::Full { order } => Ok(Caller { device, order }),
