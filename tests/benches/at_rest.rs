@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gridsync_core::{Durability, Store, StoreConfig, StoreKey};
-use gridsync_tests::{new_issue, sync_in_process, worker};
+use gridsync_tests::sync_in_process;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -45,16 +45,7 @@ fn main() {
     // Durable creates, alternating between the two stores.
     let plain = phone(&root.path().join("plain"), None);
     let sealed = phone(&root.path().join("sealed"), Some(&key));
-    let (mut p, mut s) = (Vec::new(), Vec::new());
-    for i in 0..200 {
-        for (store, times) in [(&plain, &mut p), (&sealed, &mut s)] {
-            let start = Instant::now();
-            store
-                .create_issue(&worker(1), new_issue(i, 1, 1 + (i % 20) as u32))
-                .unwrap();
-            times.push(start.elapsed());
-        }
-    }
+    let (p, s) = gridsync_tests::alternating_creates(&plain, &sealed, 200);
     drop((plain, sealed));
     let create = (median(p), median(s));
 
@@ -63,12 +54,7 @@ fn main() {
     config.durability = Durability::None;
     config.tag_own_changes = true;
     let server = Store::open(config).unwrap();
-    for i in 0..n {
-        server
-            .create_issue(&worker(1), new_issue(i, 1, 1 + (i % 20) as u32))
-            .unwrap();
-    }
-    let grids: Vec<String> = (1..=20).map(|g| format!("G{g}")).collect();
+    let grids = gridsync_tests::fill_twenty_grids(&server, n);
     let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
     let (mut p, mut s) = (Vec::new(), Vec::new());
     for rep in 0..5 {

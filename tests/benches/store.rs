@@ -4,11 +4,14 @@
 //! `cargo bench -p gridsync-tests --bench store` (10,000 records; set
 //! `GRIDSYNC_BENCH_RECORDS` for another size; `-- --phone-only` for the
 //! phone-growth row alone; `-- --search-only` for the office search rows
-//! at 100,000 issues).
+//! at 100,000 issues; `-- --compression-only` for what sled's compression
+//! saves on disk and costs in time, against an uncompressed store in the
+//! same run).
 //!
 //! Floors:
 //! * create: raw Automerge (the same fields built with plain `put`s) +
-//!   `save` + sled `insert` + `flush` + fdatasync of sled's data file;
+//!   `save` + sled `insert` (sled set up as the store's: compressed) +
+//!   `flush` + fdatasync of sled's data file;
 //! * status change: a raw Automerge change of the same shape (an event map
 //!   with its clock appended to a list) + `save_after` + `insert` + `flush`
 //!   + fdatasync;
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, ROOT};
+use gridsync_core::store::backend::{self, Backend, Batch, FlushMode, SledBackend};
 use gridsync_core::{Durability, IssueOp, IssueStatus, Query, Sort, Store, StoreConfig};
 use gridsync_tests::{add_note, dir_size, new_issue, peak_rss_kib, worker};
 
@@ -41,7 +45,8 @@ fn fmt(d: Duration) -> String {
     }
 }
 
-/// A raw sled database with the same durability work the store does.
+/// A raw sled database with the same settings (compressed) and the same
+/// durability work the store does.
 struct RawSled {
     db: sled::Db,
     file: File,
@@ -49,7 +54,7 @@ struct RawSled {
 
 impl RawSled {
     fn open(path: &Path) -> RawSled {
-        let db = sled::open(path).unwrap();
+        let db = gridsync_tests::raw_sled(path);
         let file = File::open(path.join("db")).unwrap();
         RawSled { db, file }
     }
@@ -138,9 +143,13 @@ fn raw_event(d: &mut AutoCommit) {
 /// Builds a phone store with `records` cases and `edits` notes spread over
 /// them, syncing to an in-memory server every 100 edits; returns the
 /// phone's store size on disk (after a reopen) and the sum of its
-/// documents' compacted sizes.
-fn phone_growth(path: &Path, records: usize, edits: usize) -> (u64, u64) {
+/// documents' compacted sizes. `compress: false` makes the store as
+/// builds before sled's compression did.
+fn phone_growth(path: &Path, records: usize, edits: usize, compress: bool) -> (u64, u64) {
     let server = gridsync_tests::temp_store("SRV");
+    if !compress {
+        SledBackend::create_uncompressed(path).unwrap();
+    }
     let phone = Store::open(config(path, Durability::Flush)).unwrap();
     let ids: Vec<_> = (0..records)
         .map(|i| phone.create_issue(&worker(1), new_issue(i, 1, 1)).unwrap())
@@ -187,33 +196,101 @@ fn sled_floor(path: &Path, fresh: &Path) -> (u64, u64) {
         })
         .collect();
     drop(store);
-    let db = (0..100)
-        .find_map(|_| {
-            sled::open(path).ok().or_else(|| {
-                std::thread::sleep(Duration::from_millis(20));
-                None
-            })
-        })
-        .unwrap();
-    let copy = sled::open(fresh).unwrap();
+    let db = SledBackend::open(path, false).unwrap();
+    let copy = SledBackend::open(fresh, false).unwrap();
     let mut content = 0u64;
-    let mut batch = sled::Batch::default();
-    for item in db.iter() {
+    let mut batch = Batch::default();
+    for item in backend::scan(&db, &[]) {
         let (k, v) = item.unwrap();
         content += (k.len() + v.len()) as u64;
         if k[0] == b'c' {
             continue;
         }
-        let v = snapshots
-            .get(k.as_ref())
-            .cloned()
-            .unwrap_or_else(|| v.to_vec());
+        let v = snapshots.get(&k).cloned().unwrap_or(v);
         batch.insert(k, v);
     }
-    copy.apply_batch(batch).unwrap();
-    copy.flush().unwrap();
+    copy.write_now(batch, FlushMode::Process).unwrap();
     drop(copy);
     (content, dir_size(fresh))
+}
+
+/// What sled's compression (on for every store created since) saves on
+/// disk and costs in time, against a store created uncompressed, in the
+/// same run with reps alternating: a phone's store after 10,000 edits, a
+/// durable create, and the first sync of `n` records into an empty store.
+fn compression_rows(n: usize) {
+    let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+    let open = |path: &Path, compress: bool| {
+        if !compress {
+            SledBackend::create_uncompressed(path).unwrap();
+        }
+        let store = Store::open(config(path, Durability::Fsync)).unwrap();
+        assert_eq!(SledBackend::is_compressed(path), compress);
+        store
+    };
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+
+    let (p, docs) = phone_growth(&tmp.path().join("phone-plain"), 1_000, 10_000, false);
+    let (c, _) = phone_growth(&tmp.path().join("phone-zstd"), 1_000, 10_000, true);
+    rows.push((
+        format!(
+            "a phone's store after 10,000 edits to 1,000 records (documents {})",
+            kib(docs)
+        ),
+        format!("{} ({:.2}x)", kib(p), p as f64 / docs as f64),
+        format!("{} ({:.2}x)", kib(c), c as f64 / docs as f64),
+        format!("{:.2}", c as f64 / p as f64),
+    ));
+
+    let plain = open(&tmp.path().join("create-plain"), false);
+    let zstd = open(&tmp.path().join("create-zstd"), true);
+    let (tp, tz) = gridsync_tests::alternating_creates(&plain, &zstd, 200);
+    drop((plain, zstd));
+    let (p, z) = (median(tp), median(tz));
+    rows.push((
+        "durable create of an issue (median of 200)".into(),
+        fmt(p),
+        fmt(z),
+        format!("{:.2}", z.as_secs_f64() / p.as_secs_f64()),
+    ));
+
+    let server = gridsync_tests::temp_store("SRV");
+    let grids = gridsync_tests::fill_twenty_grids(&server, n);
+    let grids: Vec<&str> = grids.iter().map(String::as_str).collect();
+    let (mut tp, mut tz, mut sp, mut sz) = (Vec::new(), Vec::new(), 0, 0);
+    for rep in 0..5 {
+        for (compress, times, size) in [(false, &mut tp, &mut sp), (true, &mut tz, &mut sz)] {
+            let dir = tmp.path().join(format!("first-{compress}-{rep}"));
+            let device = open(&dir, compress);
+            let start = Instant::now();
+            gridsync_tests::sync_in_process(&device, &server, &grids);
+            times.push(start.elapsed());
+            assert_eq!(device.len().unwrap(), n);
+            drop(device);
+            *size = dir_size(&dir);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+    let (p, z) = (median(tp), median(tz));
+    rows.push((
+        format!("first sync of {n} records into an empty store (median of 5)"),
+        fmt(p),
+        fmt(z),
+        format!("{:.2}", z.as_secs_f64() / p.as_secs_f64()),
+    ));
+    rows.push((
+        format!("that store on disk, per record ({n} records)"),
+        format!("{:.2} KiB", sp as f64 / 1024.0 / n as f64),
+        format!("{:.2} KiB", sz as f64 / 1024.0 / n as f64),
+        format!("{:.2}", sz as f64 / sp as f64),
+    ));
+
+    println!("sled's compression (zstd) against an uncompressed store, same run");
+    println!("| measurement | uncompressed | compressed | ratio |");
+    println!("|---|---|---|---|");
+    for (a, b, c, d) in rows {
+        println!("| {a} | {b} | {c} | {d} |");
+    }
 }
 
 fn kib(bytes: u64) -> String {
@@ -276,7 +353,7 @@ fn open_only(path: &Path) {
 
 /// Child mode: load every document from its bytes (no store), report time.
 fn load_all(path: &Path) {
-    let db = sled::open(path).unwrap();
+    let db = gridsync_tests::raw_sled(path);
     let start = Instant::now();
     let mut n = 0;
     let mut current: Option<(Vec<u8>, automerge::Automerge)> = None;
@@ -485,11 +562,12 @@ fn main() {
         Some("--open-only") => return open_only(Path::new(&args[1])),
         Some("--load-all") => return load_all(Path::new(&args[1])),
         Some("--search-only") => return search_rows(100_000),
+        Some("--compression-only") => return compression_rows(10_000),
         Some("--phone-only") => {
             // Just the phone-growth row (its own run takes a minute).
             let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
             let path = tmp.path().join("phone");
-            let (phone, docs) = phone_growth(&path, 1_000, 10_000);
+            let (phone, docs) = phone_growth(&path, 1_000, 10_000, true);
             println!(
                 "a phone's store after 10,000 edits to 1,000 records: {} on disk, documents compacted {}: {:.2}x",
                 kib(phone),
@@ -650,7 +728,7 @@ fn main() {
 
     // A phone's store over a working life: 10,000 edits to 1,000 records,
     // synced every 100 edits, against the compacted size of the documents.
-    let (phone_bytes, docs_bytes) = phone_growth(&tmp.path().join("phone"), 1_000, 10_000);
+    let (phone_bytes, docs_bytes) = phone_growth(&tmp.path().join("phone"), 1_000, 10_000, true);
     rows.push((
         "a phone's store after 10,000 edits to 1,000 records".into(),
         kib(phone_bytes),

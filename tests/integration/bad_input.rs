@@ -285,7 +285,7 @@ fn a_corrupt_record_fails_alone() {
         (good, bad)
     };
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path());
         let mut k = vec![b'd'];
         k.extend_from_slice(bad.as_bytes());
         let mut snap = db.get(&k).unwrap().unwrap().to_vec();
@@ -320,7 +320,7 @@ fn a_damaged_index_entry_is_rebuilt_from_the_document() {
         store.create_issue(&worker(1), new_issue(1, 1, 1)).unwrap()
     };
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path());
         let mut k = vec![b'i'];
         k.extend_from_slice(id.as_bytes());
         db.insert(&k, b"\xff\xff\xff not an index entry".to_vec())
@@ -433,7 +433,7 @@ fn verify_reports_a_change_missing_from_the_log_and_a_torn_record() {
         (a, b)
     };
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path());
         // Lose the log entry of the note (the second entry of the log).
         let (k, _) = db.scan_prefix(b"l").nth(1).unwrap().unwrap();
         db.remove(k).unwrap();

@@ -36,7 +36,7 @@ fn phone_config(root: &Path, phone: &Value) -> StoreConfig {
 
 /// The store format a closed store's files record.
 fn format_on_disk(path: &Path) -> u64 {
-    let db = sled::open(path).unwrap();
+    let db = raw_sled(path);
     let v = db.get(b"mformat").unwrap().unwrap();
     u64::from_be_bytes(v.as_ref().try_into().unwrap())
 }

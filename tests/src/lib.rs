@@ -304,6 +304,52 @@ fn status_kib(pid: Option<u32>, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// sled itself at a closed store's `path`, opened as the store was
+/// created (compressed or not: sled refuses the other) — or, for a new
+/// path, as a new store is — for tests that damage or inspect the
+/// engine's entries under a store, and for benches' raw floors.
+pub fn raw_sled(path: &Path) -> sled::Db {
+    sled::Config::new()
+        .path(path)
+        .use_compression(gridsync_core::store::backend::SledBackend::is_compressed(
+            path,
+        ))
+        .open()
+        .unwrap()
+}
+
+/// Times `reps` durable creates of an issue on each of two stores,
+/// alternating between them (so that both see the same machine), for
+/// benches that compare two ways of keeping a store.
+pub fn alternating_creates(
+    a: &Store,
+    b: &Store,
+    reps: usize,
+) -> (Vec<std::time::Duration>, Vec<std::time::Duration>) {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for i in 0..reps {
+        for (store, times) in [(a, &mut ta), (b, &mut tb)] {
+            let start = std::time::Instant::now();
+            store
+                .create_issue(&worker(1), new_issue(i, 1, 1 + (i % 20) as u32))
+                .unwrap();
+            times.push(start.elapsed());
+        }
+    }
+    (ta, tb)
+}
+
+/// Creates `n` issues in `server` spread over grids G1..G20, and returns
+/// those grids' names: a first sync's worth of records for benches.
+pub fn fill_twenty_grids(server: &Store, n: usize) -> Vec<String> {
+    for i in 0..n {
+        server
+            .create_issue(&worker(1), new_issue(i, 1, 1 + (i % 20) as u32))
+            .unwrap();
+    }
+    (1..=20).map(|g| format!("G{g}")).collect()
+}
+
 /// The bytes of every file under `path` (a store's size on disk).
 pub fn dir_size(path: &Path) -> u64 {
     let mut total = 0;

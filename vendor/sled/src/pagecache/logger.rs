@@ -127,14 +127,17 @@ impl Log {
         #[cfg(feature = "compression")]
         {
             if self.config.use_compression && pid != BATCH_MANIFEST_PID {
-                use zstd::block::compress;
-
                 let buf = item.serialize();
 
                 let _measure = Measure::new(&M.compress);
 
-                let compressed_buf =
-                    compress(&buf, self.config.compression_factor).unwrap();
+                // gridsync patch: one compression context per thread,
+                // reused (upstream's `zstd::block::compress` makes and
+                // frees a context for every message).
+                let compressed_buf = crate::pagecache::with_compressor(|c| {
+                    c.compress(&buf, self.config.compression_factor)
+                })
+                .unwrap();
 
                 return self.reserve_inner(
                     log_kind,

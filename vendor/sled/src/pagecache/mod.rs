@@ -259,6 +259,30 @@ pub(crate) fn u32_to_arr(number: u32) -> [u8; 4] {
     number.to_le_bytes()
 }
 
+#[cfg(feature = "compression")]
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<zstd::block::Compressor> =
+        std::cell::RefCell::new(zstd::block::Compressor::new());
+    static DECOMPRESSOR: std::cell::RefCell<zstd::block::Decompressor> =
+        std::cell::RefCell::new(zstd::block::Decompressor::new());
+}
+
+/// gridsync patch: this thread's compression context.
+#[cfg(feature = "compression")]
+pub(crate) fn with_compressor<T>(
+    f: impl FnOnce(&mut zstd::block::Compressor) -> T,
+) -> T {
+    COMPRESSOR.with(|c| f(&mut c.borrow_mut()))
+}
+
+/// gridsync patch: this thread's decompression context.
+#[cfg(feature = "compression")]
+pub(crate) fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::block::Decompressor) -> T,
+) -> T {
+    DECOMPRESSOR.with(|d| f(&mut d.borrow_mut()))
+}
+
 #[allow(clippy::needless_pass_by_value)]
 pub(crate) fn maybe_decompress(in_buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
     #[cfg(feature = "compression")]
@@ -269,7 +293,17 @@ pub(crate) fn maybe_decompress(in_buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
         let _ivec_varint = u64::deserialize(scootable_in_buf)
             .expect("this had to be serialized with an extra length frame");
         let _measure = Measure::new(&M.decompress);
-        let out_buf = decode_all(scootable_in_buf).expect(
+        // gridsync patch: a frame that states its size (every frame
+        // `zstd::block` writes does) is decompressed with one context per
+        // thread, reused; upstream's `decode_all` makes a stream decoder
+        // for every read.
+        let size = zstd::zstd_safe::get_frame_content_size(scootable_in_buf);
+        let out_buf = if size < (1 << 31) {
+            with_decompressor(|d| d.decompress(scootable_in_buf, size as usize))
+        } else {
+            decode_all(*scootable_in_buf)
+        }
+        .expect(
             "failed to decompress data. \
              This is not expected, please open an issue on \
              https://github.com/spacejam/sled so we can \
