@@ -195,6 +195,9 @@ pub(crate) struct Entry {
     /// the 30 days before this one (kept by the index).
     pub repeat: bool,
     pub facts: EntryFacts,
+    /// What the store holds in memory of the record's search text, when
+    /// it keeps them (`store/search.rs`); carried across index writes.
+    pub search: Option<crate::search::Held>,
 }
 
 impl Entry {

@@ -15,7 +15,9 @@ use crate::ids::{RecordId, RecordKind};
 use crate::issue::{self, IssueSummary};
 use crate::meeting::MeetingView;
 pub use crate::model::{Facts, Facts3, RecordScope};
+use crate::search::TextSource;
 use crate::workflow::{ActionStatus, IssueStatus, Status};
+use crate::Result;
 
 /// What lists and counts know about a record without loading it.
 ///
@@ -473,7 +475,8 @@ pub(crate) struct Matcher {
     created: (i64, i64),
     deadline: Option<(i64, i64)>,
     terms: crate::search::Terms,
-    phone: Option<String>,
+    /// [`crate::search::phone_key`] of the phone asked for.
+    phone: Option<u64>,
     supervised: Option<bool>,
     activity_after_close: Option<bool>,
     extension_requested: Option<bool>,
@@ -545,7 +548,10 @@ impl Matcher {
                 )
             }),
             terms,
-            phone: q.phone.as_deref().map(crate::search::phone_digits),
+            phone: q
+                .phone
+                .as_deref()
+                .map(|p| crate::search::phone_key(&crate::search::phone_digits(p))),
             supervised: q.supervised,
             activity_after_close: q.activity_after_close,
             extension_requested: q.extension_requested,
@@ -554,27 +560,41 @@ impl Matcher {
         }
     }
 
-    /// Whether a record's search text matches the query's terms and
-    /// phone number (a record without a text matches only a query that
-    /// asks neither).
-    pub(crate) fn matches_text(&self, text: Option<&crate::search::Held>) -> bool {
+    /// Whether what a store holds of a record's search text in memory
+    /// lets it match: phone number and flags decided, terms possible (a
+    /// record without a text matches only a query that needs none). A
+    /// query with terms then reads the texts of the records this lets
+    /// through ([`verify`]).
+    pub(crate) fn matches_held(&self, held: Option<&crate::search::Held>) -> bool {
         if !self.needs_texts {
             return true;
         }
-        let Some(t) = text else {
+        let Some(h) = held else {
             return false;
         };
-        self.phone
-            .as_deref()
-            .is_none_or(|p| !t.text.phone.is_empty() && t.text.phone == p)
-            && self.supervised.is_none_or(|s| s == t.text.supervised)
+        self.phone.is_none_or(|p| h.has_phone(p))
+            && self.supervised.is_none_or(|s| s == h.supervised())
             && self
                 .activity_after_close
-                .is_none_or(|a| a == t.text.activity_after_close)
+                .is_none_or(|a| a == h.activity_after_close())
             && self
                 .extension_requested
-                .is_none_or(|x| x == t.text.extension_requested)
-            && self.terms.matches_held(t)
+                .is_none_or(|x| x == h.extension_requested())
+            && self.terms.may_match(h)
+    }
+
+    /// Whether an entry matches every filter, its search text read from
+    /// `texts` only when the terms need it.
+    pub(crate) fn matches_fully(&self, e: &Entry, texts: &dyn TextSource) -> Result<bool> {
+        if !(self.matches(e) && self.matches_held(e.search.as_ref())) {
+            return Ok(false);
+        }
+        if self.terms.is_empty() {
+            return Ok(true);
+        }
+        let mut found = false;
+        texts.texts(&[e.id], &mut |_, text| found = self.terms.matches(text))?;
+        Ok(found)
     }
 
     /// Whether an entry matches every filter (overdue judged at the
@@ -608,17 +628,14 @@ pub struct Page {
     pub total: usize,
 }
 
-/// The search texts a query may look at, by record.
-pub(crate) type Texts = std::collections::HashMap<RecordId, crate::search::Held>;
-
 pub(crate) fn run<'a>(
     q: &Query,
     names: &Names,
     all: impl Iterator<Item = &'a Entry>,
-    texts: &Texts,
+    texts: &dyn TextSource,
     place: impl Fn(&RecordScope) -> bool,
-) -> Page {
-    page_of(hits(q, names, all, texts, place), q, names)
+) -> Result<Page> {
+    Ok(page_of(hits(q, names, all, texts, place)?, q, names))
 }
 
 /// The page `q` asks for of its matching entries.
@@ -656,12 +673,12 @@ pub(crate) fn run_entries<'a>(
     q: &Query,
     names: &Names,
     all: impl Iterator<Item = &'a Entry>,
-    texts: &Texts,
-) -> (Vec<&'a Entry>, usize, Vec<RecordId>) {
-    let hits = hits(q, names, all, texts, |_| true);
+    texts: &dyn TextSource,
+) -> Result<(Vec<&'a Entry>, usize, Vec<RecordId>)> {
+    let hits = hits(q, names, all, texts, |_| true)?;
     let ids = hits.iter().map(|e| e.id).collect();
     let (entries, total) = page_entries(hits, q);
-    (entries, total, ids)
+    Ok((entries, total, ids))
 }
 
 /// How `sort` orders entries (ties by id, so paging is stable).
@@ -681,39 +698,67 @@ pub(crate) fn sorted_ids<'a>(
     q: &Query,
     names: &Names,
     all: impl Iterator<Item = &'a Entry>,
-    texts: &Texts,
+    texts: &dyn TextSource,
     place: impl Fn(&RecordScope) -> bool,
-) -> Vec<RecordId> {
-    let mut hits = hits(q, names, all, texts, place);
+) -> Result<Vec<RecordId>> {
+    let mut hits = hits(q, names, all, texts, place)?;
     hits.sort_unstable_by(order(q.sort));
-    hits.into_iter().map(|e| e.id).collect()
+    Ok(hits.into_iter().map(|e| e.id).collect())
 }
 
 /// The entries matching `q` in places `place` accepts, in no order.
-fn hits<'a>(
+pub(crate) fn hits<'a>(
     q: &Query,
     names: &Names,
     all: impl Iterator<Item = &'a Entry>,
-    texts: &Texts,
+    texts: &dyn TextSource,
     place: impl Fn(&RecordScope) -> bool,
-) -> Vec<&'a Entry> {
+) -> Result<Vec<&'a Entry>> {
     let matcher = Matcher::new(q, names, place);
-    all.filter(|e| matcher.matches(e) && matcher.matches_text(texts.get(&e.id)))
-        .collect()
+    let hits = all
+        .filter(|e| matcher.matches(e) && matcher.matches_held(e.search.as_ref()))
+        .collect();
+    verify(hits, &matcher.terms, texts)
+}
+
+/// How many texts [`verify`] asks its source for at once.
+const VERIFY_BATCH: usize = 1024;
+
+/// The entries of `hits` whose search texts hold every term, in order:
+/// their texts read from `texts` a batch at a time (the signatures have
+/// let them through, which does not yet mean they match).
+fn verify<'a>(
+    hits: Vec<&'a Entry>,
+    terms: &crate::search::Terms,
+    texts: &dyn TextSource,
+) -> Result<Vec<&'a Entry>> {
+    if terms.is_empty() {
+        return Ok(hits);
+    }
+    let mut keep = vec![false; hits.len()];
+    for (n, chunk) in hits.chunks(VERIFY_BATCH).enumerate() {
+        let ids: Vec<RecordId> = chunk.iter().map(|e| e.id).collect();
+        let keep = &mut keep[n * VERIFY_BATCH..];
+        texts.texts(&ids, &mut |i, text| keep[i] = terms.matches(text))?;
+    }
+    Ok(hits
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(e, k)| k.then_some(e))
+        .collect())
 }
 
 pub(crate) fn count_by_status<'a>(
     q: &Query,
     names: &Names,
     all: impl Iterator<Item = &'a Entry>,
-    texts: &Texts,
-) -> BTreeMap<String, usize> {
-    let matcher = Matcher::new(q, names, |_| true);
+    texts: &dyn TextSource,
+) -> Result<BTreeMap<String, usize>> {
     let mut counts = BTreeMap::new();
-    for e in all.filter(|e| matcher.matches(e) && matcher.matches_text(texts.get(&e.id))) {
+    for e in hits(q, names, all, texts, |_| true)? {
         *counts.entry(names.get(e.status).to_owned()).or_insert(0) += 1;
     }
-    counts
+    Ok(counts)
 }
 
 /// An index entry to and from its in-memory form.
@@ -747,6 +792,7 @@ impl Entry {
             conflict: m.conflict,
             discussed: false,
             repeat: false,
+            search: None,
             facts: EntryFacts {
                 source: names.intern(&f.source),
                 lead_unit: names.intern(&f.lead_unit),

@@ -3,7 +3,9 @@
 //! A store configured for it ([`crate::StoreConfig::search`]; the
 //! server's is) derives a [`SearchText`] from every record at each write,
 //! keeps it beside the record's index entry in the same atomic batch, and
-//! holds all of them in memory. A query's terms must each occur somewhere
+//! holds in memory, for every record, only a [`Held`]: a signature of the
+//! text, a key of the reporter's phone, the work-order number and a few
+//! flags (about 170 bytes). A query's terms must each occur somewhere
 //! in the text, after both are [normalized](normalize): so partial Chinese
 //! words (楼道, 电动车充电) and addresses with numbers (幸福路12号) match
 //! without a word segmenter, and case numbers and work-order numbers
@@ -16,10 +18,13 @@
 //! lookups by the roles that may see it (the caller checks
 //! [`policy::sees_personal_data`]).
 //!
-//! A query scans the texts of the records its other filters leave, so it
-//! costs time in proportion to their size (the bench `store` has the row
-//! for 100,000 issues); memory is the texts themselves, at most
-//! [`MAX_TEXT_BYTES`] each.
+//! A query passes over the records its other filters leave, rules most
+//! out by their signatures, and reads the texts of the rest: from the
+//! store's cache of recently written texts (a budget of bytes,
+//! [`crate::StoreConfig::search_cache_bytes`]), else from the store (the
+//! bench `store` has both rows for 100,000 issues). So a server's memory
+//! grows by the `Held`s with its records, not by their texts (at most
+//! [`MAX_TEXT_BYTES`] each).
 
 use bincode::{Decode, Encode};
 
@@ -207,22 +212,143 @@ fn add_features(sig: &mut Signature, text: &str) {
     }
 }
 
-/// A record's search text as a store holds it in memory, with a
-/// signature of the characters and character pairs in it (1,024 bits, a
-/// Bloom filter): a term whose bits are not all set cannot occur, so most
-/// records are passed over without reading their text.
-#[derive(Clone, Debug)]
+/// What a store holds in memory for each record's search: a signature
+/// of the characters and character pairs in its text (1,024 bits, a
+/// Bloom filter: a term whose bits are not all set cannot occur, so most
+/// records are passed over without reading their text), the reporter's
+/// phone as a key, the work-order number and the flags. The text itself
+/// stays in the store (see `store/search.rs`): only the records a
+/// signature lets through are read. About 170 bytes a record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Held {
-    pub text: SearchText,
     sig: Signature,
+    /// [`phone_key`] of the reporter's phone digits; 0: none.
+    phone: u64,
+    work_order: Box<str>,
+    flags: u8,
 }
 
-impl From<SearchText> for Held {
-    fn from(text: SearchText) -> Held {
+const SUPERVISED: u8 = 1;
+const ACTIVITY_AFTER_CLOSE: u8 = 2;
+const EXTENSION_REQUESTED: u8 = 4;
+
+/// [`Held`] as stored (bincode).
+#[derive(Encode, Decode)]
+struct StoredHeld {
+    sig: [u8; SIG_WORDS * 8],
+    phone: u64,
+    work_order: String,
+    flags: u8,
+}
+
+impl From<&SearchText> for Held {
+    fn from(text: &SearchText) -> Held {
         let mut sig = [0; SIG_WORDS];
         add_features(&mut sig, &text.text);
-        Held { text, sig }
+        let mut flags = 0;
+        for (set, flag) in [
+            (text.supervised, SUPERVISED),
+            (text.activity_after_close, ACTIVITY_AFTER_CLOSE),
+            (text.extension_requested, EXTENSION_REQUESTED),
+        ] {
+            if set {
+                flags |= flag;
+            }
+        }
+        Held {
+            sig,
+            phone: phone_key(&text.phone),
+            work_order: text.work_order.as_str().into(),
+            flags,
+        }
     }
+}
+
+impl Held {
+    /// The 12345 work-order number, normalized (empty: none).
+    pub fn work_order(&self) -> &str {
+        &self.work_order
+    }
+
+    pub fn supervised(&self) -> bool {
+        self.flags & SUPERVISED != 0
+    }
+
+    pub fn activity_after_close(&self) -> bool {
+        self.flags & ACTIVITY_AFTER_CLOSE != 0
+    }
+
+    pub fn extension_requested(&self) -> bool {
+        self.flags & EXTENSION_REQUESTED != 0
+    }
+
+    /// Whether the reporter's phone is the one `key` ([`phone_key`]) names.
+    pub fn has_phone(&self, key: u64) -> bool {
+        self.phone != 0 && self.phone == key
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut sig = [0u8; SIG_WORDS * 8];
+        for (bytes, word) in sig.chunks_exact_mut(8).zip(&self.sig) {
+            bytes.copy_from_slice(&word.to_le_bytes());
+        }
+        bincode::encode_to_vec(
+            StoredHeld {
+                sig,
+                phone: self.phone,
+                work_order: self.work_order.to_string(),
+                flags: self.flags,
+            },
+            bincode::config::standard(),
+        )
+        .map_err(|e| Error::Metadata(e.to_string()))
+    }
+
+    /// Reads the stored form (`None`: not one).
+    pub fn decode(bytes: &[u8]) -> Option<Held> {
+        let (stored, read) = bincode::decode_from_slice::<StoredHeld, _>(
+            bytes,
+            bincode::config::standard().with_limit::<{ 1 << 16 }>(),
+        )
+        .ok()?;
+        if read != bytes.len() {
+            return None;
+        }
+        let mut sig = [0; SIG_WORDS];
+        for (word, bytes) in sig.iter_mut().zip(stored.sig.chunks_exact(8)) {
+            *word = u64::from_le_bytes(bytes.try_into().ok()?);
+        }
+        Some(Held {
+            sig,
+            phone: stored.phone,
+            work_order: stored.work_order.into(),
+            flags: stored.flags,
+        })
+    }
+}
+
+/// What a [`Held`] keeps of a phone number's digits: the first 8 bytes
+/// of their SHA-256 (never 0; 0 for no digits). Two numbers share a key
+/// with a probability of about 2^-64.
+pub fn phone_key(digits: &str) -> u64 {
+    if digits.is_empty() {
+        return 0;
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(digits.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(first) | 1
+}
+
+/// Where a search reads the texts of the records the signatures let
+/// through.
+pub(crate) trait TextSource {
+    /// Calls `found(i, text)` with the [`SearchText::text`] of `ids[i]`,
+    /// for each of `ids` that has one kept.
+    fn texts(&self, ids: &[crate::ids::RecordId], found: &mut dyn FnMut(usize, &str))
+        -> Result<()>;
 }
 
 /// A query's search terms: every one must occur in a record's text.
@@ -278,10 +404,11 @@ impl Terms {
             .all(|t| t.find(text.as_bytes()).is_some())
     }
 
-    /// [`Terms::matches`] on a held text, ruling most records out by
-    /// their signature first.
-    pub fn matches_held(&self, held: &Held) -> bool {
-        held.sig.iter().zip(&self.mask).all(|(s, m)| s & m == *m) && self.matches(&held.text.text)
+    /// Whether the terms may occur in the text `held` was made from:
+    /// `false` means they do not; `true` needs [`Terms::matches`] on the
+    /// text to be sure.
+    pub fn may_match(&self, held: &Held) -> bool {
+        held.sig.iter().zip(&self.mask).all(|(s, m)| s & m == *m)
     }
 }
 
@@ -319,19 +446,46 @@ mod tests {
     #[test]
     fn a_signature_never_rules_out_a_match() {
         let text = normalize("楼道堆放杂物 电动车充电 幸福路12号 srv-003001 a");
-        let held = Held::from(SearchText {
+        let held = Held::from(&SearchText {
             text: text.clone(),
             ..SearchText::default()
         });
         for q in ["楼道", "车充", "12号", "srv-0030", "道", "a", "杂物 12"] {
             let terms = Terms::parse(q).unwrap();
             assert!(terms.matches(&text), "{q}");
-            assert!(terms.matches_held(&held), "{q}");
+            assert!(terms.may_match(&held), "{q}");
         }
-        // Across a word boundary there is no pair: no match either way.
+        // Across a word boundary there is no pair: ruled out by the
+        // signature alone.
         let terms = Terms::parse("物电").unwrap();
-        assert!(!terms.matches(&text) && !terms.matches_held(&held));
-        assert!(!Terms::parse("漏水").unwrap().matches_held(&held));
+        assert!(!terms.matches(&text) && !terms.may_match(&held));
+        assert!(!Terms::parse("漏水").unwrap().may_match(&held));
+    }
+
+    #[test]
+    fn what_is_held_is_stored_and_read_back_whole() {
+        let text = SearchText {
+            text: normalize("楼道堆放杂物 幸福路12号"),
+            phone: phone_digits("138 1234-5678"),
+            work_order: "gd2026000123".into(),
+            supervised: true,
+            activity_after_close: false,
+            extension_requested: true,
+        };
+        let held = Held::from(&text);
+        assert_eq!(Held::decode(&held.encode().unwrap()), Some(held.clone()));
+        assert!(held.supervised() && !held.activity_after_close() && held.extension_requested());
+        assert_eq!(held.work_order(), "gd2026000123");
+        assert!(held.has_phone(phone_key("13812345678")));
+        assert!(!held.has_phone(phone_key("13812345679")));
+        // No phone matches no key, not even the key of no digits.
+        let none = Held::from(&SearchText::default());
+        assert!(!none.has_phone(phone_key("")) && !held.has_phone(phone_key("")));
+        // Bytes that are not a stored one, or have more after it, are refused.
+        let mut longer = held.encode().unwrap();
+        longer.push(0);
+        assert_eq!(Held::decode(&longer), None);
+        assert_eq!(Held::decode(b"\x01"), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub const USAGE: &str =
                       [--log-keep-days N (default 90)] [--log-keep-entries N]   (0: no bound)
                       [--database postgres://...]   (records and identity on PostgreSQL; several servers may share it)
                       [--max-file-mb N (default 20)] [--file-quota-mb N (per device and day, default 1024)]
+                      [--search-cache-mb N (search texts held in memory, default 128; 0: none)]
        gridsync demo --data-dir DIR [--issues N]   (seed a demo district)
        gridsync backup --data-dir DIR --to DEST [--server URL] [--database URL]
                                  (a consistent copy; --server: of the running server)
@@ -17,6 +18,7 @@ pub const USAGE: &str =
                         on PostgreSQL into an empty database)
   environment: GRIDSYNC_DATA_DIR, GRIDSYNC_LISTEN, GRIDSYNC_DATABASE_URL, GRIDSYNC_TLS_CERT, GRIDSYNC_TLS_KEY, GRIDSYNC_DRAIN_SECONDS,
                GRIDSYNC_LOG_KEEP_DAYS, GRIDSYNC_LOG_KEEP_ENTRIES, GRIDSYNC_MAX_FILE_MB, GRIDSYNC_FILE_QUOTA_MB,
+               GRIDSYNC_SEARCH_CACHE_MB,
                GRIDSYNC_ADMIN_TOKEN, RUST_LOG (default info), GRIDSYNC_LOG_FORMAT=json";
 
 /// Runs the command line; returns the process exit code.
@@ -256,8 +258,9 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         let data_dir = config.data_dir.clone();
         let engine = config.engine.clone();
         let (max_file, quota) = (config.max_file_bytes, config.file_bytes_per_device_day);
+        let search_cache = config.search_cache_bytes;
         let state = crate::open_while_starting(&listener, tls.clone(), move || {
-            let mut state = crate::open_on(&engine, &data_dir, &token)?;
+            let mut state = crate::open_holding(&engine, &data_dir, &token, search_cache)?;
             state.limits.max_file_bytes = max_file;
             state.limits.file_bytes_per_device_day = quota;
             Ok(state)

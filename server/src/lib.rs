@@ -60,6 +60,9 @@ pub struct Config {
     pub max_file_bytes: u64,
     /// The file bytes one device may send a day.
     pub file_bytes_per_device_day: u64,
+    /// The bytes of search texts the store holds in memory (see
+    /// `gridsync_core::StoreConfig::search_cache_bytes`).
+    pub search_cache_bytes: usize,
 }
 
 /// A certificate chain and its private key, PEM files, for HTTPS.
@@ -132,6 +135,7 @@ impl Config {
             engine: Engine::Sled,
             max_file_bytes: gridsync_core::files::DEFAULT_MAX_FILE_BYTES,
             file_bytes_per_device_day: gridsync_core::files::DEFAULT_FILE_BYTES_PER_DEVICE_DAY,
+            search_cache_bytes: gridsync_core::store::DEFAULT_SEARCH_CACHE_BYTES,
         };
         if let Some(url) = env("GRIDSYNC_DATABASE_URL").filter(|u| !u.is_empty()) {
             config.engine = database(url)?;
@@ -178,6 +182,17 @@ impl Config {
         if let Some(v) = env("GRIDSYNC_FILE_QUOTA_MB") {
             config.file_bytes_per_device_day = mib("the daily file quota", &v)?;
         }
+        // 0: no text held, every one a search needs is read from the store.
+        let cache_mib = |v: &str| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|m| *m <= 1 << 20)
+                .map(|m| m << 20)
+                .ok_or_else(|| format!("the search cache must be 0 to 1048576 MiB, not {v:?}"))
+        };
+        if let Some(v) = env("GRIDSYNC_SEARCH_CACHE_MB") {
+            config.search_cache_bytes = cache_mib(&v)?;
+        }
         let mut cert = env("GRIDSYNC_TLS_CERT").map(PathBuf::from);
         let mut key = env("GRIDSYNC_TLS_KEY").map(PathBuf::from);
         let mut it = args.iter();
@@ -202,6 +217,9 @@ impl Config {
                 }
                 "--max-file-mb" => {
                     config.max_file_bytes = mib("the largest file", &value("--max-file-mb")?)?;
+                }
+                "--search-cache-mb" => {
+                    config.search_cache_bytes = cache_mib(&value("--search-cache-mb")?)?;
                 }
                 "--file-quota-mb" => {
                     config.file_bytes_per_device_day =
@@ -309,8 +327,25 @@ pub fn deadline_table(data_dir: &Path) -> anyhow::Result<gridsync_core::Deadline
 /// (sled in `data_dir`, or PostgreSQL; the data directory keeps the admin
 /// token either way).
 pub fn open_on(engine: &Engine, data_dir: &Path, admin_token: &str) -> anyhow::Result<AppState> {
+    open_holding(
+        engine,
+        data_dir,
+        admin_token,
+        gridsync_core::store::DEFAULT_SEARCH_CACHE_BYTES,
+    )
+}
+
+/// [`open_on`], the store holding at most `search_cache_bytes` of search
+/// texts in memory.
+pub fn open_holding(
+    engine: &Engine,
+    data_dir: &Path,
+    admin_token: &str,
+    search_cache_bytes: usize,
+) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(data_dir)?;
     let mut config = store_config(engine, data_dir);
+    config.search_cache_bytes = search_cache_bytes;
     config.deadlines = deadline_table(data_dir)?;
     let store = Store::open(config)?;
     let identity = identity::Identity::open(engine, &data_dir.join("identity"))
@@ -639,6 +674,18 @@ mod tests {
             (50 << 20, 100 << 20)
         );
         for bad in [&["--max-file-mb", "0"][..], &["--file-quota-mb", "lots"]] {
+            assert!(Config::from_args(&args(bad), none).is_err());
+        }
+        // The search cache: MiB, 0 allowed.
+        assert_eq!(d.search_cache_bytes, 128 << 20);
+        let env = |k: &str| (k == "GRIDSYNC_SEARCH_CACHE_MB").then(|| "0".to_owned());
+        assert_eq!(Config::from_args(&[], env).unwrap().search_cache_bytes, 0);
+        let c = Config::from_args(&args(&["--search-cache-mb", "512"]), none).unwrap();
+        assert_eq!(c.search_cache_bytes, 512 << 20);
+        for bad in [
+            &["--search-cache-mb", "-1"][..],
+            &["--search-cache-mb", "2000000"],
+        ] {
             assert!(Config::from_args(&args(bad), none).is_err());
         }
     }

@@ -127,6 +127,10 @@ struct Measured {
     figures_grid: Duration,
     figures_month: Duration,
     list: Duration,
+    /// A search for a word no case has (signatures rule every case out),
+    /// and for one every case has (every text read), first page of 50.
+    search_rare: Duration,
+    search_common: Duration,
     bytes: u64,
 }
 
@@ -260,6 +264,9 @@ fn measure(root: &Path, data: &Path, n: usize, build: Duration) -> Measured {
     let figures_grid = timed("/v1/office/figures?by=grid");
     let figures_month = timed("/v1/office/figures?by=month");
     let list = timed("/v1/office/issues?limit=50&overdue=true");
+    // 漏水 and 楼道, percent-encoded.
+    let search_rare = timed("/v1/office/issues?limit=50&q=%E6%BC%8F%E6%B0%B4");
+    let search_common = timed("/v1/office/issues?limit=50&q=%E6%A5%BC%E9%81%93");
     let peak_mib = peak_rss_kib(Some(pid)) / 1024;
     server.kill();
     Measured {
@@ -273,6 +280,8 @@ fn measure(root: &Path, data: &Path, n: usize, build: Duration) -> Measured {
         figures_grid,
         figures_month,
         list,
+        search_rare,
+        search_common,
         bytes,
     }
 }
@@ -315,7 +324,7 @@ fn main() {
         };
         for m in measured {
             rows.push(format!(
-                "| {engine} | {} | {} | {} | {} MiB | {} MiB | {} ({:.2}× the {}-record row) | {} (first after open {}) | {} | {} | {:.2} KiB |",
+                "| {engine} | {} | {} | {} | {} MiB | {} MiB | {} ({:.2}× the {}-record row) | {} (first after open {}) | {} | {} | {} | {} | {:.2} KiB |",
                 m.n,
                 fmt(m.build),
                 fmt(m.open),
@@ -328,12 +337,14 @@ fn main() {
                 fmt(m.figures_cold),
                 fmt(m.figures_month),
                 fmt(m.list),
+                fmt(m.search_rare),
+                fmt(m.search_common),
                 m.bytes as f64 / m.n as f64 / 1024.0,
             ));
         }
     }
-    println!("\n| engine | issues | built (sled: in the store; PostgreSQL: its keys copied in) | server open | memory after open | peak memory | incremental sync 50 + 50 | figures by grid | figures by month | overdue list, 50 | storage per record |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("\n| engine | issues | built (sled: in the store; PostgreSQL: its keys copied in) | server open | memory after open | peak memory | incremental sync 50 + 50 | figures by grid | figures by month | overdue list, 50 | search, a word no case has | search, a word every case has | storage per record |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

@@ -403,41 +403,10 @@ fn child(mode: &str, path: &Path) -> (Duration, u64, usize) {
     (Duration::from_nanos(f[0]), f[1], f[2] as usize)
 }
 
-/// The office's search at `n` issues: each kind of query's median
-/// against a plain list query (a status filter) over the same store, and
-/// what keeping the texts adds to a create.
-fn search_rows(n: usize) {
-    let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
-    let open = |name: &str, search: bool| {
-        let mut c = config(&tmp.path().join(name), Durability::None);
-        c.search = search;
-        Store::open(c).unwrap()
-    };
-    // What a create costs with and without texts, alternating.
-    let (with, without) = (open("with", true), open("without", false));
-    let (mut t_with, mut t_without) = (Vec::new(), Vec::new());
-    for i in 0..SAMPLES {
-        for (store, times) in [(&with, &mut t_with), (&without, &mut t_without)] {
-            let start = Instant::now();
-            store.create_issue(&worker(1), new_issue(i, 1, 1)).unwrap();
-            times.push(start.elapsed());
-        }
-    }
-    drop((with, without));
-    let store = open("search", true);
-    let start = Instant::now();
-    for i in 0..n {
-        store
-            .create_issue(
-                &worker(1 + i as u32 % 50),
-                new_issue(i, 1 + i as u32 % 5, 1 + i as u32 % 50),
-            )
-            .unwrap();
-    }
-    let filled = start.elapsed();
-    let some = store.list(&Query::issues().page(0, 1)).unwrap().items[0]
-        .number
-        .clone();
+/// Prints the office search table for `store` (`n` issues; `held`: what
+/// it holds in memory): each kind of query's median of 21 against a
+/// status filter's. Returns the status filter's median.
+fn search_table(store: &Store, n: usize, held: &str) -> Duration {
     let time = |q: &Query| {
         let mut times = Vec::new();
         let mut total = 0;
@@ -468,7 +437,7 @@ fn search_rows(n: usize) {
         ("the reporter's phone, exactly", phone),
     ];
     println!(
-        "\n| office search, {n} issues (medians of 21) | time | matched | vs. a status filter |"
+        "\n| office search, {n} issues, {held} (medians of 21) | time | matched | vs. a status filter |"
     );
     println!("|---|---|---|---|");
     println!(
@@ -483,27 +452,18 @@ fn search_rows(n: usize) {
             t.as_secs_f64() / base.as_secs_f64()
         );
     }
-    let mut times = Vec::new();
-    for _ in 0..21 {
-        let start = Instant::now();
-        assert!(store.find_by_number(&some).unwrap().is_some());
-        times.push(start.elapsed());
-    }
-    let t = median(times);
-    println!(
-        "| a case number, exactly (`find_by_number`) | {} | 1 | {:.2}x |",
-        fmt(t),
-        t.as_secs_f64() / base.as_secs_f64()
-    );
-    // The office's export of every case (what a CSV or Excel download
-    // streams): time, and how much the process's memory grows meanwhile
-    // (sampled every 2 ms), against holding the rows.
+    base
+}
+
+/// Times the export of every case in `store` as `role` (median of 5), and
+/// the most the process's memory grew during one.
+fn export_row(store: &Store, role: gridsync_core::Role, who: &str, base: Duration) {
     let export = || {
         let (mut rows, mut bytes) = (0usize, 0usize);
         store
             .export_cases(
                 &Query::issues(),
-                gridsync_core::Role::Office,
+                role,
                 |_| true,
                 &|s| [s.street.clone(), s.community.clone(), s.grid.clone()],
                 |row| {
@@ -540,12 +500,94 @@ fn search_rows(n: usize) {
     }
     let t = median(times);
     println!(
-        "| export every case as rows (`export_cases`, what CSV and Excel stream) | {} | {} rows, {:.1} MiB of text | {:.2}x; memory grew at most {:.1} MiB |",
+        "| export every case as rows, {who} (`export_cases`, what CSV and Excel stream) | {} | {} rows, {:.1} MiB of text | {:.2}x; memory grew at most {:.1} MiB |",
         fmt(t),
         rows - 1,
         bytes as f64 / (1 << 20) as f64,
         t.as_secs_f64() / base.as_secs_f64(),
         grew as f64 / 1024.0
+    );
+}
+
+/// The office's search at `n` issues: each kind of query's median
+/// against a plain list query (a status filter) over the same store, and
+/// what keeping the texts adds to a create.
+fn search_rows(n: usize) {
+    let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+    let open = |name: &str, search: bool| {
+        let mut c = config(&tmp.path().join(name), Durability::None);
+        c.search = search;
+        Store::open(c).unwrap()
+    };
+    // What a create costs with and without texts, alternating.
+    let (with, without) = (open("with", true), open("without", false));
+    let (mut t_with, mut t_without) = (Vec::new(), Vec::new());
+    for i in 0..SAMPLES {
+        for (store, times) in [(&with, &mut t_with), (&without, &mut t_without)] {
+            let start = Instant::now();
+            store.create_issue(&worker(1), new_issue(i, 1, 1)).unwrap();
+            times.push(start.elapsed());
+        }
+    }
+    drop((with, without));
+    let store = open("search", true);
+    let start = Instant::now();
+    for i in 0..n {
+        store
+            .create_issue(
+                &worker(1 + i as u32 % 50),
+                new_issue(i, 1 + i as u32 % 5, 1 + i as u32 % 50),
+            )
+            .unwrap();
+    }
+    let filled = start.elapsed();
+    let some = store.list(&Query::issues().page(0, 1)).unwrap().items[0]
+        .number
+        .clone();
+    let (held, held_bytes) = store.search_texts_held();
+    let base = search_table(
+        &store,
+        n,
+        &format!(
+            "{held} texts ({:.1} MiB) held in memory, the default budget",
+            held_bytes as f64 / (1 << 20) as f64
+        ),
+    );
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let start = Instant::now();
+        assert!(store.find_by_number(&some).unwrap().is_some());
+        times.push(start.elapsed());
+    }
+    let t = median(times);
+    println!(
+        "| a case number, exactly (`find_by_number`) | {} | 1 | {:.2}x |",
+        fmt(t),
+        t.as_secs_f64() / base.as_secs_f64()
+    );
+    // The office's export of every case (what a CSV or Excel download
+    // streams): time, and how much the process's memory grows meanwhile
+    // (sampled every 2 ms), against holding the rows. The office's rows
+    // carry the reporter's phone, read from the stored texts; a street's
+    // do not, and read only memory.
+    for (role, who) in [
+        (gridsync_core::Role::Office, "the office's, with phones"),
+        (gridsync_core::Role::Street, "a street's, without"),
+    ] {
+        export_row(&store, role, who, base);
+    }
+    // The same queries with no text held: every one a search needs is
+    // read from the store (what a store too large for its budget does
+    // for the texts it does not hold).
+    drop(store);
+    let mut c = config(&tmp.path().join("search"), Durability::None);
+    c.search = true;
+    c.search_cache_bytes = 0;
+    let store = Store::open(c).unwrap();
+    search_table(
+        &store,
+        n,
+        "no text held in memory: each read from the store",
     );
     println!(
         "\ncreate, median of {SAMPLES}: {} keeping search texts, {} without ({:.2}x);          filling {n} issues took {:.1} s",

@@ -9,8 +9,15 @@ use gridsync_tests::server::TestServer;
 use gridsync_tests::*;
 
 fn search_store(path: &std::path::Path) -> Store {
+    search_store_holding(path, gridsync_core::store::DEFAULT_SEARCH_CACHE_BYTES)
+}
+
+/// A store keeping search texts that holds at most `cache` bytes of them
+/// in memory (0: every text a search needs is read from the store).
+fn search_store_holding(path: &std::path::Path, cache: usize) -> Store {
     let mut config = StoreConfig::new(path, "SRV");
     config.search = true;
+    config.search_cache_bytes = cache;
     config.engine = engine::engine_for(path);
     Store::open(config).unwrap()
 }
@@ -42,11 +49,27 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-#[test]
-fn a_store_finds_cases_by_partial_words_and_numbers_never_by_personal_data() {
+gridsync_tests::on_both_engines! {
+    #[test]
+    fn a_store_finds_cases_by_partial_words_and_numbers_never_by_personal_data() {
+        // Both texts held in memory, one of the two, none (every text a
+        // search needs read from the engine): the same answers.
+        let all = finds_cases_by_partial_words_and_numbers(
+            gridsync_core::store::DEFAULT_SEARCH_CACHE_BYTES,
+            2,
+        );
+        finds_cases_by_partial_words_and_numbers(all - 1, 1);
+        finds_cases_by_partial_words_and_numbers(0, 0);
+    }
+}
+
+/// Runs the searches with a store holding at most `cache` bytes of texts
+/// in memory, which holds `held` texts after reopening; returns the
+/// bytes it held.
+fn finds_cases_by_partial_words_and_numbers(cache: usize, held: usize) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let store = search_store(&path);
+    let store = search_store_holding(&path, cache);
     let mut a = new_issue(1, 1, 1);
     a.title = "电动车充电线穿窗".into();
     a.location.address = "幸福路12号".into();
@@ -81,8 +104,11 @@ fn a_store_finds_cases_by_partial_words_and_numbers_never_by_personal_data() {
     drop(store);
 
     // Reopened: the texts come from disk, and no query loads a document.
-    let store = search_store(&path);
+    let store = search_store_holding(&path, cache);
     assert_eq!(store.loaded_documents().unwrap(), 0);
+    let (texts_held, bytes) = store.search_texts_held();
+    assert!(bytes <= cache, "{bytes} > {cache}");
+    assert_eq!(texts_held, held);
     let both = vec![a_no.clone(), b_no.clone()];
     assert_eq!(words(&store, "电动车充电"), vec![a_no.clone()]);
     assert_eq!(words(&store, "楼道"), both);
@@ -144,6 +170,7 @@ fn a_store_finds_cases_by_partial_words_and_numbers_never_by_personal_data() {
     let plain = temp_store("D1");
     let e = plain.list(&Query::issues().search("楼道")).unwrap_err();
     assert_eq!(e.code(), "invalid_input");
+    bytes
 }
 
 #[test]

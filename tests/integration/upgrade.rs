@@ -56,6 +56,11 @@ fn a_format_3_store_opens_migrates_derives_action_due_dates_and_syncs() {
     opens_migrates_verifies_and_syncs(3);
 }
 
+#[test]
+fn a_format_4_store_opens_migrates_derives_what_search_holds_and_syncs() {
+    opens_migrates_verifies_and_syncs(4);
+}
+
 fn opens_migrates_verifies_and_syncs(format: u64) {
     let (_dir, root, info) = fixture(format as u32);
     assert_eq!(info["format"], format);
@@ -65,6 +70,22 @@ fn opens_migrates_verifies_and_syncs(format: u64) {
     assert_eq!(server_store.verify().unwrap(), Vec::<String>::new());
     let records = info["server"]["records"].as_array().unwrap();
     assert_eq!(server_store.len().unwrap(), records.len());
+    // Search finds every case by its number: what it holds in memory was
+    // derived at open (from the texts, or the documents before they were
+    // kept).
+    for id in records {
+        let id: gridsync_core::RecordId = id.as_str().unwrap().parse().unwrap();
+        let meta = server_store.meta(id).unwrap().unwrap();
+        if meta.kind == "issue" {
+            let q = gridsync_core::Query::issues().search(&meta.number);
+            let found = server_store.list(&q).unwrap();
+            assert!(
+                found.items.iter().any(|m| m.record_id() == id),
+                "{} not found",
+                meta.number
+            );
+        }
+    }
     assert_eq!(
         server_store.log_head().unwrap(),
         info["server"]["log_head"].as_u64().unwrap()

@@ -93,7 +93,6 @@ impl Store {
     }
 
     fn reload_entry(&self, id: RecordId) -> Result<()> {
-        self.reload_text(id)?;
         match self.db.get(&key(P_INDEX, id.as_bytes()))? {
             None => self.index_mut().remove(id),
             Some(v) => match bincode::decode_from_slice::<StoredIndex, _>(&v, bincode_config()) {
@@ -107,7 +106,8 @@ impl Store {
                 }
             },
         }
-        Ok(())
+        // After the entry: what search holds of the text goes in it.
+        self.reload_text(id)
     }
 
     fn reload_log_id(&self) -> Result<()> {

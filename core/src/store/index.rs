@@ -60,9 +60,10 @@ pub(super) struct Index {
     cells: HashMap<CellKey, Cell>,
     /// Records whose index entry could not be read or rebuilt.
     pub(super) corrupt: BTreeSet<RecordId>,
-    /// Search texts, when the store keeps them (`store/search.rs`); kept
-    /// apart from the entries, which moves between slots do not touch.
-    pub(super) texts: HashMap<RecordId, crate::search::Held>,
+    /// The search texts kept in memory, when the store keeps them
+    /// (`store/search.rs`); what every record's search needs in memory is
+    /// its entry's [`Entry::search`].
+    pub(super) texts: super::search::TextCache,
 }
 
 fn cell_key(e: &Entry) -> CellKey {
@@ -148,6 +149,7 @@ impl Index {
         let id = meta.record_id();
         let mut e = Entry::new(&meta, &mut self.names);
         e.discussed = e.is_issue && self.meetings_of.contains_key(&id);
+        let mut search = None;
         if let Some(&slot) = self.by_id.get(&id) {
             // Most writes (a note, a status) leave the record in its cell,
             // its links and its place of complaint as they were: the entry
@@ -159,14 +161,19 @@ impl Index {
                 && old.created_at == e.created_at
                 && old.linked_issues == e.linked_issues
                 && self.complaint_of(old) == self.complaint_of(&e);
+            let repeat = old.repeat;
+            // The search text's part stays until the store sets it.
+            search = self.slots[slot as usize].search.take();
             if same {
-                e.repeat = old.repeat;
+                e.repeat = repeat;
+                e.search = search;
                 self.slots[slot as usize] = e;
                 self.invalidate(slot);
                 return;
             }
         }
         self.remove(id);
+        e.search = search;
         e.discussed = e.is_issue && self.meetings_of.contains_key(&id);
         let links: Vec<RecordId> = if e.is_issue {
             Vec::new()
@@ -198,6 +205,13 @@ impl Index {
             let at = cases.partition_point(|c| *c < (created, id));
             cases.insert(at, (created, id));
             self.refresh_repeats(place, created);
+        }
+    }
+
+    /// Sets what is held in memory of the record's search text.
+    pub(super) fn set_search(&mut self, id: RecordId, held: Option<crate::search::Held>) {
+        if let Some(&slot) = self.by_id.get(&id) {
+            self.slots[slot as usize].search = held;
         }
     }
 

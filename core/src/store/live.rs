@@ -213,10 +213,13 @@ impl Store {
                 Watched::List(q) => {
                     let Ok(q) = self.checked(q) else { continue };
                     let matcher = query::Matcher::new(&q, names, |_| true);
+                    let bodies = self.bodies(&index);
+                    // A text that cannot be read counts as a match: the
+                    // query runs again below and reports what it finds.
                     let matches = |id: &RecordId| {
-                        index.get(*id).is_some_and(|e| {
-                            matcher.matches(e) && matcher.matches_text(index.texts.get(id))
-                        })
+                        index
+                            .get(*id)
+                            .is_some_and(|e| matcher.matches_fully(e, &bodies).unwrap_or(true))
                     };
                     // A write can change the result only if its record
                     // matched before or matches now.
@@ -231,7 +234,7 @@ impl Store {
                     if !affected {
                         continue;
                     }
-                    let (entries, total, ids) = match q.grid.as_deref() {
+                    let result = match q.grid.as_deref() {
                         Some(grid) => {
                             let groups = by_grid.get_or_insert_with(|| {
                                 let mut m: std::collections::HashMap<&str, Vec<_>> =
@@ -244,9 +247,14 @@ impl Store {
                                 m
                             });
                             let entries = groups.get(grid).map(Vec::as_slice).unwrap_or_default();
-                            query::run_entries(&q, names, entries.iter().copied(), &index.texts)
+                            query::run_entries(&q, names, entries.iter().copied(), &bodies)
                         }
-                        None => query::run_entries(&q, names, index.entries(), &index.texts),
+                        None => query::run_entries(&q, names, index.entries(), &bodies),
+                    };
+                    // A text that could not be read: the query is evaluated
+                    // again at the next write.
+                    let Ok((entries, total, ids)) = result else {
+                        continue;
                     };
                     let ids: HashSet<RecordId> = ids.into_iter().collect();
                     // The same records in the same order, none of them

@@ -20,6 +20,7 @@
 //! | `f` | file hash, record id | the record references the file (see `files`) |
 //! | `u` | file hash | a file this device attached and the server does not hold yet: its size |
 //! | `t` | record id | the record's search text (servers) |
+//! | `q` | record id | what a search holds of it in memory: signature, phone key, work-order number, flags (servers) |
 //! | `o`, `x`, `w` | | the hotline outbox, parked events, warnings given (servers; see `outbox`) |
 //!
 //! Big-endian sequence numbers sort in order, so "what changed after N" is a
@@ -39,7 +40,10 @@
 //! metadata index is held in memory in full, compactly (`index`: about
 //! 400 bytes per record, repeated names interned once), with the figures
 //! kept per place and month; opening a store reads the index, not the
-//! documents. sled's own page cache is bounded (`backend::sled::CACHE_BYTES`).
+//! documents. A store that keeps search texts adds about 170 bytes per
+//! record to its entries (`search::Held`) and holds texts up to
+//! [`StoreConfig::search_cache_bytes`]; the rest stay on disk. sled's own
+//! page cache is bounded (`backend::sled::CACHE_BYTES`).
 //!
 //! # Modules
 //!
@@ -121,6 +125,9 @@ const P_FILE_REF: u8 = b'f';
 const P_UNSENT: u8 = b'u';
 /// A record's search text (`crate::search`), when the store keeps them.
 const P_TEXT: u8 = b't';
+/// What a search holds of a record in memory ([`crate::search::Held`]),
+/// written in the same batch as its text.
+const P_HELD: u8 = b'q';
 
 const META_FORMAT: &[u8] = b"format";
 const META_ACTOR: &[u8] = b"actor";
@@ -162,7 +169,13 @@ pub fn unfinished_restore_key() -> Vec<u8> {
 /// * 4 — meetings' facts carry the due dates of action items still to be
 ///   verified (`Facts::action_dues`, `actions_verified_dated`): every
 ///   index entry is derived again. Migrated from 1, 2 and 3 in place.
-pub const STORE_FORMAT: u64 = 4;
+/// * 5 — what a search holds of each record in memory is stored beside
+///   its text (`q`), so that open need not read the texts, and the
+///   texts themselves stay on disk. A store that keeps search texts
+///   gets it derived at open from the texts it has (`load_texts`); from
+///   4, nothing else changes. A build that knows only format 4 would
+///   write texts without it, which is why the number changes.
+pub const STORE_FORMAT: u64 = 5;
 
 /// The largest snapshot accepted from another replica.
 pub const MAX_SNAPSHOT_BYTES: usize = 8 << 20;
@@ -209,6 +222,10 @@ pub enum Durability {
     None,
 }
 
+/// [`StoreConfig::search_cache_bytes`] unless set: 128 MiB, the texts of
+/// about 100,000 cases of a page of text each.
+pub const DEFAULT_SEARCH_CACHE_BYTES: usize = 128 << 20;
+
 /// How to open a store.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -234,6 +251,13 @@ pub struct StoreConfig {
     /// that had it off, the texts are derived once at open; turned off,
     /// they are removed.
     pub search: bool,
+    /// How many bytes of search texts to hold in memory (with
+    /// [`StoreConfig::search`]): the most recently written ones, read at
+    /// open from the most recently changed records on. A search reads
+    /// the texts it needs that are not held from the store. What every
+    /// record's search needs in memory beside (about 170 bytes) is held
+    /// whatever this is.
+    pub search_cache_bytes: usize,
     /// Keep the hotline outbox (see [`crate::hotline`]): every write that
     /// changes a 12345 case as the hotline cares about stores the events
     /// in the same batch. The server's store does; a device's does not.
@@ -281,6 +305,7 @@ impl StoreConfig {
             temporary: false,
             tag_own_changes: false,
             search: false,
+            search_cache_bytes: DEFAULT_SEARCH_CACHE_BYTES,
             outbox: false,
             deadlines: crate::DeadlineTable::default(),
             engine: backend::Engine::Sled,
@@ -548,6 +573,8 @@ pub struct Store {
     tag_own: bool,
     /// See [`StoreConfig::search`].
     search: bool,
+    /// See [`StoreConfig::search_cache_bytes`].
+    search_cache_bytes: usize,
     /// The live queries (see `live`).
     live: std::sync::Arc<live::Live>,
     /// See [`StoreConfig::outbox`].

@@ -145,6 +145,7 @@ impl Store {
             log_id: Mutex::new(log_id),
             tag_own: config.tag_own_changes,
             search: config.search,
+            search_cache_bytes: config.search_cache_bytes,
             live: std::sync::Arc::default(),
             outbox: config.outbox,
             outbox_applied: std::sync::atomic::AtomicU64::new(events),
@@ -175,11 +176,13 @@ impl Store {
         Ok(store)
     }
 
-    /// Migrates the store from `format` to [`STORE_FORMAT`] in place. Every
-    /// record is loaded once and its index entry derived again (the
-    /// layout of its facts changed in format 4), keeping its change time
-    /// and chunk accounting; its file references (`f`) are written (new
-    /// in format 3, rewritten unchanged from it).
+    /// Migrates the store from `format` to [`STORE_FORMAT`] in place. From
+    /// a format before 4, every record is loaded once and its index entry
+    /// derived again (the layout of its facts changed in format 4),
+    /// keeping its change time and chunk accounting; its file references
+    /// (`f`) are written (new in format 3, rewritten unchanged from it).
+    /// From 4, only the number changes here (format 5's search part is
+    /// derived by `load_texts`, which runs at every open).
     /// Everything, with the new format number, goes in one atomic batch,
     /// then is flushed. A process killed at any point leaves either the old
     /// store or the migrated one, and the old one migrates again on the
@@ -197,7 +200,13 @@ impl Store {
         let mut batch = Batch::default();
         #[cfg(feature = "failpoints")]
         let mut derived = 0usize;
-        for item in backend::scan(self.db.as_ref(), &[P_INDEX]) {
+        // From format 4 on, index entries keep their layout (format 5's
+        // search part is derived at open by `load_texts`).
+        let entries = (format < 4)
+            .then(|| backend::scan(self.db.as_ref(), &[P_INDEX]))
+            .into_iter()
+            .flatten();
+        for item in entries {
             let (k, v) = item?;
             let Some(id) = RecordId::from_slice(&k[1..]) else {
                 continue;

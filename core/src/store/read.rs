@@ -143,13 +143,13 @@ impl Store {
     pub fn list_where(&self, q: &Query, place: impl Fn(&RecordScope) -> bool) -> Result<Page> {
         let q = &self.checked(q)?;
         let index = self.index_read();
-        Ok(query::run(
+        query::run(
             q,
             index.names(),
             index.entries(),
-            &index.texts,
+            &self.bodies(&index),
             place,
-        ))
+        )
     }
 
     /// The record a case number, meeting number or 12345 work-order
@@ -182,16 +182,15 @@ impl Store {
         }
         Ok(self
             .index_read()
-            .texts
-            .iter()
-            .find(|(_, t)| t.text.work_order == wanted)
-            .map(|(id, _)| *id))
+            .entries()
+            .find(|e| e.search.as_ref().is_some_and(|h| h.work_order() == wanted))
+            .map(|e| e.id))
     }
 
     /// Every case matching `q` (paging ignored) in places `place` accepts,
     /// in `q`'s order, one row at a time to `sink`, as `role` may see it
-    /// (see [`crate::export`]; `names` names a place). Reads only the
-    /// in-memory index and search texts, a few hundred rows at a time, so
+    /// (see [`crate::export`]; `names` names a place). Reads the
+    /// in-memory index and the search texts, a few hundred rows at a time, so
     /// memory stays bounded by the matching ids (16 bytes a case) whatever
     /// the rows; `sink` may block (a slow download) without holding the
     /// index. Returns the rows written.
@@ -209,7 +208,13 @@ impl Store {
         let now = q.now.unwrap_or_else(|| self.now_ms());
         let ids = {
             let index = self.index_read();
-            query::sorted_ids(q, index.names(), index.entries(), &index.texts, place)
+            query::sorted_ids(
+                q,
+                index.names(),
+                index.entries(),
+                &self.bodies(&index),
+                place,
+            )?
         };
         sink(
             crate::export::case_headers(role)
@@ -218,15 +223,25 @@ impl Store {
                 .collect(),
         )?;
         for chunk in ids.chunks(BATCH) {
+            // The reporter's phone is in the stored texts only, read for
+            // the roles whose rows show it.
+            let phones: Vec<String> = if self.search && crate::policy::sees_personal_data(role) {
+                self.search_texts(chunk)?
+                    .into_iter()
+                    .map(|t| t.map(|t| t.phone).unwrap_or_default())
+                    .collect()
+            } else {
+                vec![String::new(); chunk.len()]
+            };
             let rows: Vec<Vec<String>> = {
                 let index = self.index_read();
                 chunk
                     .iter()
-                    .filter_map(|id| {
-                        let meta = index.meta(*id)?;
-                        let text = index.texts.get(id).map(|t| &t.text);
-                        let (work_order, phone) =
-                            text.map_or(("", ""), |t| (t.work_order.as_str(), t.phone.as_str()));
+                    .zip(&phones)
+                    .filter_map(|(id, phone)| {
+                        let e = index.get(*id)?;
+                        let meta = e.meta(index.names());
+                        let work_order = e.search.as_ref().map_or("", |h| h.work_order());
                         Some(crate::export::case_row(
                             &meta,
                             &names(&meta.scope()),
@@ -249,23 +264,21 @@ impl Store {
     pub fn count(&self, q: &Query) -> Result<usize> {
         let q = &self.checked(q)?;
         let index = self.index_read();
-        let matcher = query::Matcher::new(q, index.names(), |_| true);
-        Ok(index
-            .entries()
-            .filter(|e| matcher.matches(e) && matcher.matches_text(index.texts.get(&e.id)))
-            .count())
+        Ok(query::hits(
+            q,
+            index.names(),
+            index.entries(),
+            &self.bodies(&index),
+            |_| true,
+        )?
+        .len())
     }
 
     /// Counts of matching records by derived status.
     pub fn count_by_status(&self, q: &Query) -> Result<BTreeMap<String, usize>> {
         let q = &self.checked(q)?;
         let index = self.index_read();
-        Ok(query::count_by_status(
-            q,
-            index.names(),
-            index.entries(),
-            &index.texts,
-        ))
+        query::count_by_status(q, index.names(), index.entries(), &self.bodies(&index))
     }
 
     /// Every record id, in id order.

@@ -29,7 +29,7 @@ impl Store {
             return Ok(false);
         }
         let mut batch = Batch::default();
-        for prefix in [P_SNAPSHOT, P_INDEX, P_SERVER_HEADS, P_SCOPE, P_TEXT] {
+        for prefix in [P_SNAPSHOT, P_INDEX, P_SERVER_HEADS, P_SCOPE, P_TEXT, P_HELD] {
             batch.remove(key(prefix, id.as_bytes()));
         }
         for item in backend::scan(self.db.as_ref(), &key(P_CHUNK, id.as_bytes())) {

@@ -465,7 +465,7 @@ impl Store {
         let mut index = self.index_mut();
         index.insert(meta);
         if let Some(text) = text {
-            index.texts.insert(id, text.into());
+            Self::text_written(&mut index, id, text);
         }
         drop(index);
         // After the index: what live queries read is the new entry.

@@ -125,6 +125,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// durable writes.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
+    /// [`Backend::get`] for several keys, in order (one statement on an
+    /// engine other processes write to).
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
     /// Up to `limit` entries with `start <= key < end`, in key order
     /// (`reverse`: from the end).
     fn range(

@@ -434,6 +434,43 @@ impl Backend for PgBackend {
         })
     }
 
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out: Vec<Option<Option<Vec<u8>>>> = {
+            let turn = guard(&self.turn);
+            keys.iter().map(|k| turn.overlay.get(k).cloned()).collect()
+        };
+        let asked: Vec<&[u8]> = keys
+            .iter()
+            .zip(&out)
+            .filter(|(_, o)| o.is_none())
+            .map(|(k, _)| k.as_slice())
+            .collect();
+        if !asked.is_empty() {
+            // Each key looked up on its own through the primary key (see
+            // `get_and_range_many`).
+            let sql = format!(
+                "SELECT r.i, t.v FROM unnest($1::bytea[]) WITH ORDINALITY AS r(k, i) \
+                   CROSS JOIN LATERAL (SELECT v FROM {} WHERE k = r.k OFFSET 0) t",
+                self.table
+            );
+            let rows: Vec<(i64, Vec<u8>)> = self.with_reader(|c| {
+                let rows = block_on(c.query_typed(&sql, &[(&asked, Type::BYTEA_ARRAY)]))?;
+                Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            })?;
+            let mut found: Vec<Option<Vec<u8>>> = vec![None; asked.len()];
+            for (i, v) in rows {
+                if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| found.get_mut(i)) {
+                    *slot = Some(v);
+                }
+            }
+            let mut found = found.into_iter();
+            for o in out.iter_mut().filter(|o| o.is_none()) {
+                *o = Some(found.next().flatten());
+            }
+        }
+        Ok(out.into_iter().map(Option::flatten).collect())
+    }
+
     fn range(
         &self,
         start: &[u8],
