@@ -118,9 +118,9 @@ impl Store {
         let mut batch = Batch::default();
         batch.insert(key(P_SNAPSHOT, id.as_bytes()), bytes);
         batch.insert(key(P_INDEX, id.as_bytes()), encode_index(&meta, storage)?);
-        if let Some(text) = &text {
-            Self::put_text(&mut batch, id, text)?;
-        }
+        let text = text
+            .map(|t| Self::put_text(&mut batch, id, t))
+            .transpose()?;
         batch.insert(
             key(P_SCOPE, id.as_bytes()),
             bincode::encode_to_vec(&scope, bincode_config()).map_err(encode_err)?,

@@ -116,6 +116,24 @@ impl TextCache {
     }
 }
 
+/// A record's search text as a write keeps it: the text, and what is
+/// held of it in memory.
+pub(super) struct Kept {
+    text: String,
+    held: Held,
+}
+
+/// The stored search texts of `ids`, in order (`None`: none kept), in one
+/// read of the engine.
+fn read_texts(db: &dyn backend::Backend, ids: &[RecordId]) -> Result<Vec<Option<SearchText>>> {
+    let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(P_TEXT, id.as_bytes())).collect();
+    Ok(db
+        .get_many(&keys)?
+        .into_iter()
+        .map(|v| v.as_deref().and_then(decode_text))
+        .collect())
+}
+
 /// The texts a search reads: held ones from the cache, the others from
 /// the store, a batch at a time.
 pub(super) struct Bodies<'a> {
@@ -135,12 +153,9 @@ impl TextSource for Bodies<'_> {
         if missing.is_empty() {
             return Ok(());
         }
-        let keys: Vec<Vec<u8>> = missing
-            .iter()
-            .map(|&i| key(P_TEXT, ids[i].as_bytes()))
-            .collect();
-        for (&i, value) in missing.iter().zip(self.db.get_many(&keys)?) {
-            if let Some(text) = value.as_deref().and_then(decode_text) {
+        let asked: Vec<RecordId> = missing.iter().map(|&i| ids[i]).collect();
+        for (&i, text) in missing.iter().zip(read_texts(self.db, &asked)?) {
+            if let Some(text) = text {
                 found(i, &text.text);
             }
         }
@@ -178,13 +193,7 @@ impl Store {
 
     /// The stored search texts of `ids`, in order (`None`: none kept).
     pub(super) fn search_texts(&self, ids: &[RecordId]) -> Result<Vec<Option<SearchText>>> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(P_TEXT, id.as_bytes())).collect();
-        Ok(self
-            .db
-            .get_many(&keys)?
-            .into_iter()
-            .map(|v| v.as_deref().and_then(decode_text))
-            .collect())
+        read_texts(self.db.as_ref(), ids)
     }
 
     /// The search text to keep for a record, when this store keeps them.
@@ -201,23 +210,38 @@ impl Store {
         )
     }
 
-    /// Adds the text and what is held of it to `batch`; returns what is
-    /// held.
-    pub(super) fn put_text(batch: &mut Batch, id: RecordId, text: &SearchText) -> Result<Held> {
-        let encoded = bincode::encode_to_vec(text, bincode_config())
+    /// Adds the text and what is held of it to `batch`.
+    pub(super) fn put_text(batch: &mut Batch, id: RecordId, text: SearchText) -> Result<Kept> {
+        let encoded = bincode::encode_to_vec(&text, bincode_config())
             .map_err(|e| Error::Metadata(e.to_string()))?;
         batch.insert(key(P_TEXT, id.as_bytes()), encoded);
-        let held = Held::from(text);
+        let held = Held::from(&text);
         batch.insert(key(P_HELD, id.as_bytes()), held.encode()?);
-        Ok(held)
+        Ok(Kept {
+            text: text.text,
+            held,
+        })
     }
 
-    /// After a write of `id` with `text` has been applied: the index
+    /// Derives the text of the record `d` (when this store keeps them)
+    /// and adds it to `batch`.
+    pub(super) fn keep_text(
+        &self,
+        batch: &mut Batch,
+        id: RecordId,
+        d: &Automerge,
+    ) -> Result<Option<Kept>> {
+        self.derive_text(id, d)
+            .map(|t| Self::put_text(batch, id, t))
+            .transpose()
+    }
+
+    /// After a write of `id` that kept `kept` has been applied: the index
     /// entry (already replaced) gets what is held of it, the cache the
     /// text.
-    pub(super) fn text_written(index: &mut super::index::Index, id: RecordId, text: SearchText) {
-        index.set_search(id, Some(Held::from(&text)));
-        index.texts.put(id, &text.text);
+    pub(super) fn text_written(index: &mut super::index::Index, id: RecordId, kept: Kept) {
+        index.set_search(id, Some(kept.held));
+        index.texts.put(id, &kept.text);
     }
 
     /// Reads what is held of every record's text into the index entries
@@ -292,7 +316,7 @@ impl Store {
             // derived again from the document below.
             if let Some(text) = decode_text(&v) {
                 missing.remove(&id);
-                derived.push((id, Self::put_text(&mut batch, id, &text)?));
+                derived.push((id, Self::put_text(&mut batch, id, text)?.held));
                 if batch.len() >= DERIVE_BATCH {
                     write(&mut batch, &mut derived)?;
                 }
@@ -302,8 +326,8 @@ impl Store {
             // A record that cannot be loaded is listed as corrupt by
             // the index; it has no text until it is written again.
             if let Ok(loaded) = self.load_from_disk(id) {
-                if let Some(text) = self.derive_text(id, &loaded.doc) {
-                    derived.push((id, Self::put_text(&mut batch, id, &text)?));
+                if let Some(kept) = self.keep_text(&mut batch, id, &loaded.doc)? {
+                    derived.push((id, kept.held));
                 }
             }
             if batch.len() >= DERIVE_BATCH {
@@ -328,12 +352,9 @@ impl Store {
         let mut chosen = Vec::new();
         let mut room = self.search_cache_bytes;
         for chunk in recent.chunks(DERIVE_BATCH) {
-            let keys: Vec<Vec<u8>> = chunk
-                .iter()
-                .map(|(_, id)| key(P_TEXT, id.as_bytes()))
-                .collect();
-            for ((_, id), value) in chunk.iter().zip(self.db.get_many(&keys)?) {
-                let Some(text) = value.as_deref().and_then(decode_text) else {
+            let ids: Vec<RecordId> = chunk.iter().map(|(_, id)| *id).collect();
+            for (id, text) in ids.iter().zip(self.search_texts(&ids)?) {
+                let Some(text) = text else {
                     continue;
                 };
                 let cost = TextCache::cost(&text.text);
@@ -358,25 +379,23 @@ impl Store {
         Ok(())
     }
 
-    /// Reads one record's text again (another server wrote the record).
+    /// Reads one record's text again (another server wrote the record);
+    /// what is held of it is derived from it.
     pub(super) fn reload_text(&self, id: RecordId) -> Result<()> {
         if !self.search {
             return Ok(());
         }
-        let held = self
-            .db
-            .get(&key(P_HELD, id.as_bytes()))?
-            .and_then(|v| Held::decode(&v));
-        let text = self
-            .db
-            .get(&key(P_TEXT, id.as_bytes()))?
-            .as_deref()
-            .and_then(decode_text);
+        let text = self.search_texts(&[id])?.pop().flatten();
         let mut index = self.index_mut();
-        index.set_search(id, held);
         match text {
-            Some(t) => index.texts.put(id, &t.text),
-            None => index.texts.remove(&id),
+            Some(t) => {
+                index.set_search(id, Some(Held::from(&t)));
+                index.texts.put(id, &t.text);
+            }
+            None => {
+                index.set_search(id, None);
+                index.texts.remove(&id);
+            }
         }
         Ok(())
     }

@@ -5,12 +5,7 @@ use super::*;
 /// What [`Store::prepare`] builds: the batch, the record's new index
 /// entry, its search text when the store keeps them, and the last hotline
 /// event sequence the batch uses, if it records events.
-type Prepared = (
-    Batch,
-    RecordMeta,
-    Option<crate::search::SearchText>,
-    Option<u64>,
-);
+type Prepared = (Batch, RecordMeta, Option<super::search::Kept>, Option<u64>);
 
 impl Store {
     /// Records a new issue and returns its id.
@@ -565,10 +560,7 @@ impl Store {
             storage.next_chunk += 1;
         }
         batch.insert(key(P_INDEX, id.as_bytes()), encode_index(&meta, *storage)?);
-        let text = self.derive_text(id, &loaded.doc);
-        if let Some(text) = &text {
-            Self::put_text(&mut batch, id, text)?;
-        }
+        let text = self.keep_text(&mut batch, id, &loaded.doc)?;
         self.note_file_refs(id, &loaded.doc, origin, &mut batch)?;
         let entry = StoredLogEntry {
             id: *id.as_bytes(),
