@@ -13,6 +13,11 @@
 //! cargo bench -p gridsync-tests --bench scale
 //! GRIDSYNC_SCALE_RECORDS=10000,200000 GRIDSYNC_SCALE_ENGINES=sled cargo bench -p gridsync-tests --bench scale
 //! ```
+//!
+//! With `GRIDSYNC_SCALE_KEEP=DIR`, each size's built sled store is kept
+//! in `DIR/n<size>` and reused by later runs (copied before it is
+//! measured, so a run never changes it): building a million issues takes
+//! half an hour, measuring a few minutes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,7 +28,7 @@ use gridsync_core::clock::ManualClock;
 use gridsync_core::store::backend::Engine;
 use gridsync_core::{Durability, RecordId, Store};
 use gridsync_tests::server::TestServer;
-use gridsync_tests::{add_note, dir_size, new_issue, peak_rss_kib, worker};
+use gridsync_tests::{add_note, copy_dir, dir_size, new_issue, peak_rss_kib, worker};
 
 const SERVER_EXE: &str = env!("CARGO_BIN_EXE_gridsync-under-test");
 const GRIDS: u32 = 100;
@@ -296,13 +301,38 @@ fn main() {
     let engines =
         std::env::var("GRIDSYNC_SCALE_ENGINES").unwrap_or_else(|_| "sled,postgres".into());
     let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+    let keep = std::env::var_os("GRIDSYNC_SCALE_KEEP").map(std::path::PathBuf::from);
     let mut sled_rows: Vec<Measured> = Vec::new();
     let mut pg_rows: Vec<Measured> = Vec::new();
     for &n in &sizes {
         let root = tmp.path().join(format!("n{n}"));
         let sled_data = root.join("sled");
-        eprintln!("building {n} issues…");
-        let build = build(&Engine::Sled, &sled_data, n);
+        let kept = keep
+            .as_ref()
+            .map(|k| (k.join(format!("n{n}")), k.join(format!("n{n}.built"))));
+        let build = match &kept {
+            Some((kept, built)) if built.exists() => {
+                eprintln!("reusing {n} issues built before…");
+                copy_dir(kept, &sled_data);
+                Duration::from_secs_f64(
+                    std::fs::read_to_string(built)
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap(),
+                )
+            }
+            _ => {
+                eprintln!("building {n} issues…");
+                let build = build(&Engine::Sled, &sled_data, n);
+                if let Some((kept, built)) = &kept {
+                    let _ = std::fs::remove_dir_all(kept);
+                    copy_dir(&sled_data, kept);
+                    std::fs::write(built, build.as_secs_f64().to_string()).unwrap();
+                }
+                build
+            }
+        };
         if engines.contains("postgres") {
             gridsync_tests::engine::on_postgres(|| {
                 let pg_data = root.join("pg");

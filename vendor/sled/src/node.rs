@@ -45,6 +45,30 @@ impl Node {
             + self.data.rss()
     }
 
+    /// The node's size in memory, allocations included (gridsync patch
+    /// 4): [`Node::rss`] plus each key's and value's slot in its vector,
+    /// and, past the inline length, its shared allocation's header and
+    /// the allocator's rounding.
+    pub(crate) fn rss_held(&self) -> u64 {
+        const SLOT: u64 = std::mem::size_of::<IVec>() as u64;
+        const HEAP: u64 = 32;
+        let heap = |len: usize| if len > 22 { HEAP } else { 0 };
+        let items: u64 = match &self.data {
+            Data::Index(index) => index
+                .keys
+                .iter()
+                .map(|k| SLOT + 8 + heap(k.len()))
+                .sum(),
+            Data::Leaf(leaf) => leaf
+                .keys
+                .iter()
+                .zip(leaf.values.iter())
+                .map(|(k, v)| 2 * SLOT + heap(k.len()) + heap(v.len()))
+                .sum(),
+        };
+        self.rss() + items
+    }
+
     fn prefix_decode(&self, key: &[u8]) -> IVec {
         prefix::decode(self.prefix(), key)
     }

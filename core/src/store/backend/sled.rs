@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 
 /// The memory sled may keep for its page cache. sled's default (1 GiB)
 /// would grow a server's resident memory with its store; what sled does
-/// not cache, the operating system's page cache still serves.
+/// not cache, the operating system's page cache still serves. The bound
+/// holds in memory: the vendored sled charges a cached page its size
+/// decompressed, allocations included (`vendor/sled/PATCHED.md`, 4).
 pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Whether sled at `path` compresses what it writes (zstd). A directory
