@@ -142,19 +142,29 @@ pub(crate) struct EntryFacts {
     pub source: Sym,
     pub lead_unit: Sym,
     pub address: Sym,
-    pub level: Sym,
-    pub format: Sym,
     pub dispatched_at: Ms,
     pub signed_at: Ms,
     pub handled_at: Ms,
     pub closed_at: Ms,
     pub conflict_since: Ms,
-    pub held_at: Ms,
     pub returns: u32,
     pub reopens: u32,
     pub satisfied: u32,
     pub basically_satisfied: u32,
     pub dissatisfied: u32,
+    pub visit_reached: bool,
+    pub visit_resolved: bool,
+    /// A meeting's facts; `None` when all of them are empty, as for every
+    /// issue (the entry then saves their 52 bytes).
+    pub meeting: Option<Box<MeetingFacts>>,
+}
+
+/// The facts only meetings have (see [`Facts`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MeetingFacts {
+    pub level: Sym,
+    pub format: Sym,
+    pub held_at: Ms,
     pub action_items: u32,
     pub actions_due: u32,
     pub actions_verified: u32,
@@ -162,16 +172,17 @@ pub(crate) struct EntryFacts {
     pub actions_verified_dated: u32,
     /// In order.
     pub action_dues: Box<[i64]>,
-    pub visit_reached: bool,
-    pub visit_resolved: bool,
 }
 
 /// A record's index entry as held in memory.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     pub id: RecordId,
-    pub number: Box<str>,
-    pub title: Box<str>,
+    /// The case or meeting number followed by the title, in one allocation
+    /// (see [`Entry::number`], [`Entry::title`]).
+    pub label: Box<str>,
+    /// Where the number ends in `label`.
+    pub number_len: u32,
     pub linked_issues: Box<[[u8; 16]]>,
     pub unrecognized: Box<[Sym]>,
     pub deadline: Ms,
@@ -201,6 +212,20 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// The case or meeting number.
+    pub(crate) fn number(&self) -> &str {
+        self.label
+            .get(..self.number_len as usize)
+            .unwrap_or_default()
+    }
+
+    /// The title (a meeting's topic).
+    pub(crate) fn title(&self) -> &str {
+        self.label
+            .get(self.number_len as usize..)
+            .unwrap_or_default()
+    }
+
     /// Overdue at `now` (see [`crate::issue::is_overdue`]).
     pub(crate) fn is_overdue(&self, now: i64) -> bool {
         self.issue_status

@@ -234,7 +234,10 @@ impl Within<'_> {
 
 /// One group's figures over some records before "now" is known: what
 /// depends on the time is kept as sorted deadlines, counted at `now` when
-/// the table is made.
+/// the table is made. The deadlines already passed when the part was made
+/// (its `settled` time) are only counted (`passed`): time moves on, so
+/// they stay passed at every later `now`, and a district's closed years
+/// keep no list of them.
 #[derive(Clone, Debug, Default)]
 struct PartRow {
     issues: u64,
@@ -250,6 +253,10 @@ struct PartRow {
     undone_deadlines: Vec<i64>,
     /// Deadlines of running cases: overdue once passed.
     overdue_deadlines: Vec<i64>,
+    /// How many of the four lists' deadlines had passed when the part was
+    /// made (response windows, undone deadlines, overdue deadlines, action
+    /// dues), no longer in the lists.
+    passed: [u64; 4],
     resolution: Rate,
     satisfaction: Rate,
     returned: Rate,
@@ -269,11 +276,17 @@ struct PartRow {
     action_dues: Vec<i64>,
 }
 
+/// Whether a deadline (first) counts as passed at a time (second).
+type Counts = fn(i64, i64) -> bool;
+
 /// The figures of some records (a cell of the index: one place, one
 /// month), grouped, before "now" is known.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct Part {
     rows: BTreeMap<i64, PartRow>,
+    /// The time the part was made at: it counts at this time or later
+    /// only (see [`PartRow`]).
+    settled: i64,
 }
 
 /// Running cases with a deadline, by deadline then id: where the overdue
@@ -286,6 +299,8 @@ pub(crate) fn overdue_candidates<'a>(
         .filter_map(|e| e.overdue_from().map(|d| (d, e.id)))
         .collect();
     out.sort_unstable();
+    // Kept for as long as the cell is unchanged: no spare capacity.
+    out.shrink_to_fit();
     out
 }
 
@@ -317,26 +332,49 @@ fn group_key(e: &Entry, names: &Names, by: GroupBy) -> i64 {
 
 impl Part {
     /// The figures of `entries`, grouped `by`.
+    /// The part of `entries` grouped `by`, made at `now`: it counts at
+    /// `now` or later ([`Part::counts_at`]).
     pub(crate) fn of<'a>(
         entries: impl IntoIterator<Item = &'a Entry>,
         names: &Names,
         by: GroupBy,
+        now: i64,
     ) -> Part {
         let red = names.find("red");
-        let mut part = Part::default();
+        let mut part = Part {
+            rows: BTreeMap::new(),
+            settled: now,
+        };
         for e in entries {
             let row = part.rows.entry(group_key(e, names, by)).or_default();
             row.add(e, red);
         }
         for row in part.rows.values_mut() {
-            row.undone_deadlines.sort_unstable();
-            row.response_windows.sort_unstable();
-            row.action_dues.sort_unstable();
-            row.overdue_deadlines.sort_unstable();
             row.discussed.sort_unstable();
             row.discussed.dedup();
+            row.discussed.shrink_to_fit();
+            // Each list with the test that makes one of its deadlines
+            // count (as `Row::absorb` applies it).
+            let lists: [(&mut Vec<i64>, Counts); 4] = [
+                (&mut row.response_windows, |d, now| d < now),
+                (&mut row.undone_deadlines, |d, now| d <= now),
+                (&mut row.overdue_deadlines, |d, now| d < now),
+                (&mut row.action_dues, |d, now| d < now),
+            ];
+            for (passed, (list, counts)) in row.passed.iter_mut().zip(lists) {
+                list.sort_unstable();
+                let n = list.partition_point(|&d| counts(d, now));
+                list.drain(..n);
+                list.shrink_to_fit();
+                *passed = n as u64;
+            }
         }
         part
+    }
+
+    /// Whether the part may be counted at `now` (made then or before).
+    pub(crate) fn counts_at(&self, now: i64) -> bool {
+        self.settled <= now
     }
 }
 
@@ -351,16 +389,21 @@ impl PartRow {
         }
         if !e.is_issue {
             self.meetings += 1;
+            self.discussed.extend(e.linked_issues.iter().copied());
+            // A meeting with no facts of its own (no level, format or
+            // action items) counts in no level or format row.
+            let Some(m) = f.meeting.as_deref() else {
+                return;
+            };
             for (sym, counts) in [
-                (f.level, &mut self.by_level),
-                (f.format, &mut self.by_format),
+                (m.level, &mut self.by_level),
+                (m.format, &mut self.by_format),
             ] {
                 *counts.entry(sym).or_default() += 1;
             }
-            self.discussed.extend(e.linked_issues.iter().copied());
-            self.actions.denominator += u64::from(f.actions_verified_dated);
-            self.actions.numerator += u64::from(f.actions_verified_on_time);
-            self.action_dues.extend(f.action_dues.iter().copied());
+            self.actions.denominator += u64::from(m.actions_verified_dated);
+            self.actions.numerator += u64::from(m.actions_verified_on_time);
+            self.action_dues.extend(m.action_dues.iter().copied());
             return;
         }
         self.issues += 1;
@@ -412,14 +455,16 @@ impl Row {
     fn absorb(&mut self, p: &PartRow, names: &Names, now: i64) {
         self.issues += p.issues;
         self.open_issues += p.open_issues;
+        let [windows_passed, undone_passed, overdue_passed, dues_passed] = p.passed;
         self.response.absorb(p.response);
         // Not signed for: missed once the window has closed.
-        self.response.denominator += p.response_windows.partition_point(|&d| d < now) as u64;
+        self.response.denominator +=
+            windows_passed + p.response_windows.partition_point(|&d| d < now) as u64;
         self.on_time_completion.absorb(p.on_time_handled);
         // Not handled: due once the deadline has passed (deadline <= now).
         self.on_time_completion.denominator +=
-            p.undone_deadlines.partition_point(|&d| d <= now) as u64;
-        self.overdue += p.overdue_deadlines.partition_point(|&d| d < now) as u64;
+            undone_passed + p.undone_deadlines.partition_point(|&d| d <= now) as u64;
+        self.overdue += overdue_passed + p.overdue_deadlines.partition_point(|&d| d < now) as u64;
         self.resolution.absorb(p.resolution);
         self.satisfaction.absorb(p.satisfaction);
         self.returned.absorb(p.returned);
@@ -447,7 +492,7 @@ impl Row {
         self.discussed.extend(p.discussed.iter().copied());
         self.actions_verified_on_time.absorb(p.actions);
         self.actions_verified_on_time.denominator +=
-            p.action_dues.partition_point(|&d| d < now) as u64;
+            dues_passed + p.action_dues.partition_point(|&d| d < now) as u64;
     }
 }
 
@@ -476,7 +521,14 @@ impl Tally {
         }
     }
 
+    /// Adds a part made at this table's time or before
+    /// ([`Part::counts_at`]; one made later would count deadlines not yet
+    /// passed, and is refused by a debug assertion).
     pub(crate) fn add(&mut self, part: &Part, names: &Names) {
+        debug_assert!(
+            part.counts_at(self.now),
+            "a part made after the table's time"
+        );
         for (key, p) in &part.rows {
             if *key == TOTAL_ONLY {
                 self.total.absorb(p, names, self.now);
@@ -506,7 +558,10 @@ impl Tally {
     /// candidates).
     pub(crate) fn add_entries(&mut self, entries: &[&Entry], names: &Names) {
         let by = self.by;
-        self.add(&Part::of(entries.iter().copied(), names, by), names);
+        self.add(
+            &Part::of(entries.iter().copied(), names, by, self.now),
+            names,
+        );
         self.add_overdue(&overdue_candidates(entries.iter().copied()));
     }
 
@@ -544,8 +599,8 @@ impl Tally {
                 let scope = names.scope(e.place);
                 Some(Overdue {
                     id: id.to_string(),
-                    number: e.number.to_string(),
-                    title: e.title.to_string(),
+                    number: e.number().to_owned(),
+                    title: e.title().to_owned(),
                     street: scope.street.clone(),
                     community: scope.community.clone(),
                     grid: scope.grid.clone(),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 
-use crate::entry::{Entry, EntryFacts, Ms, Names, Place, Sym};
+use crate::entry::{Entry, EntryFacts, MeetingFacts, Ms, Names, Place, Sym};
 use crate::ids::{RecordId, RecordKind};
 use crate::issue::{self, IssueSummary};
 use crate::meeting::MeetingView;
@@ -768,8 +768,8 @@ impl Entry {
         let f = &m.facts;
         Entry {
             id: m.record_id(),
-            number: m.number.as_str().into(),
-            title: m.title.as_str().into(),
+            label: [m.number.as_str(), m.title.as_str()].concat().into(),
+            number_len: u32::try_from(m.number.len()).unwrap_or(0),
             linked_issues: m.linked_issues.clone().into_boxed_slice(),
             unrecognized: m.unrecognized.iter().map(|u| names.intern(u)).collect(),
             deadline: Ms::new(m.deadline),
@@ -797,27 +797,42 @@ impl Entry {
                 source: names.intern(&f.source),
                 lead_unit: names.intern(&f.lead_unit),
                 address: names.intern(&f.address),
-                level: names.intern(&f.level),
-                format: names.intern(&f.format),
                 dispatched_at: Ms::new(f.dispatched_at),
                 signed_at: Ms::new(f.signed_at),
                 handled_at: Ms::new(f.handled_at),
                 closed_at: Ms::new(f.closed_at),
                 conflict_since: Ms::new(f.conflict_since),
-                held_at: Ms::new(f.held_at),
                 returns: f.returns,
                 reopens: f.reopens,
                 satisfied: f.satisfied,
                 basically_satisfied: f.basically_satisfied,
                 dissatisfied: f.dissatisfied,
-                action_items: f.action_items,
-                actions_due: f.actions_due,
-                actions_verified: f.actions_verified,
-                actions_verified_on_time: f.actions_verified_on_time,
-                actions_verified_dated: f.actions_verified_dated,
-                action_dues: f.action_dues.clone().into_boxed_slice(),
                 visit_reached: f.visit_reached,
                 visit_resolved: f.visit_resolved,
+                meeting: {
+                    let none = f.level.is_empty()
+                        && f.format.is_empty()
+                        && f.held_at.is_none()
+                        && f.action_items == 0
+                        && f.actions_due == 0
+                        && f.actions_verified == 0
+                        && f.actions_verified_on_time == 0
+                        && f.actions_verified_dated == 0
+                        && f.action_dues.is_empty();
+                    (!none).then(|| {
+                        Box::new(MeetingFacts {
+                            level: names.intern(&f.level),
+                            format: names.intern(&f.format),
+                            held_at: Ms::new(f.held_at),
+                            action_items: f.action_items,
+                            actions_due: f.actions_due,
+                            actions_verified: f.actions_verified,
+                            actions_verified_on_time: f.actions_verified_on_time,
+                            actions_verified_dated: f.actions_verified_dated,
+                            action_dues: f.action_dues.clone().into_boxed_slice(),
+                        })
+                    })
+                },
             },
         }
     }
@@ -826,11 +841,12 @@ impl Entry {
     pub(crate) fn meta(&self, names: &Names) -> RecordMeta {
         let scope = names.scope(self.place);
         let f = &self.facts;
+        let m = f.meeting.as_deref();
         RecordMeta {
             id: *self.id.as_bytes(),
             kind: names.get(self.kind).to_owned(),
-            number: self.number.to_string(),
-            title: self.title.to_string(),
+            number: self.number().to_owned(),
+            title: self.title().to_owned(),
             street: scope.street.clone(),
             community: scope.community.clone(),
             grid: scope.grid.clone(),
@@ -861,15 +877,17 @@ impl Entry {
                 basically_satisfied: f.basically_satisfied,
                 dissatisfied: f.dissatisfied,
                 conflict_since: f.conflict_since.get(),
-                level: names.get(f.level).to_owned(),
-                format: names.get(f.format).to_owned(),
-                held_at: f.held_at.get(),
-                action_items: f.action_items,
-                actions_due: f.actions_due,
-                actions_verified: f.actions_verified,
-                actions_verified_on_time: f.actions_verified_on_time,
-                actions_verified_dated: f.actions_verified_dated,
-                action_dues: f.action_dues.to_vec(),
+                level: m.map(|m| names.get(m.level).to_owned()).unwrap_or_default(),
+                format: m
+                    .map(|m| names.get(m.format).to_owned())
+                    .unwrap_or_default(),
+                held_at: m.and_then(|m| m.held_at.get()),
+                action_items: m.map_or(0, |m| m.action_items),
+                actions_due: m.map_or(0, |m| m.actions_due),
+                actions_verified: m.map_or(0, |m| m.actions_verified),
+                actions_verified_on_time: m.map_or(0, |m| m.actions_verified_on_time),
+                actions_verified_dated: m.map_or(0, |m| m.actions_verified_dated),
+                action_dues: m.map(|m| m.action_dues.to_vec()).unwrap_or_default(),
             },
             unrecognized: self
                 .unrecognized
@@ -946,7 +964,16 @@ mod tests {
             facts: Facts::default(),
             ..full.clone()
         };
-        for m in [full, empty] {
+        // One meeting fact alone keeps them all; an empty number.
+        let one = RecordMeta {
+            number: String::new(),
+            facts: Facts {
+                action_dues: vec![3],
+                ..Facts::default()
+            },
+            ..empty.clone()
+        };
+        for m in [full, empty, one] {
             let e = Entry::new(&m, &mut names);
             assert_eq!(e.meta(&names), m);
         }

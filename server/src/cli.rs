@@ -235,10 +235,13 @@ fn say(line: &str) {
 /// every arena keeps the memory freed in it for later, so a server whose
 /// threads take turns reading and evicting pages (sled's cache, search)
 /// held the sum of every arena's peak: at 100,000 cases, 346–400 MiB
-/// resident against a heap that never passed 245 MiB; with the arenas
-/// capped, the resident peak is the heap's (ARCHITECTURE.md, "Scale").
+/// resident against a heap that never passed 245 MiB. One arena: at
+/// 1,000,000 cases on sled the resident peak was 974 MiB with one, 1057
+/// with two; small allocations stay in each thread's cache (tcache)
+/// either way, and the bench rows moved within their noise
+/// (ARCHITECTURE.md, "Scale").
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MALLOC_ARENAS: libc::c_int = 2;
+const MALLOC_ARENAS: libc::c_int = 1;
 
 /// Caps glibc's allocator arenas at [`MALLOC_ARENAS`], before the runtime
 /// starts its threads, unless the operator chose a number

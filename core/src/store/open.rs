@@ -274,6 +274,7 @@ impl Store {
                 _ => rebuild.push(id),
             }
         }
+        index.shrink_to_fit();
         *self.index_mut() = index;
         for id in rebuild {
             match self.load_from_disk(id) {

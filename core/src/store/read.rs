@@ -164,7 +164,7 @@ impl Store {
         let index = self.index_read();
         if let Some(e) = index
             .entries()
-            .find(|e| e.number.eq_ignore_ascii_case(&wanted))
+            .find(|e| e.number().eq_ignore_ascii_case(&wanted))
         {
             return Ok(Some(e.id));
         }
