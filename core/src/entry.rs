@@ -160,7 +160,7 @@ pub(crate) struct EntryFacts {
 }
 
 /// The facts only meetings have (see [`Facts`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct MeetingFacts {
     pub level: Sym,
     pub format: Sym,

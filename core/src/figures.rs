@@ -331,8 +331,7 @@ fn group_key(e: &Entry, names: &Names, by: GroupBy) -> i64 {
 }
 
 impl Part {
-    /// The figures of `entries`, grouped `by`.
-    /// The part of `entries` grouped `by`, made at `now`: it counts at
+    /// The figures of `entries` grouped `by`, made at `now`: it counts at
     /// `now` or later ([`Part::counts_at`]).
     pub(crate) fn of<'a>(
         entries: impl IntoIterator<Item = &'a Entry>,
