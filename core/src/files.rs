@@ -486,10 +486,23 @@ impl Files {
         }
     }
 
-    /// Moves a synced file from `tmp/` to `to` and syncs the directory.
+    /// Moves a synced file from `tmp/` to `to` and syncs its directory
+    /// (and those above it in the area, when that directory is new).
     fn land(&self, tmp: &Path, to: &Path) -> Result<()> {
         let parent = to.parent().unwrap_or(&self.dir);
-        fs::create_dir_all(parent)?;
+        if !parent.is_dir() {
+            if let Err(e) = fs::create_dir_all(parent) {
+                let _ = fs::remove_file(tmp);
+                return Err(e.into());
+            }
+            // The new directories' names must last as well: sync each
+            // directory above, up to the area's.
+            let mut above = parent.parent();
+            while let Some(dir) = above.filter(|d| d.starts_with(&self.dir)) {
+                sync_dir(dir)?;
+                above = dir.parent();
+            }
+        }
         if let Err(e) = fs::rename(tmp, to) {
             let _ = fs::remove_file(tmp);
             return Err(e.into());

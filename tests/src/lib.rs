@@ -278,6 +278,35 @@ pub fn all_issue_views(store: &Store) -> Vec<gridsync_core::IssueView> {
         .collect()
 }
 
+/// The CPU time process `pid` (this process: `None`) has used so far, in
+/// user and kernel mode together, in milliseconds (0 when unreadable);
+/// the kernel counts it in clock ticks, so differences are exact to a
+/// tick (10 ms at the usual 100 Hz).
+pub fn cpu_ms(pid: Option<u32>) -> f64 {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces), from the
+    // third: utime and stime are the 14th and 15th.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0.0;
+    };
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    #[allow(unsafe_code)]
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 * 1000.0 / hz as f64
+}
+
 /// A process's peak resident memory in KiB (`VmHWM`), 0 if unknown.
 pub fn peak_rss_kib(pid: Option<u32>) -> u64 {
     status_kib(pid, "VmHWM:")
