@@ -278,16 +278,20 @@ pub fn all_issue_views(store: &Store) -> Vec<gridsync_core::IssueView> {
         .collect()
 }
 
+/// The path of `/proc/<pid>/<file>` (this process's: `None`).
+pub fn proc_file(pid: Option<u32>, file: &str) -> String {
+    match pid {
+        Some(pid) => format!("/proc/{pid}/{file}"),
+        None => format!("/proc/self/{file}"),
+    }
+}
+
 /// The CPU time process `pid` (this process: `None`) has used so far, in
 /// user and kernel mode together, in milliseconds (0 when unreadable);
 /// the kernel counts it in clock ticks, so differences are exact to a
 /// tick (10 ms at the usual 100 Hz).
 pub fn cpu_ms(pid: Option<u32>) -> f64 {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".to_owned(),
-    };
-    let Ok(stat) = std::fs::read_to_string(path) else {
+    let Ok(stat) = std::fs::read_to_string(proc_file(pid, "stat")) else {
         return 0.0;
     };
     // Fields after the command name (which may hold spaces), from the
@@ -319,11 +323,7 @@ pub fn rss_kib(pid: Option<u32>) -> u64 {
 
 /// A KiB figure of `/proc/<pid>/status` (0 when unreadable).
 fn status_kib(pid: Option<u32>, field: &str) -> u64 {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/status"),
-        None => "/proc/self/status".to_owned(),
-    };
-    std::fs::read_to_string(path)
+    std::fs::read_to_string(proc_file(pid, "status"))
         .ok()
         .and_then(|s| {
             s.lines()
